@@ -1,0 +1,61 @@
+"""sfn-activities: write AWS Step Functions activity workers as plain Python classes.
+
+::
+
+    from activities import Activity
+
+    class Echo(Activity):
+        def run(self, value):
+            return value
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version as _version
+
+from activities.activity import Activity
+from activities.client import ActivityClient, default_worker_name, make_client
+from activities.errors import (
+    ActivitiesError,
+    ActivityDefinitionError,
+    ActivityDoesNotExist,
+    ActivityError,
+    InvalidInput,
+    InvalidOutput,
+    ResultTooLarge,
+    SerializationError,
+    ServiceError,
+    TaskCancelled,
+    TaskGone,
+    Throttled,
+)
+from activities.outcome import Cancelled, Failure, Outcome, Success, failure_from_exception
+from activities.task import Task
+
+__version__ = _version("sfn-activities")
+
+__all__ = [
+    "ActivitiesError",
+    "Activity",
+    "ActivityClient",
+    "ActivityDefinitionError",
+    "ActivityDoesNotExist",
+    "ActivityError",
+    "Cancelled",
+    "Failure",
+    "InvalidInput",
+    "InvalidOutput",
+    "Outcome",
+    "ResultTooLarge",
+    "SerializationError",
+    "ServiceError",
+    "Success",
+    "Task",
+    "TaskCancelled",
+    "TaskGone",
+    "Throttled",
+    "__version__",
+    "default_worker_name",
+    "failure_from_exception",
+    "make_client",
+]

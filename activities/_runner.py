@@ -1,0 +1,123 @@
+"""Running one task to its outcome: decode the input, call run(), encode the result.
+
+Shared by every way of running a task (the worker, ``ActivityClient.process`` and
+``activities.testing``), so that they all map input, errors and output the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from activities.errors import ActivityError, InvalidInput, TaskCancelled, TaskGone
+from activities.outcome import Cancelled, failure_from_exception, success_from_result
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
+    from activities.activity import Activity
+    from activities.outcome import Outcome
+    from activities.task import Task
+
+__all__ = ["execute"]
+
+logger = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """The heartbeat of one task: sends through ``send`` until the task is known gone.
+
+    ``send`` raises :class:`TaskGone` or :class:`TaskCancelled` when Step Functions no
+    longer knows the task; from then on every call raises :class:`TaskCancelled` at once
+    and sends nothing. Any other error from ``send`` (a network blip) is logged and the
+    work goes on: a missed heartbeat is not worth failing the task for.
+    """
+
+    def __init__(self, send: Callable[[], None], task: Task) -> None:
+        self._send = send
+        self._task = task
+        self.cancelled: TaskCancelled | None = None
+
+    def __call__(self) -> None:
+        if self.cancelled is not None:
+            raise TaskCancelled(self.cancelled.message)
+        try:
+            self._send()
+        except (TaskGone, TaskCancelled) as exc:
+            self.cancelled = TaskCancelled(f"Step Functions no longer knows the task: {exc}")
+            raise TaskCancelled(self.cancelled.message) from exc
+        except Exception:
+            logger.warning(
+                "heartbeat for task %s failed; the task goes on",
+                self._task.token_prefix,
+                exc_info=True,
+            )
+
+
+def execute(activity: Activity, task: Task, send_heartbeat: Callable[[], None]) -> Outcome:
+    """Run ``task`` on ``activity`` and return what to tell Step Functions.
+
+    Never raises for anything the activity does: bad input, exceptions from ``run()`` and
+    results that cannot be sent all become a :class:`Failure`. Only exceptions that are
+    not ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) propagate.
+
+    Args:
+        activity: the instance to run the task on.
+        task: the task.
+        send_heartbeat: sends one heartbeat; raises :class:`TaskGone` (or
+            :class:`TaskCancelled`) when the task is gone.
+    """
+    heartbeat = Heartbeat(send_heartbeat, task)
+    activity._task, activity._heartbeat = task, heartbeat
+    try:
+        return _execute(activity, task, heartbeat)
+    finally:
+        activity._task = activity._heartbeat = None
+
+
+def _execute(activity: Activity, task: Task, heartbeat: Heartbeat) -> Outcome:  # noqa: PLR0911 - one return per way a task ends
+    try:
+        args, kwargs = activity._deserialize_arguments(task.input)
+    except ActivityError as exc:
+        return failure_from_exception(exc)
+    except Exception as exc:  # noqa: BLE001 - any decoding error is the input's fault
+        return failure_from_exception(InvalidInput(str(exc)))
+    try:
+        if activity._is_generator():
+            result = _drive(activity.run(*args, **kwargs), heartbeat)
+        else:
+            result = activity.run(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - whatever run() raises fails the task
+        if heartbeat.cancelled is not None:
+            return Cancelled(heartbeat.cancelled.message)
+        return failure_from_exception(exc)
+    if heartbeat.cancelled is not None:
+        # run() caught TaskCancelled and returned: the task is gone all the same.
+        return Cancelled(heartbeat.cancelled.message)
+    try:
+        return success_from_result(activity._serialize_result, result)
+    except ActivityError as exc:
+        return failure_from_exception(exc)
+
+
+def _drive(generator: Generator[Any, None, Any], heartbeat: Heartbeat) -> Any:
+    """Run a generator ``run()`` to its return value, sending a heartbeat at every yield.
+
+    When a heartbeat finds the task gone, :class:`TaskCancelled` is thrown in at the
+    ``yield``; it is thrown again at every later ``yield`` until the generator ends.
+    """
+    pending: TaskCancelled | None = None
+    while True:
+        try:
+            if pending is None:
+                generator.send(None)
+            else:
+                generator.throw(pending)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            heartbeat()
+        except TaskCancelled as exc:
+            pending = exc
+        else:
+            pending = None

@@ -1,0 +1,169 @@
+"""The ``Activity`` base class: what a user subclasses to do the work of a task."""
+
+from __future__ import annotations
+
+import inspect
+import unicodedata
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from activities.errors import ActivityDefinitionError
+from transport import JSONTransport, Transport
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from activities.task import Task
+
+__all__ = ["Activity", "activity_name_problem"]
+
+#: The longest activity name Step Functions accepts.
+MAX_NAME_LENGTH = 80
+
+#: Characters Step Functions refuses in an activity name (besides white space and controls).
+FORBIDDEN_NAME_CHARACTERS = frozenset('<>{}[]?*"#%\\^|~`$&,;:/')
+
+
+def activity_name_problem(name: object) -> str | None:
+    r"""Say what makes ``name`` unacceptable as a Step Functions activity name, or ``None``.
+
+    The rules are the API's: 1 to 80 characters, no white space, none of
+    ``< > { } [ ] ? * " # % \ ^ | ~ ` $ & , ; : /`` and no control characters.
+    """
+    if not isinstance(name, str):
+        return f"it must be a str, not {type(name).__name__}"
+    if not 1 <= len(name) <= MAX_NAME_LENGTH:
+        return f"it must be 1 to {MAX_NAME_LENGTH} characters long, not {len(name)}"
+    for char in name:
+        if char.isspace():
+            return "it must not contain white space"
+        if char in FORBIDDEN_NAME_CHARACTERS:
+            return f"it must not contain {char!r}"
+        if unicodedata.category(char).startswith("C"):
+            return f"it must not contain the control character {char!r}"
+    return None
+
+
+class Activity:
+    """Base class of activities: subclass it and override :meth:`run`.
+
+    ::
+
+        class Echo(Activity):
+            def run(self, value):
+                return value
+
+    The task input is mapped onto ``run()``'s parameters by :attr:`transport` (a JSON
+    object becomes keyword arguments, an array positional ones, any other value the single
+    argument), and what ``run()`` returns becomes the task's output. An exception fails
+    the task with the exception's ``error`` attribute or class name as the Step Functions
+    error (see :class:`~activities.ActivityError`).
+
+    ``run()`` may be a generator: each ``yield`` sends a heartbeat and the generator's
+    ``return`` value is the result. When Step Functions answers that the task is gone,
+    :class:`~activities.TaskCancelled` is raised at the ``yield`` (or from
+    :meth:`heartbeat`) so that the work stops.
+
+    One instance serves many tasks, one at a time: set up expensive state (clients,
+    models) in ``__init__``, which takes no arguments.
+
+    Attributes:
+        name: the Step Functions activity name served; the class name by default.
+            Checked against the API's rules when the class is defined.
+        transport: encodes input and output; :class:`transport.JSONTransport` by default.
+    """
+
+    name: ClassVar[str] = "Activity"
+    transport: ClassVar[Transport] = JSONTransport()
+
+    _task: Task | None = None
+    _heartbeat: Callable[[], None] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
+        problem = activity_name_problem(cls.name)
+        if problem is not None:
+            msg = (
+                f"{cls.__qualname__}.name = {cls.name!r} is not a valid Step Functions "
+                f"activity name: {problem}"
+            )
+            raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="name")
+        for method in ("deserialize_arguments", "serialize_result"):
+            if not callable(getattr(cls.transport, method, None)):
+                msg = (
+                    f"{cls.__qualname__}.transport = {cls.transport!r} is not a transport: "
+                    f"it has no {method}() method (subclass transport.Transport)"
+                )
+                raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="transport")
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Do the work of one task; override it. The return value is the task's output."""
+        msg = f"{type(self).__qualname__} must override run()"
+        raise NotImplementedError(msg)
+
+    @property
+    def task(self) -> Task:
+        """The task being run: token, activity ARN, worker name, input, start time.
+
+        Raises:
+            RuntimeError: no task is running on this instance.
+        """
+        if self._task is None:
+            msg = f"{type(self).__qualname__}.task is only available while run() runs a task"
+            raise RuntimeError(msg)
+        return self._task
+
+    def heartbeat(self) -> None:
+        """Tell Step Functions the task is alive, resetting its ``HeartbeatSeconds`` clock.
+
+        Raises:
+            TaskCancelled: Step Functions no longer knows the task (it timed out or its
+                execution ended): stop the work; nothing more will be sent for it.
+            RuntimeError: no task is running on this instance.
+        """
+        if self._heartbeat is None:
+            msg = f"{type(self).__qualname__}.heartbeat() is only available while run() runs a task"
+            raise RuntimeError(msg)
+        self._heartbeat()
+
+    def _deserialize_arguments(self, data: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Turn the task input into ``run()``'s ``(args, kwargs)``; override to customize.
+
+        By default delegates to ``self.transport.deserialize_arguments`` with ``run()``'s
+        signature. Any exception it raises fails the task as ``activities.InvalidInput``
+        (an :class:`~activities.ActivityError` keeps its own ``error``).
+        """
+        return self.transport.deserialize_arguments(data, self._run_signature())
+
+    def _serialize_result(self, result: Any) -> str:
+        """Turn ``run()``'s return value into the task output; override to customize.
+
+        By default delegates to ``self.transport.serialize_result``. Any exception it
+        raises fails the task as ``activities.SerializationError``.
+        """
+        return self.transport.serialize_result(result)
+
+    @classmethod
+    def _run_signature(cls) -> inspect.Signature:
+        """``run()``'s signature without ``self``, annotations evaluated; cached per class."""
+        cached = cls.__dict__.get("_signature_cache")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        try:
+            signature = inspect.signature(cls.run, eval_str=True)
+        except NameError as exc:
+            msg = f"{cls.__qualname__}.run has an annotation that cannot be evaluated: {exc}"
+            raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="run") from exc
+        parameters = list(signature.parameters.values())
+        bound = isinstance(inspect.getattr_static(cls, "run"), staticmethod | classmethod)
+        if not bound and parameters:
+            parameters = parameters[1:]  # self: run is looked up on the class, unbound
+        signature = signature.replace(parameters=parameters)
+        cls._signature_cache = signature  # type: ignore[attr-defined]
+        return signature
+
+    @classmethod
+    def _is_generator(cls) -> bool:
+        """Whether ``run()`` is a generator function, whose every ``yield`` is a heartbeat."""
+        return inspect.isgeneratorfunction(cls.run)

@@ -1,0 +1,263 @@
+"""The low-level API: poll an activity, send outcomes and heartbeats, run one task.
+
+For code that embeds task processing in a loop of its own instead of running the worker
+pool; the pool is built on it. Every botocore ``ClientError`` is mapped to the
+framework's :class:`~activities.ServiceError` tree here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from activities import _runner
+from activities.errors import (
+    ActivityDoesNotExist,
+    InvalidOutput,
+    ServiceError,
+    TaskGone,
+    Throttled,
+)
+from activities.outcome import (
+    Cancelled,
+    Failure,
+    Success,
+    failure_from_exception,
+    success_from_result,
+)
+from activities.task import Task
+from transport import JSONTransport
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from mypy_boto3_stepfunctions import SFNClient
+
+    from activities.activity import Activity
+    from activities.outcome import Outcome
+    from transport import Transport
+
+__all__ = ["ActivityClient", "default_worker_name", "make_client"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds to wait for a response. GetActivityTask holds a poll open for up to 60 s:
+#: a client that gives up at 60 s (botocore's default) abandons tasks in flight.
+READ_TIMEOUT = 70
+
+#: Seconds to wait for a connection to be set up.
+CONNECT_TIMEOUT = 10
+
+#: Attempts per call, first included, in botocore's "standard" retry mode (exponential
+#: backoff with jitter on throttling, 5xx and connection errors).
+MAX_ATTEMPTS = 5
+
+#: The longest ``workerName`` Step Functions accepts.
+MAX_WORKER_NAME_LENGTH = 80
+
+_TASK_GONE = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
+_THROTTLED = frozenset({"ThrottlingException", "ActivityWorkerLimitExceeded"})
+
+
+def make_client(
+    *,
+    endpoint_url: str | None = None,
+    region_name: str | None = None,
+    profile_name: str | None = None,
+    max_pool_connections: int = 10,
+) -> SFNClient:
+    """Make a Step Functions client fit for long polls.
+
+    Credentials, Region and endpoint come from boto3's usual chain (environment
+    variables such as ``AWS_ENDPOINT_URL`` and ``AWS_REGION``, the shared config files,
+    instance roles) unless given here. The client waits :data:`READ_TIMEOUT` seconds for
+    a response, longer than a long poll, and retries throttling and transient errors with
+    botocore's standard mode.
+
+    Args:
+        endpoint_url: e.g. a local Step Functions endpoint.
+        region_name: the AWS Region.
+        profile_name: a profile of the shared AWS config files.
+        max_pool_connections: HTTP connections kept; at least the polls plus the sends
+            that run at once.
+    """
+    config = botocore.config.Config(
+        read_timeout=READ_TIMEOUT,
+        connect_timeout=CONNECT_TIMEOUT,
+        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        max_pool_connections=max_pool_connections,
+    )
+    session = boto3.Session(profile_name=profile_name, region_name=region_name)
+    return session.client("stepfunctions", endpoint_url=endpoint_url, config=config)
+
+
+def default_worker_name() -> str:
+    """``<host>-<pid>``, cut to the 80 characters ``workerName`` allows (the pid is kept)."""
+    pid = f"-{os.getpid()}"
+    return socket.gethostname()[: MAX_WORKER_NAME_LENGTH - len(pid)] + pid
+
+
+class ActivityClient:
+    """Poll activities and report on tasks, with the framework's errors and limits.
+
+    ::
+
+        client = ActivityClient()
+        arn = client.create_activity(Echo.name)
+        task = client.poll(arn)          # long poll: up to 60 s
+        if task is not None:
+            client.process(Echo(), task)  # run, heartbeat, send the outcome
+
+    Args:
+        client: a boto3 Step Functions client; :func:`make_client` by default.
+        worker_name: the ``workerName`` of polls; :func:`default_worker_name` by default.
+    """
+
+    def __init__(self, client: SFNClient | None = None, *, worker_name: str | None = None) -> None:
+        self.client = client if client is not None else make_client()
+        self.worker_name = worker_name if worker_name is not None else default_worker_name()
+        if not 1 <= len(self.worker_name) <= MAX_WORKER_NAME_LENGTH:
+            msg = (
+                f"worker_name must be 1 to {MAX_WORKER_NAME_LENGTH} characters, "
+                f"got {self.worker_name!r}"
+            )
+            raise ValueError(msg)
+
+    def create_activity(self, name: str, *, tags: Mapping[str, str] | None = None) -> str:
+        """Create the activity ``name`` (or find it: the call is idempotent); return its ARN."""
+        kwargs: dict[str, Any] = {"name": name}
+        if tags:
+            kwargs["tags"] = [{"key": key, "value": value} for key, value in tags.items()]
+        response = self._call("CreateActivity", self.client.create_activity, **kwargs)
+        return str(response["activityArn"])
+
+    def poll(self, activity_arn: str) -> Task | None:
+        """Long-poll ``activity_arn`` once for a task; ``None`` when none came within 60 s.
+
+        Only poll when the task can be run at once: its timeouts start when it is handed
+        out.
+
+        Raises:
+            ActivityDoesNotExist: the ARN is unknown.
+            Throttled: too many polls or calls; back off and poll again.
+            ServiceError: any other error from Step Functions.
+        """
+        response = self._call(
+            "GetActivityTask",
+            self.client.get_activity_task,
+            activityArn=activity_arn,
+            workerName=self.worker_name,
+        )
+        token = response.get("taskToken")
+        if not token:
+            return None
+        return Task(
+            token=token,
+            activity_arn=activity_arn,
+            worker_name=self.worker_name,
+            input=response.get("input", ""),
+        )
+
+    def send_heartbeat(self, token: str) -> None:
+        """Send a heartbeat for the task ``token``.
+
+        Raises:
+            TaskGone: the task timed out, finished or never existed: stop working on it.
+        """
+        self._call("SendTaskHeartbeat", self.client.send_task_heartbeat, taskToken=token)
+
+    def send_success(self, token: str, result: Any, *, transport: Transport | None = None) -> None:
+        """Report success with ``result`` encoded by ``transport`` (JSON by default).
+
+        Raises:
+            SerializationError: ``result`` cannot be encoded.
+            ResultTooLarge: the encoded result is over Step Functions' limit.
+            TaskGone: the task is no longer known.
+        """
+        encoder = transport if transport is not None else JSONTransport()
+        self.send_outcome(token, success_from_result(encoder.serialize_result, result))
+
+    def send_failure(self, token: str, error: str | BaseException, cause: str = "") -> None:
+        """Report failure: an exception (mapped as run() errors are) or an error name.
+
+        ``error`` and ``cause`` are cut to Step Functions' limits.
+
+        Raises:
+            ValueError: ``error`` is a name reserved by Step Functions (``States.*``).
+            TaskGone: the task is no longer known.
+        """
+        if isinstance(error, BaseException):
+            failure = failure_from_exception(error)
+        else:
+            failure = Failure(error, cause)
+        self.send_outcome(token, failure)
+
+    def send_outcome(self, token: str, outcome: Outcome) -> None:
+        """Send an :data:`~activities.Outcome` as it is; a ``Cancelled`` sends nothing.
+
+        Raises:
+            TaskGone: the task is no longer known.
+            InvalidOutput: Step Functions refused the output.
+        """
+        if isinstance(outcome, Success):
+            self._call(
+                "SendTaskSuccess",
+                self.client.send_task_success,
+                taskToken=token,
+                output=outcome.output,
+            )
+        elif isinstance(outcome, Failure):
+            self._call(
+                "SendTaskFailure",
+                self.client.send_task_failure,
+                taskToken=token,
+                error=outcome.error,
+                cause=outcome.cause,
+            )
+
+    def process(self, activity: Activity, task: Task) -> Outcome:
+        """Run ``task`` on ``activity``, heartbeating, then send its outcome.
+
+        Returns the outcome sent, or :class:`~activities.Cancelled` when Step Functions
+        said (to a heartbeat or to the outcome) that the task is gone.
+        """
+        outcome = _runner.execute(activity, task, lambda: self.send_heartbeat(task.token))
+        try:
+            self.send_outcome(task.token, outcome)
+        except TaskGone as exc:
+            logger.warning(
+                "task %s ended after Step Functions closed it; its outcome was dropped: %s",
+                task.token_prefix,
+                exc,
+            )
+            return Cancelled(str(exc))
+        return outcome
+
+    def _call(self, operation: str, method: Any, **kwargs: Any) -> Any:
+        try:
+            return method(**kwargs)
+        except botocore.exceptions.ClientError as exc:
+            _raise_service_error(operation, exc)
+
+
+def _raise_service_error(operation: str, exc: botocore.exceptions.ClientError) -> NoReturn:
+    """Raise the framework's exception for a botocore ``ClientError``."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    message = f"{operation}: {code}: {error.get('Message', '')}"
+    kind: type[ServiceError] = ServiceError
+    if code in _TASK_GONE:
+        kind = TaskGone
+    elif code in _THROTTLED:
+        kind = Throttled
+    elif code == "ActivityDoesNotExist":
+        kind = ActivityDoesNotExist
+    elif code == "InvalidOutput":
+        kind = InvalidOutput
+    raise kind(message, code=code, operation=operation) from exc

@@ -1,0 +1,178 @@
+"""Every exception sfn-activities raises, in one tree.
+
+::
+
+    ActivitiesError                   root: catch this to catch anything of ours
+    +-- ActivityDefinitionError       an Activity subclass is malformed (bad name, ...)
+    +-- ActivityError                 raise from run(): its ``error`` names the failure
+    |   +-- InvalidInput              the task input is not valid for run()
+    |   +-- SerializationError        run()'s result cannot be encoded
+    |   +-- ResultTooLarge            the encoded result exceeds Step Functions' limit
+    +-- TaskCancelled                 Step Functions says the task is gone: stop working
+    +-- ServiceError                  Step Functions answered a call with an error
+        +-- TaskGone                  TaskTimedOut, TaskDoesNotExist or InvalidToken
+        +-- ActivityDoesNotExist      the activity ARN is unknown
+        +-- Throttled                 ThrottlingException, ActivityWorkerLimitExceeded
+        +-- InvalidOutput             the output was refused as invalid JSON
+
+An exception raised by an activity becomes a task failure whose ``error`` is the
+exception's ``error`` attribute (see :class:`ActivityError`) or its class name. The
+failures the framework reports itself are named ``activities.<ClassName>``.
+
+All exceptions keep their attributes when pickled, because they cross process boundaries.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "ActivitiesError",
+    "ActivityDefinitionError",
+    "ActivityDoesNotExist",
+    "ActivityError",
+    "InvalidInput",
+    "InvalidOutput",
+    "ResultTooLarge",
+    "SerializationError",
+    "ServiceError",
+    "TaskCancelled",
+    "TaskGone",
+    "Throttled",
+]
+
+
+class ActivitiesError(Exception):
+    """The root of every exception sfn-activities raises.
+
+    Subclasses keep their extra attributes in ``__dict__`` and take them as optional
+    keyword arguments, so the default exception pickling (class, args, state) restores
+    them whole.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+
+    @property
+    def message(self) -> str:
+        """The human-readable message the exception was raised with."""
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ActivityDefinitionError(ActivitiesError, TypeError):
+    """An :class:`~activities.Activity` subclass cannot be served as written.
+
+    Raised when the class is defined, e.g. for a ``name`` that Step Functions would refuse.
+
+    Attributes:
+        activity: the qualified name of the offending class.
+        setting: the class attribute that is wrong.
+    """
+
+    def __init__(self, message: str = "", *, activity: str = "", setting: str = "") -> None:
+        super().__init__(message)
+        self.activity = activity
+        self.setting = setting
+
+
+class ActivityError(ActivitiesError):
+    """Base class for exceptions whose Step Functions error name is chosen by their class.
+
+    Subclass it and set :attr:`error` to the name a state machine's ``Retry`` or ``Catch``
+    matches in ``ErrorEquals``::
+
+        class NotFound(ActivityError):
+            error = "NotFound"
+
+    A subclass that sets no ``error`` is reported under its class name. Any exception
+    class (not only these) may define an ``error`` string attribute to the same effect.
+    """
+
+    #: The ``error`` reported to Step Functions when this exception fails a task.
+    error: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "error" not in cls.__dict__:
+            cls.error = cls.__name__
+
+
+class InvalidInput(ActivityError):
+    """The task input could not be turned into arguments for ``run()``.
+
+    The message says why: the input is not valid for the transport (e.g. not JSON), it
+    does not bind to ``run()``'s signature, or a value does not fit its annotation.
+    """
+
+    error = "activities.InvalidInput"
+
+
+class SerializationError(ActivityError):
+    """The value ``run()`` returned could not be encoded by the activity's transport."""
+
+    error = "activities.SerializationError"
+
+
+class ResultTooLarge(ActivityError):
+    """The encoded result is larger than Step Functions accepts for a task's output.
+
+    Attributes:
+        size: the size of the encoded result, in UTF-8 bytes.
+        limit: the largest size Step Functions accepts, in UTF-8 bytes.
+    """
+
+    error = "activities.ResultTooLarge"
+
+    def __init__(self, message: str = "", *, size: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class TaskCancelled(ActivitiesError):
+    """Step Functions no longer knows the task: it timed out, or its execution ended.
+
+    Raised inside the activity's code, from :meth:`~activities.Activity.heartbeat` or at a
+    ``yield``, so that the work stops. Nothing more is sent for a cancelled task: letting
+    this exception propagate out of ``run()`` is the expected way to end.
+    """
+
+
+class ServiceError(ActivitiesError):
+    """Step Functions answered a call with an error.
+
+    Attributes:
+        code: the service's error code, e.g. ``"TaskTimedOut"``.
+        operation: the API operation that failed, e.g. ``"SendTaskHeartbeat"``.
+    """
+
+    def __init__(self, message: str = "", *, code: str = "", operation: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.operation = operation
+
+
+class TaskGone(ServiceError):
+    """The task token is no longer valid: the task timed out, finished or never existed.
+
+    Step Functions says this with ``TaskTimedOut``, ``TaskDoesNotExist`` or
+    ``InvalidToken``; all three mean the same to a worker: stop, and send nothing more.
+    """
+
+
+class ActivityDoesNotExist(ServiceError):
+    """The activity ARN polled does not exist (deleted, mistyped, or another Region)."""
+
+
+class Throttled(ServiceError):
+    """Step Functions refused the call for now; retry it later with a backoff.
+
+    Covers ``ThrottlingException`` and, for polls, ``ActivityWorkerLimitExceeded``.
+    """
+
+
+class InvalidOutput(ServiceError):
+    """Step Functions refused a task's output as invalid."""
