@@ -9,7 +9,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from activities.errors import ActivityError, InvalidInput, TaskCancelled, TaskGone
+from activities.errors import (
+    ActivityDefinitionError,
+    ActivityError,
+    InvalidInput,
+    TaskCancelled,
+    TaskGone,
+)
 from activities.outcome import Cancelled, failure_from_exception, success_from_result
 
 if TYPE_CHECKING:
@@ -78,9 +84,9 @@ def execute(activity: Activity, task: Task, send_heartbeat: Callable[[], None]) 
 def _execute(activity: Activity, task: Task, heartbeat: Heartbeat) -> Outcome:  # noqa: PLR0911 - one return per way a task ends
     try:
         args, kwargs = activity._deserialize_arguments(task.input)
-    except ActivityError as exc:
+    except (ActivityError, ActivityDefinitionError) as exc:
         return failure_from_exception(exc)
-    except Exception as exc:  # noqa: BLE001 - any decoding error is the input's fault
+    except Exception as exc:  # noqa: BLE001 - any other decoding error is the input's fault
         return failure_from_exception(InvalidInput(str(exc)))
     try:
         if activity._is_generator():

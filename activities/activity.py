@@ -146,20 +146,34 @@ class Activity:
 
     @classmethod
     def _run_signature(cls) -> inspect.Signature:
-        """``run()``'s signature without ``self``, annotations evaluated; cached per class."""
+        """``run()``'s parameters without ``self``, annotations evaluated; cached per class.
+
+        Only the parameters' annotations are evaluated (they say how to structure input);
+        the return annotation is dropped, so it may name types imported only for type
+        checking.
+        """
         cached = cls.__dict__.get("_signature_cache")
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        try:
-            signature = inspect.signature(cls.run, eval_str=True)
-        except NameError as exc:
-            msg = f"{cls.__qualname__}.run has an annotation that cannot be evaluated: {exc}"
-            raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="run") from exc
-        parameters = list(signature.parameters.values())
-        bound = isinstance(inspect.getattr_static(cls, "run"), staticmethod | classmethod)
-        if not bound and parameters:
+        run = cls.run
+        parameters = list(inspect.signature(run).parameters.values())
+        if not isinstance(inspect.getattr_static(cls, "run"), staticmethod | classmethod):
             parameters = parameters[1:]  # self: run is looked up on the class, unbound
-        signature = signature.replace(parameters=parameters)
+        namespace = getattr(inspect.unwrap(run), "__globals__", {})
+        for index, parameter in enumerate(parameters):
+            if isinstance(parameter.annotation, str):
+                try:
+                    annotation = eval(parameter.annotation, namespace, dict(vars(cls)))  # noqa: S307 - what typing.get_type_hints does
+                except Exception as exc:
+                    msg = (
+                        f"{cls.__qualname__}.run: the annotation of {parameter.name!r} "
+                        f"cannot be evaluated: {exc}"
+                    )
+                    raise ActivityDefinitionError(
+                        msg, activity=cls.__qualname__, setting="run"
+                    ) from exc
+                parameters[index] = parameter.replace(annotation=annotation)
+        signature = inspect.Signature(parameters)
         cls._signature_cache = signature  # type: ignore[attr-defined]
         return signature
 

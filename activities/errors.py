@@ -65,12 +65,18 @@ class ActivitiesError(Exception):
 class ActivityDefinitionError(ActivitiesError, TypeError):
     """An :class:`~activities.Activity` subclass cannot be served as written.
 
-    Raised when the class is defined, e.g. for a ``name`` that Step Functions would refuse.
+    Raised when the class is defined, e.g. for a ``name`` that Step Functions would refuse,
+    or at its first task for what can only be checked then (an annotation of ``run()``
+    that names nothing); a task failed by it is reported as
+    ``activities.ActivityDefinitionError``.
 
     Attributes:
         activity: the qualified name of the offending class.
         setting: the class attribute that is wrong.
     """
+
+    #: The ``error`` reported when this exception fails a task.
+    error: ClassVar[str] = "activities.ActivityDefinitionError"
 
     def __init__(self, message: str = "", *, activity: str = "", setting: str = "") -> None:
         super().__init__(message)

@@ -101,6 +101,9 @@ class Transport:
             bound = signature.bind(*args, **kwargs)
         except TypeError as exc:
             msg = f"input does not match run{signature}: {exc}"
+            unknown = _unknown_keywords(signature, kwargs)
+            if unknown and "unexpected keyword" not in msg:
+                msg += f"; unexpected keyword arguments: {', '.join(map(repr, unknown))}"
             raise DecodeError(msg) from None
         for name, param in signature.parameters.items():
             if name in bound.arguments and param.annotation is not _EMPTY:
@@ -192,6 +195,19 @@ class Transport:
                 exc, param.name
             )
             raise DecodeError(msg) from None
+
+
+def _unknown_keywords(signature: inspect.Signature, kwargs: dict[str, Any]) -> list[str]:
+    """The keys of ``kwargs`` no parameter of ``signature`` takes."""
+    kinds = {param.kind for param in signature.parameters.values()}
+    if inspect.Parameter.VAR_KEYWORD in kinds:
+        return []
+    takes = {
+        name
+        for name, param in signature.parameters.items()
+        if param.kind is not inspect.Parameter.POSITIONAL_ONLY
+    }
+    return [key for key in kwargs if key not in takes]
 
 
 def _type_name(annotation: Any) -> str:

@@ -1,0 +1,47 @@
+"""Development tasks: ``nox`` runs the checks CI runs; ``nox -s NAME`` runs one."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typing", "docs"]
+nox.options.default_venv_backend = "venv"
+nox.options.error_on_missing_interpreters = True
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+def install_group(session: nox.Session, group: str, *, project: bool = True) -> None:
+    """Install a PEP 735 dependency group, and the project itself unless told not to."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, group))
+    if project:
+        session.install(".")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite."""
+    install_group(session, "tests")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check formatting and lint with ruff."""
+    install_group(session, "lint", project=False)
+    session.run("ruff", "format", "--check", ".")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """Type-check both packages and the typing examples with mypy --strict."""
+    install_group(session, "typing")
+    session.run("mypy", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation, failing on any warning (broken links, bad references)."""
+    install_group(session, "docs")
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(session.create_tmp() + "/site"))

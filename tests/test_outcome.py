@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import traceback
+
+import pytest
+
+from activities import ActivityError, Failure, ResultTooLarge, SerializationError, Success
+from activities.outcome import (
+    MAX_CAUSE_LENGTH,
+    MAX_ERROR_LENGTH,
+    MAX_OUTPUT_BYTES,
+    failure_from_exception,
+    success_from_result,
+)
+
+
+def raised(exc: BaseException) -> BaseException:
+    """Return ``exc`` after raising it, so that it carries a traceback."""
+    try:
+        raise exc
+    except BaseException as caught:  # noqa: BLE001 - the test wants whatever it raised
+        return caught
+
+
+def deep_exception(frames: int) -> BaseException:
+    """An exception whose traceback has ``frames`` distinct frames, ~100 characters each.
+
+    Distinct names matter: the traceback module folds repeated identical frames.
+    """
+    namespace: dict[str, object] = {}
+    for i in range(frames):
+        callee = f"raise ValueError('deep')" if i == frames - 1 else f"{_name(i + 1)}()"
+        exec(f"def {_name(i)}(): {callee}", namespace)  # noqa: S102 - builds test frames
+    return raised_from(namespace[_name(0)])
+
+
+def _name(i: int) -> str:
+    return f"frame_with_a_long_name_so_that_the_trace_is_large_{'x' * 40}_{i}"
+
+
+class TestErrorName:
+    def test_class_name_by_default(self) -> None:
+        """A ValueError is reported as 'ValueError', for ErrorEquals to match."""
+        assert failure_from_exception(ValueError("x")).error == "ValueError"
+
+    def test_error_attribute_wins(self) -> None:
+        """Any exception with an error string names the failure with it."""
+
+        class Custom(Exception):
+            error = "Orders.NotFound"
+
+        assert failure_from_exception(Custom()).error == "Orders.NotFound"
+
+    @pytest.mark.parametrize("value", [None, 42, ""])
+    def test_unusable_error_attribute_falls_back(self, value: object) -> None:
+        """A missing, empty or non-string error attribute gives the class name."""
+
+        class Odd(Exception):
+            error = value
+
+        assert failure_from_exception(Odd()).error == "Odd"
+
+    def test_reserved_names_are_replaced_with_a_warning(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A name Step Functions reserves (States.*) would make the call fail: not sent."""
+
+        class Sneaky(ActivityError):
+            error = "States.Timeout"
+
+        with caplog.at_level(logging.WARNING):
+            assert failure_from_exception(Sneaky()).error == "Sneaky"
+        assert "reserved by Step Functions" in caplog.text
+
+    def test_long_names_are_cut(self) -> None:
+        """An error name over 256 characters is cut to fit."""
+
+        class Long(Exception):
+            error = "E" * 1000
+
+        assert failure_from_exception(Long()).error == "E" * MAX_ERROR_LENGTH
+
+
+class TestCause:
+    def test_lambda_shaped_json(self) -> None:
+        """The cause is the JSON Lambda reports: message, type and stack."""
+        cause = json.loads(failure_from_exception(raised(KeyError("id"))).cause)
+        assert cause["errorMessage"] == "'id'"
+        assert cause["errorType"] == "KeyError"
+        assert any("in raised" in frame for frame in cause["stackTrace"])
+
+    def test_unraised_exception_has_an_empty_stack(self) -> None:
+        """An exception never raised has no frames to report."""
+        assert json.loads(failure_from_exception(ValueError("x")).cause)["stackTrace"] == []
+
+    @pytest.mark.parametrize("char", ["x", "é", "\U0001f600", '"', "\x00"])
+    def test_megabyte_messages_fit_and_stay_valid_json(self, char: str) -> None:
+        """A huge message is cut to fit 32,768 characters, as valid ASCII JSON."""
+        failure = failure_from_exception(raised(RuntimeError(char * 1_000_000)))
+        assert len(failure.cause) <= MAX_CAUSE_LENGTH
+        assert failure.cause.isascii()
+        cause = json.loads(failure.cause)
+        assert cause["errorMessage"].startswith(char * 100)
+        assert "[truncated" in cause["errorMessage"]
+        assert cause["stackTrace"], "the innermost frames are kept beside a cut message"
+
+    def test_deep_stacks_keep_the_innermost_frames(self) -> None:
+        """When frames must go, the oldest go first and their number is noted."""
+        exc = deep_exception(600)
+        assert len(json.dumps(traceback.format_tb(exc.__traceback__))) > MAX_CAUSE_LENGTH
+        failure = failure_from_exception(exc)
+        assert len(failure.cause) <= MAX_CAUSE_LENGTH
+        stack = json.loads(failure.cause)["stackTrace"]
+        assert stack[0].startswith("... [") and "frames omitted" in stack[0]
+        assert _name(599) in stack[-1]
+
+    def test_cause_that_fits_is_left_whole(self) -> None:
+        """Nothing is cut from a cause within the limit."""
+        cause = json.loads(failure_from_exception(ValueError("m" * 20_000)).cause)
+        assert cause["errorMessage"] == "m" * 20_000
+
+
+def raised_from(function: object) -> BaseException:
+    try:
+        function()  # type: ignore[operator]
+    except Exception as exc:  # noqa: BLE001 - the test wants whatever it raised
+        return exc
+    raise AssertionError("nothing was raised")
+
+
+class TestFailure:
+    def test_fits_limits_at_construction(self) -> None:
+        """A Failure built by hand can always be sent."""
+        failure = Failure("E" * 300, "c" * 40_000)
+        assert len(failure.error) == MAX_ERROR_LENGTH
+        assert len(failure.cause) == MAX_CAUSE_LENGTH
+        assert failure.cause.endswith("characters]")
+
+    def test_refuses_reserved_names(self) -> None:
+        """A hand-built States.* error is a programming error, said at once."""
+        with pytest.raises(ValueError, match="reserved"):
+            Failure("States.ALL")
+
+
+utf8_json = functools.partial(json.dumps, ensure_ascii=False)
+
+
+class TestSuccess:
+    def test_serializes_within_the_limit(self) -> None:
+        """A result that fits becomes a Success with its encoded output."""
+        assert success_from_result(json.dumps, [1]) == Success("[1]")
+
+    def test_output_at_the_limit_is_accepted(self) -> None:
+        """Exactly 262,144 UTF-8 bytes is allowed."""
+        text = "x" * (MAX_OUTPUT_BYTES - 2)
+        assert len(success_from_result(json.dumps, text).output.encode()) == MAX_OUTPUT_BYTES
+
+    def test_oversized_output_is_result_too_large(self) -> None:
+        """One byte more is a ResultTooLarge that says the size and the limit."""
+        with pytest.raises(ResultTooLarge, match="262,145 bytes") as info:
+            success_from_result(utf8_json, "é" * ((MAX_OUTPUT_BYTES - 1) // 2) + "x")
+        assert (info.value.size, info.value.limit) == (MAX_OUTPUT_BYTES + 1, MAX_OUTPUT_BYTES)
+
+    def test_serializer_errors_are_serialization_errors(self) -> None:
+        """Whatever the serializer raises is reported with the result's type."""
+        with pytest.raises(SerializationError, match="result of type object"):
+            success_from_result(json.dumps, object())
+
+    def test_non_text_output_is_refused(self) -> None:
+        """A custom serializer must produce text."""
+        with pytest.raises(SerializationError, match="must be str, not bytes"):
+            success_from_result(lambda result: b"{}", 1)
+
+    def test_lone_surrogates_are_refused(self) -> None:
+        """Output that is not valid Unicode could not be sent: it fails clearly instead."""
+        with pytest.raises(SerializationError, match="not valid Unicode"):
+            success_from_result(lambda result: '"\ud800"', 1)

@@ -1,0 +1,260 @@
+"""The runner, through activities.testing: every way a task can end."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from activities import (
+    Activity,
+    ActivityError,
+    Cancelled,
+    InvalidInput,
+    ServiceError,
+    TaskCancelled,
+    TaskGone,
+)
+from activities._runner import execute
+from activities.task import Task
+from activities.testing import ActivityEnvironment
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+
+class Echo(Activity):
+    def run(self, value: Any) -> Any:
+        return value
+
+
+class Count(Activity):
+    def run(self, n: int) -> Generator[int, None, int]:
+        for i in range(n):
+            yield i
+        return n
+
+
+class Explicit(Activity):
+    def run(self, n: int) -> int:
+        for _ in range(n):
+            self.heartbeat()
+        return n
+
+
+class NotFound(ActivityError):
+    error = "NotFound"
+
+
+def cause_of(report: Any) -> dict[str, Any]:
+    return json.loads(report.cause)  # type: ignore[no-any-return]
+
+
+class TestInput:
+    def test_echo_round_trip(self, env: ActivityEnvironment) -> None:
+        """The Echo of the README returns its input's value."""
+        report = env.run(Echo, '{"value": {"nested": [1, "two"]}}')
+        assert report.succeeded
+        assert report.result == {"nested": [1, "two"]}
+
+    @pytest.mark.parametrize(
+        ("data", "message"),
+        [
+            ("not json", "not valid for JSONTransport"),
+            ('{"valeu": 1}', "unexpected keyword arguments: 'valeu'"),
+            ("[1, 2]", "too many positional arguments"),
+            ("{}", "missing a required argument: 'value'"),
+        ],
+    )
+    def test_bad_input_is_invalid_input(
+        self, env: ActivityEnvironment, data: str, message: str
+    ) -> None:
+        """Input that is not JSON or does not fit run() fails as activities.InvalidInput."""
+        report = env.run(Echo, data)
+        assert report.error == "activities.InvalidInput"
+        assert message in cause_of(report)["errorMessage"]
+
+    def test_typed_input_that_does_not_fit_is_invalid_input(self, env: ActivityEnvironment) -> None:
+        """cattrs' detail reaches the cause."""
+        report = env.run(Count, '{"n": "3"}')
+        assert report.error == "activities.InvalidInput"
+        assert "argument 'n' does not fit int" in cause_of(report)["errorMessage"]
+
+    def test_huge_input_is_handled(self, env: ActivityEnvironment) -> None:
+        """A megabyte of input (newer limits allow it) is decoded, not refused."""
+        big = "x" * 1_048_576
+        report = env.run(Echo, json.dumps({"value": big[:200_000]}))
+        assert report.result == big[:200_000]
+        assert env.run(Count, json.dumps({"n": big})).error == "activities.InvalidInput"
+
+    def test_custom_deserializer_errors_are_invalid_input(self, env: ActivityEnvironment) -> None:
+        """An override of _deserialize_arguments that raises fails the task as InvalidInput."""
+
+        class Strict(Echo):
+            def _deserialize_arguments(self, data: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+                raise ValueError("only XML here")
+
+        report = env.run(Strict, "{}")
+        assert report.error == "activities.InvalidInput"
+        assert cause_of(report)["errorMessage"] == "only XML here"
+
+    def test_custom_deserializer_may_choose_its_error(self, env: ActivityEnvironment) -> None:
+        """An ActivityError from _deserialize_arguments keeps its own name."""
+
+        class Picky(Echo):
+            def _deserialize_arguments(self, data: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+                raise NotFound("no such order")
+
+        assert env.run(Picky, "{}").error == "NotFound"
+
+
+class TestFailures:
+    def test_exception_class_name_is_the_error(self, env: ActivityEnvironment) -> None:
+        """ErrorEquals: ["ValueError"] catches a ValueError."""
+
+        class Fails(Activity):
+            def run(self) -> None:
+                raise ValueError("bad value")
+
+        report = env.run(Fails)
+        assert report.error == "ValueError"
+        assert cause_of(report)["errorMessage"] == "bad value"
+        assert cause_of(report)["errorType"] == "ValueError"
+
+    def test_activity_error_names_the_failure(self, env: ActivityEnvironment) -> None:
+        """A subclass of ActivityError reports its error attribute."""
+
+        class Missing(Activity):
+            def run(self) -> None:
+                raise NotFound("order 7")
+
+        assert env.run(Missing).error == "NotFound"
+
+    def test_megabyte_exception_messages_fit(self, env: ActivityEnvironment) -> None:
+        """An exception with a huge message still gives a sendable failure."""
+
+        class Loud(Activity):
+            def run(self) -> None:
+                raise RuntimeError("y" * 5_000_000)
+
+        report = env.run(Loud)
+        assert report.error == "RuntimeError"
+        assert len(report.cause or "") <= 32_768
+        assert "truncated" in cause_of(report)["errorMessage"]
+
+    def test_unserializable_result_is_serialization_error(self, env: ActivityEnvironment) -> None:
+        """A result JSON cannot hold fails the task instead of hanging it."""
+
+        class Odd(Activity):
+            def run(self) -> object:
+                return object()
+
+        report = env.run(Odd)
+        assert report.error == "activities.SerializationError"
+        assert "result of type object cannot be serialized" in cause_of(report)["errorMessage"]
+
+    def test_oversized_result_is_result_too_large(self, env: ActivityEnvironment) -> None:
+        """A result over 256 KiB fails with a name a Catch can match (not States.DataLimitExceeded)."""
+
+        class Big(Activity):
+            def run(self) -> str:
+                return "z" * 300_000
+
+        report = env.run(Big)
+        assert report.error == "activities.ResultTooLarge"
+        assert "262,144 bytes" in cause_of(report)["errorMessage"]
+
+    def test_custom_serializer_errors_are_serialization_errors(
+        self, env: ActivityEnvironment
+    ) -> None:
+        """An override of _serialize_result that raises is reported, not crashed on."""
+
+        class Broken(Echo):
+            def _serialize_result(self, result: Any) -> str:
+                raise RuntimeError("disk full")
+
+        report = env.run(Broken, "[1]")
+        assert report.error == "activities.SerializationError"
+        assert "disk full" in cause_of(report)["errorMessage"]
+
+
+class TestHeartbeats:
+    def test_every_yield_is_a_heartbeat(self, env: ActivityEnvironment) -> None:
+        """A generator's yields send heartbeats; its return value is the result."""
+        report = env.run(Count, '{"n": 4}')
+        assert (report.result, report.heartbeats) == (4, 4)
+
+    def test_explicit_heartbeats(self, env: ActivityEnvironment) -> None:
+        """self.heartbeat() sends one each call."""
+        report = env.run(Explicit, '{"n": 3}')
+        assert (report.result, report.heartbeats) == (3, 3)
+
+    @pytest.mark.parametrize("activity", [Count, Explicit])
+    def test_cancellation_stops_the_work_and_sends_nothing(self, activity: type[Activity]) -> None:
+        """When the task is gone, TaskCancelled ends run() and no outcome is sent."""
+        report = ActivityEnvironment(cancel_after_heartbeats=2).run(activity, '{"n": 10}')
+        assert report.cancelled
+        assert report.heartbeats == 2
+        assert report.error is None
+
+    def test_generator_yielding_after_cancellation(self) -> None:
+        """A generator that swallows TaskCancelled gets it again at each yield, and ends cancelled."""
+        seen: list[int] = []
+
+        class Stubborn(Activity):
+            def run(self) -> Generator[None, None, str]:
+                for i in range(5):
+                    try:
+                        yield
+                    except TaskCancelled:
+                        seen.append(i)
+                return "finished anyway"
+
+        report = ActivityEnvironment(cancel_after_heartbeats=1).run(Stubborn)
+        assert report.cancelled
+        assert seen == [1, 2, 3, 4]
+        assert report.heartbeats == 1
+
+    def test_swallowed_cancellation_still_sends_nothing(self) -> None:
+        """run() that catches TaskCancelled and returns does not resurrect the task."""
+
+        class Ignores(Activity):
+            def run(self) -> str:
+                try:
+                    self.heartbeat()
+                except TaskCancelled:
+                    pass
+                return "done"
+
+        assert ActivityEnvironment(cancel_after_heartbeats=0).run(Ignores).cancelled
+
+    def test_heartbeat_errors_other_than_gone_do_not_fail_the_task(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A network blip on a heartbeat is logged and the work goes on."""
+
+        def flaky() -> None:
+            raise ServiceError("blip", code="InternalFailure", operation="SendTaskHeartbeat")
+
+        task = Task(token="t" * 20, activity_arn="arn", worker_name="w", input='{"n": 2}')
+        with caplog.at_level(logging.WARNING):
+            outcome = execute(Count(), task, flaky)
+        assert outcome.output == "2"  # type: ignore[union-attr]
+        assert "heartbeat for task tttttttttttt failed" in caplog.text
+
+    def test_gone_on_heartbeat_is_cancelled(self) -> None:
+        """TaskGone from the client becomes TaskCancelled in the activity."""
+
+        def gone() -> None:
+            raise TaskGone("gone", code="InvalidToken", operation="SendTaskHeartbeat")
+
+        task = Task(token="t", activity_arn="arn", worker_name="w", input='{"n": 2}')
+        assert isinstance(execute(Explicit(), task, gone), Cancelled)
+
+    def test_invalid_input_is_reported_before_run_starts(self, env: ActivityEnvironment) -> None:
+        """No heartbeat is sent for a task whose input does not bind."""
+        report = env.run(Count, '{"m": 1}')
+        assert report.error == InvalidInput.error
+        assert report.heartbeats == 0
