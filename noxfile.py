@@ -44,4 +44,5 @@ def typing(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the documentation, failing on any warning (broken links, bad references)."""
     install_group(session, "docs")
-    session.run("mkdocs", "build", "--strict", "--site-dir", str(session.create_tmp() + "/site"))
+    out = session.create_tmp() + "/html"
+    session.run("sphinx-build", "--fail-on-warning", "--nitpicky", "--quiet", "docs", out)

@@ -104,7 +104,7 @@ class Activity:
 
     @property
     def task(self) -> Task:
-        """The task being run: token, activity ARN, worker name, input, start time.
+        """The task being run, with its token, activity ARN, worker name, input and start.
 
         Raises:
             RuntimeError: no task is running on this instance.

@@ -76,7 +76,7 @@ def make_client(
 
     Credentials, Region and endpoint come from boto3's usual chain (environment
     variables such as ``AWS_ENDPOINT_URL`` and ``AWS_REGION``, the shared config files,
-    instance roles) unless given here. The client waits :data:`READ_TIMEOUT` seconds for
+    instance roles) unless given here. The client waits ``READ_TIMEOUT`` (70) seconds for
     a response, longer than a long poll, and retries throttling and transient errors with
     botocore's standard mode.
 
@@ -90,7 +90,7 @@ def make_client(
     config = botocore.config.Config(
         read_timeout=READ_TIMEOUT,
         connect_timeout=CONNECT_TIMEOUT,
-        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         max_pool_connections=max_pool_connections,
     )
     session = boto3.Session(profile_name=profile_name, region_name=region_name)

@@ -87,7 +87,7 @@ class ActivityDefinitionError(ActivitiesError, TypeError):
 class ActivityError(ActivitiesError):
     """Base class for exceptions whose Step Functions error name is chosen by their class.
 
-    Subclass it and set :attr:`error` to the name a state machine's ``Retry`` or ``Catch``
+    Subclass it and set ``error`` to the name a state machine's ``Retry`` or ``Catch``
     matches in ``ErrorEquals``::
 
         class NotFound(ActivityError):

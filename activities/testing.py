@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from activities.activity import Activity
     from transport import Transport
 
-__all__ = ["ActivityEnvironment", "TaskReport"]
+__all__ = ["TEST_ARN_PREFIX", "TEST_TOKEN", "ActivityEnvironment", "TaskReport"]
 
 #: The token of tasks run in an :class:`ActivityEnvironment`.
 TEST_TOKEN = "test-task-token"  # noqa: S105 - a stand-in, not a secret

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities import Activity, ActivityDefinitionError
+from activities import Activity, ActivityDefinitionError, Task
 from activities.testing import ActivityEnvironment
 from transport import CompressedTransport
 
@@ -203,8 +203,6 @@ class TestTaskContext:
 
     def test_task_repr_hides_input_and_most_of_the_token(self) -> None:
         """Logs that print a task do not leak its input or its whole token."""
-        from activities import Task
-
         task = Task(
             token="secret-token-" + "x" * 50,
             activity_arn="arn",

@@ -32,7 +32,7 @@ def deep_exception(frames: int) -> BaseException:
     """
     namespace: dict[str, object] = {}
     for i in range(frames):
-        callee = f"raise ValueError('deep')" if i == frames - 1 else f"{_name(i + 1)}()"
+        callee = "raise ValueError('deep')" if i == frames - 1 else f"{_name(i + 1)}()"
         exec(f"def {_name(i)}(): {callee}", namespace)  # noqa: S102 - builds test frames
     return raised_from(namespace[_name(0)])
 
@@ -114,7 +114,8 @@ class TestCause:
         failure = failure_from_exception(exc)
         assert len(failure.cause) <= MAX_CAUSE_LENGTH
         stack = json.loads(failure.cause)["stackTrace"]
-        assert stack[0].startswith("... [") and "frames omitted" in stack[0]
+        assert stack[0].startswith("... [")
+        assert "frames omitted" in stack[0]
         assert _name(599) in stack[-1]
 
     def test_cause_that_fits_is_left_whole(self) -> None:

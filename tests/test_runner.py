@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -32,8 +33,7 @@ class Echo(Activity):
 
 class Count(Activity):
     def run(self, n: int) -> Generator[int, None, int]:
-        for i in range(n):
-            yield i
+        yield from range(n)
         return n
 
 
@@ -156,7 +156,7 @@ class TestFailures:
         assert "result of type object cannot be serialized" in cause_of(report)["errorMessage"]
 
     def test_oversized_result_is_result_too_large(self, env: ActivityEnvironment) -> None:
-        """A result over 256 KiB fails with a name a Catch can match (not States.DataLimitExceeded)."""
+        """A result over 256 KiB fails with a name Catch can match, not States.DataLimitExceeded."""
 
         class Big(Activity):
             def run(self) -> str:
@@ -200,7 +200,7 @@ class TestHeartbeats:
         assert report.error is None
 
     def test_generator_yielding_after_cancellation(self) -> None:
-        """A generator that swallows TaskCancelled gets it again at each yield, and ends cancelled."""
+        """A generator swallowing TaskCancelled gets it again at each yield, and ends cancelled."""
         seen: list[int] = []
 
         class Stubborn(Activity):
@@ -222,10 +222,8 @@ class TestHeartbeats:
 
         class Ignores(Activity):
             def run(self) -> str:
-                try:
+                with contextlib.suppress(TaskCancelled):
                     self.heartbeat()
-                except TaskCancelled:
-                    pass
                 return "done"
 
         assert ActivityEnvironment(cancel_after_heartbeats=0).run(Ignores).cancelled

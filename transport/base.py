@@ -37,7 +37,7 @@ class Transport:
     Input mapping: a decoded object becomes keyword arguments, an array becomes positional
     arguments, any other value becomes the single positional argument, and empty input
     means no arguments. Annotated parameters are structured into their types with
-    :attr:`converter`; results are unstructured with it before encoding.
+    ``self.converter``; results are unstructured with it before encoding.
 
     Args:
         converter: the cattrs converter to use; a new :func:`~transport.make_converter`

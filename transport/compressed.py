@@ -41,7 +41,8 @@ class CompressedTransport(JSONTransport):
     Values under ``threshold`` bytes are sent as plain JSON, so small results stay readable
     in the console and usable by ``ResultSelector``/``OutputPath``. Decoding accepts both
     forms, so a state machine may pass plain JSON input to a compressed activity. Whoever
-    reads the output decodes it with the same transport's :meth:`deserialize_result`.
+    reads the output decodes it with the same transport's
+    :meth:`~transport.Transport.deserialize_result`.
 
     Args:
         threshold: the smallest JSON size, in UTF-8 bytes, that is compressed.

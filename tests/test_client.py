@@ -1,0 +1,281 @@
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import botocore.session
+import pytest
+from botocore.stub import Stubber
+
+from activities import (
+    Activity,
+    ActivityClient,
+    ActivityDoesNotExist,
+    Cancelled,
+    Failure,
+    InvalidOutput,
+    ResultTooLarge,
+    ServiceError,
+    Success,
+    TaskGone,
+    Throttled,
+    default_worker_name,
+    make_client,
+)
+from activities.client import READ_TIMEOUT
+from transport import CompressedTransport
+
+if TYPE_CHECKING:
+    from collections.abc import Generator, Iterator
+
+ARN = "arn:aws:states:us-east-1:123456789012:activity:Echo"
+TOKEN = "AAAA-token-" + "t" * 100
+
+
+class Echo(Activity):
+    def run(self, value: Any) -> Any:
+        return value
+
+
+class Beats(Activity):
+    def run(self, n: int) -> Generator[None, None, int]:
+        for _ in range(n):
+            yield
+        return n
+
+
+@pytest.fixture
+def stubbed() -> Iterator[tuple[ActivityClient, Stubber]]:
+    """An ActivityClient over a botocore client whose responses the test lays out."""
+    session = botocore.session.get_session()
+    sfn = session.create_client(
+        "stepfunctions",
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    with Stubber(sfn) as stubber:
+        yield ActivityClient(sfn, worker_name="test-worker"), stubber  # type: ignore[arg-type]
+        stubber.assert_no_pending_responses()
+
+
+class TestMakeClient:
+    def test_read_timeout_outlasts_the_long_poll(self) -> None:
+        """The client waits longer than GetActivityTask's 60 s, so no task is abandoned."""
+        config = make_client(region_name="us-east-1").meta.config
+        assert READ_TIMEOUT >= 65
+        assert config.read_timeout == READ_TIMEOUT
+        assert config.retries == {"mode": "standard", "total_max_attempts": 5}
+
+    def test_endpoint_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """AWS_ENDPOINT_URL is honoured, as everywhere in boto3."""
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+        assert make_client(region_name="us-east-1").meta.endpoint_url == "http://127.0.0.1:4566"
+
+    def test_explicit_endpoint_and_pool_size(self) -> None:
+        """Arguments win over the environment."""
+        client = make_client(
+            endpoint_url="http://127.0.0.1:9", region_name="eu-west-1", max_pool_connections=32
+        )
+        assert client.meta.endpoint_url == "http://127.0.0.1:9"
+        assert client.meta.region_name == "eu-west-1"
+        assert client.meta.config.max_pool_connections == 32
+
+
+class TestWorkerName:
+    def test_default_fits_and_ends_with_the_pid(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A very long host name is cut so that host-pid fits 80 characters."""
+        monkeypatch.setattr("socket.gethostname", lambda: "h" * 200)
+        monkeypatch.setattr("os.getpid", lambda: 4242)
+        name = default_worker_name()
+        assert len(name) == 80
+        assert name.endswith("-4242")
+
+    @pytest.mark.parametrize("name", ["", "w" * 81])
+    def test_bad_worker_names_are_refused(self, name: str) -> None:
+        """A workerName Step Functions would refuse fails at construction."""
+        with pytest.raises(ValueError, match="worker_name"):
+            ActivityClient(make_client(region_name="us-east-1"), worker_name=name)
+
+
+class TestPoll:
+    def test_a_task_comes_back_with_its_context(
+        self, stubbed: tuple[ActivityClient, Stubber]
+    ) -> None:
+        """GetActivityTask is called with the worker name; the task carries what it said."""
+        client, stubber = stubbed
+        stubber.add_response(
+            "get_activity_task",
+            {"taskToken": TOKEN, "input": '{"value": 1}'},
+            {"activityArn": ARN, "workerName": "test-worker"},
+        )
+        task = client.poll(ARN)
+        assert task is not None
+        assert (task.token, task.input, task.activity_arn, task.worker_name) == (
+            TOKEN,
+            '{"value": 1}',
+            ARN,
+            "test-worker",
+        )
+
+    def test_an_empty_poll_is_none(self, stubbed: tuple[ActivityClient, Stubber]) -> None:
+        """No task within the long poll is None, not an error."""
+        client, stubber = stubbed
+        stubber.add_response(
+            "get_activity_task", {}, {"activityArn": ARN, "workerName": "test-worker"}
+        )
+        assert client.poll(ARN) is None
+
+    @pytest.mark.parametrize(
+        ("code", "kind"),
+        [
+            ("ActivityDoesNotExist", ActivityDoesNotExist),
+            ("ActivityWorkerLimitExceeded", Throttled),
+            ("ThrottlingException", Throttled),
+            ("InvalidArn", ServiceError),
+        ],
+    )
+    def test_errors_are_mapped(
+        self, stubbed: tuple[ActivityClient, Stubber], code: str, kind: type[ServiceError]
+    ) -> None:
+        """botocore's ClientError becomes the framework's type, keeping code and operation."""
+        client, stubber = stubbed
+        stubber.add_client_error("get_activity_task", service_error_code=code, service_message="no")
+        with pytest.raises(kind) as info:
+            client.poll(ARN)
+        assert type(info.value) is kind
+        assert (info.value.code, info.value.operation) == (code, "GetActivityTask")
+        assert str(info.value) == f"GetActivityTask: {code}: no"
+
+
+class TestSend:
+    @pytest.mark.parametrize("code", ["TaskTimedOut", "TaskDoesNotExist", "InvalidToken"])
+    def test_every_gone_code_is_task_gone(
+        self, stubbed: tuple[ActivityClient, Stubber], code: str
+    ) -> None:
+        """The three ways Step Functions says 'this task is over' mean the same."""
+        client, stubber = stubbed
+        stubber.add_client_error("send_task_heartbeat", service_error_code=code)
+        with pytest.raises(TaskGone):
+            client.send_heartbeat(TOKEN)
+
+    def test_success_is_encoded_by_the_transport(
+        self, stubbed: tuple[ActivityClient, Stubber]
+    ) -> None:
+        """send_success applies the transport to a Python value."""
+        client, stubber = stubbed
+        transport = CompressedTransport(threshold=0)
+        stubber.add_response(
+            "send_task_success",
+            {},
+            {"taskToken": TOKEN, "output": transport.serialize_result([1, 2])},
+        )
+        client.send_success(TOKEN, [1, 2], transport=transport)
+
+    def test_oversized_success_is_refused_before_any_call(
+        self, stubbed: tuple[ActivityClient, Stubber]
+    ) -> None:
+        """A result over the limit raises at once; nothing is sent (the stub has nothing queued)."""
+        client, _ = stubbed
+        with pytest.raises(ResultTooLarge):
+            client.send_success(TOKEN, "x" * 300_000)
+
+    def test_failure_from_an_exception(self, stubbed: tuple[ActivityClient, Stubber]) -> None:
+        """An exception is mapped the same way run()'s exceptions are."""
+        client, stubber = stubbed
+        error = KeyError("id")
+        stubber.add_response(
+            "send_task_failure",
+            {},
+            {
+                "taskToken": TOKEN,
+                "error": "KeyError",
+                "cause": json.dumps(
+                    {"errorMessage": "'id'", "errorType": "KeyError", "stackTrace": []}
+                ),
+            },
+        )
+        client.send_failure(TOKEN, error)
+
+    def test_failure_is_fitted_to_the_limits(self, stubbed: tuple[ActivityClient, Stubber]) -> None:
+        """A long error name and cause are cut before they reach the API."""
+        client, stubber = stubbed
+        failure = Failure("E" * 500, "c" * 50_000)
+        stubber.add_response(
+            "send_task_failure",
+            {},
+            {"taskToken": TOKEN, "error": failure.error, "cause": failure.cause},
+        )
+        client.send_failure(TOKEN, "E" * 500, "c" * 50_000)
+
+    def test_refused_output(self, stubbed: tuple[ActivityClient, Stubber]) -> None:
+        """InvalidOutput has its own type."""
+        client, stubber = stubbed
+        stubber.add_client_error("send_task_success", service_error_code="InvalidOutput")
+        with pytest.raises(InvalidOutput):
+            client.send_outcome(TOKEN, Success("{"))
+
+    def test_cancelled_sends_nothing(self, stubbed: tuple[ActivityClient, Stubber]) -> None:
+        """A cancelled task has no outcome to send (the stub would fail on any call)."""
+        client, _ = stubbed
+        client.send_outcome(TOKEN, Cancelled())
+
+    def test_create_activity_with_tags(self, stubbed: tuple[ActivityClient, Stubber]) -> None:
+        """Tags are sent in the API's key/value list form; the ARN is returned."""
+        client, stubber = stubbed
+        stubber.add_response(
+            "create_activity",
+            {"activityArn": ARN, "creationDate": "2026-11-23T00:00:00Z"},
+            {"name": "Echo", "tags": [{"key": "team", "value": "data"}]},
+        )
+        assert client.create_activity("Echo", tags={"team": "data"}) == ARN
+
+
+class TestProcess:
+    def test_runs_heartbeats_and_sends_the_result(
+        self, stubbed: tuple[ActivityClient, Stubber]
+    ) -> None:
+        """process() is the whole life of a task with the transport applied."""
+        client, stubber = stubbed
+        stubber.add_response(
+            "get_activity_task",
+            {"taskToken": TOKEN, "input": '{"n": 2}'},
+            {"activityArn": ARN, "workerName": "test-worker"},
+        )
+        stubber.add_response("send_task_heartbeat", {}, {"taskToken": TOKEN})
+        stubber.add_response("send_task_heartbeat", {}, {"taskToken": TOKEN})
+        stubber.add_response("send_task_success", {}, {"taskToken": TOKEN, "output": "2"})
+        task = client.poll(ARN)
+        assert task is not None
+        assert client.process(Beats(), task) == Success("2")
+
+    def test_heartbeat_timeout_cancels_without_sending(
+        self, stubbed: tuple[ActivityClient, Stubber]
+    ) -> None:
+        """After TaskTimedOut on a heartbeat, no success or failure is sent."""
+        client, stubber = stubbed
+        stubber.add_response(
+            "get_activity_task",
+            {"taskToken": TOKEN, "input": '{"n": 5}'},
+            {"activityArn": ARN, "workerName": "test-worker"},
+        )
+        stubber.add_client_error("send_task_heartbeat", service_error_code="TaskTimedOut")
+        task = client.poll(ARN)
+        assert task is not None
+        assert isinstance(client.process(Beats(), task), Cancelled)
+
+    def test_outcome_refused_as_gone_is_cancelled(
+        self, stubbed: tuple[ActivityClient, Stubber], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A task closed while it ran is reported as Cancelled, with a warning."""
+        client, stubber = stubbed
+        stubber.add_response(
+            "get_activity_task",
+            {"taskToken": TOKEN, "input": "[1]"},
+            {"activityArn": ARN, "workerName": "test-worker"},
+        )
+        stubber.add_client_error("send_task_success", service_error_code="TaskDoesNotExist")
+        task = client.poll(ARN)
+        assert task is not None
+        assert isinstance(client.process(Echo(), task), Cancelled)
+        assert "ended after Step Functions closed it" in caplog.text
