@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from examples.echo import Echo
 from examples.flaky import Reserve
 from examples.progress import CountWords
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from activities.testing import ActivityEnvironment
