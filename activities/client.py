@@ -20,6 +20,7 @@ from activities import _runner
 from activities.errors import (
     ActivityDoesNotExist,
     InvalidOutput,
+    SerializationError,
     ServiceError,
     TaskGone,
     Throttled,
@@ -225,11 +226,19 @@ class ActivityClient:
         """Run ``task`` on ``activity``, heartbeating, then send its outcome.
 
         Returns the outcome sent, or :class:`~activities.Cancelled` when Step Functions
-        said (to a heartbeat or to the outcome) that the task is gone.
+        said (to a heartbeat or to the outcome) that the task is gone. An output Step
+        Functions refuses as invalid is replaced by an ``activities.SerializationError``
+        failure, so the task never hangs until its timeout.
         """
         outcome = _runner.execute(activity, task, lambda: self.send_heartbeat(task.token))
         try:
-            self.send_outcome(task.token, outcome)
+            try:
+                self.send_outcome(task.token, outcome)
+            except InvalidOutput as exc:
+                outcome = failure_from_exception(
+                    SerializationError(f"Step Functions refused the output: {exc}")
+                )
+                self.send_outcome(task.token, outcome)
         except TaskGone as exc:
             logger.warning(
                 "task %s ended after Step Functions closed it; its outcome was dropped: %s",

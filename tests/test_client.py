@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 import botocore.session
 import pytest
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 
 from activities import (
     Activity,
@@ -17,6 +17,7 @@ from activities import (
     ResultTooLarge,
     ServiceError,
     Success,
+    Task,
     TaskGone,
     Throttled,
     default_worker_name,
@@ -263,6 +264,27 @@ class TestProcess:
         task = client.poll(ARN)
         assert task is not None
         assert isinstance(client.process(Beats(), task), Cancelled)
+
+    def test_refused_output_fails_the_task_instead_of_hanging_it(
+        self, stubbed: tuple[ActivityClient, Stubber]
+    ) -> None:
+        """A transport writing what Step Functions refuses still ends the task, as a failure."""
+
+        class NotJSON(Echo):
+            def _serialize_result(self, result: Any) -> str:
+                return "not json"
+
+        client, stubber = stubbed
+        stubber.add_client_error("send_task_success", service_error_code="InvalidOutput")
+        stubber.add_response(
+            "send_task_failure",
+            {},
+            {"taskToken": TOKEN, "error": "activities.SerializationError", "cause": ANY},
+        )
+        task = Task(token=TOKEN, activity_arn=ARN, worker_name="w", input="[1]")
+        outcome = client.process(NotJSON(), task)
+        assert isinstance(outcome, Failure)
+        assert "refused the output" in outcome.cause
 
     def test_outcome_refused_as_gone_is_cancelled(
         self, stubbed: tuple[ActivityClient, Stubber], caplog: pytest.LogCaptureFixture
