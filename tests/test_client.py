@@ -232,22 +232,28 @@ class TestSend:
         assert client.create_activity("Echo", tags={"team": "data"}) == ARN
 
 
+def poll_task(client: ActivityClient, stubber: Stubber, data: str) -> Task:
+    """Lay out one GetActivityTask returning ``data`` as input, and poll it."""
+    stubber.add_response(
+        "get_activity_task",
+        {"taskToken": TOKEN, "input": data},
+        {"activityArn": ARN, "workerName": "test-worker"},
+    )
+    task = client.poll(ARN)
+    assert task is not None
+    return task
+
+
 class TestProcess:
     def test_runs_heartbeats_and_sends_the_result(
         self, stubbed: tuple[ActivityClient, Stubber]
     ) -> None:
         """process() is the whole life of a task with the transport applied."""
         client, stubber = stubbed
-        stubber.add_response(
-            "get_activity_task",
-            {"taskToken": TOKEN, "input": '{"n": 2}'},
-            {"activityArn": ARN, "workerName": "test-worker"},
-        )
+        task = poll_task(client, stubber, '{"n": 2}')
         stubber.add_response("send_task_heartbeat", {}, {"taskToken": TOKEN})
         stubber.add_response("send_task_heartbeat", {}, {"taskToken": TOKEN})
         stubber.add_response("send_task_success", {}, {"taskToken": TOKEN, "output": "2"})
-        task = client.poll(ARN)
-        assert task is not None
         assert client.process(Beats(), task) == Success("2")
 
     def test_heartbeat_timeout_cancels_without_sending(
@@ -255,14 +261,8 @@ class TestProcess:
     ) -> None:
         """After TaskTimedOut on a heartbeat, no success or failure is sent."""
         client, stubber = stubbed
-        stubber.add_response(
-            "get_activity_task",
-            {"taskToken": TOKEN, "input": '{"n": 5}'},
-            {"activityArn": ARN, "workerName": "test-worker"},
-        )
+        task = poll_task(client, stubber, '{"n": 5}')
         stubber.add_client_error("send_task_heartbeat", service_error_code="TaskTimedOut")
-        task = client.poll(ARN)
-        assert task is not None
         assert isinstance(client.process(Beats(), task), Cancelled)
 
     def test_refused_output_fails_the_task_instead_of_hanging_it(
@@ -291,13 +291,7 @@ class TestProcess:
     ) -> None:
         """A task closed while it ran is reported as Cancelled, with a warning."""
         client, stubber = stubbed
-        stubber.add_response(
-            "get_activity_task",
-            {"taskToken": TOKEN, "input": "[1]"},
-            {"activityArn": ARN, "workerName": "test-worker"},
-        )
+        task = poll_task(client, stubber, "[1]")
         stubber.add_client_error("send_task_success", service_error_code="TaskDoesNotExist")
-        task = client.poll(ARN)
-        assert task is not None
         assert isinstance(client.process(Echo(), task), Cancelled)
         assert "ended after Step Functions closed it" in caplog.text
