@@ -96,7 +96,7 @@ def _execute(activity: Activity, task: Task, heartbeat: Heartbeat) -> Outcome:  
     except Exception as exc:  # noqa: BLE001 - whatever run() raises fails the task
         if heartbeat.cancelled is not None:
             return Cancelled(heartbeat.cancelled.message)
-        return failure_from_exception(exc)
+        return failure_from_exception(_without_runner_frames(exc))
     if heartbeat.cancelled is not None:
         # run() caught TaskCancelled and returned: the task is gone all the same.
         return Cancelled(heartbeat.cancelled.message)
@@ -104,6 +104,14 @@ def _execute(activity: Activity, task: Task, heartbeat: Heartbeat) -> Outcome:  
         return success_from_result(activity._serialize_result, result)
     except ActivityError as exc:
         return failure_from_exception(exc)
+
+
+def _without_runner_frames(exc: Exception) -> Exception:
+    """Drop this module's frames from the start of the traceback: the cause shows user code."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return exc.with_traceback(tb)
 
 
 def _drive(generator: Generator[Any, None, Any], heartbeat: Heartbeat) -> Any:

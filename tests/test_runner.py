@@ -17,6 +17,7 @@ from activities import (
     ServiceError,
     TaskCancelled,
     TaskGone,
+    _runner,
 )
 from activities._runner import execute
 from activities.task import Task
@@ -122,6 +123,29 @@ class TestFailures:
         assert report.error == "ValueError"
         assert cause_of(report)["errorMessage"] == "bad value"
         assert cause_of(report)["errorType"] == "ValueError"
+
+    @pytest.mark.parametrize("generator", [False, True])
+    def test_stack_trace_starts_in_user_code(
+        self, env: ActivityEnvironment, generator: bool
+    ) -> None:
+        """The framework's own frames are not in the cause: the first frame is run()'s."""
+
+        def fail() -> None:
+            raise KeyError("k")
+
+        class Plain(Activity):
+            def run(self) -> None:
+                fail()
+
+        class Generating(Activity):
+            def run(self) -> Generator[None, None, None]:
+                yield
+                fail()
+
+        stack = cause_of(env.run(Generating if generator else Plain))["stackTrace"]
+        assert "in run" in stack[0]
+        assert "in fail" in stack[-1]
+        assert not any(_runner.__file__ in frame for frame in stack)
 
     def test_activity_error_names_the_failure(self, env: ActivityEnvironment) -> None:
         """A subclass of ActivityError reports its error attribute."""
