@@ -72,6 +72,7 @@ def make_client(
     region_name: str | None = None,
     profile_name: str | None = None,
     max_pool_connections: int = 10,
+    session: boto3.Session | None = None,
 ) -> SFNClient:
     """Make a Step Functions client fit for long polls.
 
@@ -87,6 +88,8 @@ def make_client(
         profile_name: a profile of the shared AWS config files.
         max_pool_connections: HTTP connections kept; at least the polls plus the sends
             that run at once.
+        session: the boto3 session to use instead of a new one (``profile_name`` and
+            ``region_name`` are then ignored).
     """
     config = botocore.config.Config(
         read_timeout=READ_TIMEOUT,
@@ -94,7 +97,8 @@ def make_client(
         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         max_pool_connections=max_pool_connections,
     )
-    session = boto3.Session(profile_name=profile_name, region_name=region_name)
+    if session is None:
+        session = boto3.Session(profile_name=profile_name, region_name=region_name)
     return session.client("stepfunctions", endpoint_url=endpoint_url, config=config)
 
 

@@ -35,13 +35,14 @@ nitpick_ignore_regex = [
     ),
     (
         r"py:.*",
-        r"(SFNClient|Transport|Task|Activity|Outcome|T|Any|Callable|Mapping|NoReturn|Generator)",
+        r"(SFNClient|Transport|Task|Activity|Outcome|T|Any|Callable|Mapping|NoReturn|Generator|Path|Self)",
     ),
+    (r"py:.*", r"(pathlib|types)\..*"),
     (
         r"py:class",
         r"(str|int|bool|float|object|type|tuple|dict|list|BaseException|Exception|TypeError|ValueError|None)",
     ),
-    (r"py:.*", r"activities\.(outcome|task|activity|client|errors|testing)\..*"),
+    (r"py:.*", r"activities\.(outcome|task|activity|client|errors|testing|local)\..*"),
     (r"py:.*", r"transport\.(base|converter|default|compressed|errors)\..*"),
 ]
 

@@ -1,0 +1,54 @@
+"""Start LocalStack with a fix for a race in its activity heartbeats; run by LocalStack's Python.
+
+This file runs inside LocalStack's own virtualenv (``python -I _localstack_main.py``), so it
+imports nothing from sfn-activities.
+
+The race (LocalStack 4.8 to 4.14, ``asl/eval/callback/callback.py``): for a ``Task`` state
+with ``HeartbeatSeconds``, the execution thread sets up its heartbeat watcher only after the
+poll has returned the task. A heartbeat that arrives before that is refused
+(``InvalidToken``), and a success or failure that arrives before it is never seen: the
+watcher waits a full ``HeartbeatSeconds`` and the execution fails with ``States.Timeout``.
+The fix remembers an early heartbeat and replays it (and an early outcome) when the
+watcher is set up. (The race was reported for fast workers; it has not shown here even with
+24 concurrent tasks, so no test proves this half of the fix.)
+
+The same change makes a heartbeat for a state without ``HeartbeatSeconds`` succeed, as it
+does on AWS. Unpatched, LocalStack answers ``InvalidToken``: the worker takes the task for
+gone, and the execution stays RUNNING for good (``tests/test_local.py`` checks this).
+"""
+
+from __future__ import annotations
+
+import runpy
+from typing import Any
+
+
+def _patch() -> None:
+    from localstack.services.stepfunctions.asl.eval.callback import (  # noqa: PLC0415
+        callback,
+    )
+
+    endpoint_class: Any = callback.CallbackEndpoint
+    setup = endpoint_class.setup_heartbeat_endpoint
+
+    def setup_heartbeat_endpoint(self: Any, heartbeat_seconds: int) -> Any:
+        heartbeat_endpoint = setup(self, heartbeat_seconds)
+        if getattr(self, "_early_heartbeat", False) or self.get_outcome() is not None:
+            heartbeat_endpoint.notify()
+        return heartbeat_endpoint
+
+    def notify_heartbeat(self: Any) -> bool:
+        heartbeat_endpoint = self._heartbeat_endpoint
+        if heartbeat_endpoint is None:
+            self._early_heartbeat = True
+        else:
+            heartbeat_endpoint.notify()
+        return True
+
+    endpoint_class.setup_heartbeat_endpoint = setup_heartbeat_endpoint
+    endpoint_class.notify_heartbeat = notify_heartbeat
+
+
+if __name__ == "__main__":
+    _patch()
+    runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)

@@ -1,0 +1,305 @@
+"""A real Step Functions endpoint on this machine: LocalStack, installed and run on demand.
+
+AWS cannot be reached from every machine, and moto has no activity API. LocalStack's
+Step Functions is a real interpreter of state machines, with activities, ``Retry``/
+``Catch`` and heartbeat timeouts. :class:`LocalStepFunctions` installs it on first use
+into a virtualenv of its own (it pins its own boto3), starts it on 127.0.0.1 and stops it
+cleanly. The test suite and the demo use it; so can your own tests::
+
+    with LocalStepFunctions() as local:
+        client = local.client()
+        ...
+
+It needs only Python and access to PyPI the first time (about 250 MB, 20 to 60 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+import boto3
+
+from activities.client import make_client
+from activities.errors import ActivitiesError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from mypy_boto3_stepfunctions import SFNClient
+
+__all__ = [
+    "LocalStepFunctions",
+    "LocalStepFunctionsError",
+    "default_home",
+    "free_port",
+    "install_localstack",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The LocalStack release used: the newest whose Step Functions runs on Python 3.11.
+LOCALSTACK_VERSION = "4.9.2"
+
+#: What is installed into LocalStack's virtualenv, besides the pins of the constraints file.
+REQUIREMENTS = (
+    f"localstack-core[base-runtime]=={LOCALSTACK_VERSION}",
+    "antlr4-python3-runtime==4.13.2",
+    "jsonpath-ng",
+    "jpype1",
+    "moto-ext",
+    "pydantic",
+    "cbor2<6",  # 6.x removed cbor2._decoder: "No component plugins found" at start
+    "localstack-twisted<26",  # 26.x imports service_identity unconditionally
+    "pyopenssl<24.3",  # newer lacks X509.add_extensions: certificate creation fails
+)
+
+#: A full freeze of a working set, passed to pip with ``-c``.
+CONSTRAINTS = Path(__file__).with_name("localstack-constraints.txt")
+
+#: The script LocalStack's Python runs: it patches a heartbeat race, then starts LocalStack.
+LAUNCHER = Path(__file__).with_name("_localstack_main.py")
+
+#: Environment variable naming the virtualenv to install LocalStack into.
+HOME_VARIABLE = "SFN_ACTIVITIES_LOCALSTACK_HOME"
+
+#: Seconds to wait for the endpoint to report Step Functions ready.
+STARTUP_TIMEOUT = 90.0
+
+#: Seconds to wait after SIGTERM before SIGKILL: LocalStack hangs on SIGTERM while long
+#: polls or waiting executions exist.
+STOP_TIMEOUT = 10.0
+
+#: The account, Region and credentials LocalStack accepts.
+ACCOUNT_ID = "000000000000"
+REGION = "us-east-1"
+ACCESS_KEY_ID = "test"
+SECRET_ACCESS_KEY = "test"  # noqa: S105 - LocalStack's fixed stand-in
+
+_MARKER = ".sfn-activities-installed"
+
+
+class LocalStepFunctionsError(ActivitiesError):
+    """The local endpoint could not be installed or started; the message says how to fix it."""
+
+
+def default_home() -> Path:
+    """Where LocalStack is installed: ``$SFN_ACTIVITIES_LOCALSTACK_HOME`` or the user cache."""
+    configured = os.environ.get(HOME_VARIABLE)
+    if configured:
+        return Path(configured)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return cache / "sfn-activities" / f"localstack-{LOCALSTACK_VERSION}-{tag}"
+
+
+def install_localstack(home: Path | None = None) -> Path:
+    """Install LocalStack into its own virtualenv unless it is there; return its Python.
+
+    Safe to call from several processes at once: they wait for one another.
+
+    Raises:
+        LocalStepFunctionsError: the installation failed; the message holds pip's output.
+    """
+    home = home if home is not None else default_home()
+    python = home / "bin" / "python"
+    if (home / _MARKER).exists():
+        return python
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with open(home.parent / f".{home.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (home / _MARKER).exists():  # another process finished it while we waited
+            return python
+        logger.info("installing LocalStack %s into %s (first use only)", LOCALSTACK_VERSION, home)
+        shutil.rmtree(home, ignore_errors=True)
+        _run([sys.executable, "-m", "venv", str(home)], "create a virtualenv")
+        _run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "-c", str(CONSTRAINTS), *REQUIREMENTS],
+            f"install LocalStack {LOCALSTACK_VERSION} from PyPI",
+        )  # fmt: skip
+        (home / _MARKER).write_text(LOCALSTACK_VERSION)
+    return python
+
+
+def _run(command: list[str], what: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 - our fixed commands
+    if result.returncode != 0:
+        msg = (
+            f"could not {what} (exit {result.returncode}): {result.stderr.strip()[-2000:]}\n"
+            f"This needs Python {sys.version_info.major}.{sys.version_info.minor} with venv and "
+            f"access to PyPI. Set {HOME_VARIABLE} to install elsewhere."
+        )
+        raise LocalStepFunctionsError(msg)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalStepFunctions:
+    """A LocalStack Step Functions endpoint on 127.0.0.1, for tests and demos.
+
+    ``start()`` installs LocalStack if needed, starts it in a session of its own (so a
+    Ctrl-C meant for you does not reach it) with a fresh state directory, and waits until
+    Step Functions is ready. ``stop()`` ends it by its pid and removes its state. As a
+    context manager it does both; it never leaves a server behind.
+
+    Args:
+        port: the port to listen on; a free one by default.
+        home: LocalStack's virtualenv; see :func:`default_home`.
+        startup_timeout: seconds to wait for readiness before giving up.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        home: Path | None = None,
+        startup_timeout: float = STARTUP_TIMEOUT,
+    ) -> None:
+        self.port = port if port is not None else free_port()
+        self.home = home if home is not None else default_home()
+        self.startup_timeout = startup_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._state: Path | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        """The URL to pass as ``endpoint_url`` (or ``AWS_ENDPOINT_URL``)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path | None:
+        """LocalStack's output, while it runs."""
+        return self._state / "localstack.log" if self._state else None
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables that point boto3 (and a worker process) at this endpoint."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+        }
+
+    def client(self, **kwargs: Any) -> SFNClient:
+        """A Step Functions client for this endpoint (see :func:`~activities.make_client`)."""
+        session = boto3.Session(
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+            region_name=REGION,
+        )
+        return make_client(endpoint_url=self.endpoint_url, session=session, **kwargs)
+
+    def start(self) -> None:
+        """Install if needed, start, and wait until Step Functions answers.
+
+        Raises:
+            LocalStepFunctionsError: it did not become ready; the message holds the log's end.
+        """
+        if self._process is not None:
+            return
+        python = install_localstack(self.home)
+        self._state = Path(tempfile.mkdtemp(prefix="sfn-activities-localstack-"))
+        env = {
+            **os.environ,
+            "GATEWAY_LISTEN": f"127.0.0.1:{self.port}",
+            "SERVICES": "stepfunctions",
+            "EAGER_SERVICE_LOADING": "1",
+            "DISABLE_EVENTS": "1",
+            "SKIP_SSL_CERT_DOWNLOAD": "1",
+            "DNS_ADDRESS": "0",
+            "OVERRIDE_IN_DOCKER": "0",
+            "FILESYSTEM_ROOT": str(self._state / "root"),
+            "LOCALSTACK_VOLUME_DIR": str(self._state / "volume"),
+        }
+        for name in ("AWS_ENDPOINT_URL", "PYTHONPATH", "PYTHONHOME"):
+            env.pop(name, None)
+        with open(self._state / "localstack.log", "wb") as log:
+            self._process = subprocess.Popen(  # noqa: S603 - our own fixed command
+                [str(python), "-I", str(LAUNCHER)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self._state,
+                start_new_session=True,
+            )
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("local Step Functions ready at %s", self.endpoint_url)
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            assert self._process is not None  # noqa: S101 - start() set it
+            if self._process.poll() is not None:
+                self._fail(f"LocalStack exited at start with code {self._process.returncode}")
+            if self._stepfunctions_ready():
+                return
+            time.sleep(0.2)
+        self._fail(f"Step Functions was not ready within {self.startup_timeout:.0f} s")
+
+    def _stepfunctions_ready(self) -> bool:
+        url = f"{self.endpoint_url}/_localstack/health"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our loopback URL
+                health = json.load(response)
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+        return health.get("services", {}).get("stepfunctions") in {"running", "available"}
+
+    def _fail(self, reason: str) -> None:
+        log = self.log_path.read_text(errors="replace")[-3000:] if self.log_path else ""
+        msg = f"{reason}. The end of LocalStack's log:\n{log}"
+        raise LocalStepFunctionsError(msg)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the endpoint by its pid (SIGTERM, then SIGKILL) and remove its state."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._state is not None:
+            shutil.rmtree(self._state, ignore_errors=True)
+            self._state = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
