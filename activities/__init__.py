@@ -28,6 +28,8 @@ from activities.errors import (
     TaskCancelled,
     TaskGone,
     Throttled,
+    WorkerCrashed,
+    WorkerShutdown,
 )
 from activities.outcome import Cancelled, Failure, Outcome, Success, failure_from_exception
 from activities.task import Task
@@ -54,6 +56,8 @@ __all__ = [
     "TaskCancelled",
     "TaskGone",
     "Throttled",
+    "WorkerCrashed",
+    "WorkerShutdown",
     "__version__",
     "default_worker_name",
     "failure_from_exception",

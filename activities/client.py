@@ -257,6 +257,11 @@ class ActivityClient:
             return method(**kwargs)
         except botocore.exceptions.ClientError as exc:
             _raise_service_error(operation, exc)
+        except botocore.exceptions.BotoCoreError as exc:
+            # Connection errors and timeouts, after botocore's own retries.
+            code = type(exc).__name__
+            msg = f"{operation}: {code}: {exc}"
+            raise ServiceError(msg, code=code, operation=operation) from exc
 
 
 def _raise_service_error(operation: str, exc: botocore.exceptions.ClientError) -> NoReturn:

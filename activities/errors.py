@@ -8,8 +8,10 @@
     |   +-- InvalidInput              the task input is not valid for run()
     |   +-- SerializationError        run()'s result cannot be encoded
     |   +-- ResultTooLarge            the encoded result exceeds Step Functions' limit
+    |   +-- WorkerCrashed             the process running the task died
+    |   +-- WorkerShutdown            the worker stopped before the task finished
     +-- TaskCancelled                 Step Functions says the task is gone: stop working
-    +-- ServiceError                  Step Functions answered a call with an error
+    +-- ServiceError                  a call to Step Functions failed (error or network)
         +-- TaskGone                  TaskTimedOut, TaskDoesNotExist or InvalidToken
         +-- ActivityDoesNotExist      the activity ARN is unknown
         +-- Throttled                 ThrottlingException, ActivityWorkerLimitExceeded
@@ -39,6 +41,8 @@ __all__ = [
     "TaskCancelled",
     "TaskGone",
     "Throttled",
+    "WorkerCrashed",
+    "WorkerShutdown",
 ]
 
 
@@ -138,6 +142,26 @@ class ResultTooLarge(ActivityError):
         self.limit = limit
 
 
+class WorkerCrashed(ActivityError):
+    """The process running the task died (a segfault, ``os._exit``, the OOM killer).
+
+    The worker fails the task at once with this error, so the state machine can retry it
+    without waiting for the task's timeout, and replaces the process.
+    """
+
+    error = "activities.WorkerCrashed"
+
+
+class WorkerShutdown(ActivityError):
+    """The worker was stopped and the task could not finish within the shutdown grace.
+
+    The task is failed with this error rather than abandoned, so a ``Retry`` can run it
+    on another worker at once.
+    """
+
+    error = "activities.WorkerShutdown"
+
+
 class TaskCancelled(ActivitiesError):
     """Step Functions no longer knows the task: it timed out, or its execution ended.
 
@@ -148,10 +172,11 @@ class TaskCancelled(ActivitiesError):
 
 
 class ServiceError(ActivitiesError):
-    """Step Functions answered a call with an error.
+    """A call to Step Functions failed: the service answered with an error, or the network did.
 
     Attributes:
-        code: the service's error code, e.g. ``"TaskTimedOut"``.
+        code: the service's error code, e.g. ``"TaskTimedOut"``; for a network error, the
+            botocore exception's class name, e.g. ``"EndpointConnectionError"``.
         operation: the API operation that failed, e.g. ``"SendTaskHeartbeat"``.
     """
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import boto3
+import botocore.config
 import botocore.session
 import pytest
 from botocore.stub import ANY, Stubber
@@ -24,6 +26,7 @@ from activities import (
     make_client,
 )
 from activities.client import READ_TIMEOUT
+from activities.local import free_port
 from transport import CompressedTransport
 
 if TYPE_CHECKING:
@@ -147,6 +150,24 @@ class TestPoll:
         assert type(info.value) is kind
         assert (info.value.code, info.value.operation) == (code, "GetActivityTask")
         assert str(info.value) == f"GetActivityTask: {code}: no"
+
+
+class TestNetworkErrors:
+    def test_connection_errors_are_service_errors(self) -> None:
+        """A refused connection (after botocore's retries) is a ServiceError naming it."""
+        session = boto3.Session(
+            aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+        )
+        sfn = session.client(
+            "stepfunctions",
+            endpoint_url=f"http://127.0.0.1:{free_port()}",
+            config=botocore.config.Config(retries={"total_max_attempts": 1}),
+        )
+        client = ActivityClient(sfn, worker_name="w")
+        with pytest.raises(ServiceError) as info:
+            client.send_heartbeat(TOKEN)
+        assert info.value.code == "EndpointConnectionError"
+        assert info.value.operation == "SendTaskHeartbeat"
 
 
 class TestSend:

@@ -24,7 +24,13 @@ class TestTree:
 
     def test_framework_failures_are_namespaced(self) -> None:
         """Failures the framework reports itself are named activities.<Class>."""
-        for kind in (errors.InvalidInput, errors.SerializationError, errors.ResultTooLarge):
+        for kind in (
+            errors.InvalidInput,
+            errors.SerializationError,
+            errors.ResultTooLarge,
+            errors.WorkerCrashed,
+            errors.WorkerShutdown,
+        ):
             assert kind.error == f"activities.{kind.__name__}"
 
     def test_user_errors_name_themselves(self) -> None:
