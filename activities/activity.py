@@ -70,10 +70,15 @@ class Activity:
         name: the Step Functions activity name served; the class name by default.
             Checked against the API's rules when the class is defined.
         transport: encodes input and output; :class:`transport.JSONTransport` by default.
+        heartbeat_interval: when set, the worker sends a heartbeat every this many seconds
+            while a task runs, whether or not ``run()`` yields, so a long call into a
+            library keeps its task alive. When Step Functions answers that the task is
+            gone, work that does not yield is stopped by replacing its process.
     """
 
     name: ClassVar[str] = "Activity"
     transport: ClassVar[Transport] = JSONTransport()
+    heartbeat_interval: ClassVar[float | None] = None
 
     _task: Task | None = None
     _heartbeat: Callable[[], None] | None = None
@@ -89,6 +94,17 @@ class Activity:
                 f"activity name: {problem}"
             )
             raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="name")
+        interval = cls.heartbeat_interval
+        if interval is not None and (
+            isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0
+        ):
+            msg = (
+                f"{cls.__qualname__}.heartbeat_interval = {interval!r} must be a number of "
+                f"seconds above 0, or None"
+            )
+            raise ActivityDefinitionError(
+                msg, activity=cls.__qualname__, setting="heartbeat_interval"
+            )
         for method in ("deserialize_arguments", "serialize_result"):
             if not callable(getattr(cls.transport, method, None)):
                 msg = (

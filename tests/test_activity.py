@@ -75,6 +75,13 @@ class TestDefinition:
             type("Bad", (Activity,), {"transport": "json"})
         assert info.value.setting == "transport"
 
+    @pytest.mark.parametrize("interval", [0, -1, "5", True])
+    def test_heartbeat_interval_must_be_positive_seconds(self, interval: object) -> None:
+        """A heartbeat interval that is not a positive number fails at class definition."""
+        with pytest.raises(ActivityDefinitionError, match="heartbeat_interval") as info:
+            type("Bad", (Activity,), {"heartbeat_interval": interval})
+        assert info.value.setting == "heartbeat_interval"
+
     def test_transport_is_swappable_per_class(self) -> None:
         """A class attribute picks the encoding of one activity."""
 

@@ -1,0 +1,91 @@
+"""Activities the worker's integration tests serve: importable, so spawned processes find them."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from activities import Activity, ActivityError, TaskCancelled
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+
+class Echo(Activity):
+    name = "it-Echo"
+
+    def run(self, value: Any) -> Any:
+        return value
+
+
+class Busy(ActivityError):
+    error = "Inventory.Busy"
+
+
+class Flaky(Activity):
+    """Fails with Inventory.Busy until the state machine's retry count reaches ``succeed_on``."""
+
+    name = "it-Flaky"
+
+    def run(self, attempt: int, succeed_on: int) -> dict[str, int]:
+        if attempt < succeed_on:
+            raise Busy(f"busy on attempt {attempt}")
+        return {"attempt": attempt}
+
+
+class Picky(Activity):
+    name = "it-Picky"
+
+    def run(self, quantity: int) -> int:
+        if quantity <= 0:
+            raise ValueError(f"quantity must be positive, got {quantity}")
+        return quantity
+
+
+class Patient(Activity):
+    """Yields every 0.2 s for ``seconds``; writes ``marker`` when it sees TaskCancelled."""
+
+    name = "it-Patient"
+
+    def run(self, seconds: float, marker: str) -> Generator[None, None, str]:
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:
+                time.sleep(0.2)
+                yield
+        except TaskCancelled:
+            Path(marker).write_text(str(os.getpid()))
+            raise
+        return "finished"
+
+
+class Stubborn(Activity):
+    """Never yields; the worker heartbeats for it and must stop it when the task is gone."""
+
+    name = "it-Stubborn"
+    heartbeat_interval = 0.5
+
+    def run(self, seconds: float, marker: str) -> str:
+        Path(marker).write_text(str(os.getpid()))
+        time.sleep(seconds)
+        return "finished"
+
+
+class Crasher(Activity):
+    name = "it-Crasher"
+
+    def run(self) -> None:
+        os._exit(3)
+
+
+class Slow(Activity):
+    """Sleeps, then returns: a task still running when the worker is told to stop."""
+
+    name = "it-Slow"
+
+    def run(self, seconds: float, marker: str) -> str:
+        Path(marker).write_text(str(os.getpid()))
+        time.sleep(seconds)
+        return "slept"
