@@ -20,6 +20,7 @@ from activities.errors import (
     ActivityDefinitionError,
     ActivityDoesNotExist,
     ActivityError,
+    ConfigurationError,
     InvalidInput,
     InvalidOutput,
     ResultTooLarge,
@@ -33,6 +34,7 @@ from activities.errors import (
 )
 from activities.outcome import Cancelled, Failure, Outcome, Success, failure_from_exception
 from activities.task import Task
+from activities.worker import Worker
 
 __version__ = _version("sfn-activities")
 
@@ -44,6 +46,7 @@ __all__ = [
     "ActivityDoesNotExist",
     "ActivityError",
     "Cancelled",
+    "ConfigurationError",
     "Failure",
     "InvalidInput",
     "InvalidOutput",
@@ -56,6 +59,7 @@ __all__ = [
     "TaskCancelled",
     "TaskGone",
     "Throttled",
+    "Worker",
     "WorkerCrashed",
     "WorkerShutdown",
     "__version__",

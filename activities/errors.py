@@ -4,6 +4,7 @@
 
     ActivitiesError                   root: catch this to catch anything of ours
     +-- ActivityDefinitionError       an Activity subclass is malformed (bad name, ...)
+    +-- ConfigurationError            what to serve, or how, is wrong (duplicate names, ...)
     +-- ActivityError                 raise from run(): its ``error`` names the failure
     |   +-- InvalidInput              the task input is not valid for run()
     |   +-- SerializationError        run()'s result cannot be encoded
@@ -33,6 +34,7 @@ __all__ = [
     "ActivityDefinitionError",
     "ActivityDoesNotExist",
     "ActivityError",
+    "ConfigurationError",
     "InvalidInput",
     "InvalidOutput",
     "ResultTooLarge",
@@ -86,6 +88,14 @@ class ActivityDefinitionError(ActivitiesError, TypeError):
         super().__init__(message)
         self.activity = activity
         self.setting = setting
+
+
+class ConfigurationError(ActivitiesError, ValueError):
+    """What a worker is asked to serve, or how, cannot work; raised before any poll.
+
+    E.g. two activities with the same name, a module that cannot be imported, or a
+    worker setting out of range. The message names the classes or the setting.
+    """
 
 
 class ActivityError(ActivitiesError):

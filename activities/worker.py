@@ -33,6 +33,7 @@ from activities._slot import Job, ProcessSlot, Slot, ThreadSlot, spawn_context
 from activities.client import ActivityClient, make_client
 from activities.errors import (
     ActivityDoesNotExist,
+    ConfigurationError,
     ServiceError,
     Throttled,
     WorkerCrashed,
@@ -113,7 +114,7 @@ class Worker:
         self.activities = _by_name(activities)
         if processes is not None and threads is not None:
             msg = "give either processes or threads, not both"
-            raise ValueError(msg)
+            raise ConfigurationError(msg)
         self.use_threads = threads is not None
         self.concurrency = threads or processes or os.cpu_count() or 1
         self.pollers = pollers if pollers is not None else self.concurrency
@@ -485,10 +486,10 @@ def _by_name(activities: Iterable[type[Activity]]) -> dict[str, type[Activity]]:
                 f"{other.__module__}.{other.__qualname__} and "
                 f"{activity.__module__}.{activity.__qualname__} are both named {activity.name!r}"
             )
-            raise ValueError(msg)
+            raise ConfigurationError(msg)
     if not by_name:
         msg = "a worker needs at least one activity to serve"
-        raise ValueError(msg)
+        raise ConfigurationError(msg)
     return by_name
 
 
@@ -496,7 +497,7 @@ def _check_positive(*, allow_zero: bool = False, **settings: float) -> None:
     for name, value in settings.items():
         if not (value >= 0 if allow_zero else value > 0) or not math.isfinite(value):
             msg = f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}"
-            raise ValueError(msg)
+            raise ConfigurationError(msg)
 
 
 def _log_poll_error(arn: str, exc: BaseException, pause: float) -> None:

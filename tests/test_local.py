@@ -101,12 +101,17 @@ class TestActivityClientAgainstStepFunctions:
         assert json.loads(done["cause"])["errorMessage"] == "no entry"
 
     def test_finished_task_token_is_gone(self, sfn: SFNClient) -> None:
-        """Heartbeating a task that already ended raises TaskGone."""
+        """Heartbeating a task whose execution has ended raises TaskGone.
+
+        (LocalStack accepts the token for a moment while the execution winds up: the test
+        waits for the end.)
+        """
         client = ActivityClient(sfn, worker_name="integration")
         arn = client.create_activity(unique("Echo"))
-        start(sfn, create_machine(sfn, {"Work": task_state(arn)}, "Work"), {"value": 1})
+        execution = start(sfn, create_machine(sfn, {"Work": task_state(arn)}, "Work"), {"value": 1})
         task = client.poll(arn)
         assert task is not None
         client.send_success(task.token, 1)
+        assert wait_for(sfn, execution)["status"] == "SUCCEEDED"
         with pytest.raises(TaskGone):
             client.send_heartbeat(task.token)
