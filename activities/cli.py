@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -60,12 +61,12 @@ def _list(activities: list[type[Activity]]) -> int:
 
 
 def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
-    pool = args.processes + args.threads if args.processes or args.threads else None
+    slots = args.processes or args.threads or os.cpu_count() or 1
     client = make_client(
         endpoint_url=args.endpoint_url,
         region_name=args.region,
         profile_name=args.profile,
-        max_pool_connections=(pool or 16) * 2 + 2,
+        max_pool_connections=(args.pollers or slots) + slots + 2,
     )
     worker = Worker(
         activities,
@@ -108,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--shutdown-grace",
-        type=float,
+        type=_seconds,
         default=SHUTDOWN_GRACE,
         metavar="SECONDS",
         help=f"time running tasks get to finish on stop (default: {SHUTDOWN_GRACE:.0f})",
@@ -136,6 +137,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="default: INFO",
     )
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        msg = f"must be a number of seconds >= 0, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _positive(text: str) -> int:

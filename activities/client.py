@@ -19,6 +19,7 @@ import botocore.exceptions
 from activities import _runner
 from activities.errors import (
     ActivityDoesNotExist,
+    ConfigurationError,
     InvalidOutput,
     SerializationError,
     ServiceError,
@@ -77,10 +78,14 @@ def make_client(
     """Make a Step Functions client fit for long polls.
 
     Credentials, Region and endpoint come from boto3's usual chain (environment
-    variables such as ``AWS_ENDPOINT_URL`` and ``AWS_REGION``, the shared config files,
-    instance roles) unless given here. The client waits ``READ_TIMEOUT`` (70) seconds for
+    variables such as ``AWS_ENDPOINT_URL`` and ``AWS_DEFAULT_REGION``, the shared config
+    files, instance roles) unless given here; ``AWS_REGION``, which other AWS SDKs read,
+    is honoured too. The client waits ``READ_TIMEOUT`` (70) seconds for
     a response, longer than a long poll, and retries throttling and transient errors with
     botocore's standard mode.
+
+    Raises:
+        ConfigurationError: no Region is configured, or the profile does not exist.
 
     Args:
         endpoint_url: e.g. a local Step Functions endpoint.
@@ -97,9 +102,23 @@ def make_client(
         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         max_pool_connections=max_pool_connections,
     )
-    if session is None:
-        session = boto3.Session(profile_name=profile_name, region_name=region_name)
-    return session.client("stepfunctions", endpoint_url=endpoint_url, config=config)
+    try:
+        if session is None:
+            session = boto3.Session(profile_name=profile_name, region_name=region_name)
+            if not session.region_name and os.environ.get("AWS_REGION"):
+                # botocore reads AWS_DEFAULT_REGION only; the other SDKs use AWS_REGION.
+                session = boto3.Session(
+                    profile_name=profile_name, region_name=os.environ["AWS_REGION"]
+                )
+        return session.client("stepfunctions", endpoint_url=endpoint_url, config=config)
+    except botocore.exceptions.NoRegionError:
+        msg = (
+            "no AWS Region is configured: set AWS_REGION or AWS_DEFAULT_REGION (or a "
+            "profile's region), or pass region_name (--region on the command line)"
+        )
+        raise ConfigurationError(msg) from None
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def default_worker_name() -> str:

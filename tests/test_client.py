@@ -76,6 +76,14 @@ class TestMakeClient:
         monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
         assert make_client(region_name="us-east-1").meta.endpoint_url == "http://127.0.0.1:4566"
 
+    def test_aws_region_is_honoured(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """AWS_REGION, which botocore alone ignores, gives the Region when nothing else does."""
+        monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+        monkeypatch.setenv("AWS_REGION", "eu-central-1")
+        assert make_client().meta.region_name == "eu-central-1"
+
     def test_explicit_endpoint_and_pool_size(self) -> None:
         """Arguments win over the environment."""
         client = make_client(

@@ -80,12 +80,10 @@ class Crasher(Activity):
         os._exit(3)
 
 
-class Slow(Activity):
-    """Sleeps, then returns: a task still running when the worker is told to stop."""
+class Pid(Activity):
+    """Returns the pid of the process that ran it."""
 
-    name = "it-Slow"
+    name = "it-Pid"
 
-    def run(self, seconds: float, marker: str) -> str:
-        Path(marker).write_text(str(os.getpid()))
-        time.sleep(seconds)
-        return "slept"
+    def run(self) -> int:
+        return os.getpid()

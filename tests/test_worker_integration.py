@@ -1,0 +1,215 @@
+"""The worker against real state machines on a local Step Functions endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from activities import Worker
+from tests import workloads
+from tests.shutdown_workload import Slow
+from tests.stepfunctions import create_machine, history, start, task_state, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from mypy_boto3_stepfunctions import SFNClient
+
+    from activities.local import LocalStepFunctions
+
+pytestmark = pytest.mark.integration
+
+SERVED = [
+    workloads.Echo,
+    workloads.Flaky,
+    workloads.Picky,
+    workloads.Patient,
+    workloads.Stubborn,
+    workloads.Crasher,
+]
+
+
+@pytest.fixture(scope="module")
+def worker(local_sfn: LocalStepFunctions) -> Iterator[Worker]:
+    """One process pool for the module: as many slots as activities, so each has a poll."""
+    worker = Worker(SERVED, processes=len(SERVED), client=local_sfn.client())
+    worker.start()
+    yield worker
+    worker.terminate()  # no task is left; open polls need not be waited for
+
+
+def arn(activity: type[Any]) -> str:
+    return f"arn:aws:states:us-east-1:000000000000:activity:{activity.name}"
+
+
+def wait_until(condition: Any, timeout: float = 30) -> bool:
+    """Poll ``condition`` until true; bounds a broken test, asserts nothing about time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return bool(condition())
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.usefixtures("worker")
+class TestStateMachines:
+    def test_echo_round_trip(self, sfn: SFNClient) -> None:
+        """A state machine's input reaches run() and its return value is the output."""
+        machine = create_machine(
+            sfn, {"Echo": task_state(arn(workloads.Echo), HeartbeatSeconds=10)}, "Echo"
+        )
+        done = wait_for(sfn, start(sfn, machine, {"value": {"greeting": "hi", "n": [1, 2]}}))
+        assert done["status"] == "SUCCEEDED"
+        assert json.loads(done["output"]) == {"greeting": "hi", "n": [1, 2]}
+
+    def test_retry_on_a_custom_error_name(self, sfn: SFNClient) -> None:
+        """Retry matches the ActivityError's name; the second attempt succeeds."""
+        state = task_state(
+            arn(workloads.Flaky),
+            Parameters={"attempt.$": "$$.State.RetryCount", "succeed_on": 1},
+            Retry=[{"ErrorEquals": ["Inventory.Busy"], "IntervalSeconds": 1, "MaxAttempts": 2}],
+        )
+        execution = start(sfn, create_machine(sfn, {"Reserve": state}, "Reserve"), {})
+        done = wait_for(sfn, execution)
+        assert done["status"] == "SUCCEEDED", done
+        assert json.loads(done["output"]) == {"attempt": 1}
+        failures = [e for e in history(sfn, execution) if e["type"] == "ActivityFailed"]
+        assert [f["activityFailedEventDetails"]["error"] for f in failures] == ["Inventory.Busy"]
+
+    def test_catch_on_value_error(self, sfn: SFNClient) -> None:
+        """Catch on "ValueError" catches a ValueError raised in run(), with its cause."""
+        states = {
+            "Pick": task_state(
+                arn(workloads.Picky),
+                Catch=[{"ErrorEquals": ["ValueError"], "ResultPath": "$.error", "Next": "Caught"}],
+                Next="Done",
+            ),
+            "Caught": {"Type": "Pass", "End": True},
+            "Done": {"Type": "Succeed"},
+        }
+        done = wait_for(sfn, start(sfn, create_machine(sfn, states, "Pick"), {"quantity": 0}))
+        assert done["status"] == "SUCCEEDED", done
+        error = json.loads(done["output"])["error"]
+        assert error["Error"] == "ValueError"
+        assert "quantity must be positive" in json.loads(error["Cause"])["errorMessage"]
+
+    def test_invalid_input_is_catchable(self, sfn: SFNClient) -> None:
+        """Input that does not fit run() fails as activities.InvalidInput, for a Catch."""
+        machine = create_machine(sfn, {"Pick": task_state(arn(workloads.Picky))}, "Pick")
+        done = wait_for(sfn, start(sfn, machine, {"quantity": "three"}))
+        assert done["status"] == "FAILED"
+        assert done["error"] == "activities.InvalidInput"
+
+    def test_timed_out_task_cancels_yielding_work(self, sfn: SFNClient, tmp_path: Path) -> None:
+        """When Step Functions times the task out, its next heartbeat raises TaskCancelled."""
+        marker = tmp_path / "cancelled"
+        state = task_state(arn(workloads.Patient), TimeoutSeconds=2)
+        machine = create_machine(sfn, {"Wait": state}, "Wait")
+        execution = start(sfn, machine, {"seconds": 60, "marker": str(marker)})
+        done = wait_for(sfn, execution)
+        assert done["status"] == "FAILED"
+        assert done["error"] == "States.Timeout"
+        assert wait_until(marker.exists), "the activity never saw TaskCancelled"
+
+    def test_timed_out_task_stops_work_that_never_yields(
+        self, sfn: SFNClient, tmp_path: Path
+    ) -> None:
+        """Automatic heartbeats find the task gone; the process running it is replaced."""
+        marker = tmp_path / "pid"
+        state = task_state(arn(workloads.Stubborn), TimeoutSeconds=2)
+        execution = start(
+            sfn,
+            create_machine(sfn, {"Wait": state}, "Wait"),
+            {"seconds": 600, "marker": str(marker)},
+        )
+        assert wait_for(sfn, execution)["status"] == "FAILED"
+        assert wait_until(marker.exists)
+        pid = int(marker.read_text())
+        assert wait_until(lambda: not alive(pid)), "the stubborn process was not stopped"
+
+    def test_crashed_process_fails_its_task_at_once(self, sfn: SFNClient) -> None:
+        """os._exit in run() fails the task as activities.WorkerCrashed; the pool goes on."""
+        machine = create_machine(sfn, {"Crash": task_state(arn(workloads.Crasher))}, "Crash")
+        done = wait_for(sfn, start(sfn, machine, {}))
+        assert done["status"] == "FAILED"
+        assert done["error"] == "activities.WorkerCrashed"
+        assert "exit code 3" in json.loads(done["cause"])["errorMessage"]
+        echo = create_machine(sfn, {"Echo": task_state(arn(workloads.Echo))}, "Echo")
+        assert wait_for(sfn, start(sfn, echo, {"value": 1}))["status"] == "SUCCEEDED"
+
+
+class TestShutdown:
+    """A worker started from the command line, stopped with signals to its process group."""
+
+    @pytest.fixture
+    def cli_worker(self, local_sfn: LocalStepFunctions) -> Iterator[Any]:
+        processes: list[subprocess.Popen[str]] = []
+
+        def launch(*options: str) -> subprocess.Popen[str]:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "activities", "worker", "tests.shutdown_workload", *options],
+                env={**os.environ, **local_sfn.environment()},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+            processes.append(process)
+            return process
+
+        yield launch
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def run_slow_task(self, sfn: SFNClient, tmp_path: Path, seconds: float) -> tuple[str, Path]:
+        marker = tmp_path / "started"
+        machine = create_machine(sfn, {"Slow": task_state(arn(Slow))}, "Slow")
+        execution = start(sfn, machine, {"seconds": seconds, "marker": str(marker)})
+        assert wait_until(marker.exists), "the task never started"
+        return execution, marker
+
+    def test_sigterm_lets_the_running_task_finish(
+        self, sfn: SFNClient, tmp_path: Path, cli_worker: Any
+    ) -> None:
+        """SIGTERM to the whole group: the child survives, the task ends, exit code 0."""
+        process = cli_worker("--processes", "1")
+        execution, _ = self.run_slow_task(sfn, tmp_path, seconds=3)
+        os.killpg(process.pid, signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+        assert process.returncode == 0, output
+        done = wait_for(sfn, execution)
+        assert done["status"] == "SUCCEEDED", output
+        assert json.loads(done["output"]) == "slept"
+        assert "SIGTERM: stopping gracefully" in output
+
+    def test_tasks_past_the_grace_fail_with_worker_shutdown(
+        self, sfn: SFNClient, tmp_path: Path, cli_worker: Any
+    ) -> None:
+        """A task still running when the grace expires is failed, never lost; exit code 1."""
+        process = cli_worker("--processes", "1", "--shutdown-grace", "1")
+        execution, _ = self.run_slow_task(sfn, tmp_path, seconds=600)
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=120)
+        assert process.returncode == 1, output
+        done = wait_for(sfn, execution)
+        assert done["status"] == "FAILED"
+        assert done["error"] == "activities.WorkerShutdown"
