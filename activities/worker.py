@@ -115,15 +115,17 @@ class Worker:
         if processes is not None and threads is not None:
             msg = "give either processes or threads, not both"
             raise ConfigurationError(msg)
+        for option, value in (("processes", processes), ("threads", threads), ("pollers", pollers)):
+            if value is not None:
+                _check_positive(option, value)
         self.use_threads = threads is not None
         self.concurrency = threads or processes or os.cpu_count() or 1
         self.pollers = pollers if pollers is not None else self.concurrency
-        _check_positive(concurrency=self.concurrency, pollers=self.pollers)
-        _check_positive(shutdown_grace=shutdown_grace, allow_zero=True)
+        _check_positive("shutdown_grace", shutdown_grace, allow_zero=True)
         if max_tasks_per_process is not None:
-            _check_positive(max_tasks_per_process=max_tasks_per_process)
+            _check_positive("max_tasks_per_process", max_tasks_per_process)
         if max_memory_per_process is not None:
-            _check_positive(max_memory_per_process=max_memory_per_process)
+            _check_positive("max_memory_per_process", max_memory_per_process)
         self.shutdown_grace = shutdown_grace
         self.max_tasks_per_process = max_tasks_per_process
         self.max_memory_per_process = max_memory_per_process
@@ -493,11 +495,11 @@ def _by_name(activities: Iterable[type[Activity]]) -> dict[str, type[Activity]]:
     return by_name
 
 
-def _check_positive(*, allow_zero: bool = False, **settings: float) -> None:
-    for name, value in settings.items():
-        if not (value >= 0 if allow_zero else value > 0) or not math.isfinite(value):
-            msg = f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}"
-            raise ConfigurationError(msg)
+def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    """Refuse a setting that is not a finite number above 0 (or at least 0)."""
+    if not (value >= 0 if allow_zero else value > 0) or not math.isfinite(value):
+        msg = f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}"
+        raise ConfigurationError(msg)
 
 
 def _log_poll_error(arn: str, exc: BaseException, pause: float) -> None:

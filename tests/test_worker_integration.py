@@ -178,21 +178,28 @@ class TestShutdown:
         for process in processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            process.communicate()  # reaps it and closes its pipe
 
-    def run_slow_task(self, sfn: SFNClient, tmp_path: Path, seconds: float) -> tuple[str, Path]:
+    def run_slow_task(
+        self, sfn: SFNClient, tmp_path: Path, seconds: float, worker: subprocess.Popen[str]
+    ) -> str:
+        """Start a Slow task and wait until the worker runs it; the execution's ARN."""
         marker = tmp_path / "started"
+        sfn.create_activity(name=Slow.name)  # as deployment does; the worker may be starting
         machine = create_machine(sfn, {"Slow": task_state(arn(Slow))}, "Slow")
         execution = start(sfn, machine, {"seconds": seconds, "marker": str(marker)})
-        assert wait_until(marker.exists), "the task never started"
-        return execution, marker
+        if not wait_until(marker.exists):
+            os.killpg(worker.pid, signal.SIGKILL)
+            output, _ = worker.communicate()
+            pytest.fail(f"the task never started; the worker said:\n{output}")
+        return execution
 
     def test_sigterm_lets_the_running_task_finish(
         self, sfn: SFNClient, tmp_path: Path, cli_worker: Any
     ) -> None:
         """SIGTERM to the whole group: the child survives, the task ends, exit code 0."""
         process = cli_worker("--processes", "1")
-        execution, _ = self.run_slow_task(sfn, tmp_path, seconds=3)
+        execution = self.run_slow_task(sfn, tmp_path, 3, process)
         os.killpg(process.pid, signal.SIGTERM)
         output, _ = process.communicate(timeout=120)
         assert process.returncode == 0, output
@@ -206,7 +213,7 @@ class TestShutdown:
     ) -> None:
         """A task still running when the grace expires is failed, never lost; exit code 1."""
         process = cli_worker("--processes", "1", "--shutdown-grace", "1")
-        execution, _ = self.run_slow_task(sfn, tmp_path, seconds=600)
+        execution = self.run_slow_task(sfn, tmp_path, 600, process)
         os.killpg(process.pid, signal.SIGINT)
         output, _ = process.communicate(timeout=120)
         assert process.returncode == 1, output

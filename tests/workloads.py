@@ -87,3 +87,15 @@ class Pid(Activity):
 
     def run(self) -> int:
         return os.getpid()
+
+
+class ThreadPid(Pid):
+    name = "it-ThreadPid"
+
+
+class RecycleByCount(Pid):
+    name = "it-RecycleByCount"
+
+
+class RecycleByMemory(Pid):
+    name = "it-RecycleByMemory"
