@@ -187,21 +187,27 @@ class ProcessSlot:
         with self._send_lock, contextlib.suppress(OSError, ValueError):
             self._conn.send(message)
 
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "ready":
+            self._owner.on_ready(self)
+        elif kind == "heartbeat" and self.job is not None:
+            self._owner.on_heartbeat(self, self.job)
+        elif kind == "done" and self.job is not None:
+            job, self.job = self.job, None
+            self.tasks_done += 1
+            self._owner.on_done(self, job, message[1])
+
     def _read(self) -> None:
         while True:
             try:
                 message = self._conn.recv()
             except (EOFError, OSError):
                 break
-            kind = message[0]
-            if kind == "ready":
-                self._owner.on_ready(self)
-            elif kind == "heartbeat" and self.job is not None:
-                self._owner.on_heartbeat(self, self.job)
-            elif kind == "done" and self.job is not None:
-                job, self.job = self.job, None
-                self.tasks_done += 1
-                self._owner.on_done(self, job, message[1])
+            try:
+                self._handle(message)
+            except Exception:
+                logger.exception("%s: handling %r failed; the slot goes on", self.name, message[0])
         self.process.join()
         self._conn.close()
         code = self.process.exitcode
@@ -346,7 +352,12 @@ class ThreadSlot:
             self._heartbeat = None
             self.job = None
             self.tasks_done += 1
-            self._owner.on_done(self, job, outcome)
+            try:
+                self._owner.on_done(self, job, outcome)
+            except Exception:
+                logger.exception(
+                    "%s: handling the end of a task failed; the slot goes on", self.name
+                )
         self._owner.on_exit(self, None, "closed")
 
 

@@ -202,8 +202,11 @@ class Worker:
     def terminate(self) -> None:
         """Stop at once: fail running tasks with WorkerShutdown, stop the processes.
 
-        Polls in flight are abandoned: a task they bring is not received.
+        Polls in flight are abandoned: a task they bring is failed at once. Does nothing
+        once the worker has stopped.
         """
+        if self._stopped.is_set():
+            return
         self._terminating.set()
         self._stopping.set()
         self.clean = False
@@ -254,6 +257,7 @@ class Worker:
     # -- polling ------------------------------------------------------------------------
 
     def _poll_loop(self) -> None:
+        """Poll while the worker runs; an error is logged and followed by a backoff."""
         failures = 0
         while not self._stopping.is_set():
             try:
@@ -263,23 +267,30 @@ class Worker:
             if self._stopping.is_set():
                 self._idle.put(slot)
                 return
-            arn = self._choose_activity()
             try:
-                task = self.client.poll(arn)
+                self._poll_once(slot)
             except Exception as exc:  # noqa: BLE001 - a poller never dies
-                self._done_polling(arn)
-                self._idle.put(slot)
                 failures += 1
                 pause = backoff(failures, base=1.0, cap=POLL_BACKOFF_CAP)
-                _log_poll_error(arn, exc, pause)
+                _log_poll_error(exc, pause)
                 self._stopping.wait(pause)
-                continue
-            self._done_polling(arn)
-            failures = 0
-            if task is None:
-                self._idle.put(slot)
             else:
-                self._dispatch(slot, task)
+                failures = 0
+
+    def _poll_once(self, slot: Slot) -> None:
+        """Poll one activity for ``slot``; run what comes, or give the slot back."""
+        arn = self._choose_activity()
+        try:
+            task = self.client.poll(arn)
+        except BaseException:
+            self._idle.put(slot)
+            raise
+        finally:
+            self._done_polling(arn)
+        if task is None:
+            self._idle.put(slot)
+        else:
+            self._dispatch(slot, task)
 
     def _choose_activity(self) -> str:
         """The activity with the fewest polls open, ties taken in turn.
@@ -502,15 +513,15 @@ def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> Non
         raise ConfigurationError(msg)
 
 
-def _log_poll_error(arn: str, exc: BaseException, pause: float) -> None:
+def _log_poll_error(exc: BaseException, pause: float) -> None:
     if isinstance(exc, Throttled):
-        logger.warning("polling %s throttled; next poll in %.1f s", arn, pause)
+        logger.warning("polling throttled (%s); next poll in %.1f s", exc, pause)
     elif isinstance(exc, ActivityDoesNotExist):
-        logger.error("activity %s does not exist; next poll in %.1f s", arn, pause)
+        logger.error("polling failed: %s; next poll in %.1f s", exc, pause)
     elif isinstance(exc, ServiceError):
-        logger.warning("polling %s failed: %s; next poll in %.1f s", arn, exc, pause)
+        logger.warning("polling failed: %s; next poll in %.1f s", exc, pause)
     else:
-        logger.error("polling %s failed; next poll in %.1f s", arn, pause, exc_info=exc)
+        logger.error("poller failed; next poll in %.1f s", pause, exc_info=exc)
 
 
 def _log_end(job: Job, outcome: Outcome, duration: float) -> None:

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities import Activity, ConfigurationError, Worker, make_client
+from activities import Activity, ConfigurationError, Worker, _delivery, make_client
+from activities import worker as worker_module
 from tests import workloads
+from tests.fake_sfn import FakeStepFunctions, client_error
 from tests.stepfunctions import create_machine, start, task_state, wait_for
 
 if TYPE_CHECKING:
@@ -76,6 +79,146 @@ class TestOptions:
     def test_stop_before_start_returns_at_once(self, sfn_offline: SFNClient) -> None:
         """A worker never started is stopped already."""
         assert Worker([One], client=sfn_offline).stop(timeout=1)
+
+
+@pytest.fixture
+def fake() -> FakeStepFunctions:
+    return FakeStepFunctions()
+
+
+@pytest.fixture(autouse=True)
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries wait a hundredth of a second, so the tests of retrying stay fast."""
+    monkeypatch.setattr(worker_module, "backoff", lambda *_, **__: 0.01)
+    monkeypatch.setattr(_delivery, "backoff", lambda *_, **__: 0.01)
+
+
+def thread_worker(fake: FakeStepFunctions, *activities: type[Activity], **options: Any) -> Worker:
+    worker = Worker(activities, threads=2, client=fake, **options)  # type: ignore[arg-type]
+    worker.start()
+    return worker
+
+
+class TestMachinery:
+    """The worker's own behaviour, in threads, against an in-memory Step Functions."""
+
+    def test_pollers_survive_every_kind_of_error(self, fake: FakeStepFunctions) -> None:
+        """Throttling, service errors, network errors and bugs: the poller goes on."""
+        fake.errors["GetActivityTask"] = [
+            client_error("ThrottlingException", "GetActivityTask"),
+            client_error("ActivityWorkerLimitExceeded", "GetActivityTask"),
+            client_error("InternalFailure", "GetActivityTask"),
+            RuntimeError("a bug in a dependency"),
+        ]
+        token = fake.add_task("it-Echo", '{"value": 1}')
+        worker = thread_worker(fake, workloads.Echo)
+        try:
+            assert fake.wait_for(1)
+        finally:
+            worker.terminate()
+        assert fake.successes[token] == "1"
+
+    def test_outcomes_are_retried_until_delivered(self, fake: FakeStepFunctions) -> None:
+        """A result that could not be sent is sent again, not lost."""
+        fake.errors["SendTaskSuccess"] = [
+            client_error("ServiceUnavailable", "SendTaskSuccess"),
+            client_error("ThrottlingException", "SendTaskSuccess"),
+        ]
+        token = fake.add_task("it-Echo", '{"value": "kept"}')
+        worker = thread_worker(fake, workloads.Echo)
+        try:
+            assert fake.wait_for(1)
+        finally:
+            worker.terminate()
+        assert fake.successes[token] == '"kept"'
+        assert fake.calls["SendTaskSuccess"] == 3
+
+    def test_outcome_of_a_gone_task_is_not_retried(
+        self, fake: FakeStepFunctions, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """TaskTimedOut on the result ends the delivery with a warning."""
+        token = fake.add_task("it-Echo", '{"value": 1}')
+        fake.gone.add(token)
+        worker = thread_worker(fake, workloads.Echo)
+        try:
+            assert _wait_until(lambda: fake.calls["SendTaskSuccess"] >= 1)
+            assert worker.stop(timeout=10)
+        finally:
+            worker.terminate()
+        assert fake.calls["SendTaskSuccess"] == 1
+        assert "closed by Step Functions before its outcome arrived" in caplog.text
+
+    def test_heartbeats_are_coalesced(self, fake: FakeStepFunctions) -> None:
+        """Five thousand yields in a moment cost one heartbeat, not five thousand."""
+        token = fake.add_task("it-Chatty", '{"times": 5000}')
+        worker = thread_worker(fake, workloads.Chatty)
+        try:
+            assert fake.wait_for(1)
+        finally:
+            worker.terminate()
+        assert fake.successes[token] == "5000"
+        assert 1 <= fake.heartbeats[token] <= 2
+
+    def test_one_info_line_per_start_and_end_without_the_input(
+        self, fake: FakeStepFunctions, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Start and end are logged with name, token prefix, outcome and duration; input never."""
+        fake.add_task("it-Sleepy", '{"seconds": 0, "secret": "hunter2"}')
+        with caplog.at_level(logging.INFO, logger="activities"):
+            worker = thread_worker(fake, workloads.Sleepy)
+            try:
+                assert fake.wait_for(1)
+            finally:
+                worker.terminate()
+        lines = [r.getMessage() for r in caplog.records if r.name == "activities.worker"]
+        started = [line for line in lines if "started" in line and "token-0001" in line]
+        ended = [line for line in lines if "succeeded" in line and "token-0001" in line]
+        assert started == ["task token-0001-x started: it-Sleepy"]
+        assert len(ended) == 1
+        assert "it-Sleepy in 0.0" in ended[0]
+        assert "hunter2" not in caplog.text
+
+    def test_graceful_stop_lets_running_tasks_finish(self, fake: FakeStepFunctions) -> None:
+        """stop() waits for the task in progress; its result is delivered; the drain is clean."""
+        token = fake.add_task("it-Sleepy", '{"seconds": 0.5}')
+        worker = thread_worker(fake, workloads.Sleepy)
+        try:
+            assert _wait_until(lambda: worker_busy(worker))
+            assert worker.stop(timeout=10)
+        finally:
+            worker.terminate()
+        assert fake.successes[token] == "0.5"
+        assert worker.clean
+
+    def test_tasks_past_the_grace_fail_with_worker_shutdown(self, fake: FakeStepFunctions) -> None:
+        """A thread cannot be killed: its task fails at the deadline, its late result is dropped."""
+        token = fake.add_task("it-Sleepy", '{"seconds": 1.5}')
+        worker = thread_worker(fake, workloads.Sleepy, shutdown_grace=0.1)
+        try:
+            assert _wait_until(lambda: worker_busy(worker))
+            worker.request_stop()
+            assert fake.wait_for(1)
+            assert worker.join(timeout=10)
+        finally:
+            worker.terminate()
+        assert fake.failures[token][0] == "activities.WorkerShutdown"
+        assert token not in fake.successes
+        assert not worker.clean
+
+
+def worker_busy(worker: Worker) -> bool:
+    return any(slot.job is not None for slot in worker._slots)
+
+
+def _wait_until(condition: Any, timeout: float = 10) -> bool:
+    import time  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return bool(condition())
 
 
 def run_pid_task(sfn: SFNClient, activity: type[Activity]) -> int:

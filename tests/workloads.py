@@ -99,3 +99,24 @@ class RecycleByCount(Pid):
 
 class RecycleByMemory(Pid):
     name = "it-RecycleByMemory"
+
+
+class Chatty(Activity):
+    """Yields ``times`` times as fast as it can."""
+
+    name = "it-Chatty"
+
+    def run(self, times: int) -> Generator[None, None, int]:
+        for _ in range(times):
+            yield
+        return times
+
+
+class Sleepy(Activity):
+    """Sleeps ``seconds`` (no heartbeats), then returns them."""
+
+    name = "it-Sleepy"
+
+    def run(self, seconds: float, secret: str = "") -> float:
+        time.sleep(seconds)
+        return seconds
