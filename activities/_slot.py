@@ -137,7 +137,7 @@ class ProcessSlot:
         self._send_lock = threading.Lock()
         self.process: SpawnProcess = context.Process(
             target=_child_main,
-            args=(child_conn, dict(activities)),
+            args=(child_conn, {(a.__module__, a.__qualname__): a for a in activities.values()}),
             name=f"sfn-activities-{self.name}",
             daemon=True,
         )
@@ -157,7 +157,7 @@ class ProcessSlot:
     def run(self, job: Job) -> None:
         """Send ``job`` to the child."""
         self.job = job
-        self._send(("run", job.activity.name, job.task))
+        self._send(("run", job.activity.__module__, job.activity.__qualname__, job.task))
 
     def cancel(self) -> None:
         """Tell the child that its task is gone; it raises TaskCancelled at its next heartbeat."""
@@ -218,12 +218,12 @@ class ProcessSlot:
         self._owner.on_exit(self, unfinished, reason)
 
 
-def _child_main(conn: Connection, activities: dict[str, type[Activity]]) -> None:
+def _child_main(conn: Connection, activities: dict[tuple[str, str], type[Activity]]) -> None:
     """The child's loop: run each task it is sent and report its outcome."""
     for signum in _STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    instances: dict[str, Activity] = {}
+    instances: dict[type[Activity], Activity] = {}
     conn.send(("ready",))
     while True:
         try:
@@ -234,13 +234,16 @@ def _child_main(conn: Connection, activities: dict[str, type[Activity]]) -> None
             return
         if message[0] != "run":
             continue  # a cancel for a task that already ended
-        _, name, task = message
-        outcome = _run_in_child(conn, instances, activities[name], task)
+        _, module, qualname, task = message
+        outcome = _run_in_child(conn, instances, activities[module, qualname], task)
         conn.send(("done", outcome))
 
 
 def _run_in_child(
-    conn: Connection, instances: dict[str, Activity], activity: type[Activity], task: Task
+    conn: Connection,
+    instances: dict[type[Activity], Activity],
+    activity: type[Activity],
+    task: Task,
 ) -> Outcome:
     heartbeat = _CoalescedHeartbeat(lambda: conn.send(("heartbeat",)), task.token)
 
@@ -255,16 +258,16 @@ def _run_in_child(
 
 
 def _run_task(
-    instances: dict[str, Activity],
+    instances: dict[type[Activity], Activity],
     activity: type[Activity],
     task: Task,
     send_heartbeat: Any,
 ) -> Outcome:
     """Run ``task`` on the instance of ``activity`` kept for this slot."""
-    instance = instances.get(activity.name)
+    instance = instances.get(activity)
     if instance is None:
         try:
-            instance = instances[activity.name] = activity()
+            instance = instances[activity] = activity()
         except Exception as exc:  # noqa: BLE001 - a failing __init__ fails the task
             return failure_from_exception(exc)
     return _runner.execute(instance, task, send_heartbeat)
@@ -339,7 +342,7 @@ class ThreadSlot:
         return None
 
     def _loop(self) -> None:
-        instances: dict[str, Activity] = {}
+        instances: dict[type[Activity], Activity] = {}
         self._owner.on_ready(self)
         while (job := self._inbox.get()) is not None:
             heartbeat = self._heartbeat = _CoalescedHeartbeat(

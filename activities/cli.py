@@ -75,6 +75,7 @@ def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
         pollers=args.pollers,
         client=client,
         worker_name=args.worker_name,
+        prefix=args.prefix,
         shutdown_grace=args.shutdown_grace,
         max_tasks_per_process=args.max_tasks_per_process,
         max_memory_per_process=(
@@ -117,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-tasks-per-process", type=_positive, metavar="N")
     worker.add_argument("--max-memory-per-process", type=_positive, metavar="MIB")
     worker.add_argument("--worker-name", help="the workerName of polls (default: host-pid)")
+    worker.add_argument(
+        "--prefix", default="", help="put before every activity name, e.g. dev- to serve dev-Echo"
+    )
     worker.add_argument("--endpoint-url", help="Step Functions endpoint (default: boto3's)")
     worker.add_argument("--region", help="AWS Region (default: boto3's)")
     worker.add_argument("--profile", help="AWS profile (default: boto3's)")

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from activities._delivery import Delivery, backoff
 from activities._slot import Job, ProcessSlot, Slot, ThreadSlot, spawn_context
+from activities.activity import activity_name_problem
 from activities.client import ActivityClient, make_client
 from activities.errors import (
     ActivityDoesNotExist,
@@ -91,6 +92,8 @@ class Worker:
             default. A poll is only started when a slot is free.
         client: the Step Functions client; :func:`~activities.make_client` by default.
         worker_name: the ``workerName`` of polls; ``<host>-<pid>`` by default.
+        prefix: put before every activity's name, e.g. ``"dev-"`` to serve ``dev-Echo``:
+            one code base, a task list per environment.
         shutdown_grace: seconds running tasks may take to finish after a graceful stop
             begins; those still running then fail with ``activities.WorkerShutdown``.
         max_tasks_per_process: replace a process after it ran this many tasks.
@@ -107,11 +110,12 @@ class Worker:
         pollers: int | None = None,
         client: SFNClient | None = None,
         worker_name: str | None = None,
+        prefix: str = "",
         shutdown_grace: float = SHUTDOWN_GRACE,
         max_tasks_per_process: int | None = None,
         max_memory_per_process: int | None = None,
     ) -> None:
-        self.activities = _by_name(activities)
+        self.activities = _by_name(activities, prefix)
         if processes is not None and threads is not None:
             msg = "give either processes or threads, not both"
             raise ConfigurationError(msg)
@@ -149,6 +153,7 @@ class Worker:
         self._stopped = threading.Event()
         self._deadline: float | None = None
         self._restart_failures = 0
+        self._started_slots = 0
         self.clean = True
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -328,7 +333,12 @@ class Worker:
     def on_ready(self, slot: Slot) -> None:
         """A slot started: make it available to the pollers."""
         self._restart_failures = 0
+        with self._lock:
+            self._started_slots += 1
+            first_time_all = self._started_slots == self.concurrency
         self._idle.put(slot)
+        if first_time_all:
+            logger.info("ready: all %d slots are polling", self.concurrency)
 
     def on_heartbeat(self, slot: Slot, job: Job) -> None:
         """A task asked for a heartbeat: send one unless one is on its way."""
@@ -490,14 +500,20 @@ class Worker:
         thread.start()
 
 
-def _by_name(activities: Iterable[type[Activity]]) -> dict[str, type[Activity]]:
+def _by_name(activities: Iterable[type[Activity]], prefix: str) -> dict[str, type[Activity]]:
+    """The activities by the name they are served under; refuses clashes and bad names."""
     by_name: dict[str, type[Activity]] = {}
     for activity in activities:
-        other = by_name.setdefault(activity.name, activity)
+        name = prefix + activity.name
+        problem = activity_name_problem(name)
+        if problem is not None:
+            msg = f"{prefix!r} + {activity.name!r} is not a valid activity name: {problem}"
+            raise ConfigurationError(msg)
+        other = by_name.setdefault(name, activity)
         if other is not activity:
             msg = (
                 f"{other.__module__}.{other.__qualname__} and "
-                f"{activity.__module__}.{activity.__qualname__} are both named {activity.name!r}"
+                f"{activity.__module__}.{activity.__qualname__} are both named {name!r}"
             )
             raise ConfigurationError(msg)
     if not by_name:

@@ -15,7 +15,7 @@ import pytest
 from activities import Worker
 from tests import workloads
 from tests.shutdown_workload import Slow
-from tests.stepfunctions import create_machine, history, start, task_state, wait_for
+from tests.stepfunctions import create_machine, history, start, task_state, unique, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -117,12 +117,19 @@ class TestStateMachines:
         assert done["status"] == "FAILED"
         assert done["error"] == "activities.InvalidInput"
 
-    def test_timed_out_task_cancels_yielding_work(self, sfn: SFNClient, tmp_path: Path) -> None:
+    @pytest.mark.parametrize(
+        ("timeouts", "silence"),
+        [({"TimeoutSeconds": 2}, 0), ({"HeartbeatSeconds": 1, "TimeoutSeconds": 60}, 3)],
+        ids=["TimeoutSeconds", "HeartbeatSeconds"],
+    )
+    def test_timed_out_task_cancels_yielding_work(
+        self, sfn: SFNClient, tmp_path: Path, timeouts: dict[str, int], silence: float
+    ) -> None:
         """When Step Functions times the task out, its next heartbeat raises TaskCancelled."""
         marker = tmp_path / "cancelled"
-        state = task_state(arn(workloads.Patient), TimeoutSeconds=2)
+        state = task_state(arn(workloads.Patient), **timeouts)
         machine = create_machine(sfn, {"Wait": state}, "Wait")
-        execution = start(sfn, machine, {"seconds": 60, "marker": str(marker)})
+        execution = start(sfn, machine, {"seconds": 60, "marker": str(marker), "silence": silence})
         done = wait_for(sfn, execution)
         assert done["status"] == "FAILED"
         assert done["error"] == "States.Timeout"
@@ -159,12 +166,18 @@ class TestShutdown:
     """A worker started from the command line, stopped with signals to its process group."""
 
     @pytest.fixture
-    def cli_worker(self, local_sfn: LocalStepFunctions) -> Iterator[Any]:
+    def prefix(self) -> str:
+        """A task list of the test's own: a killed worker's open poll cannot take its tasks."""
+        return unique("t") + "-"
+
+    @pytest.fixture
+    def cli_worker(self, local_sfn: LocalStepFunctions, prefix: str) -> Iterator[Any]:
         processes: list[subprocess.Popen[str]] = []
 
         def launch(*options: str) -> subprocess.Popen[str]:
+            command = ["worker", "tests.shutdown_workload", "--prefix", prefix, *options]
             process = subprocess.Popen(
-                [sys.executable, "-m", "activities", "worker", "tests.shutdown_workload", *options],
+                [sys.executable, "-m", "activities", *command],
                 env={**os.environ, **local_sfn.environment()},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -178,15 +191,28 @@ class TestShutdown:
         for process in processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()  # reaps it and closes its pipe
+            process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+
+    def slow_machine(self, sfn: SFNClient, prefix: str) -> str:
+        """A machine running the Slow activity of this test's task list."""
+        name = prefix + Slow.name
+        # Created as deployment does, before executions start: the worker may be starting.
+        activity_arn = sfn.create_activity(name=name)["activityArn"]
+        return create_machine(sfn, {"Slow": task_state(activity_arn)}, "Slow")
 
     def run_slow_task(
-        self, sfn: SFNClient, tmp_path: Path, seconds: float, worker: subprocess.Popen[str]
+        self,
+        sfn: SFNClient,
+        tmp_path: Path,
+        seconds: float,
+        worker: subprocess.Popen[str],
+        prefix: str,
     ) -> str:
         """Start a Slow task and wait until the worker runs it; the execution's ARN."""
         marker = tmp_path / "started"
-        sfn.create_activity(name=Slow.name)  # as deployment does; the worker may be starting
-        machine = create_machine(sfn, {"Slow": task_state(arn(Slow))}, "Slow")
+        machine = self.slow_machine(sfn, prefix)
         execution = start(sfn, machine, {"seconds": seconds, "marker": str(marker)})
         if not wait_until(marker.exists):
             os.killpg(worker.pid, signal.SIGKILL)
@@ -195,11 +221,11 @@ class TestShutdown:
         return execution
 
     def test_sigterm_lets_the_running_task_finish(
-        self, sfn: SFNClient, tmp_path: Path, cli_worker: Any
+        self, sfn: SFNClient, tmp_path: Path, cli_worker: Any, prefix: str
     ) -> None:
         """SIGTERM to the whole group: the child survives, the task ends, exit code 0."""
         process = cli_worker("--processes", "1")
-        execution = self.run_slow_task(sfn, tmp_path, 3, process)
+        execution = self.run_slow_task(sfn, tmp_path, 3, process, prefix)
         os.killpg(process.pid, signal.SIGTERM)
         output, _ = process.communicate(timeout=120)
         assert process.returncode == 0, output
@@ -208,15 +234,62 @@ class TestShutdown:
         assert json.loads(done["output"]) == "slept"
         assert "SIGTERM: stopping gracefully" in output
 
+    def test_task_from_a_poll_in_flight_at_sigterm_is_run(
+        self, sfn: SFNClient, tmp_path: Path, cli_worker: Any, prefix: str
+    ) -> None:
+        """The poll open when the signal comes is not abandoned: what it brings runs."""
+        process = cli_worker("--processes", "2")
+        assert _wait_for_line(process, "ready: all 2 slots are polling")  # both polls open
+        first = self.run_slow_task(sfn, tmp_path, 2, process, prefix)
+        os.killpg(process.pid, signal.SIGTERM)
+        # The second slot's poll is still open (a poll lasts up to 60 s): it takes this task.
+        second = start(
+            sfn,
+            self.slow_machine(sfn, prefix),
+            {"seconds": 0, "marker": str(tmp_path / "second-started")},
+        )
+        output, _ = process.communicate(timeout=120)
+        assert process.returncode == 0, output
+        assert wait_for(sfn, first)["status"] == "SUCCEEDED"
+        assert wait_for(sfn, second)["status"] == "SUCCEEDED", output
+
+    def test_second_signal_stops_at_once(
+        self, sfn: SFNClient, tmp_path: Path, cli_worker: Any, prefix: str
+    ) -> None:
+        """Ctrl-C twice: the running task is failed with WorkerShutdown, exit code 1."""
+        process = cli_worker("--processes", "1", "--shutdown-grace", "600")
+        execution = self.run_slow_task(sfn, tmp_path, 600, process, prefix)
+        os.killpg(process.pid, signal.SIGINT)
+        assert _wait_for_line(process, "stopping gracefully")
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == 1, output
+        done = wait_for(sfn, execution)
+        assert done["status"] == "FAILED"
+        assert done["error"] == "activities.WorkerShutdown"
+
     def test_tasks_past_the_grace_fail_with_worker_shutdown(
-        self, sfn: SFNClient, tmp_path: Path, cli_worker: Any
+        self, sfn: SFNClient, tmp_path: Path, cli_worker: Any, prefix: str
     ) -> None:
         """A task still running when the grace expires is failed, never lost; exit code 1."""
         process = cli_worker("--processes", "1", "--shutdown-grace", "1")
-        execution = self.run_slow_task(sfn, tmp_path, 600, process)
+        execution = self.run_slow_task(sfn, tmp_path, 600, process, prefix)
         os.killpg(process.pid, signal.SIGINT)
         output, _ = process.communicate(timeout=120)
         assert process.returncode == 1, output
         done = wait_for(sfn, execution)
         assert done["status"] == "FAILED"
         assert done["error"] == "activities.WorkerShutdown"
+
+
+def _wait_for_line(process: subprocess.Popen[str], text: str, timeout: float = 30) -> bool:
+    """Read the worker's output until a line contains ``text``."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            return False
+        if text in line:
+            return True
+    return False

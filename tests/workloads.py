@@ -45,13 +45,19 @@ class Picky(Activity):
 
 
 class Patient(Activity):
-    """Yields every 0.2 s for ``seconds``; writes ``marker`` when it sees TaskCancelled."""
+    """Yields every 0.2 s for ``seconds``; writes ``marker`` when it sees TaskCancelled.
+
+    With ``silence``, it goes quiet that many seconds after its first yield, long enough
+    for a state's HeartbeatSeconds to expire.
+    """
 
     name = "it-Patient"
 
-    def run(self, seconds: float, marker: str) -> Generator[None, None, str]:
+    def run(self, seconds: float, marker: str, silence: float = 0) -> Generator[None, None, str]:
         deadline = time.monotonic() + seconds
         try:
+            yield
+            time.sleep(silence)
             while time.monotonic() < deadline:
                 time.sleep(0.2)
                 yield
