@@ -51,6 +51,11 @@ class Delivery:
     def __init__(self, client: ActivityClient, *, threads: int) -> None:
         self._client = client
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="sfn-activities-send")
+        # Heartbeats have threads of their own: outcomes waiting out a backoff must not
+        # hold up the heartbeats that keep running tasks alive.
+        self._heartbeats = ThreadPoolExecutor(
+            threads, thread_name_prefix="sfn-activities-heartbeat"
+        )
         self._abandoned = threading.Event()
         self._lock = threading.Lock()
         self._pending: set[Future[None]] = set()
@@ -62,7 +67,7 @@ class Delivery:
 
     def send_heartbeat(self, task: Task, on_gone: Callable[[TaskGone], None]) -> Future[None]:
         """Send one heartbeat for ``task``; call ``on_gone`` if the task is gone."""
-        return self._submit(self._heartbeat, task, on_gone)
+        return self._submit(self._heartbeat, task, on_gone, executor=self._heartbeats)
 
     def drain(self, timeout: float | None) -> bool:
         """Wait until every pending send is done; ``False`` if some were still pending."""
@@ -84,9 +89,15 @@ class Delivery:
     def close(self) -> None:
         """Stop the send threads (after what is pending)."""
         self._executor.shutdown(wait=True, cancel_futures=False)
+        self._heartbeats.shutdown(wait=True, cancel_futures=False)
 
-    def _submit(self, function: Callable[..., None], *args: object) -> Future[None]:
-        future = self._executor.submit(function, *args)
+    def _submit(
+        self,
+        function: Callable[..., None],
+        *args: object,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> Future[None]:
+        future = (executor or self._executor).submit(function, *args)
         with self._lock:
             self._pending.add(future)
         future.add_done_callback(self._forget)

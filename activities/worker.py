@@ -451,7 +451,8 @@ class Worker:
                 thread.join()
         while not self._terminating.is_set():
             with self._lock:
-                busy = [slot for slot in self._slots if slot.job is not None]
+                # A task the worker failed itself (a thread past the deadline) is not waited for.
+                busy = [slot for slot in self._slots if slot.job and not slot.job.failed]
             if not busy:
                 break
             time.sleep(TICK)

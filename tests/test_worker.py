@@ -190,6 +190,17 @@ class TestMachinery:
         assert fake.successes[token] == "0.5"
         assert worker.clean
 
+    def test_stuck_thread_does_not_hold_up_the_stop(self, fake: FakeStepFunctions) -> None:
+        """A thread still busy after its task was failed at the deadline is not waited for."""
+        token = fake.add_task("it-Sleepy", '{"seconds": 30}')
+        worker = thread_worker(fake, workloads.Sleepy, shutdown_grace=0.1)
+        try:
+            assert _wait_until(lambda: worker_busy(worker))
+            assert worker.stop(timeout=10), "the drain waited for the stuck thread"
+        finally:
+            worker.terminate()
+        assert fake.failures[token][0] == "activities.WorkerShutdown"
+
     def test_tasks_past_the_grace_fail_with_worker_shutdown(self, fake: FakeStepFunctions) -> None:
         """A thread cannot be killed: its task fails at the deadline, its late result is dropped."""
         token = fake.add_task("it-Sleepy", '{"seconds": 1.5}')
