@@ -19,8 +19,33 @@ gone, and the execution stays RUNNING for good (``tests/test_local.py`` checks t
 
 from __future__ import annotations
 
+import os
 import runpy
+import signal
+import threading
+import time
 from typing import Any
+
+#: Environment variable with the pid of the process that started LocalStack.
+PARENT_VARIABLE = "SFN_ACTIVITIES_PARENT_PID"
+
+
+def _exit_with_parent() -> None:
+    """End LocalStack (its whole process group) when the process that started it is gone.
+
+    LocalStack runs in a session of its own, so that a Ctrl-C meant for a test run does not
+    reach it; if the test run is then killed without cleaning up, nothing else would stop it.
+    """
+    parent = int(os.environ.get(PARENT_VARIABLE, "0"))
+    if not parent:
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _patch() -> None:
@@ -50,5 +75,6 @@ def _patch() -> None:
 
 
 if __name__ == "__main__":
+    _exit_with_parent()
     _patch()
     runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)

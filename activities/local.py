@@ -160,7 +160,8 @@ class LocalStepFunctions:
     ``start()`` installs LocalStack if needed, starts it in a session of its own (so a
     Ctrl-C meant for you does not reach it) with a fresh state directory, and waits until
     Step Functions is ready. ``stop()`` ends it by its pid and removes its state. As a
-    context manager it does both; it never leaves a server behind.
+    context manager it does both. Should this process die without stopping it, the server
+    ends itself within a second: it never outlives its owner.
 
     Args:
         port: the port to listen on; a free one by default.
@@ -231,6 +232,7 @@ class LocalStepFunctions:
             "OVERRIDE_IN_DOCKER": "0",
             "FILESYSTEM_ROOT": str(self._state / "root"),
             "LOCALSTACK_VOLUME_DIR": str(self._state / "volume"),
+            "SFN_ACTIVITIES_PARENT_PID": str(os.getpid()),  # it exits when we are gone
         }
         for name in ("AWS_ENDPOINT_URL", "PYTHONPATH", "PYTHONHOME"):
             env.pop(name, None)

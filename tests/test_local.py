@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -46,6 +51,33 @@ class TestLocalStepFunctions:
         assert process.poll() is not None
         assert not state.exists()
         local.stop()  # a second stop is harmless
+
+    def test_server_ends_when_its_owner_is_killed(self) -> None:
+        """A process killed without cleaning up does not leave LocalStack running."""
+        code = (
+            "import sys, time\n"
+            "from activities.local import LocalStepFunctions\n"
+            "local = LocalStepFunctions()\n"
+            "local.start()\n"
+            "print(local._process.pid, flush=True)\n"
+            "time.sleep(600)\n"
+        )
+        owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            assert owner.stdout is not None
+            server = int(owner.stdout.readline())
+            assert alive(server)
+        finally:
+            owner.kill()  # SIGKILL: no cleanup runs
+            owner.wait()
+            if owner.stdout is not None:
+                owner.stdout.close()
+        deadline = time.monotonic() + 30
+        while alive(server) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if alive(server):
+            os.kill(server, signal.SIGKILL)
+            pytest.fail("LocalStack outlived the process that started it")
 
     def test_broken_install_says_what_to_do(self, tmp_path: Path) -> None:
         """A virtualenv that cannot run LocalStack fails fast with the log, not a hang."""
@@ -115,3 +147,12 @@ class TestActivityClientAgainstStepFunctions:
         assert wait_for(sfn, execution)["status"] == "SUCCEEDED"
         with pytest.raises(TaskGone):
             client.send_heartbeat(task.token)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a running (not zombie) process."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
