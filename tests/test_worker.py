@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -12,8 +13,11 @@ from activities import worker as worker_module
 from tests import workloads
 from tests.fake_sfn import FakeStepFunctions, client_error
 from tests.stepfunctions import create_machine, start, task_state, wait_for
+from tests.waiting import wait_until
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from mypy_boto3_stepfunctions import SFNClient
 
     from activities.local import LocalStepFunctions
@@ -93,10 +97,17 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_delivery, "backoff", lambda *_, **__: 0.01)
 
 
-def thread_worker(fake: FakeStepFunctions, *activities: type[Activity], **options: Any) -> Worker:
+@contextlib.contextmanager
+def thread_worker(
+    fake: FakeStepFunctions, *activities: type[Activity], **options: Any
+) -> Iterator[Worker]:
+    """A started worker with two threads, stopped at once when the block ends."""
     worker = Worker(activities, threads=2, client=fake, **options)  # type: ignore[arg-type]
     worker.start()
-    return worker
+    try:
+        yield worker
+    finally:
+        worker.terminate()
 
 
 class TestMachinery:
@@ -111,11 +122,8 @@ class TestMachinery:
             RuntimeError("a bug in a dependency"),
         ]
         token = fake.add_task("it-Echo", '{"value": 1}')
-        worker = thread_worker(fake, workloads.Echo)
-        try:
+        with thread_worker(fake, workloads.Echo):
             assert fake.wait_for(1)
-        finally:
-            worker.terminate()
         assert fake.successes[token] == "1"
 
     def test_outcomes_are_retried_until_delivered(self, fake: FakeStepFunctions) -> None:
@@ -125,11 +133,8 @@ class TestMachinery:
             client_error("ThrottlingException", "SendTaskSuccess"),
         ]
         token = fake.add_task("it-Echo", '{"value": "kept"}')
-        worker = thread_worker(fake, workloads.Echo)
-        try:
+        with thread_worker(fake, workloads.Echo):
             assert fake.wait_for(1)
-        finally:
-            worker.terminate()
         assert fake.successes[token] == '"kept"'
         assert fake.calls["SendTaskSuccess"] == 3
 
@@ -139,23 +144,17 @@ class TestMachinery:
         """TaskTimedOut on the result ends the delivery with a warning."""
         token = fake.add_task("it-Echo", '{"value": 1}')
         fake.gone.add(token)
-        worker = thread_worker(fake, workloads.Echo)
-        try:
-            assert _wait_until(lambda: fake.calls["SendTaskSuccess"] >= 1)
+        with thread_worker(fake, workloads.Echo) as worker:
+            assert wait_until(lambda: fake.calls["SendTaskSuccess"] >= 1)
             assert worker.stop(timeout=10)
-        finally:
-            worker.terminate()
         assert fake.calls["SendTaskSuccess"] == 1
         assert "closed by Step Functions before its outcome arrived" in caplog.text
 
     def test_heartbeats_are_coalesced(self, fake: FakeStepFunctions) -> None:
         """Five thousand yields in a moment cost one heartbeat, not five thousand."""
         token = fake.add_task("it-Chatty", '{"times": 5000}')
-        worker = thread_worker(fake, workloads.Chatty)
-        try:
+        with thread_worker(fake, workloads.Chatty):
             assert fake.wait_for(1)
-        finally:
-            worker.terminate()
         assert fake.successes[token] == "5000"
         assert 1 <= fake.heartbeats[token] <= 2
 
@@ -164,12 +163,11 @@ class TestMachinery:
     ) -> None:
         """Start and end are logged with name, token prefix, outcome and duration; input never."""
         fake.add_task("it-Sleepy", '{"seconds": 0, "secret": "hunter2"}')
-        with caplog.at_level(logging.INFO, logger="activities"):
-            worker = thread_worker(fake, workloads.Sleepy)
-            try:
-                assert fake.wait_for(1)
-            finally:
-                worker.terminate()
+        with (
+            caplog.at_level(logging.INFO, logger="activities"),
+            thread_worker(fake, workloads.Sleepy),
+        ):
+            assert fake.wait_for(1)
         lines = [r.getMessage() for r in caplog.records if r.name == "activities.worker"]
         started = [line for line in lines if "started" in line and "token-0001" in line]
         ended = [line for line in lines if "succeeded" in line and "token-0001" in line]
@@ -181,37 +179,28 @@ class TestMachinery:
     def test_graceful_stop_lets_running_tasks_finish(self, fake: FakeStepFunctions) -> None:
         """stop() waits for the task in progress; its result is delivered; the drain is clean."""
         token = fake.add_task("it-Sleepy", '{"seconds": 0.5}')
-        worker = thread_worker(fake, workloads.Sleepy)
-        try:
-            assert _wait_until(lambda: worker_busy(worker))
+        with thread_worker(fake, workloads.Sleepy) as worker:
+            assert wait_until(lambda: worker_busy(worker))
             assert worker.stop(timeout=10)
-        finally:
-            worker.terminate()
         assert fake.successes[token] == "0.5"
         assert worker.clean
 
     def test_stuck_thread_does_not_hold_up_the_stop(self, fake: FakeStepFunctions) -> None:
         """A thread still busy after its task was failed at the deadline is not waited for."""
         token = fake.add_task("it-Sleepy", '{"seconds": 30}')
-        worker = thread_worker(fake, workloads.Sleepy, shutdown_grace=0.1)
-        try:
-            assert _wait_until(lambda: worker_busy(worker))
+        with thread_worker(fake, workloads.Sleepy, shutdown_grace=0.1) as worker:
+            assert wait_until(lambda: worker_busy(worker))
             assert worker.stop(timeout=10), "the drain waited for the stuck thread"
-        finally:
-            worker.terminate()
         assert fake.failures[token][0] == "activities.WorkerShutdown"
 
     def test_tasks_past_the_grace_fail_with_worker_shutdown(self, fake: FakeStepFunctions) -> None:
         """A thread cannot be killed: its task fails at the deadline, its late result is dropped."""
         token = fake.add_task("it-Sleepy", '{"seconds": 1.5}')
-        worker = thread_worker(fake, workloads.Sleepy, shutdown_grace=0.1)
-        try:
-            assert _wait_until(lambda: worker_busy(worker))
+        with thread_worker(fake, workloads.Sleepy, shutdown_grace=0.1) as worker:
+            assert wait_until(lambda: worker_busy(worker))
             worker.request_stop()
             assert fake.wait_for(1)
             assert worker.join(timeout=10)
-        finally:
-            worker.terminate()
         assert fake.failures[token][0] == "activities.WorkerShutdown"
         assert token not in fake.successes
         assert not worker.clean
@@ -219,17 +208,6 @@ class TestMachinery:
 
 def worker_busy(worker: Worker) -> bool:
     return any(slot.job is not None for slot in worker._slots)
-
-
-def _wait_until(condition: Any, timeout: float = 10) -> bool:
-    import time  # noqa: PLC0415
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return bool(condition())
 
 
 def run_pid_task(sfn: SFNClient, activity: type[Activity]) -> int:

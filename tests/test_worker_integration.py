@@ -16,6 +16,7 @@ from activities import Worker
 from tests import workloads
 from tests.shutdown_workload import Slow
 from tests.stepfunctions import create_machine, history, start, task_state, unique, wait_for
+from tests.waiting import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -48,16 +49,6 @@ def worker(local_sfn: LocalStepFunctions) -> Iterator[Worker]:
 
 def arn(activity: type[Any]) -> str:
     return f"arn:aws:states:us-east-1:000000000000:activity:{activity.name}"
-
-
-def wait_until(condition: Any, timeout: float = 30) -> bool:
-    """Poll ``condition`` until true; bounds a broken test, asserts nothing about time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return bool(condition())
 
 
 def alive(pid: int) -> bool:
