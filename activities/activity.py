@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from activities.task import Task
 
-__all__ = ["Activity", "activity_name_problem"]
+__all__ = ["Activity", "activity_name_problem", "is_activity_arn"]
 
 #: The longest activity name Step Functions accepts.
 MAX_NAME_LENGTH = 80
@@ -41,6 +41,11 @@ def activity_name_problem(name: object) -> str | None:
         if unicodedata.category(char).startswith("C"):
             return f"it must not contain the control character {char!r}"
     return None
+
+
+def is_activity_arn(text: str) -> bool:
+    """Whether ``text`` is an activity ARN rather than an activity name."""
+    return text.startswith("arn:") and ":activity:" in text
 
 
 class Activity:
@@ -70,6 +75,9 @@ class Activity:
         name: the Step Functions activity name served; the class name by default.
             Checked against the API's rules when the class is defined.
         transport: encodes input and output; :class:`transport.JSONTransport` by default.
+        task_lists: the activity names (or ARNs) this class is served on, when it is not
+            only its ``name``: e.g. ``("resize-gpu", "resize-cpu")``. A worker's
+            ``prefix`` goes before names, and its ``task_lists`` option overrides this.
         heartbeat_interval: when set, the worker sends a heartbeat every this many seconds
             while a task runs, whether or not ``run()`` yields, so a long call into a
             library keeps its task alive. When Step Functions answers that the task is
@@ -78,6 +86,7 @@ class Activity:
 
     name: ClassVar[str] = "Activity"
     transport: ClassVar[Transport] = JSONTransport()
+    task_lists: ClassVar[tuple[str, ...]] = ()
     heartbeat_interval: ClassVar[float | None] = None
 
     _task: Task | None = None
@@ -94,6 +103,18 @@ class Activity:
                 f"activity name: {problem}"
             )
             raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="name")
+        lists = cls.task_lists
+        if not isinstance(lists, tuple) or not all(isinstance(item, str) for item in lists):
+            msg = (
+                f"{cls.__qualname__}.task_lists = {lists!r} must be a tuple of activity "
+                f"names or ARNs"
+            )
+            raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="task_lists")
+        for item in lists:
+            problem = None if is_activity_arn(item) else activity_name_problem(item)
+            if problem is not None:
+                msg = f"{cls.__qualname__}.task_lists: {item!r} is not an activity name: {problem}"
+                raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="task_lists")
         interval = cls.heartbeat_interval
         if interval is not None and (
             isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0

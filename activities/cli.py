@@ -1,9 +1,11 @@
-"""The command line: ``activities worker``, ``activities list`` (also ``python -m activities``).
+"""The command line (also ``python -m activities``).
 
 ::
 
     activities worker myproject.activities --processes 4
-    activities list myproject.activities
+    activities list myproject.activities --prefix dev-
+    activities register myproject.activities --prefix dev- --tag team=data
+    activities local
 """
 
 from __future__ import annotations
@@ -11,16 +13,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
-from activities.client import make_client
+from activities.client import ActivityClient, make_client
 from activities.errors import ActivitiesError
-from activities.registry import discover
+from activities.local import LocalStepFunctions
+from activities.registry import discover, register, task_lists
 from activities.worker import SHUTDOWN_GRACE, Worker
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from mypy_boto3_stepfunctions import SFNClient
 
     from activities.activity import Activity
 
@@ -42,32 +49,68 @@ def main(argv: Sequence[str] | None = None) -> int:
         # botocore says "Found credentials ..." at INFO on every client.
         logging.getLogger("botocore").setLevel(logging.WARNING)
     try:
+        if args.command == "local":
+            return _local(args)
         activities = discover(*args.modules)
         if not activities:
             parser.error(f"no activities found in {', '.join(args.modules)}")
+        served = task_lists(activities, prefix=args.prefix, overrides=args.task_list)
         if args.command == "list":
-            return _list(activities)
+            return _list(served)
+        if args.command == "register":
+            return _register(args, served)
         return _worker(args, activities)
     except ActivitiesError as exc:
         print(f"activities: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
-def _list(activities: list[type[Activity]]) -> int:
-    width = max(len(activity.name) for activity in activities)
-    for activity in activities:
-        print(f"{activity.name:<{width}}  {activity.__module__}.{activity.__qualname__}")
+def _list(served: dict[str, type[Activity]]) -> int:
+    _table(
+        [(task_list, f"{cls.__module__}.{cls.__qualname__}") for task_list, cls in served.items()]
+    )
     return 0
+
+
+def _register(args: argparse.Namespace, served: dict[str, type[Activity]]) -> int:
+    client = ActivityClient(_client(args, connections=2))
+    arns = register(client, served, tags=args.tag)
+    _table([(task_list, arns[task_list]) for task_list in served])
+    return 0
+
+
+def _local(args: argparse.Namespace) -> int:
+    local = LocalStepFunctions(port=args.port)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with local:
+        print("Local Step Functions is ready. Point boto3 and workers at it with:")
+        for name, value in local.environment().items():
+            print(f"  export {name}={value}")
+        print("Ctrl-C stops it.", flush=True)
+        stop.wait()
+    return 0
+
+
+def _table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(first) for first, _ in rows)
+    for first, second in rows:
+        print(f"{first:<{width}}  {second}")
+
+
+def _client(args: argparse.Namespace, connections: int) -> SFNClient:
+    return make_client(
+        endpoint_url=args.endpoint_url,
+        region_name=args.region,
+        profile_name=args.profile,
+        max_pool_connections=connections,
+    )
 
 
 def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
     slots = args.processes or args.threads or os.cpu_count() or 1
-    client = make_client(
-        endpoint_url=args.endpoint_url,
-        region_name=args.region,
-        profile_name=args.profile,
-        max_pool_connections=(args.pollers or slots) + slots + 2,
-    )
+    client = _client(args, connections=(args.pollers or slots) + slots + 2)
     worker = Worker(
         activities,
         processes=args.processes,
@@ -76,6 +119,7 @@ def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
         client=client,
         worker_name=args.worker_name,
         prefix=args.prefix,
+        task_lists=args.task_list,
         shutdown_grace=args.shutdown_grace,
         max_tasks_per_process=args.max_tasks_per_process,
         max_memory_per_process=(
@@ -118,22 +162,57 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-tasks-per-process", type=_positive, metavar="N")
     worker.add_argument("--max-memory-per-process", type=_positive, metavar="MIB")
     worker.add_argument("--worker-name", help="the workerName of polls (default: host-pid)")
-    worker.add_argument(
-        "--prefix", default="", help="put before every activity name, e.g. dev- to serve dev-Echo"
-    )
-    worker.add_argument("--endpoint-url", help="Step Functions endpoint (default: boto3's)")
-    worker.add_argument("--region", help="AWS Region (default: boto3's)")
-    worker.add_argument("--profile", help="AWS profile (default: boto3's)")
+    _add_aws(worker)
 
     listing = commands.add_parser(
-        "list", help="show the activities a worker would serve, without calling AWS"
+        "list", help="show the task lists a worker would serve, without calling AWS"
     )
     _add_common(listing)
+
+    registering = commands.add_parser(
+        "register",
+        help="create the activities in Step Functions (idempotent) and print their ARNs",
+    )
+    _add_common(registering)
+    registering.add_argument(
+        "--tag",
+        type=_pair,
+        action=_Collect,
+        metavar="KEY=VALUE",
+        help="tag new activities (repeatable)",
+    )
+    _add_aws(registering)
+
+    local = commands.add_parser(
+        "local", help="run a local Step Functions (LocalStack) on 127.0.0.1 until Ctrl-C"
+    )
+    local.add_argument("--port", type=_positive, help="default: a free port")
+    local.add_argument("--log-level", default="INFO", type=str.upper, help=argparse.SUPPRESS)
     return parser
+
+
+def _add_aws(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint-url", help="Step Functions endpoint (default: boto3's)")
+    parser.add_argument("--region", help="AWS Region (default: boto3's)")
+    parser.add_argument("--profile", help="AWS profile (default: boto3's)")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("modules", nargs="+", metavar="MODULE", help="modules or packages to serve")
+    parser.add_argument(
+        "--prefix", default="", help="put before every activity name, e.g. dev- to serve dev-Echo"
+    )
+    parser.add_argument(
+        "--task-list",
+        type=_pair,
+        action=_Collect,
+        default={},
+        metavar="NAME=LIST",
+        help=(
+            "serve activity NAME on this activity name or ARN instead of its own "
+            "(repeatable: Resize=resize-gpu --task-list Resize=resize-cpu)"
+        ),
+    )
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -149,6 +228,33 @@ def _seconds(text: str) -> float:
         msg = f"must be a number of seconds >= 0, not {text}"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        msg = f"expected KEY=VALUE, not {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return key, value
+
+
+class _Collect(argparse.Action):
+    """Collect repeated KEY=VALUE options: a dict of lists for task lists, of values for tags."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        key, value = values
+        collected = dict(getattr(namespace, self.dest) or {})
+        if self.dest == "task_list":
+            collected[key] = [*collected.get(key, []), value]
+        else:
+            collected[key] = value
+        setattr(namespace, self.dest, collected)
 
 
 def _positive(text: str) -> int:

@@ -1,4 +1,9 @@
-"""Finding the activities of a project: the Activity subclasses a module or package defines."""
+"""A project's activities: finding them, where they are served, creating them in Step Functions.
+
+- :func:`discover` imports a package and collects the Activity subclasses it defines;
+- :func:`task_lists` says on which activity names (or ARNs) each class is served;
+- :func:`register` creates those activities and returns their ARNs.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,16 @@ import inspect
 import pkgutil
 from typing import TYPE_CHECKING
 
-from activities.activity import Activity
+from activities.activity import Activity, activity_name_problem, is_activity_arn
 from activities.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping, Sequence
     from types import ModuleType
 
-__all__ = ["discover"]
+    from activities.client import ActivityClient
+
+__all__ = ["discover", "register", "task_lists"]
 
 
 def discover(*module_names: str) -> list[type[Activity]]:
@@ -75,3 +82,65 @@ def _defined_in(module: ModuleType) -> list[type[Activity]]:
 
 def _path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def task_lists(
+    activities: Iterable[type[Activity]],
+    *,
+    prefix: str = "",
+    overrides: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, type[Activity]]:
+    """Where each activity is served: task list (activity name or ARN) to class.
+
+    A class is served on its ``task_lists`` or, when it has none, on its ``name``;
+    ``overrides`` (keyed by the class's ``name``) replaces that. ``prefix`` goes before
+    every name, not before ARNs.
+
+    Raises:
+        ConfigurationError: a task list is served by two classes, a prefixed name is not
+            a valid activity name, or an override names no activity being served.
+    """
+    activities = list(activities)
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - {activity.name for activity in activities}
+    if unknown:
+        msg = f"task lists given for activities not served: {', '.join(sorted(unknown))}"
+        raise ConfigurationError(msg)
+    served: dict[str, type[Activity]] = {}
+    for activity in activities:
+        lists = overrides.get(activity.name) or activity.task_lists or (activity.name,)
+        for task_list in lists:
+            key = task_list if is_activity_arn(task_list) else prefix + task_list
+            problem = None if is_activity_arn(key) else activity_name_problem(key)
+            if problem is not None:
+                msg = (
+                    f"{_path(activity)}: task list {key!r} is not a valid activity name: {problem}"
+                )
+                raise ConfigurationError(msg)
+            other = served.setdefault(key, activity)
+            if other is not activity:
+                msg = f"{_path(other)} and {_path(activity)} are both served on {key!r}"
+                raise ConfigurationError(msg)
+    if not served:
+        msg = "there is no activity to serve"
+        raise ConfigurationError(msg)
+    return served
+
+
+def register(
+    client: ActivityClient,
+    served: Mapping[str, type[Activity]],
+    *,
+    tags: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Create the activities of ``served`` (see :func:`task_lists`); task list to ARN.
+
+    ``CreateActivity`` is idempotent: an activity that exists is found, not duplicated
+    (its tags are left as they are). Task lists given as ARNs are taken as they are.
+    """
+    return {
+        task_list: task_list
+        if is_activity_arn(task_list)
+        else client.create_activity(task_list, tags=tags)
+        for task_list in served
+    }

@@ -28,9 +28,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from activities import registry
 from activities._delivery import Delivery, backoff
 from activities._slot import Job, ProcessSlot, Slot, ThreadSlot, spawn_context
-from activities.activity import activity_name_problem
 from activities.client import ActivityClient, make_client
 from activities.errors import (
     ActivityDoesNotExist,
@@ -43,7 +43,7 @@ from activities.errors import (
 from activities.outcome import Cancelled, Failure, Success, failure_from_exception
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping, Sequence
     from types import FrameType
 
     from mypy_boto3_stepfunctions import SFNClient
@@ -94,6 +94,9 @@ class Worker:
         worker_name: the ``workerName`` of polls; ``<host>-<pid>`` by default.
         prefix: put before every activity's name, e.g. ``"dev-"`` to serve ``dev-Echo``:
             one code base, a task list per environment.
+        task_lists: the activity names or ARNs to serve a class on, by the class's
+            ``name``, instead of its ``task_lists`` or ``name``: e.g.
+            ``{"Resize": ["resize-gpu"]}``.
         shutdown_grace: seconds running tasks may take to finish after a graceful stop
             begins; those still running then fail with ``activities.WorkerShutdown``.
         max_tasks_per_process: replace a process after it ran this many tasks.
@@ -111,11 +114,13 @@ class Worker:
         client: SFNClient | None = None,
         worker_name: str | None = None,
         prefix: str = "",
+        task_lists: Mapping[str, Sequence[str]] | None = None,
         shutdown_grace: float = SHUTDOWN_GRACE,
         max_tasks_per_process: int | None = None,
         max_memory_per_process: int | None = None,
     ) -> None:
-        self.activities = _by_name(activities, prefix)
+        self.served = registry.task_lists(activities, prefix=prefix, overrides=task_lists)
+        self.activities = _by_name(self.served.values())
         if processes is not None and threads is not None:
             msg = "give either processes or threads, not both"
             raise ConfigurationError(msg)
@@ -162,10 +167,8 @@ class Worker:
         """Create (or find) the activities, start the slots and the pollers; returns at once."""
         if self._running:
             return
-        self._by_arn = {
-            self.client.create_activity(name): activity
-            for name, activity in self.activities.items()
-        }
+        arns = registry.register(self.client, self.served)
+        self._by_arn = {arns[task_list]: activity for task_list, activity in self.served.items()}
         self._open_polls = dict.fromkeys(self._by_arn, 0)
         self._running = True
         for _ in range(self.concurrency):
@@ -176,7 +179,7 @@ class Worker:
         logger.info(
             "worker %s serving %s with %d %s and %d pollers",
             self.client.worker_name,
-            ", ".join(self.activities),
+            ", ".join(self.served),
             self.concurrency,
             "threads" if self.use_threads else "processes",
             self.pollers,
@@ -501,26 +504,9 @@ class Worker:
         thread.start()
 
 
-def _by_name(activities: Iterable[type[Activity]], prefix: str) -> dict[str, type[Activity]]:
-    """The activities by the name they are served under; refuses clashes and bad names."""
-    by_name: dict[str, type[Activity]] = {}
-    for activity in activities:
-        name = prefix + activity.name
-        problem = activity_name_problem(name)
-        if problem is not None:
-            msg = f"{prefix!r} + {activity.name!r} is not a valid activity name: {problem}"
-            raise ConfigurationError(msg)
-        other = by_name.setdefault(name, activity)
-        if other is not activity:
-            msg = (
-                f"{other.__module__}.{other.__qualname__} and "
-                f"{activity.__module__}.{activity.__qualname__} are both named {name!r}"
-            )
-            raise ConfigurationError(msg)
-    if not by_name:
-        msg = "a worker needs at least one activity to serve"
-        raise ConfigurationError(msg)
-    return by_name
+def _by_name(activities: Iterable[type[Activity]]) -> dict[str, type[Activity]]:
+    """The distinct classes served, by their own ``name``."""
+    return {activity.name: activity for activity in activities}
 
 
 def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:

@@ -1,8 +1,16 @@
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
 import pytest
 
 from activities.cli import main
+
+if TYPE_CHECKING:
+    from activities.local import LocalStepFunctions
 
 
 class TestList:
@@ -55,3 +63,56 @@ class TestWorkerOptions:
             main(["worker", "examples", "--shutdown-grace", "-5"])
         assert info.value.code == 2
         assert "--shutdown-grace: must be a number of seconds >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+class TestAgainstStepFunctions:
+    def test_register_prints_names_and_arns(
+        self, local_sfn: LocalStepFunctions, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """register creates the activities (with prefix and tags) and prints their ARNs."""
+        args = ["register", "examples", "--prefix", "reg-", "--tag", "team=data"]
+        args += ["--endpoint-url", local_sfn.endpoint_url, "--region", "us-east-1"]
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in local_sfn.environment().items():
+                patch.setenv(name, value)
+            assert main(args) == 0
+        rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+        prefix = "arn:aws:states:us-east-1:000000000000:activity:"
+        assert rows == [
+            ["reg-Echo", prefix + "reg-Echo"],
+            ["reg-Reserve", prefix + "reg-Reserve"],
+            ["reg-CountWords", prefix + "reg-CountWords"],
+        ]
+        # (LocalStack keeps no tags on activities: tags are checked with a stub in
+        # test_registry.py.)
+        described = local_sfn.client().describe_activity(activityArn=prefix + "reg-Echo")
+        assert described["name"] == "reg-Echo"
+
+    def test_local_runs_until_interrupted(self) -> None:
+        """`activities local` prints where it listens, and stops cleanly on Ctrl-C."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", "activities", "local"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None
+            lines = []
+            for line in process.stdout:
+                lines.append(line)
+                if "Ctrl-C stops it" in line:
+                    break
+            url = next(
+                line.split("=", 1)[1].strip() for line in lines if "AWS_ENDPOINT_URL" in line
+            )
+            assert url.startswith("http://127.0.0.1:")
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=60) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()

@@ -4,10 +4,12 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING
 
+import botocore.session
 import pytest
+from botocore.stub import Stubber
 
-from activities import ConfigurationError
-from activities.registry import discover
+from activities import Activity, ActivityClient, ActivityDefinitionError, ConfigurationError
+from activities.registry import discover, register, task_lists
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -85,3 +87,82 @@ class TestDiscover:
         write(project / "bad.py", "raise RuntimeError('boom')\n")
         with pytest.raises(ConfigurationError, match=r"cannot import 'proj\.bad': RuntimeError"):
             discover("proj")
+
+
+class Resize(Activity):
+    task_lists = ("resize-gpu", "arn:aws:states:us-east-1:123456789012:activity:resize-cpu")
+
+    def run(self) -> None: ...
+
+
+class Echo(Activity):
+    def run(self) -> None: ...
+
+
+class TestTaskLists:
+    def test_name_by_default_prefixed(self) -> None:
+        """A class is served on its name, after the prefix."""
+        assert task_lists([Echo], prefix="dev-") == {"dev-Echo": Echo}
+
+    def test_class_task_lists_and_arns(self) -> None:
+        """A class's task_lists replace its name; ARNs are not prefixed."""
+        assert task_lists([Resize], prefix="dev-") == {
+            "dev-resize-gpu": Resize,
+            "arn:aws:states:us-east-1:123456789012:activity:resize-cpu": Resize,
+        }
+
+    def test_worker_overrides_win(self) -> None:
+        """The worker's configuration overrides the class's defaults."""
+        served = task_lists([Resize, Echo], overrides={"Resize": ["only-here"]})
+        assert served == {"only-here": Resize, "Echo": Echo}
+
+    def test_one_task_list_for_two_classes_is_refused(self) -> None:
+        """Two classes cannot share a task list: a task could reach the wrong code."""
+        with pytest.raises(ConfigurationError, match="both served on 'Echo'"):
+            task_lists([Resize, Echo], overrides={"Resize": ["Echo"]})
+
+    def test_override_for_an_unknown_activity_is_refused(self) -> None:
+        """A typo in an override is said, not ignored."""
+        with pytest.raises(ConfigurationError, match="not served: Ech0"):
+            task_lists([Echo], overrides={"Ech0": ["x"]})
+
+    def test_prefix_that_breaks_the_name_rules_is_refused(self) -> None:
+        """A prefix is checked with the name it makes."""
+        with pytest.raises(ConfigurationError, match="white space"):
+            task_lists([Echo], prefix="dev ")
+
+    def test_invalid_class_task_lists_fail_at_definition(self) -> None:
+        """Bad task lists on the class fail when it is defined, naming the setting."""
+        with pytest.raises(ActivityDefinitionError, match="task_lists") as info:
+            type("Bad", (Activity,), {"task_lists": ["a"]})  # a list, not a tuple
+        assert info.value.setting == "task_lists"
+        with pytest.raises(ActivityDefinitionError, match="'has space'"):
+            type("Bad", (Activity,), {"task_lists": ("has space",)})
+
+
+class TestRegister:
+    def test_creates_names_and_keeps_arns(self) -> None:
+        """CreateActivity for each name (with tags); ARNs are taken as they are."""
+        session = botocore.session.get_session()
+        sfn = session.create_client(
+            "stepfunctions",
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+        arn = "arn:aws:states:us-east-1:123456789012:activity:dev-resize-gpu"
+        with Stubber(sfn) as stubber:
+            stubber.add_response(
+                "create_activity",
+                {"activityArn": arn, "creationDate": "2026-11-23T00:00:00Z"},
+                {"name": "dev-resize-gpu", "tags": [{"key": "team", "value": "data"}]},
+            )
+            client = ActivityClient(sfn, worker_name="w")  # type: ignore[arg-type]
+            arns = register(client, task_lists([Resize], prefix="dev-"), tags={"team": "data"})
+            stubber.assert_no_pending_responses()
+        assert arns == {
+            "dev-resize-gpu": arn,
+            "arn:aws:states:us-east-1:123456789012:activity:resize-cpu": (
+                "arn:aws:states:us-east-1:123456789012:activity:resize-cpu"
+            ),
+        }

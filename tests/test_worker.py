@@ -47,7 +47,7 @@ class TestOptions:
 
     def test_nothing_to_serve(self, sfn_offline: SFNClient) -> None:
         """An empty worker is refused."""
-        with pytest.raises(ConfigurationError, match="at least one activity"):
+        with pytest.raises(ConfigurationError, match="no activity to serve"):
             Worker([], client=sfn_offline)
 
     def test_processes_or_threads(self, sfn_offline: SFNClient) -> None:
@@ -210,8 +210,9 @@ def worker_busy(worker: Worker) -> bool:
     return any(slot.job is not None for slot in worker._slots)
 
 
-def run_pid_task(sfn: SFNClient, activity: type[Activity]) -> int:
-    arn = f"arn:aws:states:us-east-1:000000000000:activity:{activity.name}"
+def run_pid_task(sfn: SFNClient, activity: type[Activity] | str) -> int:
+    name = activity if isinstance(activity, str) else activity.name
+    arn = f"arn:aws:states:us-east-1:000000000000:activity:{name}"
     machine = create_machine(sfn, {"Pid": task_state(arn)}, "Pid")
     done = wait_for(sfn, start(sfn, machine, {}))
     assert done["status"] == "SUCCEEDED", done
@@ -231,6 +232,22 @@ class TestPools:
             assert run_pid_task(sfn, workloads.ThreadPid) == os.getpid()
         finally:
             worker.terminate()
+
+    def test_one_class_on_two_task_lists(
+        self, local_sfn: LocalStepFunctions, sfn: SFNClient
+    ) -> None:
+        """With task lists, tasks of either activity reach the same code."""
+        lists = {workloads.TaskListPid.name: ["pid-gpu", "pid-cpu"]}
+        worker = Worker(
+            [workloads.TaskListPid], processes=2, client=local_sfn.client(), task_lists=lists
+        )
+        worker.start()
+        try:
+            pids = {run_pid_task(sfn, name) for name in ("pid-gpu", "pid-cpu")}
+        finally:
+            worker.terminate()
+        assert len(pids) >= 1
+        assert os.getpid() not in pids
 
     @pytest.mark.parametrize(
         ("activity", "option"),

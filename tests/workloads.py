@@ -126,3 +126,7 @@ class Sleepy(Activity):
     def run(self, seconds: float, secret: str = "") -> float:
         time.sleep(seconds)
         return seconds
+
+
+class TaskListPid(Pid):
+    name = "it-TaskListPid"
