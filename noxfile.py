@@ -41,6 +41,13 @@ def typing(session: nox.Session) -> None:
 
 
 @nox.session
+def demo(session: nox.Session) -> None:
+    """Serve the examples against a local Step Functions and run a batch of executions."""
+    session.install(".")
+    session.run("python", "-m", "examples.demo", *session.posargs)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation, failing on any warning (broken links, bad references)."""
     install_group(session, "docs")

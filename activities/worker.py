@@ -176,6 +176,15 @@ class Worker:
         for index in range(self.pollers):
             self._spawn_thread(self._poll_loop, f"poller-{index + 1}")
         self._spawn_thread(self._tick_loop, "ticker")
+        if min(self.concurrency, self.pollers) < len(self.served):
+            logger.warning(
+                "%d task lists but only %d %s: at times some task list has no poll open, "
+                "and its tasks wait (up to 60 s) for one; give the worker at least as many "
+                "slots and pollers as task lists",
+                len(self.served),
+                min(self.concurrency, self.pollers),
+                "pollers" if self.pollers < self.concurrency else "slots",
+            )
         logger.info(
             "worker %s serving %s with %d %s and %d pollers",
             self.client.worker_name,

@@ -185,6 +185,19 @@ class TestMachinery:
         assert fake.successes[token] == "0.5"
         assert worker.clean
 
+    def test_fewer_slots_than_task_lists_is_warned_about(
+        self, fake: FakeStepFunctions, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A pool that cannot keep a poll open on every task list says so at start."""
+        worker = Worker(
+            [workloads.Echo, workloads.Sleepy, workloads.Chatty],
+            threads=2,
+            client=fake,  # type: ignore[arg-type]
+        )
+        worker.start()
+        worker.terminate()
+        assert "3 task lists but only 2 slots" in caplog.text
+
     def test_stuck_thread_does_not_hold_up_the_stop(self, fake: FakeStepFunctions) -> None:
         """A thread still busy after its task was failed at the deadline is not waited for."""
         token = fake.add_task("it-Sleepy", '{"seconds": 30}')
