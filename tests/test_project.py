@@ -18,6 +18,15 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert test_commands[0] in ci.splitlines()
 
 
+def test_readme_has_exactly_the_demo_and_test_commands() -> None:
+    """A new user is given two set-up commands: see it work, and run the tests."""
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"^python3 -m pip install .*$", readme, flags=re.MULTILINE)
+    assert len(commands) == 2, commands
+    assert commands[0].endswith("python3 -m nox -s demo")
+    assert "-s tests" in commands[1]
+
+
 def test_changelog_has_an_unreleased_section() -> None:
     """Changes are recorded as they are made."""
     assert "## Unreleased" in (ROOT / "CHANGELOG.md").read_text()
