@@ -120,6 +120,7 @@ def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
         worker_name=args.worker_name,
         prefix=args.prefix,
         task_lists=args.task_list,
+        heartbeat_intervals=args.heartbeat_interval,
         shutdown_grace=args.shutdown_grace,
         max_tasks_per_process=args.max_tasks_per_process,
         max_memory_per_process=(
@@ -161,6 +162,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--max-tasks-per-process", type=_positive, metavar="N")
     worker.add_argument("--max-memory-per-process", type=_positive, metavar="MIB")
+    worker.add_argument(
+        "--heartbeat-interval",
+        type=_pair,
+        action=_Collect,
+        default={},
+        metavar="NAME=SECONDS",
+        help="heartbeat activity NAME every SECONDS, overriding the class (repeatable)",
+    )
     worker.add_argument("--worker-name", help="the workerName of polls (default: host-pid)")
     _add_aws(worker)
 
@@ -252,6 +261,11 @@ class _Collect(argparse.Action):
         collected = dict(getattr(namespace, self.dest) or {})
         if self.dest == "task_list":
             collected[key] = [*collected.get(key, []), value]
+        elif self.dest == "heartbeat_interval":
+            try:
+                collected[key] = None if value.lower() == "none" else float(value)
+            except ValueError:
+                parser.error(f"{option_string}: {value!r} is not a number of seconds")
         else:
             collected[key] = value
         setattr(namespace, self.dest, collected)

@@ -97,6 +97,8 @@ class Worker:
         task_lists: the activity names or ARNs to serve a class on, by the class's
             ``name``, instead of its ``task_lists`` or ``name``: e.g.
             ``{"Resize": ["resize-gpu"]}``.
+        heartbeat_intervals: seconds between automatic heartbeats, by the class's
+            ``name``, instead of its ``heartbeat_interval`` (``None`` turns them off).
         shutdown_grace: seconds running tasks may take to finish after a graceful stop
             begins; those still running then fail with ``activities.WorkerShutdown``.
         max_tasks_per_process: replace a process after it ran this many tasks.
@@ -115,12 +117,23 @@ class Worker:
         worker_name: str | None = None,
         prefix: str = "",
         task_lists: Mapping[str, Sequence[str]] | None = None,
+        heartbeat_intervals: Mapping[str, float | None] | None = None,
         shutdown_grace: float = SHUTDOWN_GRACE,
         max_tasks_per_process: int | None = None,
         max_memory_per_process: int | None = None,
     ) -> None:
         self.served = registry.task_lists(activities, prefix=prefix, overrides=task_lists)
         self.activities = _by_name(self.served.values())
+        self.heartbeat_intervals = {
+            name: activity.heartbeat_interval for name, activity in self.activities.items()
+        }
+        for name, interval in (heartbeat_intervals or {}).items():
+            if name not in self.activities:
+                msg = f"heartbeat_intervals: {name!r} is not an activity being served"
+                raise ConfigurationError(msg)
+            if interval is not None:
+                _check_positive(f"heartbeat_intervals[{name!r}]", interval)
+            self.heartbeat_intervals[name] = interval
         if processes is not None and threads is not None:
             msg = "give either processes or threads, not both"
             raise ConfigurationError(msg)
@@ -437,7 +450,7 @@ class Worker:
             job = slot.job
             if job is None:
                 continue
-            interval = job.activity.heartbeat_interval
+            interval = self.heartbeat_intervals[job.activity.name]
             if job.cancelled_at is not None:
                 if now - job.cancelled_at >= CANCEL_GRACE and slot.terminate():
                     logger.warning(

@@ -185,6 +185,19 @@ class TestMachinery:
         assert fake.successes[token] == "0.5"
         assert worker.clean
 
+    def test_worker_overrides_the_heartbeat_interval(self, fake: FakeStepFunctions) -> None:
+        """A worker's heartbeat interval for an activity wins over the class's."""
+        token = fake.add_task("it-Sleepy", '{"seconds": 0.8}')
+        with thread_worker(fake, workloads.Sleepy, heartbeat_intervals={"it-Sleepy": 0.1}):
+            assert fake.wait_for(1)
+        assert workloads.Sleepy.heartbeat_interval is None
+        assert fake.heartbeats[token] >= 2
+
+    def test_heartbeat_override_for_nothing_served_is_refused(self, sfn_offline: SFNClient) -> None:
+        """A misspelt activity in an override is said, naming the setting."""
+        with pytest.raises(ConfigurationError, match="heartbeat_intervals: 'Onee'"):
+            Worker([One], client=sfn_offline, heartbeat_intervals={"Onee": 5})
+
     def test_fewer_slots_than_task_lists_is_warned_about(
         self, fake: FakeStepFunctions, caplog: pytest.LogCaptureFixture
     ) -> None:
