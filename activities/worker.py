@@ -263,14 +263,18 @@ class Worker:
         The first signal stops gracefully (see :meth:`stop`), a second one at once
         (see :meth:`terminate`). Call from the main thread.
         """
+        received = 0
 
         def on_signal(signum: int, _: FrameType | None) -> None:
-            if self._stopping.is_set():
+            # Counted first: a second signal can arrive while the first is being handled.
+            nonlocal received
+            received += 1
+            if received > 1:
                 logger.warning("%s again: stopping at once", signal.Signals(signum).name)
                 threading.Thread(target=self.terminate, daemon=True).start()
             else:
-                logger.info("%s: stopping gracefully", signal.Signals(signum).name)
                 self.request_stop()
+                logger.info("%s: stopping gracefully", signal.Signals(signum).name)
 
         previous = {
             signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
