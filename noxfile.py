@@ -48,6 +48,13 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Measure the worker against bare boto3 loops; writes docs/benchmarks.md."""
+    session.install(".")
+    session.run("python", "-m", "benchmarks.run", *session.posargs)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation, failing on any warning (broken links, bad references)."""
     install_group(session, "docs")

@@ -30,7 +30,7 @@ from activities.local import free_port
 from transport import CompressedTransport
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterator
+    from collections.abc import Generator
 
 ARN = "arn:aws:states:us-east-1:123456789012:activity:Echo"
 TOKEN = "AAAA-token-" + "t" * 100
@@ -46,21 +46,6 @@ class Beats(Activity):
         for _ in range(n):
             yield
         return n
-
-
-@pytest.fixture
-def stubbed() -> Iterator[tuple[ActivityClient, Stubber]]:
-    """An ActivityClient over a botocore client whose responses the test lays out."""
-    session = botocore.session.get_session()
-    sfn = session.create_client(
-        "stepfunctions",
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-    with Stubber(sfn) as stubber:
-        yield ActivityClient(sfn, worker_name="test-worker"), stubber  # type: ignore[arg-type]
-        stubber.assert_no_pending_responses()
 
 
 class TestMakeClient:

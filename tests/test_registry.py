@@ -4,9 +4,7 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING
 
-import botocore.session
 import pytest
-from botocore.stub import Stubber
 
 from activities import Activity, ActivityClient, ActivityDefinitionError, ConfigurationError
 from activities.registry import discover, register, task_lists
@@ -14,6 +12,8 @@ from activities.registry import discover, register, task_lists
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    from botocore.stub import Stubber
 
 
 @pytest.fixture
@@ -141,25 +141,16 @@ class TestTaskLists:
 
 
 class TestRegister:
-    def test_creates_names_and_keeps_arns(self) -> None:
+    def test_creates_names_and_keeps_arns(self, stubbed: tuple[ActivityClient, Stubber]) -> None:
         """CreateActivity for each name (with tags); ARNs are taken as they are."""
-        session = botocore.session.get_session()
-        sfn = session.create_client(
-            "stepfunctions",
-            region_name="us-east-1",
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-        )
+        client, stubber = stubbed
         arn = "arn:aws:states:us-east-1:123456789012:activity:dev-resize-gpu"
-        with Stubber(sfn) as stubber:
-            stubber.add_response(
-                "create_activity",
-                {"activityArn": arn, "creationDate": "2026-11-23T00:00:00Z"},
-                {"name": "dev-resize-gpu", "tags": [{"key": "team", "value": "data"}]},
-            )
-            client = ActivityClient(sfn, worker_name="w")  # type: ignore[arg-type]
-            arns = register(client, task_lists([Resize], prefix="dev-"), tags={"team": "data"})
-            stubber.assert_no_pending_responses()
+        stubber.add_response(
+            "create_activity",
+            {"activityArn": arn, "creationDate": "2026-11-23T00:00:00Z"},
+            {"name": "dev-resize-gpu", "tags": [{"key": "team", "value": "data"}]},
+        )
+        arns = register(client, task_lists([Resize], prefix="dev-"), tags={"team": "data"})
         assert arns == {
             "dev-resize-gpu": arn,
             "arn:aws:states:us-east-1:123456789012:activity:resize-cpu": (

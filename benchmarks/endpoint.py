@@ -1,0 +1,170 @@
+"""A fast in-memory Step Functions activity endpoint, for benchmarks.
+
+It speaks the wire protocol botocore uses (JSON 1.0 over HTTP/1.1 keep-alive,
+``X-Amz-Target: AWSStepFunctions.<Operation>``) for CreateActivity, GetActivityTask (a long
+poll), SendTaskSuccess, SendTaskFailure and SendTaskHeartbeat, answers from memory on one
+asyncio loop with Nagle's algorithm off, and can wait a fixed delay before each answer to
+stand for the round trip to AWS. Three calls of its own (``X-Amz-Target: Bench.<Op>``)
+drive a benchmark: ``Load`` preloads task inputs, ``Stats`` reads back what happened,
+``Reset`` forgets it all.
+
+    python -m benchmarks.endpoint --port 8999 --delay 0.02
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import socket
+import time
+from collections import defaultdict
+from typing import Any
+
+ARN_PREFIX = "arn:aws:states:us-east-1:123456789012:activity:"
+
+OK = 200
+
+
+class Endpoint:
+    """The state of the fake service: queues of tasks per activity, and what was sent."""
+
+    def __init__(self, *, delay: float, poll_wait: float) -> None:
+        self.delay = delay
+        self.poll_wait = poll_wait
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every task and every count."""
+        self.queues: dict[str, asyncio.Queue[tuple[str, str]]] = defaultdict(asyncio.Queue)
+        self.tokens = itertools.count(1)
+        self.open: set[str] = set()
+        self.counts: dict[str, int] = defaultdict(int)
+        self.first_handed_out: float | None = None
+        self.last_completed: float | None = None
+        self.outputs: list[str] = []
+
+    async def call(self, operation: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Answer one call: (HTTP status, JSON body)."""
+        handler = getattr(self, f"op_{operation}", None)
+        if handler is None:
+            return 400, {"__type": "UnknownOperationException", "message": operation}
+        result: tuple[int, dict[str, Any]] = await handler(body)
+        return result
+
+    async def op_CreateActivity(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802 - the API's names
+        return 200, {"activityArn": ARN_PREFIX + body["name"], "creationDate": time.time()}
+
+    async def op_GetActivityTask(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
+        self.counts["polls"] += 1
+        queue = self.queues[body["activityArn"]]
+        try:
+            token, data = await asyncio.wait_for(queue.get(), self.poll_wait)
+        except TimeoutError:
+            self.counts["empty_polls"] += 1
+            return 200, {}
+        self.counts["handed_out"] += 1
+        if self.first_handed_out is None:
+            self.first_handed_out = time.monotonic()
+        self.open.add(token)
+        return 200, {"taskToken": token, "input": data}
+
+    async def op_SendTaskSuccess(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
+        return self._complete(body, "succeeded", body.get("output", ""))
+
+    async def op_SendTaskFailure(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
+        return self._complete(body, "failed", body.get("error", ""))
+
+    async def op_SendTaskHeartbeat(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
+        if body["taskToken"] not in self.open:
+            return 400, {"__type": "TaskTimedOut", "message": "no such task"}
+        self.counts["heartbeats"] += 1
+        return 200, {}
+
+    def _complete(self, body: dict[str, Any], kind: str, detail: str) -> tuple[int, dict[str, Any]]:
+        token = body["taskToken"]
+        if token not in self.open:
+            return 400, {"__type": "TaskTimedOut", "message": "no such task"}
+        self.open.discard(token)
+        self.counts[kind] += 1
+        self.last_completed = time.monotonic()
+        self.outputs.append(detail)
+        return 200, {}
+
+    async def op_Load(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
+        queue = self.queues[ARN_PREFIX + body["activity"]]
+        for _ in range(body["count"]):
+            queue.put_nowait((f"token-{next(self.tokens):08d}-{'t' * 100}", body["input"]))
+        return 200, {}
+
+    async def op_Stats(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
+        elapsed = None
+        if self.first_handed_out is not None and self.last_completed is not None:
+            elapsed = self.last_completed - self.first_handed_out
+        stats: dict[str, Any] = {**self.counts, "elapsed": elapsed}
+        if body.get("outputs"):
+            stats["outputs"] = self.outputs
+        return 200, stats
+
+    async def op_Reset(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
+        self.reset()
+        return 200, {}
+
+
+async def serve_connection(
+    endpoint: Endpoint, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Serve the requests of one keep-alive connection, in order."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        while True:
+            request_line = await reader.readline()
+            if not request_line:
+                return
+            length, target = 0, ""
+            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"x-amz-target":
+                    target = value.strip().decode()
+            body = json.loads(await reader.readexactly(length) or b"{}") if length else {}
+            if endpoint.delay and not target.startswith("Bench."):
+                await asyncio.sleep(endpoint.delay)
+            status, payload = await endpoint.call(target.rpartition(".")[2], body)
+            data = json.dumps(payload).encode()
+            head = (
+                f"HTTP/1.1 {status} {'OK' if status == OK else 'Bad Request'}\r\n"
+                f"Content-Type: application/x-amz-json-1.0\r\n"
+                f"x-amzn-RequestId: 0\r\nContent-Length: {len(data)}\r\n\r\n"
+            )
+            writer.write(head.encode() + data)
+            await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return
+    finally:
+        writer.close()
+
+
+async def main(port: int, delay: float, poll_wait: float) -> None:
+    """Serve on 127.0.0.1:``port`` until killed."""
+    endpoint = Endpoint(delay=delay, poll_wait=poll_wait)
+    server = await asyncio.start_server(
+        lambda r, w: serve_connection(endpoint, r, w), "127.0.0.1", port, backlog=1024
+    )
+    print(f"ready on {port}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--poll-wait", type=float, default=1.0, help="longest empty poll, s")
+    args = parser.parse_args()
+    asyncio.run(main(args.port, args.delay, args.poll_wait))

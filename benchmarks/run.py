@@ -1,0 +1,357 @@
+"""Run the benchmark scenarios side by side and write ``docs/benchmarks.md``.
+
+    python -m benchmarks.run [--quick]
+
+Each contender is a process (group) started against a fresh in-memory endpoint
+(:mod:`benchmarks.endpoint`) preloaded with tasks; throughput is measured by the endpoint,
+from the first task handed out to the last outcome received. Contenders: a bare boto3
+loop (threads, processes) and the sfn-activities worker (processes, threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORT = ROOT / "docs" / "benchmarks.md"
+NOTES = Path(__file__).with_name("notes.md")
+PORT = 8999
+
+
+@dataclass
+class Contender:
+    """A command that serves the benchmark's activity until it is killed."""
+
+    label: str
+    command: list[str]
+    kind: str  # "bare" or "worker"
+
+
+@dataclass
+class Scenario:
+    """Tasks of one kind, at one network delay, served by several contenders."""
+
+    title: str
+    activity: str
+    tasks: int
+    delay: float
+    contenders: list[Contender]
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def bare(activity: str, work: str, threads: int, processes: int = 1) -> Contender:
+    """A bare boto3 loop in ``processes`` processes of ``threads`` threads."""
+    label = f"bare boto3, {processes} proc x {threads} thread{'s' * (threads > 1)}"
+    command = ["-m", "benchmarks.bare", "--activity", activity, "--work", work]
+    command += ["--threads", str(threads), "--processes", str(processes)]
+    return Contender(label, command, "bare")
+
+
+def worker(activity: str, *, processes: int | None = None, threads: int | None = None) -> Contender:
+    """The sfn-activities worker serving ``activity`` in processes or threads."""
+    pool = ["--processes", str(processes)] if processes else ["--threads", str(threads)]
+    label = (
+        f"sfn-activities, {processes} processes"
+        if processes
+        else f"sfn-activities, {threads} threads"
+    )
+    workload = {
+        "bench-Nothing": "Nothing",
+        "bench-Burn": "Burn",
+        "bench-Dispatch": "Dispatch",
+        "bench-Chatty": "Chatty",
+    }[activity]
+    command = ["-m", "benchmarks.serve", workload, *pool, "--log-level", "WARNING"]
+    return Contender(label, command, "worker")
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    """The scenarios whose targets docs/benchmarks.md reports (``quick``: fewer tasks)."""
+    scale = 4 if quick else 1
+    nothing, burn, dispatch, chatty = (
+        "bench-Nothing",
+        "bench-Burn",
+        "bench-Dispatch",
+        "bench-Chatty",
+    )
+    return [
+        Scenario(
+            "1. Zero-work tasks, no added latency (framework overhead)",
+            nothing,
+            3000 // scale,
+            0.0,
+            [
+                bare(nothing, "zero", 1),
+                bare(nothing, "zero", 4),
+                bare(nothing, "zero", 2, 2),
+                worker(nothing, processes=2),
+                worker(nothing, processes=4),
+                worker(nothing, threads=4),
+            ],
+        ),
+        Scenario(
+            "2. Zero-work tasks, 20 ms simulated round trip",
+            nothing,
+            800 // scale,
+            0.020,
+            [
+                bare(nothing, "zero", 1),
+                bare(nothing, "zero", 16),
+                bare(nothing, "zero", 8, 2),
+                worker(nothing, processes=16),
+                worker(nothing, threads=32),
+            ],
+        ),
+        Scenario(
+            "3. CPU-bound tasks (20 ms of pure Python each)",
+            burn,
+            400 // scale,
+            0.0,
+            [bare(burn, "cpu", 4), bare(burn, "cpu", 2, 2), worker(burn, processes=2)],
+        ),
+        Scenario(
+            "4. Dispatch latency (poll returned to run() started)",
+            dispatch,
+            1000 // scale,
+            0.0,
+            [worker(dispatch, processes=2)],
+        ),
+        Scenario(
+            "6. Heartbeat cost (a task yielding 1,000 times a second for 1 s)",
+            chatty,
+            8,
+            0.0,
+            [worker(chatty, processes=4)],
+        ),
+    ]
+
+
+def call(target: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Call one of the endpoint's own ``Bench.*`` operations."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{PORT}/",
+        data=json.dumps(body or {}).encode(),
+        headers={"X-Amz-Target": f"Bench.{target}", "Content-Type": "application/x-amz-json-1.0"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        result: dict[str, Any] = json.load(response)
+        return result
+
+
+def environment() -> dict[str, str]:
+    """What a contender needs to reach the endpoint with boto3."""
+    return {
+        **os.environ,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{PORT}",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def start_endpoint(delay: float) -> subprocess.Popen[str]:
+    """Start the endpoint with ``delay`` seconds per call; wait until it listens."""
+    endpoint = subprocess.Popen(  # noqa: S603 - our own module
+        [sys.executable, "-m", "benchmarks.endpoint", "--port", str(PORT), "--delay", str(delay)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    assert endpoint.stdout is not None  # noqa: S101
+    endpoint.stdout.readline()  # "ready on PORT"
+    return endpoint
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    """Kill a process group by its leader's pid and reap it."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def measure(scenario: Scenario, contender: Contender) -> dict[str, Any]:
+    """Serve ``scenario.tasks`` tasks with ``contender``; what the endpoint saw."""
+    call("Reset")
+    call("Load", {"activity": scenario.activity, "count": scenario.tasks, "input": '{"value": 1}'})
+    process = subprocess.Popen(  # noqa: S603 - our own modules
+        [sys.executable, *contender.command],
+        env=environment(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    memory = None
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            stats = call("Stats")
+            done = stats.get("succeeded", 0) + stats.get("failed", 0)
+            if done >= scenario.tasks // 2 and memory is None:
+                memory = tree_rss(process.pid)
+            if done >= scenario.tasks:
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    stats = call("Stats", {"outputs": True})
+    stats["rss"] = memory
+    return stats
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of ``pid`` and its descendants, in bytes (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(children.get(current, []))
+        try:
+            total += int((Path("/proc") / str(current) / "statm").read_text().split()[1])
+        except OSError:
+            continue
+    return total * os.sysconf("SC_PAGE_SIZE")
+
+
+def bare_client_rss() -> int:
+    """Resident memory of a bare ``import boto3; boto3.client('stepfunctions')`` process."""
+    code = (
+        "import boto3, os; boto3.client('stepfunctions'); "
+        "print(int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE'))"
+    )
+    out = subprocess.run(  # noqa: S603 - our own code
+        [sys.executable, "-c", code], env=environment(), capture_output=True, text=True, check=True
+    )
+    return int(out.stdout)
+
+
+def report(results: list[Scenario], baseline_rss: int, took: float) -> str:
+    """The Markdown report of ``results``."""
+    lines = [
+        "# Benchmarks",
+        "",
+        (
+            f"Measured {dt.date.today().isoformat()} on {os.cpu_count()} cores "
+            f"(Python {sys.version.split()[0]}), in {took:.0f} s, by `nox -s bench`."
+        ),
+        "Every contender ran against the same in-memory endpoint (`benchmarks/endpoint.py`),",
+        "which measures from the first task handed out to the last outcome received.",
+        "Contenders and endpoint share the machine's cores.",
+        "",
+    ]
+    for scenario in results:
+        lines += [
+            f"## {scenario.title}",
+            "",
+            f"{scenario.tasks} tasks, delay {scenario.delay * 1000:.0f} ms per call.",
+            "",
+        ]
+        if scenario.activity == "bench-Dispatch":
+            outputs = [float(o) * 1000 for o in next(iter(scenario.results.values()))["outputs"]]
+            outputs.sort()
+            p99 = outputs[int(len(outputs) * 0.99) - 1]
+            lines += [
+                "| contender | median | p99 |",
+                "|---|---|---|",
+                (
+                    f"| {next(iter(scenario.results))} | {statistics.median(outputs):.2f} ms "
+                    f"| {p99:.2f} ms |"
+                ),
+                "",
+            ]
+            continue
+        if scenario.activity == "bench-Chatty":
+            stats = next(iter(scenario.results.values()))
+            yields = sum(int(o) for o in stats["outputs"])
+            lines += [
+                "| tasks | yields | heartbeats sent |",
+                "|---|---|---|",
+                f"| {scenario.tasks} | {yields} | {stats.get('heartbeats', 0)} |",
+                "",
+            ]
+            continue
+        best_bare = max(
+            (r["rate"] for label, r in scenario.results.items() if label.startswith("bare")),
+            default=None,
+        )
+        lines += [
+            "| contender | tasks/s | vs best bare boto3 | memory (RSS) |",
+            "|---|---|---|---|",
+        ]
+        for label, stats in scenario.results.items():
+            ratio = f"{stats['rate'] / best_bare:.2f}x" if best_bare else ""
+            rss = f"{stats['rss'] / 2**20:.0f} MiB" if stats.get("rss") else ""
+            lines.append(f"| {label} | {stats['rate']:.0f} | {ratio} | {rss} |")
+        lines.append("")
+    lines += [
+        "## 5. Memory",
+        "",
+        (
+            "A bare `import boto3; boto3.client('stepfunctions')` process: "
+            f"{baseline_rss / 2**20:.0f} MiB."
+        ),
+        "The RSS column above is the whole process tree of each contender, read half way through.",
+        "",
+        NOTES.read_text(),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Run every scenario and write the report."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a quarter of the tasks")
+    parser.add_argument("--output", type=Path, default=REPORT)
+    args = parser.parse_args()
+    # SIGTERM exits through the finally blocks, which stop the endpoint and contenders.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    started = time.monotonic()
+    results = scenarios(args.quick)
+    for scenario in results:
+        endpoint = start_endpoint(scenario.delay)
+        try:
+            print(scenario.title, flush=True)
+            for contender in scenario.contenders:
+                stats = measure(scenario, contender)
+                elapsed = stats.get("elapsed") or float("nan")
+                stats["rate"] = stats.get("succeeded", 0) / elapsed
+                scenario.results[contender.label] = stats
+                print(f"  {contender.label:<40} {stats['rate']:8.0f} tasks/s", flush=True)
+        finally:
+            stop(endpoint)
+    endpoint = start_endpoint(0.0)
+    try:
+        baseline = bare_client_rss()
+    finally:
+        stop(endpoint)
+    args.output.write_text(report(results, baseline, time.monotonic() - started) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
