@@ -6,7 +6,8 @@ poll), SendTaskSuccess, SendTaskFailure and SendTaskHeartbeat, answers from memo
 asyncio loop with Nagle's algorithm off, and can wait a fixed delay before each answer to
 stand for the round trip to AWS. Three calls of its own (``X-Amz-Target: Bench.<Op>``)
 drive a benchmark: ``Load`` preloads task inputs, ``Stats`` reads back what happened,
-``Reset`` forgets it all.
+``Reset`` forgets it all. ListActivities and DescribeActivity answer too, for peer
+libraries that look activities up.
 
     python -m benchmarks.endpoint --port 8999 --delay 0.02
 """
@@ -55,6 +56,17 @@ class Endpoint:
 
     async def op_CreateActivity(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802 - the API's names
         return 200, {"activityArn": ARN_PREFIX + body["name"], "creationDate": time.time()}
+
+    async def op_ListActivities(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
+        activities = [
+            {"activityArn": arn, "name": arn.rpartition(":")[2], "creationDate": 0}
+            for arn in self.queues
+        ]
+        return 200, {"activities": activities}
+
+    async def op_DescribeActivity(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
+        arn = body["activityArn"]
+        return 200, {"activityArn": arn, "name": arn.rpartition(":")[2], "creationDate": 0}
 
     async def op_GetActivityTask(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
         self.counts["polls"] += 1

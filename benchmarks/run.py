@@ -36,7 +36,10 @@ class Contender:
 
     label: str
     command: list[str]
-    kind: str  # "bare" or "worker"
+    kind: str  # "bare", "worker" or "peer"
+    python: str = sys.executable
+    unavailable: str | None = None  # why it could not run, when it could not
+    max_tasks: int | None = None  # fewer tasks for a slow contender: its rate is steady
 
 
 @dataclass
@@ -77,6 +80,44 @@ def worker(activity: str, *, processes: int | None = None, threads: int | None =
     return Contender(label, command, "worker")
 
 
+def peer(name: str, activity: str, work: str, processes: int) -> Contender:
+    """A peer library in its own virtualenv (installed on first use)."""
+    label = f"{name}, {processes} processes"
+    command = ["-m", "benchmarks.peers", name, "--activity", activity, "--work", work]
+    command += ["--processes", str(processes)]
+    try:
+        python = peer_python(name)
+    except subprocess.CalledProcessError as exc:
+        return Contender(
+            label, command, "peer", unavailable=f"not installable: {exc.stderr[-300:]}"
+        )
+    # heaviside starts a process per task: a few hundred tasks measure it well enough.
+    max_tasks = 300 if name == "heaviside" else None
+    return Contender(label, command, "peer", python=python, max_tasks=max_tasks)
+
+
+def peer_python(name: str) -> str:
+    """The Python of ``name``'s virtualenv, created and installed on first use."""
+    from benchmarks.peers import REQUIREMENTS  # noqa: PLC0415 - only when peers run
+
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    venv = home / "sfn-activities" / "bench-peers" / name
+    python = venv / "bin" / "python"
+    marker = venv / ".installed"
+    if not marker.exists():
+        subprocess.run(  # noqa: S603 - this interpreter's venv module
+            [sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True
+        )
+        subprocess.run(  # noqa: S603 - a fixed requirement
+            [str(python), "-m", "pip", "install", "-q", REQUIREMENTS[name], "boto3"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        marker.write_text(REQUIREMENTS[name])
+    return str(python)
+
+
 def scenarios(quick: bool) -> list[Scenario]:
     """The scenarios whose targets docs/benchmarks.md reports (``quick``: fewer tasks)."""
     scale = 4 if quick else 1
@@ -99,6 +140,8 @@ def scenarios(quick: bool) -> list[Scenario]:
                 worker(nothing, processes=2),
                 worker(nothing, processes=4),
                 worker(nothing, threads=4),
+                peer("stefuna", nothing, "zero", 2),
+                peer("heaviside", nothing, "zero", 2),
             ],
         ),
         Scenario(
@@ -112,6 +155,7 @@ def scenarios(quick: bool) -> list[Scenario]:
                 bare(nothing, "zero", 8, 2),
                 worker(nothing, processes=16),
                 worker(nothing, threads=32),
+                peer("stefuna", nothing, "zero", 16),
             ],
         ),
         Scenario(
@@ -119,7 +163,13 @@ def scenarios(quick: bool) -> list[Scenario]:
             burn,
             400 // scale,
             0.0,
-            [bare(burn, "cpu", 4), bare(burn, "cpu", 2, 2), worker(burn, processes=2)],
+            [
+                bare(burn, "cpu", 4),
+                bare(burn, "cpu", 2, 2),
+                worker(burn, processes=2),
+                peer("stefuna", burn, "cpu", 2),
+                peer("heaviside", burn, "cpu", 2),
+            ],
         ),
         Scenario(
             "4. Dispatch latency (poll returned to run() started)",
@@ -186,11 +236,12 @@ def stop(process: subprocess.Popen[str]) -> None:
 
 
 def measure(scenario: Scenario, contender: Contender) -> dict[str, Any]:
-    """Serve ``scenario.tasks`` tasks with ``contender``; what the endpoint saw."""
+    """Serve the scenario's tasks with ``contender``; what the endpoint saw."""
+    tasks = min(scenario.tasks, contender.max_tasks or scenario.tasks)
     call("Reset")
-    call("Load", {"activity": scenario.activity, "count": scenario.tasks, "input": '{"value": 1}'})
+    call("Load", {"activity": scenario.activity, "count": tasks, "input": '{"value": 1}'})
     process = subprocess.Popen(  # noqa: S603 - our own modules
-        [sys.executable, *contender.command],
+        [contender.python, *contender.command],
         env=environment(),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -203,9 +254,9 @@ def measure(scenario: Scenario, contender: Contender) -> dict[str, Any]:
         while time.monotonic() < deadline:
             stats = call("Stats")
             done = stats.get("succeeded", 0) + stats.get("failed", 0)
-            if done >= scenario.tasks // 2 and memory is None:
+            if done >= tasks // 2 and memory is None:
                 memory = tree_rss(process.pid)
-            if done >= scenario.tasks:
+            if done >= tasks:
                 break
             time.sleep(0.05)
     finally:
@@ -295,7 +346,11 @@ def report(results: list[Scenario], baseline_rss: int, took: float) -> str:
             ]
             continue
         best_bare = max(
-            (r["rate"] for label, r in scenario.results.items() if label.startswith("bare")),
+            (
+                r["rate"]
+                for label, r in scenario.results.items()
+                if label.startswith("bare") and r["rate"]
+            ),
             default=None,
         )
         lines += [
@@ -303,6 +358,9 @@ def report(results: list[Scenario], baseline_rss: int, took: float) -> str:
             "|---|---|---|---|",
         ]
         for label, stats in scenario.results.items():
+            if stats["rate"] is None:
+                lines.append(f"| {label} | {stats['note']} | | |")
+                continue
             ratio = f"{stats['rate'] / best_bare:.2f}x" if best_bare else ""
             rss = f"{stats['rss'] / 2**20:.0f} MiB" if stats.get("rss") else ""
             lines.append(f"| {label} | {stats['rate']:.0f} | {ratio} | {rss} |")
@@ -336,6 +394,13 @@ def main() -> int:
         try:
             print(scenario.title, flush=True)
             for contender in scenario.contenders:
+                if contender.unavailable:
+                    scenario.results[contender.label] = {
+                        "rate": None,
+                        "note": contender.unavailable,
+                    }
+                    print(f"  {contender.label:<40} {contender.unavailable}", flush=True)
+                    continue
                 stats = measure(scenario, contender)
                 elapsed = stats.get("elapsed") or float("nan")
                 stats["rate"] = stats.get("succeeded", 0) / elapsed
