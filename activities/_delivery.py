@@ -57,6 +57,7 @@ class Delivery:
             threads, thread_name_prefix="sfn-activities-heartbeat"
         )
         self._abandoned = threading.Event()
+        self._closed = False
         self._lock = threading.Lock()
         self._pending: set[Future[None]] = set()
 
@@ -86,10 +87,11 @@ class Delivery:
         """Stop retrying: pending outcomes get one more attempt at most."""
         self._abandoned.set()
 
-    def close(self) -> None:
-        """Stop the send threads (after what is pending)."""
-        self._executor.shutdown(wait=True, cancel_futures=False)
-        self._heartbeats.shutdown(wait=True, cancel_futures=False)
+    def close(self, *, wait: bool = True) -> None:
+        """Stop the send threads once what is pending is done (waiting for it if ``wait``)."""
+        self._closed = True
+        self._executor.shutdown(wait=wait, cancel_futures=False)
+        self._heartbeats.shutdown(wait=wait, cancel_futures=False)
 
     def _submit(
         self,
@@ -97,6 +99,12 @@ class Delivery:
         *args: object,
         executor: ThreadPoolExecutor | None = None,
     ) -> Future[None]:
+        if self._closed:
+            # The worker has stopped: what a straggling thread asks for now is dropped.
+            logger.debug("delivery closed: %s dropped", getattr(function, "__name__", function))
+            dropped: Future[None] = Future()
+            dropped.set_result(None)
+            return dropped
         future = (executor or self._executor).submit(function, *args)
         with self._lock:
             self._pending.add(future)

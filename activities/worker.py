@@ -251,6 +251,7 @@ class Worker:
         self._delivery.abandon()
         for slot in slots:
             slot.close()
+        self._delivery.close(wait=False)
         self._stopped.set()
 
     def join(self, timeout: float | None = None) -> bool:
@@ -495,6 +496,7 @@ class Worker:
             self.clean = False
             logger.error("some outcomes were still undelivered when the worker stopped")
         self._delivery.abandon()
+        self._delivery.close(wait=False)
         logger.info("stopped")
         self._stopped.set()
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities import Activity, ConfigurationError, Worker, _delivery, make_client
+from activities import Activity, ConfigurationError, Task, Worker, _delivery, make_client
 from activities import worker as worker_module
 from tests import workloads
 from tests.fake_sfn import FakeStepFunctions, client_error
@@ -218,6 +218,16 @@ class TestMachinery:
             assert wait_until(lambda: worker_busy(worker))
             assert worker.stop(timeout=10), "the drain waited for the stuck thread"
         assert fake.failures[token][0] == "activities.WorkerShutdown"
+
+    def test_sends_after_the_stop_are_dropped_quietly(self, fake: FakeStepFunctions) -> None:
+        """A straggler asking for a heartbeat once the worker has stopped gets nothing sent."""
+        with thread_worker(fake, workloads.Echo) as worker:
+            assert worker.stop(timeout=10)
+            future = worker._delivery.send_heartbeat(
+                Task(token="late", activity_arn="arn", worker_name="w", input=""), print
+            )
+        assert future.done()
+        assert fake.calls["SendTaskHeartbeat"] == 0
 
     def test_tasks_past_the_grace_fail_with_worker_shutdown(self, fake: FakeStepFunctions) -> None:
         """A thread cannot be killed: its task fails at the deadline, its late result is dropped."""
