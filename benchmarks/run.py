@@ -23,11 +23,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "docs" / "benchmarks.md"
+CHART = "benchmarks.svg"  # written beside the report
 NOTES = Path(__file__).with_name("notes.md")
 PORT = 8999
+
+#: Seconds without a new outcome after which the tasks still out are counted as lost.
+STALL = 10.0
 
 
 @dataclass
@@ -249,11 +254,13 @@ def measure(scenario: Scenario, contender: Contender) -> dict[str, Any]:
         start_new_session=True,
     )
     memory = None
-    deadline = time.monotonic() + 300
+    done, progressed = 0, time.monotonic()
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() - progressed < STALL:
             stats = call("Stats")
-            done = stats.get("succeeded", 0) + stats.get("failed", 0)
+            now_done = stats.get("succeeded", 0) + stats.get("failed", 0)
+            if now_done > done:
+                done, progressed = now_done, time.monotonic()
             if done >= tasks // 2 and memory is None:
                 memory = tree_rss(process.pid)
             if done >= tasks:
@@ -264,6 +271,7 @@ def measure(scenario: Scenario, contender: Contender) -> dict[str, Any]:
         process.wait()
     stats = call("Stats", {"outputs": True})
     stats["rss"] = memory
+    stats["lost"] = tasks - stats.get("succeeded", 0) - stats.get("failed", 0)
     return stats
 
 
@@ -313,6 +321,8 @@ def report(results: list[Scenario], baseline_rss: int, took: float) -> str:
         "which measures from the first task handed out to the last outcome received.",
         "Contenders and endpoint share the machine's cores.",
         "",
+        f"![Tasks per second by contender; sfn-activities in blue]({CHART})",
+        "",
     ]
     for scenario in results:
         lines += [
@@ -354,16 +364,17 @@ def report(results: list[Scenario], baseline_rss: int, took: float) -> str:
             default=None,
         )
         lines += [
-            "| contender | tasks/s | vs best bare boto3 | memory (RSS) |",
-            "|---|---|---|---|",
+            "| contender | tasks/s | vs best bare boto3 | memory (RSS) | tasks lost |",
+            "|---|---|---|---|---|",
         ]
         for label, stats in scenario.results.items():
             if stats["rate"] is None:
-                lines.append(f"| {label} | {stats['note']} | | |")
+                lines.append(f"| {label} | {stats['note']} | | | |")
                 continue
             ratio = f"{stats['rate'] / best_bare:.2f}x" if best_bare else ""
             rss = f"{stats['rss'] / 2**20:.0f} MiB" if stats.get("rss") else ""
-            lines.append(f"| {label} | {stats['rate']:.0f} | {ratio} | {rss} |")
+            lost = stats.get("lost", 0)
+            lines.append(f"| {label} | {stats['rate']:.0f} | {ratio} | {rss} | {lost} |")
         lines.append("")
     lines += [
         "## 5. Memory",
@@ -377,6 +388,42 @@ def report(results: list[Scenario], baseline_rss: int, took: float) -> str:
         NOTES.read_text(),
     ]
     return "\n".join(lines)
+
+
+def chart(results: list[Scenario]) -> str:
+    """An SVG bar chart of tasks/s per contender, for the throughput scenarios."""
+    width, label_width, bar, gap = 760, 300, 14, 4
+    rows: list[str] = []
+    y = 10
+    for scenario in results:
+        rates = {label: r["rate"] for label, r in scenario.results.items() if r.get("rate")}
+        if len(rates) < 2:  # noqa: PLR2004 - a chart compares at least two contenders
+            continue
+        top = max(rates.values())
+        rows.append(f'<text x="0" y="{y + 12}" font-weight="bold">{escape(scenario.title)}</text>')
+        y += 20
+        for label, rate in rates.items():
+            length = (width - label_width - 60) * rate / top
+            colour = "#2f6fb0" if label.startswith("sfn-activities") else "#9a9a9a"
+            baseline = y + bar - 3
+            rows += [
+                (
+                    f'<text x="{label_width - 6}" y="{baseline}" text-anchor="end">'
+                    f"{escape(label)}</text>"
+                ),
+                (
+                    f'<rect x="{label_width}" y="{y}" width="{length:.1f}" height="{bar}" '
+                    f'fill="{colour}"/>'
+                ),
+                f'<text x="{label_width + length + 4:.1f}" y="{baseline}">{rate:.0f}</text>',
+            ]
+            y += bar + gap
+        y += 12
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y}" '
+        f'font-family="sans-serif" font-size="12">\n'
+        f'<rect width="{width}" height="{y}" fill="white"/>\n' + "\n".join(rows) + "\n</svg>\n"
+    )
 
 
 def main() -> int:
@@ -405,7 +452,8 @@ def main() -> int:
                 elapsed = stats.get("elapsed") or float("nan")
                 stats["rate"] = stats.get("succeeded", 0) / elapsed
                 scenario.results[contender.label] = stats
-                print(f"  {contender.label:<40} {stats['rate']:8.0f} tasks/s", flush=True)
+                lost = f", {stats['lost']} lost" if stats["lost"] else ""
+                print(f"  {contender.label:<40} {stats['rate']:8.0f} tasks/s{lost}", flush=True)
         finally:
             stop(endpoint)
     endpoint = start_endpoint(0.0)
@@ -414,6 +462,7 @@ def main() -> int:
     finally:
         stop(endpoint)
     args.output.write_text(report(results, baseline, time.monotonic() - started) + "\n")
+    args.output.with_name(CHART).write_text(chart(results))
     print(f"wrote {args.output}")
     return 0
 
