@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
-import os
 import signal
 import sys
 import threading
@@ -109,8 +109,15 @@ def _client(args: argparse.Namespace, connections: int) -> SFNClient:
 
 
 def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
-    slots = args.processes or args.threads or os.cpu_count() or 1
-    client = _client(args, connections=(args.pollers or slots) + slots + 2)
+    # A factory, not a client: each worker process makes its own with it.
+    slots = args.threads or 1
+    client = functools.partial(
+        make_client,
+        endpoint_url=args.endpoint_url,
+        region_name=args.region,
+        profile_name=args.profile,
+        max_pool_connections=slots + 8,
+    )
     worker = Worker(
         activities,
         processes=args.processes,

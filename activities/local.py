@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from activities.client import make_client
 from activities.errors import ActivitiesError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
     from mypy_boto3_stepfunctions import SFNClient
@@ -48,6 +50,7 @@ __all__ = [
     "default_home",
     "free_port",
     "install_localstack",
+    "local_client",
 ]
 
 logger = logging.getLogger(__name__)
@@ -91,6 +94,21 @@ ACCESS_KEY_ID = "test"
 SECRET_ACCESS_KEY = "test"  # noqa: S105 - LocalStack's fixed stand-in
 
 _MARKER = ".sfn-activities-installed"
+
+
+def local_client(endpoint_url: str, **kwargs: Any) -> SFNClient:
+    """A Step Functions client of a local endpoint, with its dummy credentials and Region.
+
+    Args:
+        endpoint_url: e.g. ``http://127.0.0.1:4566``.
+        kwargs: passed to :func:`~activities.make_client`.
+    """
+    session = boto3.Session(
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+        region_name=REGION,
+    )
+    return make_client(endpoint_url=endpoint_url, session=session, **kwargs)
 
 
 class LocalStepFunctionsError(ActivitiesError):
@@ -204,12 +222,16 @@ class LocalStepFunctions:
 
     def client(self, **kwargs: Any) -> SFNClient:
         """A Step Functions client for this endpoint (see :func:`~activities.make_client`)."""
-        session = boto3.Session(
-            aws_access_key_id=ACCESS_KEY_ID,
-            aws_secret_access_key=SECRET_ACCESS_KEY,
-            region_name=REGION,
-        )
-        return make_client(endpoint_url=self.endpoint_url, session=session, **kwargs)
+        return local_client(self.endpoint_url, **kwargs)
+
+    def client_factory(self, **kwargs: Any) -> Callable[[], SFNClient]:
+        """A picklable function that makes clients like :meth:`client`, for worker processes.
+
+        ::
+
+            Worker([Echo], processes=2, client=local.client_factory())
+        """
+        return functools.partial(local_client, self.endpoint_url, **kwargs)
 
     def start(self) -> None:
         """Install if needed, start, and wait until Step Functions answers.

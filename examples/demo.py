@@ -14,6 +14,7 @@ of executions and prints what became of them.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -27,7 +28,7 @@ from activities.local import LocalStepFunctions
 from activities.registry import discover, register, task_lists
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -146,8 +147,14 @@ def run_batch(sfn: SFNClient, machine_arn: str, count: int) -> Counter[str]:
     return outcomes
 
 
-def demo(sfn: SFNClient, *, role_arn: str, executions: int, processes: int) -> int:
-    """Register, create the state machine, serve, run the batch, clean up; the exit code."""
+def demo(
+    connect: Callable[[], SFNClient], *, role_arn: str, executions: int, processes: int
+) -> int:
+    """Register, create the state machine, serve, run the batch, clean up; the exit code.
+
+    ``connect`` makes a client; each worker process calls it too.
+    """
+    sfn = connect()
     activities = discover("examples")
     served = task_lists(activities, prefix=PREFIX)
     arns = register(ActivityClient(sfn), served)
@@ -160,7 +167,7 @@ def demo(sfn: SFNClient, *, role_arn: str, executions: int, processes: int) -> i
         roleArn=role_arn,
     )["stateMachineArn"]
     print(f"Created state machine {machine_arn}")
-    worker = Worker(activities, processes=processes, prefix=PREFIX, client=sfn)
+    worker = Worker(activities, processes=processes, prefix=PREFIX, client=connect)
     worker.start()
     print(f"Started a worker with {processes} processes; running {executions} executions:")
     try:
@@ -203,9 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     if args.endpoint_url or args.role_arn:
-        sfn = make_client(endpoint_url=args.endpoint_url)
         return demo(
-            sfn,
+            functools.partial(make_client, endpoint_url=args.endpoint_url),
             role_arn=args.role_arn or LOCAL_ROLE_ARN,
             executions=args.executions,
             processes=args.processes,
@@ -214,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with LocalStepFunctions() as local:
         print(f"Local Step Functions at {local.endpoint_url}")
         return demo(
-            local.client(),
+            local.client_factory(),
             role_arn=LOCAL_ROLE_ARN,
             executions=args.executions,
             processes=args.processes,

@@ -8,15 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities import Activity, ConfigurationError, Task, Worker, _delivery, make_client
-from activities import worker as worker_module
+from activities import Activity, ConfigurationError, Worker, _delivery, _slot, make_client
 from tests import workloads
 from tests.fake_sfn import FakeStepFunctions, client_error
 from tests.stepfunctions import create_machine, start, task_state, wait_for
 from tests.waiting import wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -33,24 +32,29 @@ class Two(Activity):
     def run(self) -> None: ...
 
 
-@pytest.fixture
-def sfn_offline() -> SFNClient:
+def offline() -> SFNClient:
     """A client that is never called: construction must not touch AWS."""
     return make_client(region_name="us-east-1", endpoint_url="http://127.0.0.1:9")
 
 
+@pytest.fixture
+def sfn_offline() -> Callable[[], SFNClient]:
+    """A picklable factory of clients that are never called."""
+    return offline
+
+
 class TestOptions:
-    def test_duplicate_names_name_both_classes(self, sfn_offline: SFNClient) -> None:
+    def test_duplicate_names_name_both_classes(self, sfn_offline: Callable[[], SFNClient]) -> None:
         """Two classes under one name cannot be served together."""
         with pytest.raises(ConfigurationError, match=r"test_worker\.One and test_worker\.Two"):
             Worker([One, Two], client=sfn_offline)
 
-    def test_nothing_to_serve(self, sfn_offline: SFNClient) -> None:
+    def test_nothing_to_serve(self, sfn_offline: Callable[[], SFNClient]) -> None:
         """An empty worker is refused."""
         with pytest.raises(ConfigurationError, match="no activity to serve"):
             Worker([], client=sfn_offline)
 
-    def test_processes_or_threads(self, sfn_offline: SFNClient) -> None:
+    def test_processes_or_threads(self, sfn_offline: Callable[[], SFNClient]) -> None:
         """The pool is of one kind."""
         with pytest.raises(ConfigurationError, match="either processes or threads"):
             Worker([One], processes=2, threads=2, client=sfn_offline)
@@ -67,20 +71,35 @@ class TestOptions:
         ],
     )
     def test_bad_settings_name_themselves(
-        self, sfn_offline: SFNClient, option: str, value: float
+        self, sfn_offline: Callable[[], SFNClient], option: str, value: float
     ) -> None:
         """A setting out of range fails at construction, naming the setting."""
         with pytest.raises(ConfigurationError, match=option):
             Worker([One], client=sfn_offline, **{option: value})
 
-    def test_defaults(self, sfn_offline: SFNClient) -> None:
+    def test_defaults(self, sfn_offline: Callable[[], SFNClient]) -> None:
         """Processes default to the CPUs, one poller per slot."""
         worker = Worker([One], client=sfn_offline)
         assert worker.concurrency == (os.cpu_count() or 1)
         assert worker.pollers == worker.concurrency
         assert not worker.use_threads
 
-    def test_stop_before_start_returns_at_once(self, sfn_offline: SFNClient) -> None:
+    def test_a_client_cannot_be_shared_with_processes(self) -> None:
+        """Each process makes its own client: a client instance is refused, with the way out."""
+        with pytest.raises(ConfigurationError, match=r"client: .* pass a function that makes one"):
+            Worker([One], processes=1, client=offline())
+
+    def test_a_client_can_be_shared_by_threads(self) -> None:
+        """Threads share the worker's client."""
+        client = offline()
+        assert Worker([One], threads=1, client=client).client.client is client
+
+    def test_client_factory_must_be_picklable(self) -> None:
+        """A factory that cannot reach the processes is refused at construction."""
+        with pytest.raises(ConfigurationError, match="must be picklable"):
+            Worker([One], processes=1, client=lambda: offline())  # noqa: PLW0108 - a lambda cannot be pickled
+
+    def test_stop_before_start_returns_at_once(self, sfn_offline: Callable[[], SFNClient]) -> None:
         """A worker never started is stopped already."""
         assert Worker([One], client=sfn_offline).stop(timeout=1)
 
@@ -93,7 +112,7 @@ def fake() -> FakeStepFunctions:
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries wait a hundredth of a second, so the tests of retrying stay fast."""
-    monkeypatch.setattr(worker_module, "backoff", lambda *_, **__: 0.01)
+    monkeypatch.setattr(_slot, "backoff", lambda *_, **__: 0.01)
     monkeypatch.setattr(_delivery, "backoff", lambda *_, **__: 0.01)
 
 
@@ -168,7 +187,7 @@ class TestMachinery:
             thread_worker(fake, workloads.Sleepy),
         ):
             assert fake.wait_for(1)
-        lines = [r.getMessage() for r in caplog.records if r.name == "activities.worker"]
+        lines = [r.getMessage() for r in caplog.records if r.name == "activities._slot"]
         started = [line for line in lines if "started" in line and "token-0001" in line]
         ended = [line for line in lines if "succeeded" in line and "token-0001" in line]
         assert started == ["task token-0001-x started: it-Sleepy"]
@@ -193,7 +212,9 @@ class TestMachinery:
         assert workloads.Sleepy.heartbeat_interval is None
         assert fake.heartbeats[token] >= 2
 
-    def test_heartbeat_override_for_nothing_served_is_refused(self, sfn_offline: SFNClient) -> None:
+    def test_heartbeat_override_for_nothing_served_is_refused(
+        self, sfn_offline: Callable[[], SFNClient]
+    ) -> None:
         """A misspelt activity in an override is said, naming the setting."""
         with pytest.raises(ConfigurationError, match="heartbeat_intervals: 'Onee'"):
             Worker([One], client=sfn_offline, heartbeat_intervals={"Onee": 5})
@@ -219,16 +240,6 @@ class TestMachinery:
             assert worker.stop(timeout=10), "the drain waited for the stuck thread"
         assert fake.failures[token][0] == "activities.WorkerShutdown"
 
-    def test_sends_after_the_stop_are_dropped_quietly(self, fake: FakeStepFunctions) -> None:
-        """A straggler asking for a heartbeat once the worker has stopped gets nothing sent."""
-        with thread_worker(fake, workloads.Echo) as worker:
-            assert worker.stop(timeout=10)
-            future = worker._delivery.send_heartbeat(
-                Task(token="late", activity_arn="arn", worker_name="w", input=""), print
-            )
-        assert future.done()
-        assert fake.calls["SendTaskHeartbeat"] == 0
-
     def test_tasks_past_the_grace_fail_with_worker_shutdown(self, fake: FakeStepFunctions) -> None:
         """A thread cannot be killed: its task fails at the deadline, its late result is dropped."""
         token = fake.add_task("it-Sleepy", '{"seconds": 1.5}')
@@ -243,7 +254,7 @@ class TestMachinery:
 
 
 def worker_busy(worker: Worker) -> bool:
-    return any(slot.job is not None for slot in worker._slots)
+    return any(slot.state.answering() for slot in worker._slots)
 
 
 def run_pid_task(sfn: SFNClient, activity: type[Activity] | str) -> int:
@@ -275,7 +286,10 @@ class TestPools:
         """With task lists, tasks of either activity reach the same code."""
         lists = {workloads.TaskListPid.name: ["pid-gpu", "pid-cpu"]}
         worker = Worker(
-            [workloads.TaskListPid], processes=2, client=local_sfn.client(), task_lists=lists
+            [workloads.TaskListPid],
+            processes=2,
+            client=local_sfn.client_factory(),
+            task_lists=lists,
         )
         worker.start()
         try:
@@ -300,7 +314,7 @@ class TestPools:
         option: dict[str, int],
     ) -> None:
         """Past the task count or memory ceiling, the process is replaced by a new one."""
-        worker = Worker([activity], processes=1, client=local_sfn.client(), **option)
+        worker = Worker([activity], processes=1, client=local_sfn.client_factory(), **option)
         worker.start()
         try:
             first = run_pid_task(sfn, activity)

@@ -41,7 +41,7 @@ SERVED = [
 @pytest.fixture(scope="module")
 def worker(local_sfn: LocalStepFunctions) -> Iterator[Worker]:
     """One process pool for the module: as many slots as activities, so each has a poll."""
-    worker = Worker(SERVED, processes=len(SERVED), client=local_sfn.client())
+    worker = Worker(SERVED, processes=len(SERVED), client=local_sfn.client_factory())
     worker.start()
     yield worker
     worker.terminate()  # no task is left; open polls need not be waited for
