@@ -299,6 +299,24 @@ class TestPools:
         assert len(pids) >= 1
         assert os.getpid() not in pids
 
+    def test_log_records_of_task_processes_reach_the_worker(
+        self, local_sfn: LocalStepFunctions, sfn: SFNClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A task process's records (the framework's and run()'s) are handled by the worker's
+        process, at the levels set there."""
+        caplog.set_level(logging.INFO, logger="activities")
+        worker = Worker([workloads.LoudPid], processes=1, client=local_sfn.client_factory())
+        worker.start()
+        try:
+            pid = run_pid_task(sfn, workloads.LoudPid)
+        finally:
+            worker.terminate()
+        assert pid != os.getpid()
+        assert f"hello from {pid}" in [r.getMessage() for r in caplog.records]
+        started = [r for r in caplog.records if r.name == "activities._slot" and "started" in r.msg]
+        assert started, "the task process's INFO line did not arrive"
+        assert all(r.process == pid for r in started)
+
     @pytest.mark.parametrize(
         ("activity", "option"),
         [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -130,3 +131,13 @@ class Sleepy(Activity):
 
 class TaskListPid(Pid):
     name = "it-TaskListPid"
+
+
+class LoudPid(Activity):
+    """Logs a warning with its process id, and returns it."""
+
+    name = "it-LoudPid"
+
+    def run(self) -> int:
+        logging.getLogger("tests.loud").warning("hello from %d", os.getpid())
+        return os.getpid()
