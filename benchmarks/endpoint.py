@@ -5,9 +5,9 @@ It speaks the wire protocol botocore uses (JSON 1.0 over HTTP/1.1 keep-alive,
 poll), SendTaskSuccess, SendTaskFailure and SendTaskHeartbeat, answers from memory on one
 asyncio loop with Nagle's algorithm off, and can wait a fixed delay before each answer to
 stand for the round trip to AWS. Three calls of its own (``X-Amz-Target: Bench.<Op>``)
-drive a benchmark: ``Load`` preloads task inputs, ``Stats`` reads back what happened,
-``Reset`` forgets it all. ListActivities and DescribeActivity answer too, for peer
-libraries that look activities up.
+drive a benchmark: ``Load`` queues task inputs, ``Stats`` reads back what happened (and
+how many polls wait now), ``Reset`` forgets it all. ListActivities and DescribeActivity
+answer too, for peer libraries that look activities up.
 
     python -m benchmarks.endpoint --port 8999 --delay 0.02
 """
@@ -34,6 +34,9 @@ class Endpoint:
     def __init__(self, *, delay: float, poll_wait: float) -> None:
         self.delay = delay
         self.poll_wait = poll_wait
+        self.generation = 0
+        #: Connections open now, each served by one coroutine.
+        self.connections = 0
         self.reset()
 
     def reset(self) -> None:
@@ -45,6 +48,9 @@ class Endpoint:
         self.first_handed_out: float | None = None
         self.last_completed: float | None = None
         self.outputs: list[str] = []
+        # Polls waiting now; those of a contender before the reset are not counted.
+        self.generation += 1
+        self.waiting = 0
 
     async def call(self, operation: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Answer one call: (HTTP status, JSON body)."""
@@ -71,11 +77,16 @@ class Endpoint:
     async def op_GetActivityTask(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
         self.counts["polls"] += 1
         queue = self.queues[body["activityArn"]]
+        generation = self.generation
+        self.waiting += 1
         try:
             token, data = await asyncio.wait_for(queue.get(), self.poll_wait)
         except TimeoutError:
             self.counts["empty_polls"] += 1
             return 200, {}
+        finally:
+            if generation == self.generation:
+                self.waiting -= 1
         self.counts["handed_out"] += 1
         if self.first_handed_out is None:
             self.first_handed_out = time.monotonic()
@@ -114,7 +125,12 @@ class Endpoint:
         elapsed = None
         if self.first_handed_out is not None and self.last_completed is not None:
             elapsed = self.last_completed - self.first_handed_out
-        stats: dict[str, Any] = {**self.counts, "elapsed": elapsed}
+        stats: dict[str, Any] = {
+            **self.counts,
+            "elapsed": elapsed,
+            "waiting": self.waiting,
+            "connections": self.connections,
+        }
         if body.get("outputs"):
             stats["outputs"] = self.outputs
         return 200, stats
@@ -131,6 +147,7 @@ async def serve_connection(
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    endpoint.connections += 1
     try:
         while True:
             request_line = await reader.readline()
@@ -159,6 +176,7 @@ async def serve_connection(
     except (ConnectionError, asyncio.IncompleteReadError):
         return
     finally:
+        endpoint.connections -= 1
         writer.close()
 
 

@@ -2,37 +2,42 @@
 
     python -m benchmarks.run [--quick]
 
-Each contender is a process (group) started against a fresh in-memory endpoint
-(:mod:`benchmarks.endpoint`) preloaded with tasks; throughput is measured by the endpoint,
-from the first task handed out to the last outcome received. Contenders: a bare boto3
-loop (threads, processes) and the sfn-activities worker (processes, threads).
+Each contender is a process (group) started against an in-memory endpoint
+(:mod:`benchmarks.endpoint`); once it has its polls open, the tasks are queued, and the
+endpoint measures from the first task handed out to the last outcome received.
+Contenders: a bare boto3 loop (threads, processes), the sfn-activities worker (processes,
+threads), and peer libraries in virtualenvs of their own. The report and the charts are
+written by :mod:`benchmarks.report`.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
+
+from benchmarks import report
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "docs" / "benchmarks.md"
-CHART = "benchmarks.svg"  # written beside the report
-NOTES = Path(__file__).with_name("notes.md")
 PORT = 8999
 
 #: Seconds without a new outcome after which the tasks still out are counted as lost.
 STALL = 10.0
+
+#: Seconds a contender may take to open its polls before its tasks are queued anyway.
+READY_TIMEOUT = 60.0
+
+#: Concurrency levels of the sweep.
+SWEEP = (1, 4, 16, 32)
 
 
 @dataclass
@@ -42,9 +47,12 @@ class Contender:
     label: str
     command: list[str]
     kind: str  # "bare", "worker" or "peer"
+    polls: int = 1  # polls it keeps open when ready
     python: str = sys.executable
     unavailable: str | None = None  # why it could not run, when it could not
     max_tasks: int | None = None  # fewer tasks for a slow contender: its rate is steady
+    series: str = ""  # in a sweep: the line it belongs to
+    concurrency: int = 0  # in a sweep: its threads or processes
 
 
 @dataclass
@@ -53,10 +61,17 @@ class Scenario:
 
     title: str
     activity: str
-    tasks: int
+    tasks: int  # in a sweep: per unit of concurrency
     delay: float
     contenders: list[Contender]
+    rounds: int = 1  # runs of each contender but the peers (their rates are steady)
+    sweep: bool = False
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def tasks_for(self, contender: Contender) -> int:
+        """How many tasks ``contender`` serves."""
+        tasks = max(100, self.tasks * contender.concurrency) if self.sweep else self.tasks
+        return min(tasks, contender.max_tasks or tasks)
 
 
 def bare(activity: str, work: str, threads: int, processes: int = 1) -> Contender:
@@ -64,7 +79,10 @@ def bare(activity: str, work: str, threads: int, processes: int = 1) -> Contende
     label = f"bare boto3, {processes} proc x {threads} thread{'s' * (threads > 1)}"
     command = ["-m", "benchmarks.bare", "--activity", activity, "--work", work]
     command += ["--threads", str(threads), "--processes", str(processes)]
-    return Contender(label, command, "bare")
+    series = "bare boto3, 1 process x N threads" if processes == 1 else ""
+    return Contender(
+        label, command, "bare", polls=threads * processes, series=series, concurrency=threads
+    )
 
 
 def worker(activity: str, *, processes: int | None = None, threads: int | None = None) -> Contender:
@@ -82,7 +100,9 @@ def worker(activity: str, *, processes: int | None = None, threads: int | None =
         "bench-Chatty": "Chatty",
     }[activity]
     command = ["-m", "benchmarks.serve", workload, *pool, "--log-level", "WARNING"]
-    return Contender(label, command, "worker")
+    slots = processes or threads or 1
+    series = "sfn-activities, N processes" if processes else "sfn-activities, N threads"
+    return Contender(label, command, "worker", polls=slots, series=series, concurrency=slots)
 
 
 def peer(name: str, activity: str, work: str, processes: int) -> Contender:
@@ -96,9 +116,18 @@ def peer(name: str, activity: str, work: str, processes: int) -> Contender:
         return Contender(
             label, command, "peer", unavailable=f"not installable: {exc.stderr[-300:]}"
         )
-    # heaviside starts a process per task: a few hundred tasks measure it well enough.
+    # heaviside starts a process per task, stefuna has one poller: a few hundred tasks
+    # measure either well enough.
     max_tasks = 300 if name == "heaviside" else None
-    return Contender(label, command, "peer", python=python, max_tasks=max_tasks)
+    return Contender(
+        label,
+        command,
+        "peer",
+        python=python,
+        max_tasks=max_tasks,
+        series=f"{name}, N processes",
+        concurrency=processes,
+    )
 
 
 def peer_python(name: str) -> str:
@@ -141,6 +170,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             [
                 bare(nothing, "zero", 1),
                 bare(nothing, "zero", 4),
+                bare(nothing, "zero", 1, 2),
                 bare(nothing, "zero", 2, 2),
                 worker(nothing, processes=2),
                 worker(nothing, processes=4),
@@ -148,6 +178,7 @@ def scenarios(quick: bool) -> list[Scenario]:
                 peer("stefuna", nothing, "zero", 2),
                 peer("heaviside", nothing, "zero", 2),
             ],
+            rounds=3,
         ),
         Scenario(
             "2. Zero-work tasks, 20 ms simulated round trip",
@@ -157,11 +188,25 @@ def scenarios(quick: bool) -> list[Scenario]:
             [
                 bare(nothing, "zero", 1),
                 bare(nothing, "zero", 16),
+                bare(nothing, "zero", 32),
                 bare(nothing, "zero", 8, 2),
                 worker(nothing, processes=16),
                 worker(nothing, threads=32),
                 peer("stefuna", nothing, "zero", 16),
             ],
+        ),
+        Scenario(
+            "Concurrency sweep: zero-work tasks, 20 ms simulated round trip",
+            nothing,
+            40 // scale,
+            0.020,
+            [
+                *(bare(nothing, "zero", n) for n in SWEEP),
+                *(worker(nothing, threads=n) for n in SWEEP),
+                *(worker(nothing, processes=n) for n in SWEEP),
+                *(replace(peer("stefuna", nothing, "zero", n), max_tasks=200) for n in SWEEP),
+            ],
+            sweep=True,
         ),
         Scenario(
             "3. CPU-bound tasks (20 ms of pure Python each)",
@@ -240,11 +285,10 @@ def stop(process: subprocess.Popen[str]) -> None:
         process.stdout.close()
 
 
-def measure(scenario: Scenario, contender: Contender) -> dict[str, Any]:
-    """Serve the scenario's tasks with ``contender``; what the endpoint saw."""
-    tasks = min(scenario.tasks, contender.max_tasks or scenario.tasks)
+def measure(contender: Contender, activity: str, tasks: int) -> dict[str, Any]:
+    """Serve ``tasks`` tasks of ``activity`` with ``contender``; what the endpoint saw."""
+    quiesce()
     call("Reset")
-    call("Load", {"activity": scenario.activity, "count": tasks, "input": '{"value": 1}'})
     process = subprocess.Popen(  # noqa: S603 - our own modules
         [contender.python, *contender.command],
         env=environment(),
@@ -254,8 +298,12 @@ def measure(scenario: Scenario, contender: Contender) -> dict[str, Any]:
         start_new_session=True,
     )
     memory = None
-    done, progressed = 0, time.monotonic()
     try:
+        ready_by = time.monotonic() + READY_TIMEOUT
+        while call("Stats")["waiting"] < contender.polls and time.monotonic() < ready_by:
+            time.sleep(0.05)
+        call("Load", {"activity": activity, "count": tasks, "input": '{"value": 1}'})
+        done, progressed = 0, time.monotonic()
         while time.monotonic() - progressed < STALL:
             stats = call("Stats")
             now_done = stats.get("succeeded", 0) + stats.get("failed", 0)
@@ -272,7 +320,19 @@ def measure(scenario: Scenario, contender: Contender) -> dict[str, Any]:
     stats = call("Stats", {"outputs": True})
     stats["rss"] = memory
     stats["lost"] = tasks - stats.get("succeeded", 0) - stats.get("failed", 0)
+    stats["rate"] = stats.get("succeeded", 0) / (stats.get("elapsed") or float("nan"))
     return stats
+
+
+def quiesce() -> None:
+    """Wait until the endpoint serves no connection but the caller's.
+
+    A killed contender's last requests can still be in the endpoint's buffers: a poll read
+    after the next contender's tasks are queued would take one of them to a dead socket.
+    """
+    by = time.monotonic() + STALL
+    while call("Stats")["connections"] > 1 and time.monotonic() < by:
+        time.sleep(0.05)
 
 
 def tree_rss(pid: int) -> int:
@@ -308,122 +368,29 @@ def bare_client_rss() -> int:
     return int(out.stdout)
 
 
-def report(results: list[Scenario], baseline_rss: int, took: float) -> str:
-    """The Markdown report of ``results``."""
-    lines = [
-        "# Benchmarks",
-        "",
-        (
-            f"Measured {dt.date.today().isoformat()} on {os.cpu_count()} cores "
-            f"(Python {sys.version.split()[0]}), in {took:.0f} s, by `nox -s bench`."
-        ),
-        "Every contender ran against the same in-memory endpoint (`benchmarks/endpoint.py`),",
-        "which measures from the first task handed out to the last outcome received.",
-        "Contenders and endpoint share the machine's cores.",
-        "",
-        f"![Tasks per second by contender; sfn-activities in blue]({CHART})",
-        "",
-    ]
-    for scenario in results:
-        lines += [
-            f"## {scenario.title}",
-            "",
-            f"{scenario.tasks} tasks, delay {scenario.delay * 1000:.0f} ms per call.",
-            "",
-        ]
-        if scenario.activity == "bench-Dispatch":
-            outputs = [float(o) * 1000 for o in next(iter(scenario.results.values()))["outputs"]]
-            outputs.sort()
-            p99 = outputs[int(len(outputs) * 0.99) - 1]
-            lines += [
-                "| contender | median | p99 |",
-                "|---|---|---|",
-                (
-                    f"| {next(iter(scenario.results))} | {statistics.median(outputs):.2f} ms "
-                    f"| {p99:.2f} ms |"
-                ),
-                "",
-            ]
-            continue
-        if scenario.activity == "bench-Chatty":
-            stats = next(iter(scenario.results.values()))
-            yields = sum(int(o) for o in stats["outputs"])
-            lines += [
-                "| tasks | yields | heartbeats sent |",
-                "|---|---|---|",
-                f"| {scenario.tasks} | {yields} | {stats.get('heartbeats', 0)} |",
-                "",
-            ]
-            continue
-        best_bare = max(
-            (
-                r["rate"]
-                for label, r in scenario.results.items()
-                if label.startswith("bare") and r["rate"]
-            ),
-            default=None,
-        )
-        lines += [
-            "| contender | tasks/s | vs best bare boto3 | memory (RSS) | tasks lost |",
-            "|---|---|---|---|---|",
-        ]
-        for label, stats in scenario.results.items():
-            if stats["rate"] is None:
-                lines.append(f"| {label} | {stats['note']} | | | |")
+def run_scenario(scenario: Scenario) -> None:
+    """Measure every contender of ``scenario`` (in rounds), filling its results."""
+    print(scenario.title, flush=True)
+    rates: dict[str, list[float]] = {}
+    lost: dict[str, int] = {}
+    for round_number in range(scenario.rounds):
+        for contender in scenario.contenders:
+            if contender.unavailable:
+                scenario.results[contender.label] = {"rate": None, "note": contender.unavailable}
                 continue
-            ratio = f"{stats['rate'] / best_bare:.2f}x" if best_bare else ""
-            rss = f"{stats['rss'] / 2**20:.0f} MiB" if stats.get("rss") else ""
-            lost = stats.get("lost", 0)
-            lines.append(f"| {label} | {stats['rate']:.0f} | {ratio} | {rss} | {lost} |")
-        lines.append("")
-    lines += [
-        "## 5. Memory",
-        "",
-        (
-            "A bare `import boto3; boto3.client('stepfunctions')` process: "
-            f"{baseline_rss / 2**20:.0f} MiB."
-        ),
-        "The RSS column above is the whole process tree of each contender, read half way through.",
-        "",
-        NOTES.read_text(),
-    ]
-    return "\n".join(lines)
-
-
-def chart(results: list[Scenario]) -> str:
-    """An SVG bar chart of tasks/s per contender, for the throughput scenarios."""
-    width, label_width, bar, gap = 760, 300, 14, 4
-    rows: list[str] = []
-    y = 10
-    for scenario in results:
-        rates = {label: r["rate"] for label, r in scenario.results.items() if r.get("rate")}
-        if len(rates) < 2:  # noqa: PLR2004 - a chart compares at least two contenders
-            continue
-        top = max(rates.values())
-        rows.append(f'<text x="0" y="{y + 12}" font-weight="bold">{escape(scenario.title)}</text>')
-        y += 20
-        for label, rate in rates.items():
-            length = (width - label_width - 60) * rate / top
-            colour = "#2f6fb0" if label.startswith("sfn-activities") else "#9a9a9a"
-            baseline = y + bar - 3
-            rows += [
-                (
-                    f'<text x="{label_width - 6}" y="{baseline}" text-anchor="end">'
-                    f"{escape(label)}</text>"
-                ),
-                (
-                    f'<rect x="{label_width}" y="{y}" width="{length:.1f}" height="{bar}" '
-                    f'fill="{colour}"/>'
-                ),
-                f'<text x="{label_width + length + 4:.1f}" y="{baseline}">{rate:.0f}</text>',
-            ]
-            y += bar + gap
-        y += 12
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y}" '
-        f'font-family="sans-serif" font-size="12">\n'
-        f'<rect width="{width}" height="{y}" fill="white"/>\n' + "\n".join(rows) + "\n</svg>\n"
-    )
+            if round_number and contender.kind == "peer":
+                continue
+            stats = measure(contender, scenario.activity, scenario.tasks_for(contender))
+            rates.setdefault(contender.label, []).append(stats["rate"])
+            lost[contender.label] = lost.get(contender.label, 0) + stats["lost"]
+            scenario.results[contender.label] = report.summarize(
+                rates[contender.label], {**stats, "lost": lost[contender.label]}
+            )
+            note = f", {stats['lost']} lost" if stats["lost"] else ""
+            print(f"  {contender.label:<40} {stats['rate']:8.0f} tasks/s{note}", flush=True)
+    for contender in scenario.contenders:
+        if contender.unavailable:
+            print(f"  {contender.label:<40} {contender.unavailable}", flush=True)
 
 
 def main() -> int:
@@ -439,21 +406,7 @@ def main() -> int:
     for scenario in results:
         endpoint = start_endpoint(scenario.delay)
         try:
-            print(scenario.title, flush=True)
-            for contender in scenario.contenders:
-                if contender.unavailable:
-                    scenario.results[contender.label] = {
-                        "rate": None,
-                        "note": contender.unavailable,
-                    }
-                    print(f"  {contender.label:<40} {contender.unavailable}", flush=True)
-                    continue
-                stats = measure(scenario, contender)
-                elapsed = stats.get("elapsed") or float("nan")
-                stats["rate"] = stats.get("succeeded", 0) / elapsed
-                scenario.results[contender.label] = stats
-                lost = f", {stats['lost']} lost" if stats["lost"] else ""
-                print(f"  {contender.label:<40} {stats['rate']:8.0f} tasks/s{lost}", flush=True)
+            run_scenario(scenario)
         finally:
             stop(endpoint)
     endpoint = start_endpoint(0.0)
@@ -461,8 +414,12 @@ def main() -> int:
         baseline = bare_client_rss()
     finally:
         stop(endpoint)
-    args.output.write_text(report(results, baseline, time.monotonic() - started) + "\n")
-    args.output.with_name(CHART).write_text(chart(results))
+    took = time.monotonic() - started
+    args.output.write_text(report.report(results, baseline, took) + "\n")
+    args.output.with_name(report.BARS).write_text(report.bar_chart(results))
+    for scenario in results:
+        if scenario.sweep:
+            args.output.with_name(report.SWEEP).write_text(report.sweep_chart(scenario))
     print(f"wrote {args.output}")
     return 0
 
