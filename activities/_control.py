@@ -139,53 +139,71 @@ class Held:
 
 
 class SlotState:
-    r"""The task a slot answers for, if any: whoever *takes* it sends the task's outcome.
+    r"""The tasks a slot answers for: whoever *takes* one sends that task's outcome.
 
-    The slot :meth:`hold`\\ s a task while running it, then moves it to delivering, then
-    releases it. The worker takes it when the slot died (running or delivering: it fails
-    the task with WorkerCrashed) or when the shutdown grace is over (running only): from
-    then on the slot drops whatever the task returns. Every change is made under one lock,
-    so exactly one of them reports the task.
+    Two places: the task the slot runs, and the one whose outcome it is sending (a process
+    slot sends it in the background while it polls for the next task). The slot
+    :meth:`hold`\ s a task while running it, then moves it to delivering, then releases
+    it. The worker takes what the slot holds when the slot died (running and delivering:
+    it fails them with WorkerCrashed) or when the shutdown grace is over (running only):
+    from then on the slot drops whatever that task returns. Every change is made under one
+    lock, so exactly one of them reports each task.
     """
 
     def __init__(self, context: SpawnContext) -> None:
-        self._cell = context.Array(ctypes.c_char, STATE_CAPACITY)
+        self._lock = context.Lock()
+        self._running = context.RawArray(ctypes.c_char, STATE_CAPACITY)
+        self._delivering = context.RawArray(ctypes.c_char, STATE_CAPACITY)
 
     def hold(self, activity_arn: str, token: str) -> None:
         """The slot starts running a task."""
-        self._cell.value = b"\n".join([RUNNING, activity_arn.encode(), token.encode()])
+        value = b"\n".join([RUNNING, activity_arn.encode(), token.encode()])
+        with self._lock:
+            self._running.value = value
 
     def start_delivering(self) -> bool:
-        """The slot is about to send the outcome; ``False`` if the worker took the task."""
-        with self._cell.get_lock():
-            value = self._cell.value
+        """The slot is about to send the running task's outcome.
+
+        ``False`` if the worker took the task: the outcome is dropped. The slot must have
+        finished sending the previous outcome (see :meth:`done_delivering`).
+        """
+        with self._lock:
+            value = self._running.value
+            self._running.value = b""
             if not value.startswith(RUNNING):
                 return False
-            self._cell.value = DELIVERING + value[1:]
+            self._delivering.value = DELIVERING + value[1:]
             return True
 
+    def done_delivering(self) -> None:
+        """The outcome being sent was sent (or given up)."""
+        with self._lock:
+            self._delivering.value = b""
+
     def release(self) -> None:
-        """The slot is done with its task."""
-        self._cell.value = b""
+        """The slot is done with the task it ran, without an outcome to send."""
+        with self._lock:
+            self._running.value = b""
 
-    def take(self, *, delivering: bool) -> Held | None:
-        """Take the task the slot runs (or, with ``delivering``, also one it is reporting).
+    def take(self, *, delivering: bool) -> list[Held]:
+        """Take the task the slot runs (and, with ``delivering``, the one it reports).
 
-        The slot keeps running it, but no longer answers for it. ``None`` if it held none.
+        The slot keeps running it, but no longer answers for it.
         """
-        phases = (RUNNING, DELIVERING) if delivering else (RUNNING,)
-        with self._cell.get_lock():
-            value = self._cell.value
-            if value[:1] not in phases:
-                return None
-            self._cell.value = TAKEN
-        _, arn, token = value.decode().split("\n", 2)
-        return Held(arn, token)
+        taken: list[bytes] = []
+        with self._lock:
+            if self._running.value.startswith(RUNNING):
+                taken.append(self._running.value)
+                self._running.value = TAKEN
+            if delivering and self._delivering.value:
+                taken.append(self._delivering.value)
+                self._delivering.value = b""
+        return [Held(*value.decode().split("\n", 2)[1:]) for value in taken]
 
     def answering(self) -> bool:
         """Whether the slot runs or reports a task it still answers for."""
-        return self._cell.value[:1] in (RUNNING, DELIVERING)
+        return self._running.value.startswith(RUNNING) or bool(self._delivering.value)
 
     def running_taken(self) -> bool:
         """Whether the slot still runs a task the worker took from it."""
-        return self._cell.value[:1] == TAKEN
+        return self._running.value == TAKEN

@@ -2,7 +2,9 @@
 
 A slot is a loop of its own (:class:`SlotLoop`): long-poll a task list, run the task with
 heartbeats, deliver its outcome, poll again. A task is only received when it can start at
-once, and the Step Functions calls of all slots run side by side, in as many processes.
+once, and the Step Functions calls of all slots run side by side, in as many processes. A
+process slot sends an outcome from a thread while it polls for its next task: at a real
+network round trip that doubles what one process serves.
 
 A process slot is a long-lived child process with its own Step Functions client: a crash
 or a leak stays inside it, and it is replaced when it dies, its task failed with
@@ -17,6 +19,7 @@ it is alive; it hears from it when it is ready and when it ended (:class:`SlotOw
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
 import logging
@@ -27,6 +30,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -64,6 +68,9 @@ PROCESS_CONNECTIONS = 4
 
 #: Exit code of a process that stopped itself because its task was gone and would not stop.
 EXIT_STUCK = 75
+
+#: Seconds such a process waits for the outcome it is still sending before it exits.
+STUCK_DELIVERY_TIMEOUT = 10.0
 
 _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 _ids = itertools.count(1)
@@ -158,6 +165,14 @@ class SlotLoop:
         self._turn = position  # where choosing an activity starts: slots spread out
         self._own_process = own_process
         self._instances: dict[type[Activity], Activity] = {}
+        # A process slot sends an outcome from a thread while it polls for the next task:
+        # the two round trips overlap. A thread slot has threads enough around it.
+        self._sender = (
+            ThreadPoolExecutor(1, thread_name_prefix="sfn-activities-outcome")
+            if own_process
+            else None
+        )
+        self._pending: Future[None] | None = None
 
     def run(self) -> str:
         """Poll and serve until the worker stops; why the loop ended."""
@@ -176,7 +191,9 @@ class SlotLoop:
                 self._serve(task)
                 self.tasks_done += 1
                 if self._worn_out():
+                    self.finish_delivery()
                     return "worn out"
+        self.finish_delivery()
         return "stopped"
 
     def _poll(self) -> Task | None:
@@ -210,6 +227,7 @@ class SlotLoop:
         if job.gone_at is not None and not isinstance(outcome, Cancelled):
             outcome = Cancelled("the task was gone before it ended")
         _log_end(job, outcome)
+        self.finish_delivery()  # one outcome in flight at most
         if isinstance(outcome, Cancelled):
             self._state.release()
         elif not self._state.start_delivering():
@@ -217,11 +235,21 @@ class SlotLoop:
                 "task %s: the worker failed it at shutdown; its outcome is dropped",
                 task.token_prefix,
             )
+        elif self._sender is None:
+            self._deliver(task, outcome)
         else:
-            try:
-                deliver(self._client, task, outcome, give_up=self._control.give_up)
-            finally:
-                self._state.release()
+            self._pending = self._sender.submit(self._deliver, task, outcome)
+
+    def finish_delivery(self, timeout: float | None = None) -> None:
+        """Wait (up to ``timeout``) until the outcome sent in the background is sent."""
+        if self._pending is not None:
+            concurrent.futures.wait([self._pending], timeout)
+
+    def _deliver(self, task: Task, outcome: Outcome) -> None:
+        try:
+            deliver(self._client, task, outcome, give_up=self._control.give_up)
+        finally:
+            self._state.done_delivering()
 
     def _run(self, job: Job) -> Outcome:
         """Run the job's task on the instance of its activity kept for this slot."""
@@ -382,11 +410,13 @@ def _child_main(
         sys.exit(1)
 
     def stuck(job: Job) -> None:
-        # The task is gone: nobody is to report it; the worker replaces this process.
+        # The task is gone: nobody is to report it; the worker replaces this process once
+        # the outcome of the task before it is sent.
         state.take(delivering=False)
         logger.warning(
             "task %s did not stop when cancelled: replacing %s", job.task.token_prefix, name
         )
+        loop.finish_delivery(STUCK_DELIVERY_TIMEOUT)
         logging.shutdown()
         os._exit(EXIT_STUCK)
 

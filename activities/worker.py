@@ -264,9 +264,9 @@ class Worker:
         with self._lock:
             slots = list(self._slots)
         for slot in slots:
-            held = slot.state.take(delivering=True)
+            taken = slot.state.take(delivering=True)
             slot.terminate()
-            if held is not None:
+            for held in taken:
                 self._fail(
                     held, WorkerShutdown("the worker was stopped at once while the task ran")
                 )
@@ -325,12 +325,12 @@ class Worker:
             self._slots.discard(slot)
         if self._control is not None:
             self._control.done_polling(slot.position)  # a poll it died in is over
-        held = slot.state.take(delivering=True)
-        if held is not None:
+        taken = slot.state.take(delivering=True)
+        for held in taken:
             error = WorkerCrashed(f"the {slot.kind} running the task died ({reason})")
             logger.error("task %s: %s", held.token_prefix, error)
             self._fail(held, error)
-        elif not was_ready and not self._stopping.is_set():
+        if not taken and not was_ready and not self._stopping.is_set():
             self._restart_failures += 1
             logger.error("%s ended before it was ready (%s)", slot.name, reason)
         if self._stopping.is_set():
@@ -394,17 +394,17 @@ class Worker:
         self._finish()
 
     def _stop_overdue(self, slot: Slot) -> None:
-        held = slot.state.take(delivering=False)
-        if held is None:
-            return
-        self._fail(
-            held,
-            WorkerShutdown(
-                f"the task was still running when the shutdown grace of "
-                f"{self.shutdown_grace:.0f} s expired"
-            ),
-        )
-        slot.terminate()
+        taken = slot.state.take(delivering=False)
+        for held in taken:
+            self._fail(
+                held,
+                WorkerShutdown(
+                    f"the task was still running when the shutdown grace of "
+                    f"{self.shutdown_grace:.0f} s expired"
+                ),
+            )
+        if taken:
+            slot.terminate()
 
     def _fail(self, held: Held, error: Exception) -> None:
         """Fail a task on the worker's behalf, in the background."""

@@ -86,29 +86,42 @@ class TestSlotState:
         token = "t" * 2048  # the longest token Step Functions hands out
         state.hold("arn:a", token)
         assert state.answering()
-        held = state.take(delivering=False)
-        assert held is not None
+        [held] = state.take(delivering=False)
         assert (held.activity_arn, held.token, held.token_prefix) == ("arn:a", token, "t" * 12)
         assert state.running_taken()
+        assert not state.answering()
         assert not state.start_delivering()
-        assert state.take(delivering=True) is None, "taken twice"
+        assert state.take(delivering=True) == [], "taken twice"
 
-    def test_an_outcome_being_delivered_is_only_taken_when_the_slot_died(
+    def test_an_outcome_being_sent_is_only_taken_when_the_slot_died(self, state: SlotState) -> None:
+        state.hold("arn:a", "sending")
+        assert state.start_delivering()
+        assert state.take(delivering=False) == []
+        [held] = state.take(delivering=True)
+        assert held.token == "sending"
+        assert not state.answering()
+
+    def test_a_slot_runs_one_task_while_it_sends_the_outcome_of_another(
         self, state: SlotState
     ) -> None:
-        state.hold("arn:a", "token")
+        """A dead process answered for both: the worker fails both."""
+        state.hold("arn:a", "sending")
         assert state.start_delivering()
-        assert state.take(delivering=False) is None
-        held = state.take(delivering=True)
-        assert held is not None
-        assert held.token == "token"
+        state.hold("arn:b", "running")
+        taken = state.take(delivering=True)
+        assert sorted((held.activity_arn, held.token) for held in taken) == [
+            ("arn:a", "sending"),
+            ("arn:b", "running"),
+        ]
 
-    def test_a_released_task_is_nobodys(self, state: SlotState) -> None:
-        state.hold("arn:a", "token")
+    def test_what_was_sent_or_released_is_nobodys(self, state: SlotState) -> None:
+        state.hold("arn:a", "sent")
         assert state.start_delivering()
+        state.done_delivering()
+        state.hold("arn:a", "cancelled")
         state.release()
         assert not state.answering()
-        assert state.take(delivering=True) is None
+        assert state.take(delivering=True) == []
 
     def test_the_worker_sees_what_a_child_process_holds(self, state: SlotState) -> None:
         context = spawn_context()
@@ -116,8 +129,7 @@ class TestSlotState:
         child.start()
         child.join(30)
         assert wait_until(state.answering)
-        held = state.take(delivering=True)
-        assert held is not None
+        [held] = state.take(delivering=True)
         assert held.token == "from-the-child"
 
 
