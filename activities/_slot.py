@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import gc
 import itertools
 import logging
 import logging.handlers
@@ -431,6 +432,8 @@ def _child_main(
         position=position,
         own_process=True,
     )
+    # What the imports made lives as long as the process: keep the collector off it.
+    gc.freeze()
     with lock:
         conn.send(("ready",))
     loop.run()
