@@ -6,10 +6,10 @@
 
 Pieces:
 
-- **slots** (:mod:`activities._slot`): pre-started processes (or threads), each a loop
-  that long-polls an activity, runs the task it brings with heartbeats, and delivers the
-  outcome; a task is only received when it can start at once, and the slots' Step
-  Functions calls run side by side;
+- **slots** (:mod:`activities._slot`): pre-started processes (or threads), each running
+  the loop of :mod:`activities._loop`: long-poll an activity, run the task it brings with
+  heartbeats, deliver the outcome; a task is only received when it can start at once, and
+  the slots' Step Functions calls run side by side;
 - **control** (:mod:`activities._control`): what the worker and its slots share: the stop
   flags, the polls open per activity, and the task each slot answers for;
 - **the worker** (this module, in the parent process): starts the slots, replaces one that
@@ -31,7 +31,8 @@ from activities import registry
 from activities._control import Control
 from activities._delivery import deliver
 from activities._heartbeats import TICK, Heartbeats
-from activities._slot import ProcessSlot, SlotSettings, ThreadSlot, log_levels, spawn_context
+from activities._loop import SlotSettings
+from activities._slot import ProcessSlot, ThreadSlot, log_levels, spawn_context
 from activities.client import ActivityClient, make_client
 from activities.errors import ConfigurationError, WorkerCrashed, WorkerShutdown
 from activities.outcome import failure_from_exception

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities import Activity, ConfigurationError, Worker, _delivery, _slot, make_client
+from activities import Activity, ConfigurationError, Worker, _delivery, _loop, make_client
 from tests import workloads
 from tests.fake_sfn import FakeStepFunctions, client_error
 from tests.stepfunctions import create_machine, start, task_state, wait_for
@@ -112,7 +112,7 @@ def fake() -> FakeStepFunctions:
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries wait a hundredth of a second, so the tests of retrying stay fast."""
-    monkeypatch.setattr(_slot, "backoff", lambda *_, **__: 0.01)
+    monkeypatch.setattr(_loop, "backoff", lambda *_, **__: 0.01)
     monkeypatch.setattr(_delivery, "backoff", lambda *_, **__: 0.01)
 
 
@@ -187,7 +187,7 @@ class TestMachinery:
             thread_worker(fake, workloads.Sleepy),
         ):
             assert fake.wait_for(1)
-        lines = [r.getMessage() for r in caplog.records if r.name == "activities._slot"]
+        lines = [r.getMessage() for r in caplog.records if r.name == "activities._loop"]
         started = [line for line in lines if "started" in line and "token-0001" in line]
         ended = [line for line in lines if "succeeded" in line and "token-0001" in line]
         assert started == ["task token-0001-x started: it-Sleepy"]
@@ -313,7 +313,7 @@ class TestPools:
             worker.terminate()
         assert pid != os.getpid()
         assert f"hello from {pid}" in [r.getMessage() for r in caplog.records]
-        started = [r for r in caplog.records if r.name == "activities._slot" and "started" in r.msg]
+        started = [r for r in caplog.records if r.name == "activities._loop" and "started" in r.msg]
         assert started, "the task process's INFO line did not arrive"
         assert all(r.process == pid for r in started)
 

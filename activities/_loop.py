@@ -1,0 +1,251 @@
+"""A slot's life: long-poll a task list, run the task with heartbeats, deliver the outcome.
+
+:class:`SlotLoop` is the same in a task process and in a thread of the worker's process
+(:mod:`activities._slot` starts it in either). A task is only received when the slot can
+start it at once. A slot in a process of its own sends an outcome from a thread while it
+already polls for its next task: at a real network round trip that doubles what one
+process serves.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import attrs
+
+from activities import _runner
+from activities._delivery import backoff, deliver
+from activities.errors import ActivityDoesNotExist, ServiceError, Throttled, WorkerShutdown
+from activities.outcome import Cancelled, Failure, Success, failure_from_exception
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from mypy_boto3_stepfunctions import SFNClient
+
+    from activities._control import Control, SlotState
+    from activities._heartbeats import Heartbeats, Job
+    from activities.activity import Activity
+    from activities.client import ActivityClient
+    from activities.outcome import Outcome
+    from activities.task import Task
+
+__all__ = ["SlotLoop", "SlotSettings"]
+
+logger = logging.getLogger(__name__)
+
+#: Longest pause, in seconds, of a slot's polling after repeated errors.
+POLL_BACKOFF_CAP = 30.0
+
+
+@attrs.frozen
+class SlotSettings:
+    """What every slot of a worker needs to know; sent to each process slot at its start.
+
+    Attributes:
+        by_arn: the activity class served on each activity ARN.
+        heartbeat_intervals: seconds between automatic heartbeats, by activity name.
+        worker_name: the ``workerName`` of polls.
+        client_factory: makes a process slot's client; :func:`make_client` if ``None``.
+        max_tasks: a process slot exits (and is replaced) after this many tasks.
+        max_memory: a process slot exits (and is replaced) above this many bytes.
+        log_levels: the levels of the parent's loggers, by name (``""``: the root).
+    """
+
+    by_arn: Mapping[str, type[Activity]]
+    heartbeat_intervals: Mapping[str, float | None]
+    worker_name: str
+    client_factory: Callable[[], SFNClient] | None = None
+    max_tasks: int | None = None
+    max_memory: int | None = None
+    log_levels: Mapping[str, int] = attrs.field(factory=dict)
+
+
+class SlotLoop:
+    """One slot's life: poll, run, deliver, until the worker stops (or the slot is worn out).
+
+    Args:
+        name: the slot's name, for logs.
+        client: the client to poll and report with.
+        settings: the worker's settings.
+        control: the worker's shared flags.
+        state: where the slot shows the task it answers for.
+        heartbeats: the heartbeats of this process.
+        position: the slot's place in the worker (0 to slots - 1); a replacement takes
+            the place of the slot it replaces.
+        own_process: the slot has a process to itself (it can be replaced when worn out).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        client: ActivityClient,
+        *,
+        settings: SlotSettings,
+        control: Control,
+        state: SlotState,
+        heartbeats: Heartbeats,
+        position: int = 0,
+        own_process: bool = False,
+    ) -> None:
+        self.name = name
+        self.tasks_done = 0
+        self._client = client
+        self._settings = settings
+        self._control = control
+        self._state = state
+        self._heartbeats = heartbeats
+        self._position = position
+        self._turn = position  # where choosing an activity starts: slots spread out
+        self._own_process = own_process
+        self._instances: dict[type[Activity], Activity] = {}
+        # A process slot sends an outcome from a thread while it polls for the next task:
+        # the two round trips overlap. A thread slot has threads enough around it.
+        self._sender = (
+            ThreadPoolExecutor(1, thread_name_prefix="sfn-activities-outcome")
+            if own_process
+            else None
+        )
+        self._pending: Future[None] | None = None
+
+    def run(self) -> str:
+        """Poll and serve until the worker stops; why the loop ended."""
+        failures = 0
+        while not self._control.stopping.is_set():
+            try:
+                task = self._poll()
+            except Exception as exc:  # noqa: BLE001 - polling never ends on an error
+                failures += 1
+                pause = backoff(failures, base=1.0, cap=POLL_BACKOFF_CAP)
+                _log_poll_error(exc, pause)
+                self._control.stopping.wait(pause)
+                continue
+            failures = 0
+            if task is not None:
+                self._serve(task)
+                self.tasks_done += 1
+                if self._worn_out():
+                    self.finish_delivery()
+                    return "worn out"
+        self.finish_delivery()
+        return "stopped"
+
+    def _poll(self) -> Task | None:
+        with self._control.poll_permit() as permitted:
+            if not permitted:
+                return None
+            index = self._control.choose(self._position, self._turn)
+            self._turn += 1
+            try:
+                return self._client.poll(self._control.arns[index])
+            finally:
+                self._control.done_polling(self._position)
+
+    def _serve(self, task: Task) -> None:
+        activity = self._settings.by_arn[task.activity_arn]
+        if self._control.past_deadline.is_set():
+            error = WorkerShutdown("the task arrived after the worker's shutdown grace")
+            logger.warning("task %s: %s: %s", task.token_prefix, activity.name, error)
+            deliver(
+                self._client, task, failure_from_exception(error), give_up=self._control.give_up
+            )
+            return
+        self._state.hold(task.activity_arn, task.token)
+        logger.info("task %s started: %s", task.token_prefix, activity.name)
+        interval = self._settings.heartbeat_intervals[activity.name]
+        job = self._heartbeats.begin(task, activity, interval)
+        try:
+            outcome = self._run(job)
+        finally:
+            self._heartbeats.end(job)
+        if job.gone_at is not None and not isinstance(outcome, Cancelled):
+            outcome = Cancelled("the task was gone before it ended")
+        _log_end(job, outcome)
+        self.finish_delivery()  # one outcome in flight at most
+        if isinstance(outcome, Cancelled):
+            self._state.release()
+        elif not self._state.start_delivering():
+            logger.info(
+                "task %s: the worker failed it at shutdown; its outcome is dropped",
+                task.token_prefix,
+            )
+        elif self._sender is None:
+            self._deliver(task, outcome)
+        else:
+            self._pending = self._sender.submit(self._deliver, task, outcome)
+
+    def finish_delivery(self, timeout: float | None = None) -> None:
+        """Wait (up to ``timeout``) until the outcome sent in the background is sent."""
+        if self._pending is not None:
+            concurrent.futures.wait([self._pending], timeout)
+
+    def _deliver(self, task: Task, outcome: Outcome) -> None:
+        try:
+            deliver(self._client, task, outcome, give_up=self._control.give_up)
+        finally:
+            self._state.done_delivering()
+
+    def _run(self, job: Job) -> Outcome:
+        """Run the job's task on the instance of its activity kept for this slot."""
+        instance = self._instances.get(job.activity)
+        try:
+            if instance is None:
+                instance = self._instances[job.activity] = job.activity()
+            return _runner.execute(instance, job.task, lambda: self._heartbeats.ask(job))
+        except BaseException as exc:  # noqa: BLE001 - a failing __init__, or SystemExit from run()
+            return failure_from_exception(exc)
+
+    def _worn_out(self) -> bool:
+        if not self._own_process or self._control.stopping.is_set():
+            return False
+        limit = self._settings.max_tasks
+        if limit is not None and self.tasks_done >= limit:
+            logger.info("%s ran %d tasks: replacing it", self.name, self.tasks_done)
+            return True
+        ceiling = self._settings.max_memory
+        memory = _own_memory() if ceiling is not None else None
+        if ceiling is not None and memory is not None and memory > ceiling:
+            logger.info("%s uses %d MiB: replacing it", self.name, memory // 2**20)
+            return True
+        return False
+
+
+def _own_memory() -> int | None:
+    """This process's resident set size, read from /proc (Linux)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _log_poll_error(exc: BaseException, pause: float) -> None:
+    if isinstance(exc, Throttled):
+        logger.warning("polling throttled (%s); next poll in %.1f s", exc, pause)
+    elif isinstance(exc, ActivityDoesNotExist):
+        logger.error("polling failed: %s; next poll in %.1f s", exc, pause)
+    elif isinstance(exc, ServiceError):
+        logger.warning("polling failed: %s; next poll in %.1f s", exc, pause)
+    else:
+        logger.error("polling failed; next poll in %.1f s", pause, exc_info=exc)
+
+
+def _log_end(job: Job, outcome: Outcome) -> None:
+    if isinstance(outcome, Success):
+        result = "succeeded"
+    elif isinstance(outcome, Failure):
+        result = f"failed with {outcome.error}"
+    else:
+        result = "cancelled"
+    logger.info(
+        "task %s %s: %s in %.3f s",
+        job.task.token_prefix,
+        result,
+        job.activity.name,
+        time.monotonic() - job.started,
+    )
