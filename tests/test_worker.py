@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
+import multiprocessing
 import os
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from activities import Activity, ConfigurationError, Worker, _delivery, _loop, make_client
+from activities.local import local_client
 from tests import workloads
 from tests.fake_sfn import FakeStepFunctions, client_error
 from tests.stepfunctions import create_machine, start, task_state, wait_for
@@ -30,6 +33,14 @@ class Two(Activity):
     name = "One"
 
     def run(self) -> None: ...
+
+
+def local_in_parent_only(endpoint_url: str) -> SFNClient:
+    """A client of the local endpoint in the worker's process; an error in a task process."""
+    if multiprocessing.parent_process() is not None:
+        msg = "no credentials in this process"
+        raise RuntimeError(msg)
+    return local_client(endpoint_url)
 
 
 def offline() -> SFNClient:
@@ -316,6 +327,20 @@ class TestPools:
         started = [r for r in caplog.records if r.name == "activities._loop" and "started" in r.msg]
         assert started, "the task process's INFO line did not arrive"
         assert all(r.process == pid for r in started)
+
+    def test_a_process_that_cannot_make_its_client_says_why_and_is_retried(
+        self, local_sfn: LocalStepFunctions, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The factory's error reaches the worker's log; the process is replaced, with a pause."""
+        factory = functools.partial(local_in_parent_only, local_sfn.endpoint_url)
+        worker = Worker([workloads.LoudPid], processes=1, client=factory)
+        worker.start()
+        try:
+            assert wait_until(lambda: "ended before it was ready" in caplog.text)
+        finally:
+            worker.terminate()
+        assert "could not make its Step Functions client" in caplog.text
+        assert "no credentials in this process" in caplog.text
 
     @pytest.mark.parametrize(
         ("activity", "option"),
