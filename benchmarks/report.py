@@ -55,7 +55,13 @@ def report(results: list[Scenario], baseline_rss: int, took: float) -> str:
             "A bare `import boto3; boto3.client('stepfunctions')` process: "
             f"{baseline_rss / 2**20:.0f} MiB."
         ),
-        "The RSS column above is the whole process tree of each contender, read half way through.",
+        (
+            "The memory column above is the whole process tree of each contender, read half "
+            "way through: PSS (a page shared by several processes counted once) and, in "
+            "brackets, RSS (counted in each)."
+        ),
+        "",
+        *_process_sizes(results),
         "",
         NOTES.read_text(),
     ]
@@ -67,7 +73,7 @@ def _rate_table(scenario: Scenario) -> list[str]:
     lines = [
         f"{scenario.tasks} tasks, delay {scenario.delay * 1000:.0f} ms per call{rounds}.",
         "",
-        "| contender | tasks/s | vs best bare boto3 | memory (RSS) | tasks lost |",
+        "| contender | tasks/s | vs best bare boto3 | memory, PSS (RSS) | tasks lost |",
         "|---|---|---|---|---|",
     ]
     best_bare = max(
@@ -82,9 +88,25 @@ def _rate_table(scenario: Scenario) -> list[str]:
         if len(stats["rates"]) > 1:
             rate += f" ({min(stats['rates']):.0f} to {max(stats['rates']):.0f})"
         ratio = f"{stats['rate'] / best_bare:.2f}x" if best_bare else ""
-        rss = f"{stats['rss'] / 2**20:.0f} MiB" if stats.get("rss") else ""
-        lines.append(f"| {label} | {rate} | {ratio} | {rss} | {stats['lost']} |")
+        memory = stats.get("memory")
+        size = (
+            f"{memory['pss'] / 2**20:.0f} MiB ({memory['rss'] / 2**20:.0f} MiB)" if memory else ""
+        )
+        lines.append(f"| {label} | {rate} | {ratio} | {size} | {stats['lost']} |")
     return [*lines, ""]
+
+
+def _process_sizes(results: list[Scenario]) -> list[str]:
+    """A line per worker of the first scenario: its processes and the largest one's RSS."""
+    lines = []
+    for label, stats in results[0].results.items():
+        memory = stats.get("memory")
+        if label.startswith("sfn-activities") and memory:
+            lines.append(
+                f"- {label}: {memory['processes']} processes, the largest "
+                f"{memory['largest'] / 2**20:.0f} MiB RSS."
+            )
+    return lines
 
 
 def _sweep_table(scenario: Scenario) -> list[str]:

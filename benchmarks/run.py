@@ -310,7 +310,7 @@ def measure(contender: Contender, activity: str, tasks: int) -> dict[str, Any]:
             if now_done > done:
                 done, progressed = now_done, time.monotonic()
             if done >= tasks // 2 and memory is None:
-                memory = tree_rss(process.pid)
+                memory = tree_memory(process.pid)
             if done >= tasks:
                 break
             time.sleep(0.05)
@@ -318,7 +318,7 @@ def measure(contender: Contender, activity: str, tasks: int) -> dict[str, Any]:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     stats = call("Stats", {"outputs": True})
-    stats["rss"] = memory
+    stats["memory"] = memory
     stats["lost"] = tasks - stats.get("succeeded", 0) - stats.get("failed", 0)
     stats["rate"] = stats.get("succeeded", 0) / (stats.get("elapsed") or float("nan"))
     return stats
@@ -335,8 +335,12 @@ def quiesce() -> None:
         time.sleep(0.05)
 
 
-def tree_rss(pid: int) -> int:
-    """Resident memory of ``pid`` and its descendants, in bytes (Linux /proc)."""
+def tree_memory(pid: int) -> dict[str, int]:
+    """Memory of ``pid`` and its descendants in bytes: RSS and PSS summed, the largest RSS.
+
+    PSS counts a page shared by several processes (a forked child's, a library's) once
+    across them; RSS counts it in each. Read from Linux's /proc.
+    """
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -345,15 +349,23 @@ def tree_rss(pid: int) -> int:
             except OSError:
                 continue
             children.setdefault(int(fields[1]), []).append(int(entry.name))
-    total, todo = 0, [pid]
+    memory = {"rss": 0, "pss": 0, "largest": 0, "processes": 0}
+    todo = [pid]
     while todo:
         current = todo.pop()
         todo.extend(children.get(current, []))
         try:
-            total += int((Path("/proc") / str(current) / "statm").read_text().split()[1])
+            rss = int((Path("/proc") / str(current) / "statm").read_text().split()[1])
+            rollup = (Path("/proc") / str(current) / "smaps_rollup").read_text()
         except OSError:
             continue
-    return total * os.sysconf("SC_PAGE_SIZE")
+        rss *= os.sysconf("SC_PAGE_SIZE")
+        pss = next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
+        memory["rss"] += rss
+        memory["pss"] += pss * 1024
+        memory["largest"] = max(memory["largest"], rss)
+        memory["processes"] += 1
+    return memory
 
 
 def bare_client_rss() -> int:
