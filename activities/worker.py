@@ -19,8 +19,6 @@ Pieces:
 from __future__ import annotations
 
 import logging
-import math
-import os
 import pickle
 import signal
 import threading
@@ -32,6 +30,7 @@ from activities._control import Control
 from activities._delivery import deliver
 from activities._heartbeats import TICK, Heartbeats
 from activities._loop import SlotSettings
+from activities._settings import SHUTDOWN_GRACE, WorkerSettings, check_positive
 from activities._slot import ProcessSlot, ThreadSlot, log_levels, spawn_context
 from activities.client import ActivityClient, make_client
 from activities.errors import ConfigurationError, WorkerCrashed, WorkerShutdown
@@ -49,12 +48,9 @@ if TYPE_CHECKING:
     from activities._slot import Slot
     from activities.activity import Activity
 
-__all__ = ["Worker"]
+__all__ = ["SHUTDOWN_GRACE", "Worker"]
 
 logger = logging.getLogger(__name__)
-
-#: Seconds running tasks may take to finish after a graceful stop begins.
-SHUTDOWN_GRACE = 30.0
 
 #: Seconds an immediate stop waits for the failures of running tasks to be delivered.
 TERMINATE_DELIVERY_TIMEOUT = 5.0
@@ -134,25 +130,20 @@ class Worker:
                 msg = f"heartbeat_intervals: {name!r} is not an activity being served"
                 raise ConfigurationError(msg)
             if interval is not None:
-                _check_positive(f"heartbeat_intervals[{name!r}]", interval)
+                check_positive(f"heartbeat_intervals[{name!r}]", interval)
             self.heartbeat_intervals[name] = interval
-        if processes is not None and threads is not None:
-            msg = "give either processes or threads, not both"
-            raise ConfigurationError(msg)
-        for option, value in (("processes", processes), ("threads", threads), ("pollers", pollers)):
-            if value is not None:
-                _check_positive(option, value)
-        self.use_threads = threads is not None
-        self.concurrency = threads or processes or os.cpu_count() or 1
-        self.pollers = min(pollers, self.concurrency) if pollers is not None else self.concurrency
-        _check_positive("shutdown_grace", shutdown_grace, allow_zero=True)
-        if max_tasks_per_process is not None:
-            _check_positive("max_tasks_per_process", max_tasks_per_process)
-        if max_memory_per_process is not None:
-            _check_positive("max_memory_per_process", max_memory_per_process)
+        self.settings = WorkerSettings(
+            processes=processes,
+            threads=threads,
+            pollers=pollers,
+            shutdown_grace=shutdown_grace,
+            max_tasks_per_process=max_tasks_per_process,
+            max_memory_per_process=max_memory_per_process,
+        )
+        self.use_threads = self.settings.use_threads
+        self.concurrency = self.settings.concurrency
+        self.pollers = self.settings.poll_limit
         self.shutdown_grace = shutdown_grace
-        self.max_tasks_per_process = max_tasks_per_process
-        self.max_memory_per_process = max_memory_per_process
         connections = self.concurrency + 8 if self.use_threads else PARENT_CONNECTIONS
         self._client_factory, sfn = _client(client, self.use_threads, connections)
         self.client = ActivityClient(sfn, worker_name=worker_name)
@@ -191,8 +182,8 @@ class Worker:
             heartbeat_intervals=self.heartbeat_intervals,
             worker_name=self.client.worker_name,
             client_factory=self._client_factory,
-            max_tasks=self.max_tasks_per_process,
-            max_memory=self.max_memory_per_process,
+            max_tasks=self.settings.max_tasks_per_process,
+            max_memory=self.settings.max_memory_per_process,
             log_levels=log_levels(),
         )
         if self.use_threads:
@@ -484,10 +475,3 @@ def _cannot_stop(job: Job) -> None:
 def _by_name(activities: Iterable[type[Activity]]) -> dict[str, type[Activity]]:
     """The distinct classes served, by their own ``name``."""
     return {activity.name: activity for activity in activities}
-
-
-def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    """Refuse a setting that is not a finite number above 0 (or at least 0)."""
-    if not (value >= 0 if allow_zero else value > 0) or not math.isfinite(value):
-        msg = f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}"
-        raise ConfigurationError(msg)
