@@ -150,6 +150,8 @@ class ProcessSlot:
 
     def terminate(self) -> bool:
         """Kill the child; a replacement is the owner's business."""
+        if self.process.pid is None:
+            return True  # not started yet: it will see the stop flags and end at once
         with contextlib.suppress(OSError):
             self.process.kill()
         return True
