@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from typing import TYPE_CHECKING
 
 from activities import (
@@ -14,6 +15,7 @@ from activities import (
     Outcome,
     Success,
     Task,
+    Worker,
     failure_from_exception,
     make_client,
 )
@@ -79,3 +81,13 @@ def custom_transport() -> Transport:
     order: Order = caller_side.deserialize_result(data, Order)
     assert order
     return caller_side
+
+
+def serve() -> int:
+    # Processes each make their client with a picklable factory; threads may share one.
+    factory = functools.partial(make_client, endpoint_url="http://127.0.0.1:4566")
+    Worker([Echo, Ship], processes=2, client=factory, shutdown_grace=10).start()
+    threaded = Worker([Echo], threads=8, client=make_client(), pollers=4)
+    stopped: bool = threaded.stop(timeout=5)
+    assert stopped
+    return Worker([Echo], heartbeat_intervals={"Echo": None}).run()
