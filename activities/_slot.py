@@ -23,6 +23,7 @@ import itertools
 import logging
 import logging.handlers
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -192,8 +193,28 @@ class _PipeQueue:
         self._lock = lock
 
     def put_nowait(self, record: logging.LogRecord) -> None:
-        with self._lock, contextlib.suppress(OSError, ValueError):
-            self._conn.send(("log", record))
+        try:
+            with self._lock:
+                self._conn.send(("log", record))
+        except (OSError, ValueError):
+            # The worker's process is gone: say it where it can still be read.
+            last = logging.lastResort
+            if last is not None and record.levelno >= last.level:
+                last.handle(record)
+
+
+def _stop_when_orphaned(control: Control) -> None:
+    """Stop polling once the worker's process is gone: nobody would drain or replace us.
+
+    The task in hand is finished and reported first; every slot sees the flag.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    multiprocessing.connection.wait([parent.sentinel])
+    if not control.stopping.is_set():
+        logger.error("the worker's process is gone: ending this task process after its task")
+        control.stopping.set()
 
 
 def _child_main(
@@ -211,6 +232,9 @@ def _child_main(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     lock = threading.Lock()
     _forward_logs(_PipeQueue(conn, lock), settings.log_levels)
+    threading.Thread(
+        target=_stop_when_orphaned, args=(control,), name="sfn-activities-orphan", daemon=True
+    ).start()
     try:
         factory = settings.client_factory
         sfn = (
