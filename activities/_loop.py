@@ -78,7 +78,8 @@ class SlotLoop:
         heartbeats: the heartbeats of this process.
         position: the slot's place in the worker (0 to slots - 1); a replacement takes
             the place of the slot it replaces.
-        own_process: the slot has a process to itself (it can be replaced when worn out).
+        own_process: the slot has a process to itself: it sends outcomes in the
+            background, and is replaced when worn out.
     """
 
     def __init__(
