@@ -12,7 +12,7 @@ import ctypes
 import time
 from typing import TYPE_CHECKING
 
-from activities.task import TOKEN_PREFIX_LENGTH
+from activities.task import TOKEN_PREFIX_LENGTH, Task
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -136,6 +136,12 @@ class Held:
     def token_prefix(self) -> str:
         """The start of the token, to name the task in logs."""
         return self.token[:TOKEN_PREFIX_LENGTH]
+
+    def as_task(self, worker_name: str) -> Task:
+        """The task, as far as reporting it goes (its input is not kept)."""
+        return Task(
+            token=self.token, activity_arn=self.activity_arn, worker_name=worker_name, input=""
+        )
 
 
 class SlotState:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+import time
 from typing import TYPE_CHECKING
 
-from activities.errors import InvalidOutput, SerializationError, ServiceError, TaskGone
-from activities.outcome import Failure, Success, failure_from_exception
+from activities.errors import InvalidOutput, ServiceError, TaskGone
+from activities.outcome import Failure, Success, refused_output
 
 if TYPE_CHECKING:
     from activities._control import Flag
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
     from activities.outcome import Outcome
     from activities.task import Task
 
-__all__ = ["backoff", "deliver"]
+__all__ = ["BackgroundDelivery", "backoff", "deliver"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +65,7 @@ def deliver(
             if not isinstance(outcome, Success):
                 logger.error("task %s: failure refused: %s", task.token_prefix, exc)  # noqa: TRY400 - the refusal says it all
                 return False
-            outcome = failure_from_exception(
-                SerializationError(f"Step Functions refused the output: {exc}")
-            )
+            outcome = refused_output(exc)
             continue
         except ServiceError as exc:
             if give_up.is_set():
@@ -86,3 +86,40 @@ def deliver(
             give_up.wait(pause)
             continue
         return True
+
+
+class BackgroundDelivery:
+    """Outcomes delivered from threads of their own, for the worker's failures of tasks.
+
+    Args:
+        client: the client to send with.
+        give_up: set at an immediate stop: outcomes get one more attempt at most.
+    """
+
+    def __init__(self, client: ActivityClient, give_up: Flag) -> None:
+        self._client = client
+        self._give_up = give_up
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def send(self, task: Task, outcome: Outcome) -> None:
+        """Deliver ``outcome`` for ``task`` from a new thread."""
+        thread = threading.Thread(
+            target=deliver,
+            args=(self._client, task, outcome),
+            kwargs={"give_up": self._give_up},
+            name="sfn-activities-fail",
+            daemon=True,
+        )
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until every outcome sent is delivered; ``False`` if some were not in time."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in threads)

@@ -1,16 +1,35 @@
-"""The worker's settings, checked when they are made: a bad one names itself."""
+"""The worker's settings, checked when they are made: a bad one names itself.
+
+Also the two settings that depend on more than themselves: the heartbeat intervals (on
+the activities served) and the client (on whether tasks run in processes).
+"""
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Any
+import pickle
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from activities.client import make_client
 from activities.errors import ConfigurationError
 
-__all__ = ["SHUTDOWN_GRACE", "WorkerSettings", "check_positive"]
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from mypy_boto3_stepfunctions import SFNClient
+
+    from activities.activity import Activity
+
+__all__ = [
+    "SHUTDOWN_GRACE",
+    "WorkerSettings",
+    "check_positive",
+    "client_and_factory",
+    "heartbeat_intervals",
+]
 
 #: Seconds running tasks may take to finish after a graceful stop begins.
 SHUTDOWN_GRACE = 30.0
@@ -67,3 +86,63 @@ class WorkerSettings:
     def poll_limit(self) -> int:
         """How many polls may be open at once: one per slot unless fewer are asked for."""
         return min(self.pollers, self.concurrency) if self.pollers else self.concurrency
+
+    def short_of_polls(self, task_lists: int) -> str | None:
+        """Why ``task_lists`` cannot all have a poll open at all times, if they cannot."""
+        if self.poll_limit >= task_lists:
+            return None
+        fewer = "pollers" if self.poll_limit < self.concurrency else "slots"
+        return (
+            f"{task_lists} task lists but only {self.poll_limit} {fewer}: at times some task "
+            "list has no poll open, and its tasks wait (up to 60 s) for one; give the worker "
+            "at least as many slots and pollers as task lists"
+        )
+
+
+def heartbeat_intervals(
+    activities: Mapping[str, type[Activity]], overrides: Mapping[str, float | None] | None
+) -> dict[str, float | None]:
+    """Seconds between automatic heartbeats by activity name: the class's, or the override."""
+    intervals = {name: activity.heartbeat_interval for name, activity in activities.items()}
+    for name, interval in (overrides or {}).items():
+        if name not in activities:
+            msg = f"heartbeat_intervals: {name!r} is not an activity being served"
+            raise ConfigurationError(msg)
+        if interval is not None:
+            check_positive(f"heartbeat_intervals[{name!r}]", interval)
+        intervals[name] = interval
+    return intervals
+
+
+def client_and_factory(
+    client: SFNClient | Callable[[], SFNClient] | None, *, use_threads: bool, connections: int
+) -> tuple[Callable[[], SFNClient] | None, SFNClient]:
+    """The factory task processes make their clients with, and the worker's own client.
+
+    Raises:
+        ConfigurationError: a client for task processes, which it cannot reach, or a
+            factory that cannot be pickled to them.
+    """
+    if client is None:
+        return None, make_client(max_pool_connections=connections)
+    if callable(client):
+        if not use_threads:
+            try:
+                pickle.dumps(client)
+            except Exception as exc:  # noqa: BLE001 - whatever pickling raises
+                msg = (
+                    "client: each worker process calls the client factory, so it must be "
+                    "picklable (a module-level function, or a functools.partial of one): "
+                    f"{exc}"
+                )
+                raise ConfigurationError(msg) from None
+        return client, client()
+    if not use_threads:
+        msg = (
+            "client: a client cannot be shared with worker processes, each makes its own: "
+            "pass a function that makes one (e.g. functools.partial(activities.make_client, "
+            "endpoint_url=...)), leave client out to use boto3's default chain in each "
+            "process, or run tasks in threads"
+        )
+        raise ConfigurationError(msg)
+    return None, client

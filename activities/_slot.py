@@ -44,7 +44,15 @@ if TYPE_CHECKING:
     from activities._heartbeats import Job
     from activities._loop import SlotSettings
 
-__all__ = ["ProcessSlot", "Slot", "SlotOwner", "ThreadSlot", "log_levels", "spawn_context"]
+__all__ = [
+    "ProcessSlot",
+    "Slot",
+    "SlotOwner",
+    "ThreadSlot",
+    "log_levels",
+    "spawn_context",
+    "thread_heartbeats",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,9 @@ EXIT_STUCK = 75
 
 #: Seconds such a process waits for the outcome it is still sending before it exits.
 STUCK_DELIVERY_TIMEOUT = 10.0
+
+#: Threads sending the heartbeats of thread slots, at most.
+HEARTBEAT_THREADS = 16
 
 _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 _ids = itertools.count(1)
@@ -355,6 +366,21 @@ class ThreadSlot:
             logger.exception("%s failed", self.name)
             reason = f"{type(exc).__name__}: {exc}"
         self._owner.on_exit(self, reason, was_ready=True)
+
+
+def thread_heartbeats(client: ActivityClient, threads: int) -> Heartbeats:
+    """The heartbeats of ``threads`` thread slots, which share the worker's process."""
+    return Heartbeats(
+        client, on_stuck=_cannot_stop, threads=max(2, min(threads, HEARTBEAT_THREADS))
+    )
+
+
+def _cannot_stop(job: Job) -> None:
+    logger.warning(
+        "task %s is gone but %s does not yield; a thread cannot be stopped: it runs on",
+        job.task.token_prefix,
+        job.activity.name,
+    )
 
 
 def spawn_context() -> SpawnContext:

@@ -18,11 +18,12 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from activities._settings import SHUTDOWN_GRACE
 from activities.client import ActivityClient, make_client
 from activities.errors import ActivitiesError
 from activities.local import LocalStepFunctions
 from activities.registry import discover, register, task_lists
-from activities.worker import SHUTDOWN_GRACE, Worker
+from activities.worker import Worker
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -21,7 +21,6 @@ from activities.errors import (
     ActivityDoesNotExist,
     ConfigurationError,
     InvalidOutput,
-    SerializationError,
     ServiceError,
     TaskGone,
     Throttled,
@@ -31,6 +30,7 @@ from activities.outcome import (
     Failure,
     Success,
     failure_from_exception,
+    refused_output,
     success_from_result,
 )
 from activities.task import Task
@@ -258,9 +258,7 @@ class ActivityClient:
             try:
                 self.send_outcome(task.token, outcome)
             except InvalidOutput as exc:
-                outcome = failure_from_exception(
-                    SerializationError(f"Step Functions refused the output: {exc}")
-                )
+                outcome = refused_output(exc)
                 self.send_outcome(task.token, outcome)
         except TaskGone as exc:
             logger.warning(

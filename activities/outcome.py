@@ -27,6 +27,7 @@ __all__ = [
     "Outcome",
     "Success",
     "failure_from_exception",
+    "refused_output",
     "success_from_result",
 ]
 
@@ -214,3 +215,14 @@ def success_from_result(serialize: Callable[[Any], str], result: Any) -> Success
         )
         raise ResultTooLarge(msg, size=size, limit=MAX_OUTPUT_BYTES)
     return Success(output)
+
+
+def refused_output(refusal: Exception) -> Failure:
+    """The failure to send when Step Functions refused a success's output as invalid.
+
+    An ``activities.SerializationError``, so the task fails at once rather than hang until
+    its timeout.
+    """
+    return failure_from_exception(
+        SerializationError(f"Step Functions refused the output: {refusal}")
+    )

@@ -18,8 +18,8 @@ Pieces:
 
 from __future__ import annotations
 
+import functools
 import logging
-import pickle
 import signal
 import threading
 import time
@@ -27,15 +27,21 @@ from typing import TYPE_CHECKING
 
 from activities import registry
 from activities._control import Control
-from activities._delivery import deliver
-from activities._heartbeats import TICK, Heartbeats
+from activities._delivery import BackgroundDelivery
+from activities._heartbeats import TICK
 from activities._loop import SlotSettings
-from activities._settings import SHUTDOWN_GRACE, WorkerSettings, check_positive
-from activities._slot import ProcessSlot, ThreadSlot, log_levels, spawn_context
-from activities.client import ActivityClient, make_client
-from activities.errors import ConfigurationError, WorkerCrashed, WorkerShutdown
+from activities._settings import SHUTDOWN_GRACE, WorkerSettings, client_and_factory
+from activities._settings import heartbeat_intervals as heartbeat_intervals_of
+from activities._slot import (
+    ProcessSlot,
+    ThreadSlot,
+    log_levels,
+    spawn_context,
+    thread_heartbeats,
+)
+from activities.client import ActivityClient
+from activities.errors import WorkerCrashed, WorkerShutdown
 from activities.outcome import failure_from_exception
-from activities.task import Task
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,11 +50,11 @@ if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
     from activities._control import Held
-    from activities._heartbeats import Job
+    from activities._heartbeats import Heartbeats
     from activities._slot import Slot
     from activities.activity import Activity
 
-__all__ = ["SHUTDOWN_GRACE", "Worker"]
+__all__ = ["Worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +71,6 @@ RESTART_BACKOFF_CAP = 30.0
 #: HTTP connections of the parent's client when slots are processes: it only creates
 #: activities and fails the tasks of slots that died.
 PARENT_CONNECTIONS = 4
-
-#: Threads sending the heartbeats of thread slots, at most.
-HEARTBEAT_THREADS = 16
 
 
 class Worker:
@@ -122,16 +125,7 @@ class Worker:
     ) -> None:
         self.served = registry.task_lists(activities, prefix=prefix, overrides=task_lists)
         self.activities = _by_name(self.served.values())
-        self.heartbeat_intervals = {
-            name: activity.heartbeat_interval for name, activity in self.activities.items()
-        }
-        for name, interval in (heartbeat_intervals or {}).items():
-            if name not in self.activities:
-                msg = f"heartbeat_intervals: {name!r} is not an activity being served"
-                raise ConfigurationError(msg)
-            if interval is not None:
-                check_positive(f"heartbeat_intervals[{name!r}]", interval)
-            self.heartbeat_intervals[name] = interval
+        self.heartbeat_intervals = heartbeat_intervals_of(self.activities, heartbeat_intervals)
         self.settings = WorkerSettings(
             processes=processes,
             threads=threads,
@@ -140,19 +134,20 @@ class Worker:
             max_tasks_per_process=max_tasks_per_process,
             max_memory_per_process=max_memory_per_process,
         )
-        self.use_threads = self.settings.use_threads
-        self.concurrency = self.settings.concurrency
-        self.pollers = self.settings.poll_limit
-        self.shutdown_grace = shutdown_grace
-        connections = self.concurrency + 8 if self.use_threads else PARENT_CONNECTIONS
-        self._client_factory, sfn = _client(client, self.use_threads, connections)
+        self._client_factory, sfn = client_and_factory(
+            client,
+            use_threads=self.settings.use_threads,
+            connections=self.settings.concurrency + 8
+            if self.settings.use_threads
+            else PARENT_CONNECTIONS,
+        )
         self.client = ActivityClient(sfn, worker_name=worker_name)
         self._context = spawn_context()
         self._control: Control | None = None
-        self._settings: SlotSettings | None = None
+        self._new_slot: Callable[..., Slot] | None = None
         self._heartbeats: Heartbeats | None = None
+        self._failures: BackgroundDelivery | None = None
         self._slots: set[Slot] = set()
-        self._sends: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._running = False
         self._stopping = threading.Event()
@@ -174,10 +169,13 @@ class Worker:
         self._control = Control(
             self._context,
             list(by_arn),
-            slots=self.concurrency,
-            pollers=self.pollers if self.pollers < self.concurrency else None,
+            slots=self.settings.concurrency,
+            pollers=self.settings.poll_limit
+            if self.settings.poll_limit < self.settings.concurrency
+            else None,
         )
-        self._settings = SlotSettings(
+        self._failures = BackgroundDelivery(self.client, self._control.give_up)
+        settings = SlotSettings(
             by_arn=by_arn,
             heartbeat_intervals=self.heartbeat_intervals,
             worker_name=self.client.worker_name,
@@ -186,31 +184,24 @@ class Worker:
             max_memory=self.settings.max_memory_per_process,
             log_levels=log_levels(),
         )
-        if self.use_threads:
-            self._heartbeats = Heartbeats(
-                self.client,
-                on_stuck=_cannot_stop,
-                threads=max(2, min(self.concurrency, HEARTBEAT_THREADS)),
-            )
+        kind: Callable[..., Slot] = ProcessSlot
+        if self.settings.use_threads:
+            self._heartbeats = thread_heartbeats(self.client, self.settings.concurrency)
+            kind = functools.partial(ThreadSlot, client=self.client, heartbeats=self._heartbeats)
+        self._new_slot = functools.partial(kind, settings, self._control, self, self._context)
         self._running = True
-        for position in range(self.concurrency):
+        for position in range(self.settings.concurrency):
             self._start_slot(position)
-        if self.pollers < len(self.served):
-            logger.warning(
-                "%d task lists but only %d %s: at times some task list has no poll open, "
-                "and its tasks wait (up to 60 s) for one; give the worker at least as many "
-                "slots and pollers as task lists",
-                len(self.served),
-                self.pollers,
-                "pollers" if self.pollers < self.concurrency else "slots",
-            )
+        shortage = self.settings.short_of_polls(len(self.served))
+        if shortage:
+            logger.warning("%s", shortage)
         logger.info(
             "worker %s serving %s with %d %s and %d pollers",
             self.client.worker_name,
             ", ".join(self.served),
-            self.concurrency,
-            "threads" if self.use_threads else "processes",
-            self.pollers,
+            self.settings.concurrency,
+            "threads" if self.settings.use_threads else "processes",
+            self.settings.poll_limit,
         )
 
     def stop(self, timeout: float | None = None) -> bool:
@@ -226,14 +217,15 @@ class Worker:
         """Begin a graceful stop without waiting for it."""
         if self._stopping.is_set():
             return
-        self._deadline = time.monotonic() + self.shutdown_grace
+        self._deadline = time.monotonic() + self.settings.shutdown_grace
         self._stopping.set()
         if self._control is None:
             self._stopped.set()
             return
         self._control.stopping.set()
         logger.info(
-            "stopping: no new polls; running tasks have %.0f s to finish", self.shutdown_grace
+            "stopping: no new polls; running tasks have %.0f s to finish",
+            self.settings.shutdown_grace,
         )
         threading.Thread(target=self._drain, name="sfn-activities-drain", daemon=True).start()
 
@@ -262,7 +254,7 @@ class Worker:
                 self._fail(
                     held, WorkerShutdown("the worker was stopped at once while the task ran")
                 )
-        self._wait_for_sends(TERMINATE_DELIVERY_TIMEOUT)
+        self._failures_wait(TERMINATE_DELIVERY_TIMEOUT)
         self._finish()
 
     def join(self, timeout: float | None = None) -> bool:
@@ -307,9 +299,9 @@ class Worker:
         self._restart_failures = 0
         with self._lock:
             self._started_slots += 1
-            first_time_all = self._started_slots == self.concurrency
+            first_time_all = self._started_slots == self.settings.concurrency
         if first_time_all:
-            logger.info("ready: all %d slots are polling", self.concurrency)
+            logger.info("ready: all %d slots are polling", self.settings.concurrency)
 
     def on_exit(self, slot: Slot, reason: str, *, was_ready: bool) -> None:
         """A slot ended: fail the task it held, if any, and replace it unless stopping."""
@@ -336,23 +328,8 @@ class Worker:
     # -- machinery ----------------------------------------------------------------------
 
     def _start_slot(self, position: int) -> None:
-        assert self._control is not None  # noqa: S101 - started
-        assert self._settings is not None  # noqa: S101 - started
-        slot: Slot
-        if self._heartbeats is not None:
-            slot = ThreadSlot(
-                self._settings,
-                self._control,
-                self,
-                self._context,
-                client=self.client,
-                heartbeats=self._heartbeats,
-                position=position,
-            )
-        else:
-            slot = ProcessSlot(
-                self._settings, self._control, self, self._context, position=position
-            )
+        assert self._new_slot is not None  # noqa: S101 - started
+        slot = self._new_slot(position=position)
         with self._lock:
             self._slots.add(slot)
         slot.start()
@@ -379,7 +356,7 @@ class Worker:
             time.sleep(TICK)
         if self._terminating.is_set():
             return
-        if not self._wait_for_sends(DRAIN_DELIVERY_TIMEOUT):
+        if not self._failures_wait(DRAIN_DELIVERY_TIMEOUT):
             self.clean = False
             logger.error("some failures were still undelivered when the worker stopped")
         logger.info("stopped")
@@ -392,7 +369,7 @@ class Worker:
                 held,
                 WorkerShutdown(
                     f"the task was still running when the shutdown grace of "
-                    f"{self.shutdown_grace:.0f} s expired"
+                    f"{self.settings.shutdown_grace:.0f} s expired"
                 ),
             )
         if taken:
@@ -400,76 +377,19 @@ class Worker:
 
     def _fail(self, held: Held, error: Exception) -> None:
         """Fail a task on the worker's behalf, in the background."""
-        assert self._control is not None  # noqa: S101 - started
+        assert self._failures is not None  # noqa: S101 - started
         if isinstance(error, WorkerShutdown):
             self.clean = False
-        task = Task(
-            token=held.token,
-            activity_arn=held.activity_arn,
-            worker_name=self.client.worker_name,
-            input="",
-        )
-        thread = threading.Thread(
-            target=deliver,
-            args=(self.client, task, failure_from_exception(error)),
-            kwargs={"give_up": self._control.give_up},
-            name="sfn-activities-fail",
-            daemon=True,
-        )
-        with self._lock:
-            self._sends.append(thread)
-        thread.start()
+        self._failures.send(held.as_task(self.client.worker_name), failure_from_exception(error))
 
-    def _wait_for_sends(self, timeout: float) -> bool:
+    def _failures_wait(self, timeout: float) -> bool:
         """Wait for the worker's own failures to be delivered; ``False`` if some were not."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            sends = list(self._sends)
-        for thread in sends:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(thread.is_alive() for thread in sends)
+        return self._failures is None or self._failures.wait(timeout)
 
     def _finish(self) -> None:
         if self._heartbeats is not None:
             self._heartbeats.close()
         self._stopped.set()
-
-
-def _client(
-    client: SFNClient | Callable[[], SFNClient] | None, use_threads: bool, connections: int
-) -> tuple[Callable[[], SFNClient] | None, SFNClient]:
-    """The factory process slots make their clients with, and the parent's client."""
-    if client is None:
-        return None, make_client(max_pool_connections=connections)
-    if callable(client):
-        if not use_threads:
-            try:
-                pickle.dumps(client)
-            except Exception as exc:  # noqa: BLE001 - whatever pickling raises
-                msg = (
-                    "client: each worker process calls the client factory, so it must be "
-                    "picklable (a module-level function, or a functools.partial of one): "
-                    f"{exc}"
-                )
-                raise ConfigurationError(msg) from None
-        return client, client()
-    if not use_threads:
-        msg = (
-            "client: a client cannot be shared with worker processes, each makes its own: "
-            "pass a function that makes one (e.g. functools.partial(activities.make_client, "
-            "endpoint_url=...)), leave client out to use boto3's default chain in each "
-            "process, or run tasks in threads"
-        )
-        raise ConfigurationError(msg)
-    return None, client
-
-
-def _cannot_stop(job: Job) -> None:
-    logger.warning(
-        "task %s is gone but %s does not yield; a thread cannot be stopped: it runs on",
-        job.task.token_prefix,
-        job.activity.name,
-    )
 
 
 def _by_name(activities: Iterable[type[Activity]]) -> dict[str, type[Activity]]:

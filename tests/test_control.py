@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from activities._control import Control, Flag, SlotState
@@ -60,12 +62,22 @@ class TestChoose:
 
 class TestPollPermit:
     def test_limited_pollers_take_turns(self) -> None:
+        """With one poller, a second slot polls only once the first poll returned."""
         control = Control(spawn_context(), ARNS, slots=2, pollers=1)
+        second_polls = threading.Event()
+
+        def second() -> None:
+            with control.poll_permit() as permitted:
+                if permitted:
+                    second_polls.set()
+
         with control.poll_permit() as first:
             assert first
-            control.stopping.set()
-            with control.poll_permit() as second:
-                assert not second, "a second permit while the only one is held"
+            thread = threading.Thread(target=second)
+            thread.start()
+            assert not second_polls.wait(0.5), "a second permit while the only one is held"
+        assert second_polls.wait(10), "the permit was not passed on"
+        thread.join()
 
     def test_no_permit_once_stopping(self) -> None:
         control = Control(spawn_context(), ARNS, slots=2, pollers=None)

@@ -44,3 +44,11 @@ def test_settings_are_frozen() -> None:
     settings = WorkerSettings(processes=2)
     with pytest.raises(AttributeError):
         settings.processes = 3  # type: ignore[misc]
+
+
+def test_fewer_polls_than_task_lists_are_explained() -> None:
+    assert WorkerSettings(processes=3).short_of_polls(3) is None
+    assert "4 task lists but only 3 slots" in (WorkerSettings(processes=3).short_of_polls(4) or "")
+    shortage = WorkerSettings(threads=8, pollers=2).short_of_polls(3)
+    assert shortage is not None
+    assert shortage.startswith("3 task lists but only 2 pollers")

@@ -91,9 +91,9 @@ class TestOptions:
     def test_defaults(self, sfn_offline: Callable[[], SFNClient]) -> None:
         """Processes default to the CPUs, one poller per slot."""
         worker = Worker([One], client=sfn_offline)
-        assert worker.concurrency == (os.cpu_count() or 1)
-        assert worker.pollers == worker.concurrency
-        assert not worker.use_threads
+        assert worker.settings.concurrency == (os.cpu_count() or 1)
+        assert worker.settings.poll_limit == worker.settings.concurrency
+        assert not worker.settings.use_threads
 
     def test_a_client_cannot_be_shared_with_processes(self) -> None:
         """Each process makes its own client: a client instance is refused, with the way out."""

@@ -1,0 +1,97 @@
+"""Delivering an outcome: retried until taken, dropped when the task is gone."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from botocore.stub import ANY
+
+from activities import _delivery
+from activities._control import Flag
+from activities._delivery import BackgroundDelivery, deliver
+from activities._slot import spawn_context
+from activities.outcome import Cancelled, Failure, Success
+from activities.task import Task
+
+if TYPE_CHECKING:
+    from botocore.stub import Stubber
+
+    from activities import ActivityClient
+
+TOKEN = "AAAA-token-" + "t" * 100
+TASK = Task(
+    token=TOKEN, activity_arn="arn:aws:states:us-east-1:1:activity:Echo", worker_name="w", input=""
+)
+SUCCESS = {"taskToken": TOKEN, "output": "1"}
+
+
+@pytest.fixture(autouse=True)
+def no_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_delivery, "backoff", lambda *_, **__: 0.0)
+
+
+@pytest.fixture
+def give_up() -> Flag:
+    return Flag(spawn_context())
+
+
+def test_service_errors_are_retried_until_the_outcome_is_taken(
+    stubbed: tuple[ActivityClient, Stubber], give_up: Flag
+) -> None:
+    client, stubber = stubbed
+    stubber.add_client_error("send_task_success", service_error_code="ServiceUnavailable")
+    stubber.add_client_error("send_task_success", service_error_code="InternalFailure")
+    stubber.add_response("send_task_success", {}, SUCCESS)
+    assert deliver(client, TASK, Success("1"), give_up=give_up)
+
+
+def test_an_outcome_of_a_gone_task_is_dropped(
+    stubbed: tuple[ActivityClient, Stubber], give_up: Flag, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, stubber = stubbed
+    stubber.add_client_error("send_task_success", service_error_code="TaskTimedOut")
+    assert not deliver(client, TASK, Success("1"), give_up=give_up)
+    assert "closed by Step Functions before its outcome arrived" in caplog.text
+
+
+def test_a_refused_output_becomes_a_serialization_error(
+    stubbed: tuple[ActivityClient, Stubber], give_up: Flag
+) -> None:
+    """The task fails at once rather than hang until its timeout."""
+    client, stubber = stubbed
+    stubber.add_client_error("send_task_success", service_error_code="InvalidOutput")
+    stubber.add_response(
+        "send_task_failure",
+        {},
+        {"taskToken": TOKEN, "error": "activities.SerializationError", "cause": ANY},
+    )
+    assert deliver(client, TASK, Success("1"), give_up=give_up)
+
+
+def test_after_giving_up_an_outcome_gets_one_more_attempt(
+    stubbed: tuple[ActivityClient, Stubber], give_up: Flag
+) -> None:
+    client, stubber = stubbed
+    give_up.set()
+    stubber.add_client_error("send_task_failure", service_error_code="ServiceUnavailable")
+    assert not deliver(client, TASK, Failure("Custom.Error", ""), give_up=give_up)
+
+
+def test_a_cancelled_task_sends_nothing(
+    stubbed: tuple[ActivityClient, Stubber], give_up: Flag
+) -> None:
+    client, _ = stubbed
+    assert not deliver(client, TASK, Cancelled("gone"), give_up=give_up)
+
+
+def test_background_deliveries_are_waited_for(
+    stubbed: tuple[ActivityClient, Stubber], give_up: Flag
+) -> None:
+    client, stubber = stubbed
+    stubber.add_response(
+        "send_task_failure", {}, {"taskToken": TOKEN, "error": "Custom.Error", "cause": ""}
+    )
+    background = BackgroundDelivery(client, give_up)
+    background.send(TASK, Failure("Custom.Error", ""))
+    assert background.wait(timeout=10)
