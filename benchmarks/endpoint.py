@@ -9,6 +9,11 @@ drive a benchmark: ``Load`` queues task inputs, ``Stats`` reads back what happen
 how many polls wait now), ``Reset`` forgets it all. ListActivities and DescribeActivity
 answer too, for peer libraries that look activities up.
 
+A ``Load`` with ``"record": true`` notes, for each of its tasks, the monotonic time it was
+queued, handed out (a GetActivityTask returned it) and completed (its SendTaskSuccess or
+SendTaskFailure arrived); ``Stats`` with ``"latencies": true`` returns the seconds from
+queued to handed out and from queued to completed, one per task that got that far.
+
     python -m benchmarks.endpoint --port 8999 --delay 0.02
 """
 
@@ -48,6 +53,10 @@ class Endpoint:
         self.first_handed_out: float | None = None
         self.last_completed: float | None = None
         self.outputs: list[str] = []
+        # Monotonic times of the tasks loaded with "record", by token.
+        self.queued_at: dict[str, float] = {}
+        self.handed_out_at: dict[str, float] = {}
+        self.completed_at: dict[str, float] = {}
         # Polls waiting now; those of a contender before the reset are not counted.
         self.generation += 1
         self.waiting = 0
@@ -87,9 +96,12 @@ class Endpoint:
         finally:
             if generation == self.generation:
                 self.waiting -= 1
+        now = time.monotonic()
         self.counts["handed_out"] += 1
         if self.first_handed_out is None:
-            self.first_handed_out = time.monotonic()
+            self.first_handed_out = now
+        if token in self.queued_at:
+            self.handed_out_at[token] = now
         self.open.add(token)
         return 200, {"taskToken": token, "input": data}
 
@@ -112,13 +124,18 @@ class Endpoint:
         self.open.discard(token)
         self.counts[kind] += 1
         self.last_completed = time.monotonic()
+        if token in self.queued_at:
+            self.completed_at[token] = self.last_completed
         self.outputs.append(detail)
         return 200, {}
 
     async def op_Load(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
         queue = self.queues[ARN_PREFIX + body["activity"]]
         for _ in range(body["count"]):
-            queue.put_nowait((f"token-{next(self.tokens):08d}-{'t' * 100}", body["input"]))
+            token = f"token-{next(self.tokens):08d}-{'t' * 100}"
+            if body.get("record"):
+                self.queued_at[token] = time.monotonic()
+            queue.put_nowait((token, body["input"]))
         return 200, {}
 
     async def op_Stats(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
@@ -133,7 +150,17 @@ class Endpoint:
         }
         if body.get("outputs"):
             stats["outputs"] = self.outputs
+        if body.get("latencies"):
+            stats["recorded"] = len(self.queued_at)
+            stats["latencies"] = {
+                "handed_out": self._since_queued(self.handed_out_at),
+                "completed": self._since_queued(self.completed_at),
+            }
         return 200, stats
+
+    def _since_queued(self, times: dict[str, float]) -> list[float]:
+        """Seconds from queued to each of ``times``, in the order the tasks were queued."""
+        return [times[token] - queued for token, queued in self.queued_at.items() if token in times]
 
     async def op_Reset(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
         self.reset()
