@@ -1,6 +1,10 @@
 """The limit: a bare boto3 polling loop, in threads and processes, with no framework.
 
 python -m benchmarks.bare --activity bench-Nothing --threads 8 --processes 2 --work zero
+python -m benchmarks.bare --activity bench-Many-00 bench-Many-01 --threads 1 --work zero
+
+With several activities, every process runs ``--threads`` threads for each of them, each
+thread polling its own activity.
 """
 
 from __future__ import annotations
@@ -15,11 +19,16 @@ import botocore.config
 from benchmarks.endpoint import ARN_PREFIX
 from benchmarks.work import burn
 
+#: Held while a thread makes its client: boto3's default session is not safe to make
+#: clients from in several threads at once.
+CLIENT_LOCK = threading.Lock()
+
 
 def loop(arn: str, work: str, connections: int) -> None:
     """Poll and answer tasks until killed."""
     config = botocore.config.Config(read_timeout=70, max_pool_connections=connections)
-    client = boto3.client("stepfunctions", config=config)
+    with CLIENT_LOCK:
+        client = boto3.client("stepfunctions", config=config)
     while True:
         task = client.get_activity_task(activityArn=arn, workerName="bare")
         token = task.get("taskToken")
@@ -28,9 +37,11 @@ def loop(arn: str, work: str, connections: int) -> None:
             client.send_task_success(taskToken=token, output=output)
 
 
-def process(arn: str, work: str, threads: int) -> None:
-    """One process of ``threads`` polling threads."""
-    workers = [threading.Thread(target=loop, args=(arn, work, 2)) for _ in range(threads)]
+def process(arns: list[str], work: str, threads: int) -> None:
+    """One process of ``threads`` polling threads for each activity of ``arns``."""
+    workers = [
+        threading.Thread(target=loop, args=(arn, work, 2)) for arn in arns for _ in range(threads)
+    ]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -39,14 +50,14 @@ def process(arn: str, work: str, threads: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--activity", required=True)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--activity", required=True, nargs="+")
+    parser.add_argument("--threads", type=int, default=1, help="per activity")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--work", choices=["zero", "cpu"], default="zero")
     args = parser.parse_args()
-    arn = ARN_PREFIX + args.activity
+    arns = [ARN_PREFIX + activity for activity in args.activity]
     children = [
-        multiprocessing.Process(target=process, args=(arn, args.work, args.threads))
+        multiprocessing.Process(target=process, args=(arns, args.work, args.threads))
         for _ in range(args.processes)
     ]
     for child in children:

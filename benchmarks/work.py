@@ -15,3 +15,8 @@ def burn(seconds: float = CPU_SECONDS) -> int:
     while time.thread_time() < deadline:
         count += 1
     return count
+
+
+#: The activities of the "many task lists" scenario, each a zero-work task on a list of its
+#: own (:mod:`benchmarks.many` defines them for the worker).
+MANY = tuple(f"bench-Many-{index:02d}" for index in range(60))
