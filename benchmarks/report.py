@@ -19,6 +19,11 @@ BARS = "benchmarks.svg"  # written beside the report
 SWEEP = "benchmarks-concurrency.svg"
 OURS = "#2f6fb0"
 PALETTE = ["#9a9a9a", "#d08c2c", "#5a9e4b", "#8e5ba8"]
+MEMORY = "## 5. Memory"  # the heading after the scenarios' sections
+
+#: The target of the "many task lists" scenario, on queued -> completed, in seconds.
+ARRIVALS_P99 = 0.020
+ARRIVALS_MAX = 0.100
 
 
 def report(results: list[Scenario], baseline_rss: int, took: float) -> str:
@@ -39,17 +44,9 @@ def report(results: list[Scenario], baseline_rss: int, took: float) -> str:
         "",
     ]
     for scenario in results:
-        lines += [f"## {scenario.title}", ""]
-        if scenario.sweep:
-            lines += _sweep_table(scenario)
-        elif scenario.activity == "bench-Dispatch":
-            lines += _latency_table(scenario)
-        elif scenario.activity == "bench-Chatty":
-            lines += _heartbeat_table(scenario)
-        else:
-            lines += _rate_table(scenario)
+        lines += section(scenario)
     lines += [
-        "## 5. Memory",
+        MEMORY,
         "",
         (
             "A bare `import boto3; boto3.client('stepfunctions')` process: "
@@ -66,6 +63,45 @@ def report(results: list[Scenario], baseline_rss: int, took: float) -> str:
         NOTES.read_text(),
     ]
     return "\n".join(lines)
+
+
+def section(scenario: Scenario, measured_by: str | None = None) -> list[str]:
+    """The lines of ``scenario``'s section, its heading first.
+
+    ``measured_by``: how it was measured, when not with the rest of the report.
+    """
+    lines = [f"## {scenario.title}", ""]
+    if measured_by:
+        lines += [f"Measured {dt.date.today().isoformat()} by {measured_by}.", ""]
+    if scenario.sweep:
+        lines += _sweep_table(scenario)
+    elif scenario.arrivals is not None:
+        lines += _arrivals_table(scenario)
+    elif scenario.activity == "bench-Dispatch":
+        lines += _latency_table(scenario)
+    elif scenario.activity == "bench-Chatty":
+        lines += _heartbeat_table(scenario)
+    else:
+        lines += _rate_table(scenario)
+    return lines
+
+
+def splice(text: str, section_lines: list[str]) -> str:
+    """``text`` (a report) with the section of the same heading replaced by ``section_lines``.
+
+    A section runs from its ``## `` heading to the next; one the report lacks goes before
+    the memory section, where a full run puts the scenarios' last.
+    """
+    lines = text.split("\n")
+    heading = section_lines[0]
+    if heading in lines:
+        start = lines.index(heading)
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+    else:
+        start = end = lines.index(MEMORY) if MEMORY in lines else len(lines)
+    return "\n".join([*lines[:start], *section_lines, *lines[end:]])
 
 
 def _rate_table(scenario: Scenario) -> list[str]:
@@ -142,6 +178,70 @@ def _latency_table(scenario: Scenario) -> list[str]:
         f"| {label} | {statistics.median(outputs):.2f} ms | {p99:.2f} ms |",
         "",
     ]
+
+
+def _arrivals_table(scenario: Scenario) -> list[str]:
+    arrivals = scenario.arrivals
+    assert arrivals is not None  # noqa: S101 - called for arrivals scenarios only
+    lines = [
+        (
+            f"{arrivals.count} zero-work tasks queued one at a time, {arrivals.rate:.0f} a "
+            f"second for {arrivals.duration:.0f} s, each on one of {len(arrivals.activities)} "
+            f"activities drawn at random (seed {arrivals.seed}); empty polls last "
+            f"{arrivals.poll_wait:.0f} s; delay {scenario.delay * 1000:.0f} ms per call. "
+            f"Feeding starts once the contender has {len(arrivals.activities)} polls open, or "
+            f"after {arrivals.ready_timeout:.0f} s with fewer (the polls open then are in the "
+            "table). The worker runs as users run it, `activities worker benchmarks.many`, "
+            "at the command's default log level."
+        ),
+        "",
+        (
+            "The endpoint times each task: from queued to handed out (a poll returned it) and "
+            "from queued to completed (its outcome arrived). With zero work, queued to "
+            "completed bounds queued to started from above: a worker may hold a task it was "
+            "handed before it starts it. Median, p99 and max are over the tasks completed; a "
+            "task lost never completed."
+        ),
+        "",
+        (
+            f"Target: queued to completed p99 under {ARRIVALS_P99 * 1000:.0f} ms and max "
+            f"under {ARRIVALS_MAX * 1000:.0f} ms."
+        ),
+        "",
+        (
+            "| contender | polls open at start | queued to handed out, ms: median / p99 / max "
+            "| queued to completed, ms: median / p99 / max | tasks lost |"
+        ),
+        "|---|---|---|---|---|",
+    ]
+    for label, stats in scenario.results.items():
+        if "note" in stats:
+            lines.append(f"| {label} | {stats['note']} | | | |")
+            continue
+        latencies = stats["latencies"]
+        lines.append(
+            f"| {label} | {stats['waiting_at_start']} | {_spread(latencies['handed_out'])} "
+            f"| {_spread(latencies['completed'])} | {stats['lost']} |"
+        )
+    return [*lines, ""]
+
+
+def arrivals_summary(stats: dict[str, Any]) -> str:
+    """One line of an arrivals scenario's result, for the runner's progress."""
+    latencies = stats["latencies"]
+    return (
+        f"{stats['waiting_at_start']} polls open, handed out {_spread(latencies['handed_out'])}"
+        f" ms, completed {_spread(latencies['completed'])} ms, {stats['lost']} lost"
+    )
+
+
+def _spread(seconds: list[float]) -> str:
+    """Median / p99 / max of ``seconds``, in milliseconds."""
+    if not seconds:
+        return "none"
+    ordered = sorted(seconds)
+    p99 = ordered[max(0, math.ceil(len(ordered) * 0.99) - 1)]
+    return f"{statistics.median(ordered) * 1000:.1f} / {p99 * 1000:.1f} / {ordered[-1] * 1000:.1f}"
 
 
 def _heartbeat_table(scenario: Scenario) -> list[str]:

@@ -1,6 +1,6 @@
 """Run the benchmark scenarios side by side and write ``docs/benchmarks.md``.
 
-    python -m benchmarks.run [--quick]
+    python -m benchmarks.run [--quick] [--only KEY]
 
 Each contender is a process (group) started against an in-memory endpoint
 (:mod:`benchmarks.endpoint`); once it has its polls open, the tasks are queued, and the
@@ -8,6 +8,14 @@ endpoint measures from the first task handed out to the last outcome received.
 Contenders: a bare boto3 loop (threads, processes), the sfn-activities worker (processes,
 threads), and peer libraries in virtualenvs of their own. The report and the charts are
 written by :mod:`benchmarks.report`.
+
+The "many task lists" scenario (key ``many``) is different: tasks arrive one at a time,
+each on one of 60 activities, and the endpoint times each task from queued to handed out
+and to completed (see :class:`Arrivals`).
+
+``--only KEY`` runs one scenario (keys: see :data:`KEYS`), prints its section of the
+report and puts it in place of the same section of an existing report, leaving the other
+sections, the header and the bar chart as they were.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -22,9 +31,13 @@ import time
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks import report
+from benchmarks.work import MANY
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "docs" / "benchmarks.md"
@@ -38,6 +51,15 @@ READY_TIMEOUT = 60.0
 
 #: Concurrency levels of the sweep.
 SWEEP = (1, 4, 16, 32)
+
+#: The scenarios by the key ``--only`` takes, in the report's order.
+KEYS = ("overhead", "latency", "sweep", "cpu", "dispatch", "heartbeat", "many")
+
+#: Seconds the feeding of arrivals may overrun its duration before it stops anyway.
+FEED_SLACK = 10.0
+
+#: Seconds after the last arrival that the outcomes may take, progress or not.
+DRAIN_LIMIT = 120.0
 
 
 @dataclass
@@ -56,6 +78,28 @@ class Contender:
 
 
 @dataclass
+class Arrivals:
+    """Tasks queued one at a time, each on an activity drawn at random with a fixed seed.
+
+    They arrive ``1 / rate`` seconds apart for ``duration`` seconds, at an endpoint whose
+    empty polls last ``poll_wait`` seconds; feeding starts once the contender has a poll
+    open per activity, or after ``ready_timeout`` seconds with fewer.
+    """
+
+    activities: tuple[str, ...]
+    rate: float  # tasks a second
+    duration: float  # seconds
+    poll_wait: float = 60.0
+    ready_timeout: float = 20.0
+    seed: int = 60
+
+    @property
+    def count(self) -> int:
+        """How many tasks arrive."""
+        return round(self.rate * self.duration)
+
+
+@dataclass
 class Scenario:
     """Tasks of one kind, at one network delay, served by several contenders."""
 
@@ -66,6 +110,8 @@ class Scenario:
     contenders: list[Contender]
     rounds: int = 1  # runs of each contender but the peers (their rates are steady)
     sweep: bool = False
+    arrivals: Arrivals | None = None  # tasks one at a time, timed each, not a rate
+    key: str = ""  # what --only calls it
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def tasks_for(self, contender: Contender) -> int:
@@ -103,6 +149,44 @@ def worker(activity: str, *, processes: int | None = None, threads: int | None =
     slots = processes or threads or 1
     series = "sfn-activities, N processes" if processes else "sfn-activities, N threads"
     return Contender(label, command, "worker", polls=slots, series=series, concurrency=slots)
+
+
+def cli_worker(
+    module: str, polls: int, *, processes: int | None = None, threads: int | None = None
+) -> Contender:
+    """The ``activities worker`` command serving ``module``, as users run it.
+
+    Its log level is the command's default. ``polls`` is how many polls the runner waits
+    for before it feeds tasks.
+    """
+    pool = ["--processes", str(processes)] if processes else ["--threads", str(threads)]
+    label = (
+        f"sfn-activities, {processes} processes"
+        if processes
+        else f"sfn-activities, {threads} threads"
+    )
+    command = ["-m", "activities", "worker", module, *pool]
+    return Contender(label, command, "worker", polls=polls)
+
+
+def bare_per_activity(activities: tuple[str, ...]) -> Contender:
+    """A bare boto3 loop in one process with a thread polling each of ``activities``."""
+    label = f"bare boto3, 1 proc x {len(activities)} threads (one per activity)"
+    command = ["-m", "benchmarks.bare", "--activity", *activities, "--work", "zero"]
+    return Contender(label, command, "bare", polls=len(activities))
+
+
+def peer_per_activity(name: str, activities: tuple[str, ...]) -> Contender:
+    """A peer library with a poller process per activity (heaviside's ActivityManager)."""
+    label = f"{name}, {len(activities)} processes (one per activity)"
+    command = ["-m", "benchmarks.peers", name, "--activity", *activities, "--work", "zero"]
+    try:
+        python = peer_python(name)
+    except subprocess.CalledProcessError as exc:
+        return Contender(
+            label, command, "peer", unavailable=f"not installable: {exc.stderr[-300:]}"
+        )
+    return Contender(label, command, "peer", polls=len(activities), python=python)
 
 
 def peer(name: str, activity: str, work: str, processes: int) -> Contender:
@@ -152,8 +236,12 @@ def peer_python(name: str) -> str:
     return str(python)
 
 
-def scenarios(quick: bool) -> list[Scenario]:
-    """The scenarios whose targets docs/benchmarks.md reports (``quick``: fewer tasks)."""
+def scenarios(quick: bool, only: str | None = None) -> list[Scenario]:
+    """The scenarios whose targets docs/benchmarks.md reports (``quick``: fewer tasks).
+
+    With ``only``, the one of that key (see :data:`KEYS`): the contenders of the others,
+    peers' virtualenvs among them, are not set up.
+    """
     scale = 4 if quick else 1
     nothing, burn, dispatch, chatty = (
         "bench-Nothing",
@@ -161,8 +249,8 @@ def scenarios(quick: bool) -> list[Scenario]:
         "bench-Dispatch",
         "bench-Chatty",
     )
-    return [
-        Scenario(
+    builders: dict[str, Callable[[], Scenario]] = {
+        "overhead": lambda: Scenario(
             "1. Zero-work tasks, no added latency (framework overhead)",
             nothing,
             3000 // scale,
@@ -180,7 +268,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             ],
             rounds=3,
         ),
-        Scenario(
+        "latency": lambda: Scenario(
             "2. Zero-work tasks, 20 ms simulated round trip",
             nothing,
             800 // scale,
@@ -195,7 +283,7 @@ def scenarios(quick: bool) -> list[Scenario]:
                 peer("stefuna", nothing, "zero", 16),
             ],
         ),
-        Scenario(
+        "sweep": lambda: Scenario(
             "Concurrency sweep: zero-work tasks, 20 ms simulated round trip",
             nothing,
             40 // scale,
@@ -208,7 +296,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             ],
             sweep=True,
         ),
-        Scenario(
+        "cpu": lambda: Scenario(
             "3. CPU-bound tasks (20 ms of pure Python each)",
             burn,
             400 // scale,
@@ -221,21 +309,42 @@ def scenarios(quick: bool) -> list[Scenario]:
                 peer("heaviside", burn, "cpu", 2),
             ],
         ),
-        Scenario(
+        "dispatch": lambda: Scenario(
             "4. Dispatch latency (poll returned to run() started)",
             dispatch,
             1000 // scale,
             0.0,
             [worker(dispatch, processes=2)],
         ),
-        Scenario(
+        "heartbeat": lambda: Scenario(
             "6. Heartbeat cost (a task yielding 1,000 times a second for 1 s)",
             chatty,
             8,
             0.0,
             [worker(chatty, processes=4)],
         ),
-    ]
+        "many": lambda: many_task_lists(quick),
+    }
+    return [replace(build(), key=key) for key, build in builders.items() if only in (None, key)]
+
+
+def many_task_lists(quick: bool) -> Scenario:
+    """60 activities, zero-work tasks arriving one at a time, 20 a second for 30 s."""
+    arrivals = Arrivals(MANY, rate=20.0, duration=30.0 / (4 if quick else 1))
+    polls = len(MANY)
+    return Scenario(
+        f"7. Many task lists: {len(MANY)} activities, tasks arriving one at a time",
+        "bench-Many-*",
+        arrivals.count,
+        0.0,
+        [
+            cli_worker("benchmarks.many", polls, processes=2),
+            cli_worker("benchmarks.many", polls, threads=16),
+            bare_per_activity(MANY),
+            peer_per_activity("heaviside", MANY),
+        ],
+        arrivals=arrivals,
+    )
 
 
 def call(target: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -262,10 +371,14 @@ def environment() -> dict[str, str]:
     }
 
 
-def start_endpoint(delay: float) -> subprocess.Popen[str]:
-    """Start the endpoint with ``delay`` seconds per call; wait until it listens."""
+def start_endpoint(delay: float, poll_wait: float = 1.0) -> subprocess.Popen[str]:
+    """Start the endpoint with ``delay`` seconds per call; wait until it listens.
+
+    ``poll_wait``: the seconds an empty poll lasts.
+    """
+    command = ["-m", "benchmarks.endpoint", "--port", str(PORT), "--delay", str(delay)]
     endpoint = subprocess.Popen(  # noqa: S603 - our own module
-        [sys.executable, "-m", "benchmarks.endpoint", "--port", str(PORT), "--delay", str(delay)],
+        [sys.executable, *command, "--poll-wait", str(poll_wait)],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -322,6 +435,77 @@ def measure(contender: Contender, activity: str, tasks: int) -> dict[str, Any]:
     stats["lost"] = tasks - stats.get("succeeded", 0) - stats.get("failed", 0)
     stats["rate"] = stats.get("succeeded", 0) / (stats.get("elapsed") or float("nan"))
     return stats
+
+
+def measure_arrivals(contender: Contender, arrivals: Arrivals) -> dict[str, Any]:
+    """Feed ``arrivals`` to ``contender`` at an endpoint of its own; what the endpoint saw.
+
+    An endpoint of its own: a killed contender's long polls would otherwise hold their
+    connections open for a minute. Stats with the latencies in seconds, the polls open
+    when feeding began (``waiting_at_start``), and the tasks queued and lost.
+    """
+    endpoint = start_endpoint(0.0, arrivals.poll_wait)
+    try:
+        process = subprocess.Popen(  # noqa: S603 - our own modules, a peer's venv's Python
+            [contender.python, *contender.command],
+            env=environment(),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            ready_by = time.monotonic() + arrivals.ready_timeout
+            while (waiting := call("Stats")["waiting"]) < contender.polls:
+                if time.monotonic() >= ready_by:
+                    break
+                time.sleep(0.05)
+            queued = feed(arrivals)
+            wait_for_outcomes(queued)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        stats = call("Stats", {"latencies": True})
+    finally:
+        stop(endpoint)
+    stats["waiting_at_start"] = waiting
+    stats["queued"] = queued
+    stats["lost"] = queued - stats.get("succeeded", 0) - stats.get("failed", 0)
+    return stats
+
+
+def feed(arrivals: Arrivals) -> int:
+    """Queue the tasks of ``arrivals`` one at a time, on time; how many were queued.
+
+    It stops by itself after ``arrivals.count`` tasks, or ``FEED_SLACK`` seconds past the
+    duration should the calls fall behind.
+    """
+    draw = random.Random(arrivals.seed)  # noqa: S311 - a repeatable draw, not a secret
+    started = time.monotonic()
+    stop_by = started + arrivals.duration + FEED_SLACK
+    queued = 0
+    for index in range(arrivals.count):
+        pause = started + index / arrivals.rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        if time.monotonic() > stop_by:
+            break
+        activity = draw.choice(arrivals.activities)
+        call("Load", {"activity": activity, "count": 1, "input": '{"value": 1}', "record": True})
+        queued += 1
+    return queued
+
+
+def wait_for_outcomes(tasks: int) -> None:
+    """Wait until ``tasks`` outcomes came, ``STALL`` s passed without one, or ``DRAIN_LIMIT``."""
+    done, progressed = 0, time.monotonic()
+    give_up = progressed + DRAIN_LIMIT
+    while done < tasks and time.monotonic() - progressed < STALL and time.monotonic() < give_up:
+        stats = call("Stats")
+        now_done = stats.get("succeeded", 0) + stats.get("failed", 0)
+        if now_done > done:
+            done, progressed = now_done, time.monotonic()
+        time.sleep(0.05)
 
 
 def quiesce() -> None:
@@ -383,6 +567,30 @@ def bare_client_rss() -> int:
 def run_scenario(scenario: Scenario) -> None:
     """Measure every contender of ``scenario`` (in rounds), filling its results."""
     print(scenario.title, flush=True)
+    if scenario.arrivals is not None:
+        run_arrivals(scenario, scenario.arrivals)
+        return
+    endpoint = start_endpoint(scenario.delay)
+    try:
+        run_rounds(scenario)
+    finally:
+        stop(endpoint)
+
+
+def run_arrivals(scenario: Scenario, arrivals: Arrivals) -> None:
+    """Measure every contender of an arrivals scenario once, filling its results."""
+    for contender in scenario.contenders:
+        if contender.unavailable:
+            scenario.results[contender.label] = {"note": contender.unavailable}
+            print(f"  {contender.label:<50} {contender.unavailable}", flush=True)
+            continue
+        stats = measure_arrivals(contender, arrivals)
+        scenario.results[contender.label] = stats
+        print(f"  {contender.label:<50} {report.arrivals_summary(stats)}", flush=True)
+
+
+def run_rounds(scenario: Scenario) -> None:
+    """Measure every contender of a rate scenario, in rounds, at the endpoint running."""
     rates: dict[str, list[float]] = {}
     lost: dict[str, int] = {}
     for round_number in range(scenario.rounds):
@@ -406,21 +614,28 @@ def run_scenario(scenario: Scenario) -> None:
 
 
 def main() -> int:
-    """Run every scenario and write the report."""
+    """Run every scenario (or one) and write the report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a quarter of the tasks")
     parser.add_argument("--output", type=Path, default=REPORT)
+    parser.add_argument(
+        "--only",
+        choices=KEYS,
+        metavar="KEY",
+        help=(
+            f"run one scenario ({', '.join(KEYS)}), print its section and put it in place "
+            "of that section of the existing report"
+        ),
+    )
     args = parser.parse_args()
     # SIGTERM exits through the finally blocks, which stop the endpoint and contenders.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     started = time.monotonic()
-    results = scenarios(args.quick)
+    results = scenarios(args.quick, args.only)
     for scenario in results:
-        endpoint = start_endpoint(scenario.delay)
-        try:
-            run_scenario(scenario)
-        finally:
-            stop(endpoint)
+        run_scenario(scenario)
+    if args.only:
+        return update(args.output, results, args.only)
     endpoint = start_endpoint(0.0)
     try:
         baseline = bare_client_rss()
@@ -433,6 +648,25 @@ def main() -> int:
         if scenario.sweep:
             args.output.with_name(report.SWEEP).write_text(report.sweep_chart(scenario))
     print(f"wrote {args.output}")
+    return 0
+
+
+def update(output: Path, results: list[Scenario], key: str) -> int:
+    """Print the sections of ``results``; put them in place of theirs in ``output``."""
+    how = f"`python -m benchmarks.run --only {key}`"
+    sections = [report.section(scenario, measured_by=how) for scenario in results]
+    print("\n".join("\n".join(lines) for lines in sections))
+    if not output.exists():
+        print(f"no {output} to update: run every scenario to write it", file=sys.stderr)
+        return 1
+    text = output.read_text()
+    for lines in sections:
+        text = report.splice(text, lines)
+    output.write_text(text)
+    for scenario in results:
+        if scenario.sweep:
+            output.with_name(report.SWEEP).write_text(report.sweep_chart(scenario))
+    print(f"updated {output}")
     return 0
 
 
