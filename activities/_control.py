@@ -1,8 +1,13 @@
-"""What the worker and its slots share across processes: stop flags, open polls, held tasks.
+"""What the worker and its slots share across processes: flags, polls, held tasks, limits.
 
 All of it lives in memory the processes share (``multiprocessing`` synchronized objects),
-so that the worker's parent process makes no call and reads no pipe per task: it only
-looks at a slot's :class:`SlotState` when the slot died, or when a stop runs out of time.
+so that the worker's parent process makes no call and reads no pipe per task on the busy
+path: slots read and write their own cells without a lock, and only the hand-off of a
+buffered task, a poll of an activity with a ``max_concurrency``, a slot that died or a
+stop that ran out of time take one.
+
+Positions: slots are at ``0 .. slots - 1``; the worker's own coverage polls, one per task
+list, at ``slots + index``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import ctypes
 import time
 from typing import TYPE_CHECKING
 
+from activities._delivery import backoff
 from activities.task import TOKEN_PREFIX_LENGTH, Task
 
 if TYPE_CHECKING:
@@ -30,7 +36,15 @@ PERMIT_WAIT = 0.25
 #: Seconds between two looks at a flag that is being waited for.
 FLAG_POLL = 0.05
 
-RUNNING, DELIVERING, TAKEN = b"R", b"D", b"T"
+#: Seconds a task list counts as busy after a poll brought a task: free slots add polls
+#: to a busy task list, where one poll is enough for an idle one.
+BUSY_WINDOW = 0.5
+
+#: First and longest pause, in seconds, of a task list's polls after errors.
+POLL_BACKOFF_BASE = 1.0
+POLL_BACKOFF_CAP = 30.0
+
+RUNNING, DELIVERING, TAKEN, RETIRED = b"R", b"D", b"T", b"X"
 
 
 class Flag:
@@ -70,53 +84,185 @@ class Control:
         context: the multiprocessing context the slots' processes are started with.
         arns: the activities (task lists) served, in a fixed order.
         slots: how many slots the worker has; each has a position below this.
-        pollers: how many polls may be open at once, ``None`` for one per slot.
+        pollers: how many polls may be open at once, ``None`` for no cap.
+        groups: for each task list, the index of the activity class served on it
+            (``None``: each task list its own).
+        limits: for each activity class, the most of its tasks held at once
+            (``max_concurrency``), ``None`` for no limit.
     """
 
     def __init__(
-        self, context: SpawnContext, arns: Sequence[str], *, slots: int, pollers: int | None
+        self,
+        context: SpawnContext,
+        arns: Sequence[str],
+        *,
+        slots: int,
+        pollers: int | None,
+        groups: Sequence[int] | None = None,
+        limits: Sequence[int | None] = (),
     ) -> None:
         self.arns = tuple(arns)
+        self.slots = slots
+        size = len(self.arns)
+        self.groups = tuple(groups) if groups is not None else tuple(range(size))
+        self.limits = tuple(limits) or (None,) * (max(self.groups, default=-1) + 1)
         #: Set when the worker stops: slots start no new poll.
         self.stopping = Flag(context)
         #: Set when the shutdown grace is over: a task that arrives now is failed at once.
         self.past_deadline = Flag(context)
         #: Set when the worker stops at once: outcomes get one more attempt at most.
         self.give_up = Flag(context)
-        # The activity each slot polls, by the slot's position; -1 when it does not poll.
-        self._polling = context.RawArray(ctypes.c_int, [-1] * slots)
+        #: Set once stopping, no poll is open and no task waits: slots may end.
+        self.drained = Flag(context)
+        # The task list each position polls now; -1 when it does not poll.
+        self._polling = context.RawArray(ctypes.c_int, [-1] * (slots + size))
+        # The task list of the task each slot runs; -1 when it runs none.
+        self._running = context.RawArray(ctypes.c_int, [-1] * slots)
+        # Tasks received and waiting in the worker's hand-off buffer, by task list.
+        self._buffered = context.RawArray(ctypes.c_int, [0] * size)
+        self._buffered_total = context.RawValue(ctypes.c_int, 0)
+        self._busy_until = context.RawArray(ctypes.c_double, [0.0] * size)
+        self._paused_until = context.RawArray(ctypes.c_double, [0.0] * size)
+        self._errors = context.RawArray(ctypes.c_int, [0] * size)
+        self._limit_lock = context.Lock()
         self._permits = context.BoundedSemaphore(pollers) if pollers is not None else None
 
-    def choose(self, position: int, turn: int) -> int:
-        """The index of the activity with the fewest polls open (ties in turn) to poll now.
+    # -- choosing what to poll ------------------------------------------------------------
 
-        So every activity has a poll open whenever as many slots as activities are free.
-        The counts are read without a lock: two slots choosing at the same moment may
-        pick the same activity, and the next choices even it out.
+    def polls_open(self) -> list[int]:
+        """How many polls are open on each task list now."""
+        counts = [0] * len(self.arns)
+        for index in self._polling:
+            if index >= 0:
+                counts[index] += 1
+        return counts
+
+    def choose(self, turn: int) -> int:
+        """The task list a free slot should poll now, or -1 if none needs another poll.
+
+        A task list needs a poll when none is open on it, or when it is busy (a poll
+        brought a task within :data:`BUSY_WINDOW`); of those, the one with the fewest
+        polls open (ties in turn). Task lists pausing after errors, and those of an
+        activity at its ``max_concurrency``, are left alone. The counts are read without
+        a lock: two slots choosing at once may pick the same one, and later choices even
+        it out.
         """
-        size = len(self.arns)
-        best = 0
-        if size > 1:
-            counts = [0] * size
-            for index in self._polling:
-                if index >= 0:
-                    counts[index] += 1
-            best = min(((turn + step) % size for step in range(size)), key=counts.__getitem__)
-        self._polling[position] = best
+        now = time.monotonic()
+        counts = self.polls_open()
+        size = len(counts)
+        best, fewest = -1, 1 << 30
+        for step in range(size):
+            index = (turn + step) % size
+            count = counts[index]
+            if (
+                count < fewest
+                and (count == 0 or self._busy_until[index] > now)
+                and self._paused_until[index] <= now
+                and not self.at_limit(index)
+            ):
+                best, fewest = index, count
         return best
 
+    def claim_poll(self, position: int, index: int) -> bool:
+        """Record that ``position`` polls task list ``index``; ``False`` if at its limit.
+
+        For an activity with a ``max_concurrency``, the check and the record are made
+        under one lock, so that polls, waiting and running tasks never exceed it.
+        """
+        if self.limits[self.groups[index]] is None:
+            self._polling[position] = index
+            return True
+        with self._limit_lock:
+            if self.at_limit(index):
+                return False
+            self._polling[position] = index
+            return True
+
     def done_polling(self, position: int) -> None:
-        """The poll of the slot at ``position`` returned (or the slot ended)."""
+        """The poll of ``position`` returned (or its slot ended)."""
         self._polling[position] = -1
 
+    def polling(self, position: int) -> int:
+        """The task list ``position`` polls now, or -1."""
+        return int(self._polling[position])
+
+    def at_limit(self, index: int) -> bool:
+        """Whether task list ``index``'s activity holds as many tasks as it may."""
+        group = self.groups[index]
+        limit = self.limits[group]
+        return limit is not None and self.in_use(group) >= limit
+
+    def in_use(self, group: int) -> int:
+        """Polls open, tasks waiting and tasks running of activity class ``group``."""
+        groups = self.groups
+        used = sum(1 for index in self._polling if index >= 0 and groups[index] == group)
+        used += sum(1 for index in self._running if index >= 0 and groups[index] == group)
+        return used + sum(
+            int(count) for index, count in enumerate(self._buffered) if groups[index] == group
+        )
+
+    def mark_busy(self, index: int) -> None:
+        """A poll of task list ``index`` brought a task."""
+        self._busy_until[index] = time.monotonic() + BUSY_WINDOW
+        self._errors[index] = 0
+
+    def is_busy(self, index: int) -> bool:
+        """Whether a poll of task list ``index`` brought a task lately."""
+        return self._busy_until[index] > time.monotonic()
+
+    def paused_until(self, index: int) -> float:
+        """Until when (``time.monotonic()``) task list ``index`` is not polled after errors."""
+        return float(self._paused_until[index])
+
+    def poll_failed(self, index: int) -> float:
+        """A poll of task list ``index`` failed: pause its polls; the pause in seconds."""
+        errors = self._errors[index] = self._errors[index] + 1
+        pause = backoff(errors, base=POLL_BACKOFF_BASE, cap=POLL_BACKOFF_CAP)
+        self._paused_until[index] = time.monotonic() + pause
+        return pause
+
+    def poll_succeeded(self, index: int) -> None:
+        """A poll of task list ``index`` returned without an error."""
+        if self._errors[index]:
+            self._errors[index] = 0
+
+    # -- the hand-off buffer --------------------------------------------------------------
+
+    def buffered(self, index: int, change: int) -> None:
+        """The worker's buffer gained (or lost) ``change`` tasks of task list ``index``."""
+        self._buffered[index] += change
+        self._buffered_total.value += change
+
+    def tasks_waiting(self) -> int:
+        """How many tasks wait in the worker's buffer for a slot."""
+        return int(self._buffered_total.value)
+
+    def set_running(self, position: int, index: int) -> None:
+        """The slot at ``position`` runs a task of task list ``index`` (-1: none)."""
+        self._running[position] = index
+
+    def overcommitted(self) -> int:
+        """Slots that run a task while a poll of theirs is still open.
+
+        Such a poll's task has no slot to go to: it counts against the buffer.
+        """
+        return sum(
+            1
+            for position in range(self.slots)
+            if self._running[position] >= 0 and self._polling[position] >= 0
+        )
+
     @contextlib.contextmanager
-    def poll_permit(self) -> Iterator[bool]:
-        """Wait for the right to poll (when pollers are limited); ``False`` if stopping."""
+    def poll_permit(self, *, block: bool = True) -> Iterator[bool]:
+        """Wait for the right to poll (when pollers are capped); ``False`` if stopping.
+
+        With ``block=False``, ``False`` at once when no permit is free.
+        """
         if self._permits is None:
             yield not self.stopping.is_set()
             return
-        while not self._permits.acquire(timeout=PERMIT_WAIT):
-            if self.stopping.is_set():
+        while not self._permits.acquire(timeout=PERMIT_WAIT if block else 0):
+            if self.stopping.is_set() or not block:
                 yield False
                 return
         try:
@@ -148,24 +294,63 @@ class SlotState:
     r"""The tasks a slot answers for: whoever *takes* one sends that task's outcome.
 
     Two places: the task the slot runs, and the one whose outcome it is sending (a process
-    slot sends it in the background while it polls for the next task). The slot
-    :meth:`hold`\ s a task while running it, then moves it to delivering, then releases
-    it. The worker takes what the slot holds when the slot died (running and delivering:
-    it fails them with WorkerCrashed) or when the shutdown grace is over (running only):
-    from then on the slot drops whatever that task returns. Every change is made under one
-    lock, so exactly one of them reports each task.
+    slot sends it in the background while it polls for the next task). A task is
+    :meth:`try_hold`\ ed, by the slot for a task its own poll brought or by the worker for
+    one it hands over from its buffer, only while the slot runs nothing; then it moves to
+    delivering, then it is released. The worker takes what the slot holds when the slot
+    died (running and delivering: it fails them with WorkerCrashed) or when the shutdown
+    grace is over (running only): from then on the slot drops whatever that task returns.
+    Every change is made under one lock, so exactly one of them reports each task.
+
+    Args:
+        context: the multiprocessing context of the slots.
+        control: the worker's shared state, where the task list of the task run is shown.
+        position: the slot's position in ``control``.
     """
 
-    def __init__(self, context: SpawnContext) -> None:
+    def __init__(self, context: SpawnContext, control: Control, position: int) -> None:
         self._lock = context.Lock()
+        self._control = control
+        self._position = position
         self._running = context.RawArray(ctypes.c_char, STATE_CAPACITY)
         self._delivering = context.RawArray(ctypes.c_char, STATE_CAPACITY)
 
-    def hold(self, activity_arn: str, token: str) -> None:
-        """The slot starts running a task."""
+    def free(self) -> bool:
+        """Whether the slot runs nothing now (read without the lock)."""
+        return not self._running.value
+
+    def try_hold(self, activity_arn: str, token: str, index: int) -> bool:
+        """The slot is to run this task of task list ``index``; ``False`` if it runs one."""
         value = b"\n".join([RUNNING, activity_arn.encode(), token.encode()])
         with self._lock:
+            if self._running.value:
+                return False
             self._running.value = value
+            self._control.set_running(self._position, index)
+            return True
+
+    def claim_poll(self, index: int) -> bool:
+        """The slot, free, is to poll task list ``index``; ``False`` if it runs a task now.
+
+        Under the lock the worker hands buffered tasks over with: a poll opened by a slot
+        that was just handed a task is seen, and counted against the buffer.
+        """
+        with self._lock:
+            if self._running.value:
+                return False
+            return self._control.claim_poll(self._position, index)
+
+    def retire(self) -> bool:
+        """The slot ends: no task is handed to it any more; ``False`` if it runs one."""
+        with self._lock:
+            if self._running.value:
+                return False
+            self._running.value = RETIRED
+            return True
+
+    def retired(self) -> bool:
+        """Whether the slot ended (see :meth:`retire`)."""
+        return self._running.value == RETIRED
 
     def start_delivering(self) -> bool:
         """The slot is about to send the running task's outcome.
@@ -176,6 +361,7 @@ class SlotState:
         with self._lock:
             value = self._running.value
             self._running.value = b""
+            self._control.set_running(self._position, -1)
             if not value.startswith(RUNNING):
                 return False
             self._delivering.value = DELIVERING + value[1:]
@@ -190,6 +376,7 @@ class SlotState:
         """The slot is done with the task it ran, without an outcome to send."""
         with self._lock:
             self._running.value = b""
+            self._control.set_running(self._position, -1)
 
     def take(self, *, delivering: bool) -> list[Held]:
         """Take the task the slot runs (and, with ``delivering``, the one it reports).

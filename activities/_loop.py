@@ -1,10 +1,15 @@
-"""A slot's life: long-poll a task list, run the task with heartbeats, deliver the outcome.
+"""A slot's life: poll for tasks, run them with heartbeats, deliver their outcomes.
 
 :class:`SlotLoop` is the same in a task process and in a thread of the worker's process
-(:mod:`activities._slot` starts it in either). A task is only received when the slot can
-start it at once. A slot in a process of its own sends an outcome from a thread while it
-already polls for its next task: at a real network round trip that doubles what one
-process serves.
+(:mod:`activities._slot` starts it in either). It has two threads: the *runner* (the
+process's main thread, or the slot's thread) runs one task at a time, and the *poller*
+long-polls a task list whenever the slot is free and a task list needs another poll (see
+:meth:`~activities._control.Control.choose`). A task reaches the runner from the slot's
+own poll, or from the worker's hand-off buffer (:mod:`activities._handoff`) when a poll
+elsewhere brought it; a task the slot's own poll brings while the slot already runs one
+goes to that buffer instead. A slot in a process of its own sends an outcome from a
+thread while it already polls for its next task: at a real network round trip that
+doubles what one process serves.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import queue
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -19,7 +26,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from activities import _runner
-from activities._delivery import backoff, deliver
+from activities._delivery import deliver
 from activities.errors import ActivityDoesNotExist, ServiceError, Throttled, WorkerShutdown
 from activities.outcome import Cancelled, Failure, Success, failure_from_exception
 
@@ -35,12 +42,12 @@ if TYPE_CHECKING:
     from activities.outcome import Outcome
     from activities.task import Task
 
-__all__ = ["SlotLoop", "SlotSettings"]
+__all__ = ["SlotLoop", "SlotSettings", "log_poll_error"]
 
 logger = logging.getLogger(__name__)
 
-#: Longest pause, in seconds, of a slot's polling after repeated errors.
-POLL_BACKOFF_CAP = 30.0
+#: Seconds a free slot waits before it looks again for a task list that needs a poll.
+IDLE_WAIT = 0.05
 
 
 @attrs.frozen
@@ -76,6 +83,8 @@ class SlotLoop:
         control: the worker's shared flags.
         state: where the slot shows the task it answers for.
         heartbeats: the heartbeats of this process.
+        overflow: takes a task the slot's own poll brought while the slot was busy (it
+            goes to the worker's hand-off buffer).
         position: the slot's place in the worker (0 to slots - 1); a replacement takes
             the place of the slot it replaces.
         own_process: the slot has a process to itself: it sends outcomes in the
@@ -91,6 +100,7 @@ class SlotLoop:
         control: Control,
         state: SlotState,
         heartbeats: Heartbeats,
+        overflow: Callable[[Task], None],
         position: int = 0,
         own_process: bool = False,
     ) -> None:
@@ -101,10 +111,16 @@ class SlotLoop:
         self._control = control
         self._state = state
         self._heartbeats = heartbeats
+        self._overflow = overflow
         self._position = position
-        self._turn = position  # where choosing an activity starts: slots spread out
+        self._index = {arn: index for index, arn in enumerate(control.arns)}
+        self._turn = position  # where choosing a task list starts: slots spread out
         self._own_process = own_process
         self._instances: dict[type[Activity], Activity] = {}
+        self._inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self._changed = threading.Condition()
+        self._poller: threading.Thread | None = None
+        self._reason = "stopped"
         # A process slot sends an outcome from a thread while it polls for the next task:
         # the two round trips overlap. A thread slot has threads enough around it.
         self._sender = (
@@ -115,48 +131,110 @@ class SlotLoop:
         self._pending: Future[None] | None = None
 
     def run(self) -> str:
-        """Poll and serve until the worker stops; why the loop ended."""
-        failures = 0
-        while not self._control.stopping.is_set():
-            try:
-                task = self._poll()
-            except Exception as exc:  # noqa: BLE001 - polling never ends on an error
-                failures += 1
-                pause = backoff(failures, base=1.0, cap=POLL_BACKOFF_CAP)
-                _log_poll_error(exc, pause)
-                self._control.stopping.wait(pause)
-                continue
-            failures = 0
-            if task is not None:
+        """Run the slot's tasks (in this thread) until it ends; why it ended.
+
+        The poller runs in a thread of its own; it ends when the worker stops or the
+        slot is worn out, and the runner ends once no task can reach the slot any more.
+        """
+        self._poller = threading.Thread(
+            target=self._poll_loop, name=f"sfn-activities-{self.name}-poll", daemon=True
+        )
+        self._poller.start()
+        ended = False
+        while True:
+            task = self._inbox.get()
+            if task is None:
+                ended = True
+            else:
                 self._serve(task)
                 self.tasks_done += 1
-                if self._worn_out():
-                    self.finish_delivery()
-                    return "worn out"
+                self._notify()
+            # After the poller's end, a task the worker handed over may still be on its way.
+            if ended and (self._state.free() or self._state.retired()):
+                break
         self.finish_delivery()
-        return "stopped"
+        return self._reason
 
-    def _poll(self) -> Task | None:
+    def hand(self, task: Task) -> None:
+        """Run ``task`` next; the slot holds it already (see ``SlotState.try_hold``)."""
+        self._inbox.put(task)
+        self._notify()
+
+    def finish_delivery(self, timeout: float | None = None) -> None:
+        """Wait (up to ``timeout``) until the outcome sent in the background is sent."""
+        if self._pending is not None:
+            concurrent.futures.wait([self._pending], timeout)
+
+    # -- the poller -----------------------------------------------------------------------
+
+    def _poll_loop(self) -> None:
+        try:
+            while not self._control.stopping.is_set():
+                if not self._state.free() or self._control.tasks_waiting():
+                    # Busy, or a waiting task is about to be handed to a free slot.
+                    self._idle()
+                    continue
+                if self._worn_out() and self._state.retire():
+                    self._reason = "worn out"
+                    return
+                index = self._control.choose(self._turn)
+                self._turn += 1
+                if index < 0:
+                    self._idle()
+                else:
+                    self._poll(index)
+            # Stopping: tasks in the worker's buffer may still come here, until it is empty.
+            while not (self._control.drained.is_set() or self._control.past_deadline.is_set()):
+                self._control.drained.wait(IDLE_WAIT)
+        except Exception:
+            logger.exception("%s: the poller failed; the slot ends", self.name)
+            self._reason = "poller failed"
+            self._state.retire()
+        finally:
+            self._inbox.put(None)
+
+    def _idle(self) -> None:
+        with self._changed:
+            self._changed.wait(IDLE_WAIT)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _poll(self, index: int) -> None:
+        """Long-poll task list ``index`` once, if the slot is still free to."""
         with self._control.poll_permit() as permitted:
-            if not permitted:
-                return None
-            index = self._control.choose(self._position, self._turn)
-            self._turn += 1
+            if not permitted or not self._state.claim_poll(index):
+                return
             try:
-                return self._client.poll(self._control.arns[index])
+                task = self._client.poll(self._control.arns[index])
+            except Exception as exc:  # noqa: BLE001 - polling never ends on an error
+                self._control.done_polling(self._position)
+                log_poll_error(exc, self._control.arns[index], self._control.poll_failed(index))
+                return
+            try:
+                if task is None:
+                    self._control.poll_succeeded(index)
+                    return
+                self._control.mark_busy(index)
+                if self._state.try_hold(task.activity_arn, task.token, index):
+                    self.hand(task)
+                else:
+                    self._overflow(task)  # handed a task from the buffer meanwhile
             finally:
                 self._control.done_polling(self._position)
+
+    # -- the runner -----------------------------------------------------------------------
 
     def _serve(self, task: Task) -> None:
         activity = self._settings.by_arn[task.activity_arn]
         if self._control.past_deadline.is_set():
             error = WorkerShutdown("the task arrived after the worker's shutdown grace")
             logger.warning("task %s: %s: %s", task.token_prefix, activity.name, error)
-            deliver(
-                self._client, task, failure_from_exception(error), give_up=self._control.give_up
-            )
+            self.finish_delivery()
+            if self._state.start_delivering():
+                self._deliver(task, failure_from_exception(error))
             return
-        self._state.hold(task.activity_arn, task.token)
         logger.info("task %s started: %s", task.token_prefix, activity.name)
         interval = self._settings.heartbeat_intervals[activity.name]
         job = self._heartbeats.begin(task, activity, interval)
@@ -180,11 +258,6 @@ class SlotLoop:
         else:
             self._pending = self._sender.submit(self._deliver, task, outcome)
 
-    def finish_delivery(self, timeout: float | None = None) -> None:
-        """Wait (up to ``timeout``) until the outcome sent in the background is sent."""
-        if self._pending is not None:
-            concurrent.futures.wait([self._pending], timeout)
-
     def _deliver(self, task: Task, outcome: Outcome) -> None:
         try:
             deliver(self._client, task, outcome, give_up=self._control.give_up)
@@ -202,7 +275,7 @@ class SlotLoop:
             return failure_from_exception(exc)
 
     def _worn_out(self) -> bool:
-        if not self._own_process or self._control.stopping.is_set():
+        if not self._own_process or self.tasks_done == 0:
             return False
         limit = self._settings.max_tasks
         if limit is not None and self.tasks_done >= limit:
@@ -225,15 +298,17 @@ def _own_memory() -> int | None:
         return None
 
 
-def _log_poll_error(exc: BaseException, pause: float) -> None:
+def log_poll_error(exc: BaseException, arn: str, pause: float) -> None:
+    """Log a failed poll of ``arn``: a warning for what passes, an error for the rest."""
+    name = arn.rpartition(":")[2]
     if isinstance(exc, Throttled):
-        logger.warning("polling throttled (%s); next poll in %.1f s", exc, pause)
+        logger.warning("polling %s throttled (%s); its next poll in %.1f s", name, exc, pause)
     elif isinstance(exc, ActivityDoesNotExist):
-        logger.error("polling failed: %s; next poll in %.1f s", exc, pause)
+        logger.error("polling %s failed: %s; its next poll in %.1f s", name, exc, pause)
     elif isinstance(exc, ServiceError):
-        logger.warning("polling failed: %s; next poll in %.1f s", exc, pause)
+        logger.warning("polling %s failed: %s; its next poll in %.1f s", name, exc, pause)
     else:
-        logger.error("polling failed; next poll in %.1f s", pause, exc_info=exc)
+        logger.error("polling %s failed; its next poll in %.1f s", name, pause, exc_info=exc)
 
 
 def _log_end(job: Job, outcome: Outcome) -> None:

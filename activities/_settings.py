@@ -28,6 +28,7 @@ __all__ = [
     "WorkerSettings",
     "check_positive",
     "client_and_factory",
+    "concurrency_limits",
     "heartbeat_intervals",
 ]
 
@@ -63,6 +64,7 @@ class WorkerSettings:
     processes: int | None = attrs.field(default=None, validator=_positive)
     threads: int | None = attrs.field(default=None, validator=_positive)
     pollers: int | None = attrs.field(default=None, validator=_positive)
+    buffer: int | None = attrs.field(default=None, validator=_positive)
     shutdown_grace: float = attrs.field(default=SHUTDOWN_GRACE, validator=_at_least_zero)
     max_tasks_per_process: int | None = attrs.field(default=None, validator=_positive)
     max_memory_per_process: int | None = attrs.field(default=None, validator=_positive)
@@ -82,20 +84,14 @@ class WorkerSettings:
         """How many slots: the threads, the processes, or the number of CPUs."""
         return self.threads or self.processes or os.cpu_count() or 1
 
-    @property
-    def poll_limit(self) -> int:
-        """How many polls may be open at once: one per slot unless fewer are asked for."""
-        return min(self.pollers, self.concurrency) if self.pollers else self.concurrency
-
     def short_of_polls(self, task_lists: int) -> str | None:
         """Why ``task_lists`` cannot all have a poll open at all times, if they cannot."""
-        if self.poll_limit >= task_lists:
+        if self.pollers is None or self.pollers >= task_lists:
             return None
-        fewer = "pollers" if self.poll_limit < self.concurrency else "slots"
         return (
-            f"{task_lists} task lists but only {self.poll_limit} {fewer}: at times some task "
-            "list has no poll open, and its tasks wait (up to 60 s) for one; give the worker "
-            "at least as many slots and pollers as task lists"
+            f"{task_lists} task lists but at most {self.pollers} pollers: at times some task "
+            "list has no poll open, and its tasks wait (up to 60 s) for one; leave pollers "
+            "out, or give at least one per task list"
         )
 
 
@@ -112,6 +108,24 @@ def heartbeat_intervals(
             check_positive(f"heartbeat_intervals[{name!r}]", interval)
         intervals[name] = interval
     return intervals
+
+
+def concurrency_limits(
+    activities: Mapping[str, type[Activity]], overrides: Mapping[str, int | None] | None
+) -> dict[str, int | None]:
+    """The most tasks of each activity held at once, by name: the class's, or the override."""
+    limits = {name: activity.max_concurrency for name, activity in activities.items()}
+    for name, limit in (overrides or {}).items():
+        if name not in activities:
+            msg = f"max_concurrency: {name!r} is not an activity being served"
+            raise ConfigurationError(msg)
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            msg = f"max_concurrency[{name!r}] must be a whole number >= 1, got {limit!r}"
+            raise ConfigurationError(msg)
+        limits[name] = limit
+    return limits
 
 
 def client_and_factory(

@@ -28,12 +28,13 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Protocol
 
 from activities._control import SlotState
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
-from activities.client import ActivityClient, make_client
+from activities.client import READ_TIMEOUT, ActivityClient, make_client
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from activities._control import Control
     from activities._heartbeats import Job
     from activities._loop import SlotSettings
+    from activities.task import Task
 
 __all__ = [
     "ProcessSlot",
@@ -81,6 +83,9 @@ class SlotOwner(Protocol):
     def on_exit(self, slot: Slot, reason: str, *, was_ready: bool) -> None:
         """The slot ended; ``reason`` says how."""
 
+    def on_overflow(self, task: Task) -> None:
+        """The slot's own poll brought ``task`` while the slot ran another: keep it."""
+
 
 class Slot(Protocol):
     """A place that polls for and runs one task at a time."""
@@ -89,6 +94,10 @@ class Slot(Protocol):
     kind: str
     position: int
     state: SlotState
+    ready: bool
+
+    def offer(self, task: Task, index: int) -> bool:
+        """Hand ``task`` (of task list ``index``) to the slot; ``False`` if it is not free."""
 
     def start(self) -> None:
         """Start the process or thread; ``on_ready`` follows."""
@@ -131,13 +140,15 @@ class ProcessSlot:
         self.name = f"process-{next(_ids)}"
         self.position = position
         self._owner = owner
-        self._ready = False
-        self.state = SlotState(context)
+        self.ready = False
+        self.state = SlotState(context, control, position)
         self._conn, child_conn = context.Pipe(duplex=False)
-        self._child_conn: Connection | None = child_conn
+        inbox, self._inbox = context.Pipe(duplex=False)
+        self._child_conns: list[Connection] = [child_conn, inbox]
+        self._inbox_lock = threading.Lock()
         self.process: SpawnProcess = context.Process(
             target=_child_main,
-            args=(child_conn, self.name),
+            args=(child_conn, inbox, self.name),
             kwargs={
                 "settings": settings,
                 "control": control,
@@ -155,9 +166,9 @@ class ProcessSlot:
         """Start the child and the thread that hears from it."""
         with _stop_signals_blocked():
             self.process.start()
-        if self._child_conn is not None:
-            self._child_conn.close()
-            self._child_conn = None
+        for conn in self._child_conns:
+            conn.close()
+        self._child_conns = []
         threading.Thread(target=self._read, name=f"sfn-activities-{self.name}", daemon=True).start()
 
     def terminate(self) -> bool:
@@ -172,6 +183,21 @@ class ProcessSlot:
         """Whether the child still runs."""
         return self.process.is_alive()
 
+    def offer(self, task: Task, index: int) -> bool:
+        """Hold ``task`` in the slot's state and send it to the child; ``False`` if busy.
+
+        Once held, the task is the slot's: if the child dies before it is done, the worker
+        fails it with ``activities.WorkerCrashed``.
+        """
+        if not self.state.try_hold(task.activity_arn, task.token, index):
+            return False
+        try:
+            with self._inbox_lock:
+                self._inbox.send(task)
+        except (OSError, ValueError):
+            logger.warning("%s is gone: task %s goes with it", self.name, task.token_prefix)
+        return True
+
     def _read(self) -> None:
         while True:
             try:
@@ -182,18 +208,21 @@ class ProcessSlot:
                 if message[0] == "log":
                     record: logging.LogRecord = message[1]
                     logging.getLogger(record.name).handle(record)
+                elif message[0] == "overflow":
+                    self._owner.on_overflow(message[1])
                 elif message[0] == "ready":
-                    self._ready = True
+                    self.ready = True
                     self._owner.on_ready(self)
             except Exception:
                 logger.exception("%s: handling %r failed; the slot goes on", self.name, message[0])
         self.process.join()
         self._conn.close()
+        self._inbox.close()
         code = self.process.exitcode
         reason = (
             f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         )
-        self._owner.on_exit(self, reason, was_ready=self._ready)
+        self._owner.on_exit(self, reason, was_ready=self.ready)
 
 
 class _PipeQueue:
@@ -226,10 +255,12 @@ def _stop_when_orphaned(control: Control) -> None:
     if not control.stopping.is_set():
         logger.error("the worker's process is gone: ending this task process after its task")
         control.stopping.set()
+    control.drained.set()  # nobody will hand over a task any more
 
 
 def _child_main(
     conn: Connection,
+    inbox: Connection,
     name: str,
     *,
     settings: SlotSettings,
@@ -266,8 +297,17 @@ def _child_main(
             "task %s did not stop when cancelled: replacing %s", job.task.token_prefix, name
         )
         loop.finish_delivery(STUCK_DELIVERY_TIMEOUT)
+        # A poll of the slot's that is still open may bring a task: it must not be lost.
+        state.retire()
+        deadline = time.monotonic() + READ_TIMEOUT
+        while control.polling(position) >= 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         logging.shutdown()
         os._exit(EXIT_STUCK)
+
+    def overflow(task: Task) -> None:
+        with lock:
+            conn.send(("overflow", task))
 
     heartbeats = Heartbeats(client, on_stuck=stuck)
     loop = SlotLoop(
@@ -277,14 +317,28 @@ def _child_main(
         control=control,
         state=state,
         heartbeats=heartbeats,
+        overflow=overflow,
         position=position,
         own_process=True,
     )
+    threading.Thread(
+        target=_receive_tasks, args=(inbox, loop), name="sfn-activities-inbox", daemon=True
+    ).start()
     # What the imports made lives as long as the process: keep the collector off it.
     gc.freeze()
     with lock:
         conn.send(("ready",))
     loop.run()
+
+
+def _receive_tasks(inbox: Connection, loop: SlotLoop) -> None:
+    """Pass the tasks the worker hands over to the slot's runner."""
+    while True:
+        try:
+            task = inbox.recv()
+        except (EOFError, OSError):
+            return
+        loop.hand(task)
 
 
 def _forward_logs(queue: _PipeQueue, levels: Mapping[str, int]) -> None:
@@ -328,7 +382,8 @@ class ThreadSlot:
     ) -> None:
         self.name = f"thread-{next(_ids)}"
         self.position = position
-        self.state = SlotState(context)
+        self.ready = False
+        self.state = SlotState(context, control, position)
         self._owner = owner
         self._loop = SlotLoop(
             self.name,
@@ -337,6 +392,7 @@ class ThreadSlot:
             control=control,
             state=self.state,
             heartbeats=heartbeats,
+            overflow=owner.on_overflow,
             position=position,
         )
         self._thread = threading.Thread(
@@ -354,11 +410,19 @@ class ThreadSlot:
         """Threads cannot be stopped from outside."""
         return False
 
+    def offer(self, task: Task, index: int) -> bool:
+        """Hold ``task`` in the slot's state and queue it for the thread; ``False`` if busy."""
+        if not self.state.try_hold(task.activity_arn, task.token, index):
+            return False
+        self._loop.hand(task)
+        return True
+
     def is_alive(self) -> bool:
         """Whether the thread still runs."""
         return self._thread.is_alive()
 
     def _main(self) -> None:
+        self.ready = True
         self._owner.on_ready(self)
         try:
             reason = self._loop.run()

@@ -82,12 +82,18 @@ class Activity:
             while a task runs, whether or not ``run()`` yields, so a long call into a
             library keeps its task alive. When Step Functions answers that the task is
             gone, work that does not yield is stopped by replacing its process.
+        max_concurrency: when set, at most this many of the activity's tasks are held at
+            once across a worker (running, waiting for a slot, or being polled for), e.g.
+            for a rate-limited downstream API; its task lists are not polled while it is
+            at the limit, so its tasks stay in Step Functions for other workers. A
+            worker's ``max_concurrency`` option overrides this.
     """
 
     name: ClassVar[str] = "Activity"
     transport: ClassVar[Transport] = JSONTransport()
     task_lists: ClassVar[tuple[str, ...]] = ()
     heartbeat_interval: ClassVar[float | None] = None
+    max_concurrency: ClassVar[int | None] = None
 
     _task: Task | None = None
     _heartbeat: Callable[[], None] | None = None
@@ -126,6 +132,15 @@ class Activity:
             raise ActivityDefinitionError(
                 msg, activity=cls.__qualname__, setting="heartbeat_interval"
             )
+        limit = cls.max_concurrency
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            msg = (
+                f"{cls.__qualname__}.max_concurrency = {limit!r} must be a whole number "
+                f">= 1, or None"
+            )
+            raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="max_concurrency")
         for method in ("deserialize_arguments", "serialize_result"):
             if not callable(getattr(cls.transport, method, None)):
                 msg = (

@@ -110,25 +110,29 @@ def _client(args: argparse.Namespace, connections: int) -> SFNClient:
 
 
 def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
-    # A factory, not a client: each worker process makes its own with it.
+    # A factory, not a client: each worker process makes its own with it. The worker's
+    # own process keeps a poll open on every task list that has none.
     slots = args.threads or 1
+    served = task_lists(activities, prefix=args.prefix, overrides=args.task_list)
     client = functools.partial(
         make_client,
         endpoint_url=args.endpoint_url,
         region_name=args.region,
         profile_name=args.profile,
-        max_pool_connections=slots + 8,
+        max_pool_connections=slots + len(served) + 8,
     )
     worker = Worker(
         activities,
         processes=args.processes,
         threads=args.threads,
         pollers=args.pollers,
+        buffer=args.buffer,
         client=client,
         worker_name=args.worker_name,
         prefix=args.prefix,
         task_lists=args.task_list,
         heartbeat_intervals=args.heartbeat_interval,
+        max_concurrency=args.max_concurrency,
         shutdown_grace=args.shutdown_grace,
         max_tasks_per_process=args.max_tasks_per_process,
         max_memory_per_process=(
@@ -159,7 +163,21 @@ def _parser() -> argparse.ArgumentParser:
     pool.add_argument("--processes", type=_positive, help="task processes (default: CPUs)")
     pool.add_argument("--threads", type=_positive, help="run tasks in threads instead (I/O-bound)")
     worker.add_argument(
-        "--pollers", type=_positive, help="long polls open at once (default: slots)"
+        "--pollers", type=_positive, help="the most long polls open at once (default: no cap)"
+    )
+    worker.add_argument(
+        "--buffer",
+        type=_positive,
+        metavar="N",
+        help="tasks that may wait for a free slot (default: one per task list)",
+    )
+    worker.add_argument(
+        "--max-concurrency",
+        type=_pair,
+        action=_Collect,
+        default={},
+        metavar="NAME=N",
+        help="hold at most N tasks of activity NAME at once, overriding the class (repeatable)",
     )
     worker.add_argument(
         "--shutdown-grace",
@@ -269,6 +287,11 @@ class _Collect(argparse.Action):
         collected = dict(getattr(namespace, self.dest) or {})
         if self.dest == "task_list":
             collected[key] = [*collected.get(key, []), value]
+        elif self.dest == "max_concurrency":
+            try:
+                collected[key] = None if value.lower() == "none" else _positive(value)
+            except (ValueError, argparse.ArgumentTypeError):
+                parser.error(f"{option_string}: {value!r} is not a whole number >= 1")
         elif self.dest == "heartbeat_interval":
             try:
                 collected[key] = None if value.lower() == "none" else float(value)

@@ -4,14 +4,17 @@
 
     Worker([Echo, Resize], processes=4).run()   # blocks; SIGTERM/SIGINT drain it
 
-Pieces:
+Pieces, in the order a task travels:
 
 - **slots** (:mod:`activities._slot`): pre-started processes (or threads), each running
-  the loop of :mod:`activities._loop`: long-poll an activity, run the task it brings with
-  heartbeats, deliver the outcome; a task is only received when it can start at once, and
-  the slots' Step Functions calls run side by side;
+  the loop of :mod:`activities._loop`: when free, long-poll a task list that needs a poll,
+  run the task it brings with heartbeats, deliver the outcome; the slots' Step Functions
+  calls run side by side;
+- **the hand-off** (:mod:`activities._handoff`, in the worker's process): a coverage poll
+  on every task list that has none, and a bounded buffer of tasks that arrived when no
+  slot was free, heartbeated, each handed to the first slot that frees;
 - **control** (:mod:`activities._control`): what the worker and its slots share: the stop
-  flags, the polls open per activity, and the task each slot answers for;
+  flags, the polls open per task list, the task each slot answers for, the limits;
 - **the worker** (this module, in the parent process): starts the slots, replaces one that
   dies and fails the task it held, and runs the stop: drain, shutdown deadline, or at once.
 """
@@ -28,9 +31,11 @@ from typing import TYPE_CHECKING
 from activities import registry
 from activities._control import Control
 from activities._delivery import BackgroundDelivery
-from activities._heartbeats import TICK
+from activities._handoff import HandOff
+from activities._heartbeats import TICK, Heartbeats
 from activities._loop import SlotSettings
 from activities._settings import SHUTDOWN_GRACE, WorkerSettings, client_and_factory
+from activities._settings import concurrency_limits as concurrency_limits_of
 from activities._settings import heartbeat_intervals as heartbeat_intervals_of
 from activities._slot import (
     ProcessSlot,
@@ -50,9 +55,9 @@ if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
     from activities._control import Held
-    from activities._heartbeats import Heartbeats
     from activities._slot import Slot
     from activities.activity import Activity
+    from activities.task import Task
 
 __all__ = ["Worker"]
 
@@ -68,9 +73,9 @@ DRAIN_DELIVERY_TIMEOUT = 60.0
 #: Seconds to wait before replacing a process that died before it was ready.
 RESTART_BACKOFF_CAP = 30.0
 
-#: HTTP connections of the parent's client when slots are processes: it only creates
-#: activities and fails the tasks of slots that died.
-PARENT_CONNECTIONS = 4
+#: HTTP connections of the worker's own client beyond one per task list (its coverage
+#: polls): heartbeats of waiting tasks, failures of tasks, creating activities.
+PARENT_CONNECTIONS = 8
 
 
 class Worker:
@@ -82,8 +87,11 @@ class Worker:
             default.
         threads: run tasks in this many threads instead (I/O-bound work); exclusive
             with ``processes``.
-        pollers: how many long polls may be open at once; one per slot by default. A slot
-            only polls when it is free.
+        pollers: the most long polls open at once (slots' and the worker's own); no cap
+            by default. Fewer than the task lists served leaves some without a poll.
+        buffer: how many received tasks may wait for a free slot (polls that may bring
+            one included); one per task list served by default. No new poll starts while
+            it is full.
         client: a function that makes a Step Functions client (each process calls it:
             it must be picklable, e.g. ``functools.partial(make_client, endpoint_url=...)``),
             or, with ``threads``, a client; :func:`~activities.make_client` by default,
@@ -96,6 +104,9 @@ class Worker:
             ``{"Resize": ["resize-gpu"]}``.
         heartbeat_intervals: seconds between automatic heartbeats, by the class's
             ``name``, instead of its ``heartbeat_interval`` (``None`` turns them off).
+        max_concurrency: the most tasks of an activity held at once across the worker,
+            by the class's ``name``, instead of its ``max_concurrency`` (``None``: no
+            limit); its task lists are not polled while it is at the limit.
         shutdown_grace: seconds running tasks may take to finish after a graceful stop
             begins; those still running then fail with ``activities.WorkerShutdown``.
         max_tasks_per_process: replace a process after it ran this many tasks.
@@ -114,11 +125,13 @@ class Worker:
         processes: int | None = None,
         threads: int | None = None,
         pollers: int | None = None,
+        buffer: int | None = None,
         client: SFNClient | Callable[[], SFNClient] | None = None,
         worker_name: str | None = None,
         prefix: str = "",
         task_lists: Mapping[str, Sequence[str]] | None = None,
         heartbeat_intervals: Mapping[str, float | None] | None = None,
+        max_concurrency: Mapping[str, int | None] | None = None,
         shutdown_grace: float = SHUTDOWN_GRACE,
         max_tasks_per_process: int | None = None,
         max_memory_per_process: int | None = None,
@@ -126,10 +139,12 @@ class Worker:
         self.served = registry.task_lists(activities, prefix=prefix, overrides=task_lists)
         self.activities = _by_name(self.served.values())
         self.heartbeat_intervals = heartbeat_intervals_of(self.activities, heartbeat_intervals)
+        self.max_concurrency = concurrency_limits_of(self.activities, max_concurrency)
         self.settings = WorkerSettings(
             processes=processes,
             threads=threads,
             pollers=pollers,
+            buffer=buffer,
             shutdown_grace=shutdown_grace,
             max_tasks_per_process=max_tasks_per_process,
             max_memory_per_process=max_memory_per_process,
@@ -137,15 +152,16 @@ class Worker:
         self._client_factory, sfn = client_and_factory(
             client,
             use_threads=self.settings.use_threads,
-            connections=self.settings.concurrency + 8
-            if self.settings.use_threads
-            else PARENT_CONNECTIONS,
+            connections=len(self.served)
+            + PARENT_CONNECTIONS
+            + (self.settings.concurrency if self.settings.use_threads else 0),
         )
         self.client = ActivityClient(sfn, worker_name=worker_name)
         self._context = spawn_context()
         self._control: Control | None = None
         self._new_slot: Callable[..., Slot] | None = None
         self._heartbeats: Heartbeats | None = None
+        self._handoff: HandOff | None = None
         self._failures: BackgroundDelivery | None = None
         self._slots: set[Slot] = set()
         self._lock = threading.Lock()
@@ -166,13 +182,14 @@ class Worker:
             return
         arns = registry.register(self.client, self.served)
         by_arn = {arns[task_list]: activity for task_list, activity in self.served.items()}
+        names = list(self.activities)
         self._control = Control(
             self._context,
             list(by_arn),
             slots=self.settings.concurrency,
-            pollers=self.settings.poll_limit
-            if self.settings.poll_limit < self.settings.concurrency
-            else None,
+            pollers=self.settings.pollers,
+            groups=[names.index(activity.name) for activity in by_arn.values()],
+            limits=[self.max_concurrency[name] for name in names],
         )
         self._failures = BackgroundDelivery(self.client, self._control.give_up)
         settings = SlotSettings(
@@ -188,20 +205,32 @@ class Worker:
         if self.settings.use_threads:
             self._heartbeats = thread_heartbeats(self.client, self.settings.concurrency)
             kind = functools.partial(ThreadSlot, client=self.client, heartbeats=self._heartbeats)
+        else:
+            self._heartbeats = Heartbeats(self.client, on_stuck=lambda _: None)
+        self._handoff = HandOff(
+            self.client,
+            self._control,
+            by_arn=by_arn,
+            capacity=self.settings.buffer or len(by_arn),
+            heartbeats=self._heartbeats,
+            slots=self._current_slots,
+            fail=self._fail_task,
+        )
         self._new_slot = functools.partial(kind, settings, self._control, self, self._context)
         self._running = True
         for position in range(self.settings.concurrency):
             self._start_slot(position)
+        self._handoff.start()
         shortage = self.settings.short_of_polls(len(self.served))
         if shortage:
             logger.warning("%s", shortage)
         logger.info(
-            "worker %s serving %s with %d %s and %d pollers",
+            "worker %s serving %s with %d %s; up to %d tasks wait for a free slot",
             self.client.worker_name,
             ", ".join(self.served),
             self.settings.concurrency,
             "threads" if self.settings.use_threads else "processes",
-            self.settings.poll_limit,
+            self._handoff.capacity,
         )
 
     def stop(self, timeout: float | None = None) -> bool:
@@ -254,6 +283,10 @@ class Worker:
                 self._fail(
                     held, WorkerShutdown("the worker was stopped at once while the task ran")
                 )
+        if self._handoff is not None:
+            self._handoff.fail_waiting(
+                WorkerShutdown("the worker was stopped at once while the task waited for a slot")
+            )
         self._failures_wait(TERMINATE_DELIVERY_TIMEOUT)
         self._finish()
 
@@ -303,12 +336,18 @@ class Worker:
         if first_time_all:
             logger.info("ready: all %d slots are polling", self.settings.concurrency)
 
+    def on_overflow(self, task: Task) -> None:
+        """A slot's own poll brought a task while the slot ran another: it waits for one."""
+        assert self._handoff is not None  # noqa: S101 - started
+        self._handoff.put(task)
+
     def on_exit(self, slot: Slot, reason: str, *, was_ready: bool) -> None:
         """A slot ended: fail the task it held, if any, and replace it unless stopping."""
         with self._lock:
             self._slots.discard(slot)
         if self._control is not None:
             self._control.done_polling(slot.position)  # a poll it died in is over
+            self._control.set_running(slot.position, -1)
         taken = slot.state.take(delivering=True)
         for held in taken:
             error = WorkerCrashed(f"the {slot.kind} running the task died ({reason})")
@@ -327,6 +366,10 @@ class Worker:
 
     # -- machinery ----------------------------------------------------------------------
 
+    def _current_slots(self) -> list[Slot]:
+        with self._lock:
+            return sorted(self._slots, key=lambda slot: slot.position)
+
     def _start_slot(self, position: int) -> None:
         assert self._new_slot is not None  # noqa: S101 - started
         slot = self._new_slot(position=position)
@@ -338,18 +381,31 @@ class Worker:
         """Wait for the slots to end; past the grace, fail and stop what still runs."""
         assert self._control is not None  # noqa: S101 - started
         assert self._deadline is not None  # noqa: S101 - stopping
+        assert self._handoff is not None  # noqa: S101 - started
+        control, handoff = self._control, self._handoff
         given_up = self._deadline + DRAIN_DELIVERY_TIMEOUT
         while not self._terminating.is_set():
             with self._lock:
                 slots = list(self._slots)
-            if time.monotonic() >= self._deadline:
-                self._control.past_deadline.set()
+            if time.monotonic() >= self._deadline and not control.past_deadline.is_set():
+                control.past_deadline.set()
+                failed = handoff.fail_waiting(
+                    WorkerShutdown(
+                        f"the task was still waiting for a slot when the shutdown grace of "
+                        f"{self.settings.shutdown_grace:.0f} s expired"
+                    )
+                )
+                if failed:
+                    logger.warning("failed %d tasks that were waiting for a slot", failed)
+            if control.past_deadline.is_set():
                 for slot in slots:
                     self._stop_overdue(slot)
-            if time.monotonic() >= given_up and not self._control.give_up.is_set():
+            if not control.drained.is_set() and handoff.idle() and not any(control.polls_open()):
+                control.drained.set()  # no task can arrive any more: idle slots may end
+            if time.monotonic() >= given_up and not control.give_up.is_set():
                 logger.error("some outcomes were still undelivered when the worker stopped")
                 self.clean = False
-                self._control.give_up.set()
+                control.give_up.set()
             # A thread still running a task the worker failed is not waited for.
             if not any(slot.is_alive() and not slot.state.running_taken() for slot in slots):
                 break
@@ -376,17 +432,23 @@ class Worker:
             slot.terminate()
 
     def _fail(self, held: Held, error: Exception) -> None:
+        """Fail a task a slot held on the worker's behalf, in the background."""
+        self._fail_task(held.as_task(self.client.worker_name), error)
+
+    def _fail_task(self, task: Task, error: Exception) -> None:
         """Fail a task on the worker's behalf, in the background."""
         assert self._failures is not None  # noqa: S101 - started
         if isinstance(error, WorkerShutdown):
             self.clean = False
-        self._failures.send(held.as_task(self.client.worker_name), failure_from_exception(error))
+        self._failures.send(task, failure_from_exception(error))
 
     def _failures_wait(self, timeout: float) -> bool:
         """Wait for the worker's own failures to be delivered; ``False`` if some were not."""
         return self._failures is None or self._failures.wait(timeout)
 
     def _finish(self) -> None:
+        if self._handoff is not None:
+            self._handoff.close()
         if self._heartbeats is not None:
             self._heartbeats.close()
         self._stopped.set()

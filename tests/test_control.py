@@ -38,26 +38,67 @@ class TestFlag:
 
 
 class TestChoose:
-    def test_free_slots_spread_over_the_activities(self) -> None:
-        """Each slot polls the activity with the fewest polls open."""
+    def test_free_slots_spread_over_the_task_lists_without_a_poll(self) -> None:
+        """Each free slot polls a task list that has no poll open."""
         control = Control(spawn_context(), ARNS, slots=4, pollers=None)
-        chosen = [control.choose(position, turn=0) for position in range(3)]
+        chosen = []
+        for position in range(3):
+            index = control.choose(turn=0)
+            assert control.claim_poll(position, index)
+            chosen.append(index)
         assert sorted(chosen) == [0, 1, 2]
-        assert control.choose(3, turn=1) == 1  # all tied: the turn decides
+        assert control.choose(turn=1) == -1, "every task list is covered and none is busy"
 
-    def test_a_returned_poll_frees_its_activity(self) -> None:
+    def test_a_busy_task_list_gets_more_polls(self) -> None:
+        """A poll that brought a task draws the free slots to its task list."""
+        control = Control(spawn_context(), ARNS, slots=4, pollers=None)
+        for position in range(3):
+            assert control.claim_poll(position, position)
+        control.mark_busy(1)
+        assert control.choose(turn=0) == 1
+        assert control.is_busy(1)
+        assert not control.is_busy(0)
+
+    def test_a_returned_poll_frees_its_task_list(self) -> None:
         control = Control(spawn_context(), ARNS, slots=3, pollers=None)
-        assert control.choose(0, turn=0) == 0
-        assert control.choose(1, turn=0) == 1
-        control.done_polling(0)
-        assert control.choose(2, turn=0) == 0
+        for position in range(3):
+            control.claim_poll(position, position)
         control.done_polling(1)
-        control.done_polling(2)
-        assert control.choose(0, turn=2) == 2  # nothing open: the turn decides
+        assert control.choose(turn=0) == 1
+        assert control.polls_open() == [1, 0, 1]
 
-    def test_one_activity_needs_no_counting(self) -> None:
-        control = Control(spawn_context(), ARNS[:1], slots=2, pollers=None)
-        assert control.choose(0, turn=5) == control.choose(1, turn=7) == 0
+    def test_a_task_list_that_failed_pauses(self) -> None:
+        """Throttling or an error on one task list pauses that one, not the others."""
+        control = Control(spawn_context(), ARNS[:2], slots=2, pollers=None)
+        pause = control.poll_failed(0)
+        assert pause >= 0
+        assert control.paused_until(0) >= control.paused_until(1)
+        if pause > 0:
+            assert control.choose(turn=0) == 1
+
+    def test_an_activity_at_its_limit_is_not_polled(self) -> None:
+        """Polls, waiting and running tasks all count against max_concurrency."""
+        control = Control(
+            spawn_context(), ARNS, slots=3, pollers=None, groups=[0, 0, 1], limits=[2, None]
+        )
+        assert control.claim_poll(0, 0)
+        control.set_running(1, 1)  # the same activity, on its other task list
+        assert control.at_limit(0)
+        assert not control.claim_poll(2, 0)
+        assert control.choose(turn=0) == 2
+        control.set_running(1, -1)
+        control.buffered(1, 1)
+        assert not control.claim_poll(2, 1)
+        control.buffered(1, -1)
+        assert control.claim_poll(2, 1)
+        assert control.tasks_waiting() == 0
+
+    def test_a_slot_that_runs_a_task_while_it_polls_is_overcommitted(self) -> None:
+        control = Control(spawn_context(), ARNS, slots=2, pollers=None)
+        control.claim_poll(0, 0)
+        assert control.overcommitted() == 0
+        control.set_running(0, 2)
+        assert control.overcommitted() == 1
 
 
 class TestPollPermit:
@@ -89,14 +130,31 @@ class TestPollPermit:
 class TestSlotState:
     @pytest.fixture
     def state(self) -> SlotState:
-        return SlotState(spawn_context())
+        context = spawn_context()
+        return SlotState(context, Control(context, ARNS, slots=1, pollers=None), 0)
+
+    def test_a_slot_holds_one_task_at_a_time(self, state: SlotState) -> None:
+        """The worker hands a task only to a free slot; a free slot only polls when free."""
+        assert state.free()
+        assert state.try_hold("arn:a", "first", 0)
+        assert not state.free()
+        assert not state.try_hold("arn:a", "second", 0)
+        assert not state.claim_poll(1)
+        assert state.start_delivering()
+        assert state.free()
+        assert state.claim_poll(1)
+
+    def test_a_retired_slot_takes_no_task(self, state: SlotState) -> None:
+        assert state.retire()
+        assert state.retired()
+        assert not state.try_hold("arn:a", "late", 0)
 
     def test_a_running_task_taken_by_the_worker_is_dropped_by_the_slot(
         self, state: SlotState
     ) -> None:
         """At the deadline the worker takes the task: the slot's outcome is not sent."""
         token = "t" * 2048  # the longest token Step Functions hands out
-        state.hold("arn:a", token)
+        assert state.try_hold("arn:a", token, 0)
         assert state.answering()
         [held] = state.take(delivering=False)
         assert (held.activity_arn, held.token, held.token_prefix) == ("arn:a", token, "t" * 12)
@@ -106,7 +164,7 @@ class TestSlotState:
         assert state.take(delivering=True) == [], "taken twice"
 
     def test_an_outcome_being_sent_is_only_taken_when_the_slot_died(self, state: SlotState) -> None:
-        state.hold("arn:a", "sending")
+        assert state.try_hold("arn:a", "sending", 0)
         assert state.start_delivering()
         assert state.take(delivering=False) == []
         [held] = state.take(delivering=True)
@@ -117,9 +175,9 @@ class TestSlotState:
         self, state: SlotState
     ) -> None:
         """A dead process answered for both: the worker fails both."""
-        state.hold("arn:a", "sending")
+        assert state.try_hold("arn:a", "sending", 0)
         assert state.start_delivering()
-        state.hold("arn:b", "running")
+        assert state.try_hold("arn:b", "running", 1)
         taken = state.take(delivering=True)
         assert sorted((held.activity_arn, held.token) for held in taken) == [
             ("arn:a", "sending"),
@@ -127,10 +185,10 @@ class TestSlotState:
         ]
 
     def test_what_was_sent_or_released_is_nobodys(self, state: SlotState) -> None:
-        state.hold("arn:a", "sent")
+        assert state.try_hold("arn:a", "sent", 0)
         assert state.start_delivering()
         state.done_delivering()
-        state.hold("arn:a", "cancelled")
+        assert state.try_hold("arn:a", "cancelled", 0)
         state.release()
         assert not state.answering()
         assert state.take(delivering=True) == []
@@ -146,4 +204,4 @@ class TestSlotState:
 
 
 def hold_and_exit(state: SlotState) -> None:
-    state.hold("arn:a", "from-the-child")
+    state.try_hold("arn:a", "from-the-child", 0)

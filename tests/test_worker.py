@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities import Activity, ConfigurationError, Worker, _delivery, _loop, make_client
+from activities import Activity, ConfigurationError, Worker, _control, _delivery, make_client
 from activities.local import local_client
 from tests import workloads
 from tests.fake_sfn import FakeStepFunctions, client_error
@@ -89,10 +89,10 @@ class TestOptions:
             Worker([One], client=sfn_offline, **{option: value})
 
     def test_defaults(self, sfn_offline: Callable[[], SFNClient]) -> None:
-        """Processes default to the CPUs, one poller per slot."""
+        """Processes default to the CPUs; polls are not capped."""
         worker = Worker([One], client=sfn_offline)
         assert worker.settings.concurrency == (os.cpu_count() or 1)
-        assert worker.settings.poll_limit == worker.settings.concurrency
+        assert worker.settings.pollers is None
         assert not worker.settings.use_threads
 
     def test_a_client_cannot_be_shared_with_processes(self) -> None:
@@ -123,7 +123,7 @@ def fake() -> FakeStepFunctions:
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries wait a hundredth of a second, so the tests of retrying stay fast."""
-    monkeypatch.setattr(_loop, "backoff", lambda *_, **__: 0.01)
+    monkeypatch.setattr(_control, "backoff", lambda *_, **__: 0.01)
     monkeypatch.setattr(_delivery, "backoff", lambda *_, **__: 0.01)
 
 
@@ -230,18 +230,19 @@ class TestMachinery:
         with pytest.raises(ConfigurationError, match="heartbeat_intervals: 'Onee'"):
             Worker([One], client=sfn_offline, heartbeat_intervals={"Onee": 5})
 
-    def test_fewer_slots_than_task_lists_is_warned_about(
+    def test_a_cap_on_polls_below_the_task_lists_is_warned_about(
         self, fake: FakeStepFunctions, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """A pool that cannot keep a poll open on every task list says so at start."""
+        """A worker that cannot keep a poll open on every task list says so at start."""
         worker = Worker(
             [workloads.Echo, workloads.Sleepy, workloads.Chatty],
             threads=2,
+            pollers=2,
             client=fake,  # type: ignore[arg-type]
         )
         worker.start()
         worker.terminate()
-        assert "3 task lists but only 2 slots" in caplog.text
+        assert "3 task lists but at most 2 pollers" in caplog.text
 
     def test_stuck_thread_does_not_hold_up_the_stop(self, fake: FakeStepFunctions) -> None:
         """A thread still busy after its task was failed at the deadline is not waited for."""

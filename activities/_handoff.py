@@ -1,0 +1,286 @@
+"""The worker's hand-off: every task list has a poll open, and what no slot can take waits.
+
+Each activity ARN is a queue of its own, and a task on one that nobody polls waits,
+however idle the worker, until a poll is opened there. Slots poll the task lists that are
+busy (:mod:`activities._loop`); the worker's own process keeps one *coverage* poll open on
+every task list that has none, whatever the ratio of task lists to slots, and puts what
+those polls bring in a bounded buffer. A slot's own poll that brings a task while the slot
+already runs one (it was handed a task meanwhile) puts it there too.
+
+A waiting task is heartbeated (its ``HeartbeatSeconds`` run from the moment it was
+received) and handed to the first slot that frees, in whichever process; it is failed
+with ``activities.WorkerShutdown`` if the shutdown grace ends first. The buffer's room
+bounds the polls: coverage polls, waiting tasks and polls of slots that were handed a
+task meanwhile together never exceed :attr:`HandOff.capacity`, so no new poll starts
+while the buffer is full.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from activities._heartbeats import HEARTBEAT_MIN_INTERVAL
+from activities._loop import log_poll_error
+from activities.errors import WorkerShutdown
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from activities._control import Control
+    from activities._heartbeats import Heartbeats, Job
+    from activities._slot import Slot
+    from activities.activity import Activity
+    from activities.client import ActivityClient
+    from activities.task import Task
+
+__all__ = ["HandOff"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between two looks at the task lists and the free slots (sooner when a task
+#: arrives or a coverage poll returns).
+DISPATCH_TICK = 0.01
+
+#: Seconds a waiting task is kept from a free slot whose own poll of a busy task list is
+#: open (that poll is likely to bring a task of its own); then it is handed there anyway.
+PATIENCE = 0.002
+
+#: Seconds between heartbeats of a task waiting in the buffer: as often as those of a
+#: task that yields.
+WAITING_HEARTBEAT_INTERVAL = HEARTBEAT_MIN_INTERVAL
+
+
+class HandOff:
+    """The bounded buffer of received tasks, and the polls that keep every task list covered.
+
+    Args:
+        client: the worker's client, for the coverage polls.
+        control: the worker's shared state.
+        by_arn: the activity class served on each activity ARN.
+        capacity: how many tasks may wait, coverage polls included.
+        heartbeats: sends the heartbeats of waiting tasks.
+        slots: the worker's slots now.
+        fail: fails a task on the worker's behalf.
+    """
+
+    def __init__(
+        self,
+        client: ActivityClient,
+        control: Control,
+        *,
+        by_arn: Mapping[str, type[Activity]],
+        capacity: int,
+        heartbeats: Heartbeats,
+        slots: Callable[[], Sequence[Slot]],
+        fail: Callable[[Task, Exception], None],
+    ) -> None:
+        self.capacity = capacity
+        self._client = client
+        self._control = control
+        self._by_arn = by_arn
+        self._index = {arn: index for index, arn in enumerate(control.arns)}
+        self._heartbeats = heartbeats
+        self._slots = slots
+        self._fail = fail
+        self._waiting: collections.deque[Job] = collections.deque()
+        self._covering: set[int] = set()
+        self._wake = threading.Condition()
+        self._handing = threading.Lock()
+        self._closed = threading.Event()
+        self._turn = 0
+        self._pollers = ThreadPoolExecutor(
+            max(1, len(control.arns)), thread_name_prefix="sfn-activities-cover"
+        )
+        self._thread = threading.Thread(
+            target=self._loop, name="sfn-activities-handoff", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start handing tasks over and covering task lists."""
+        self._thread.start()
+
+    def put(self, task: Task) -> None:
+        """Keep ``task`` until a slot is free; it is heartbeated meanwhile."""
+        index = self._index[task.activity_arn]
+        activity = self._by_arn[task.activity_arn]
+        job = self._heartbeats.begin(task, activity, WAITING_HEARTBEAT_INTERVAL)
+        with self._wake:
+            self._waiting.append(job)
+            self._control.buffered(index, 1)
+            self._wake.notify()
+
+    def waiting(self) -> int:
+        """How many tasks wait for a slot."""
+        with self._wake:
+            return len(self._waiting)
+
+    def idle(self) -> bool:
+        """Whether no task waits and no coverage poll is open."""
+        with self._wake:
+            return not self._waiting and not self._covering
+
+    def fail_waiting(self, error: Exception) -> int:
+        """Fail every waiting task with ``error``; how many there were."""
+        with self._handing:
+            with self._wake:
+                jobs = list(self._waiting)
+            for job in jobs:
+                self._remove(job)
+        for job in jobs:
+            self._fail(job.task, error)
+        return len(jobs)
+
+    def close(self) -> None:
+        """Stop the hand-off thread (coverage polls in flight are not waited for)."""
+        self._closed.set()
+        with self._wake:
+            self._wake.notify()
+        self._pollers.shutdown(wait=False, cancel_futures=True)
+
+    # -- machinery ------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._closed.is_set():
+            with self._wake:
+                self._wake.wait(DISPATCH_TICK)
+            try:
+                self._dispatch()
+                if not self._control.stopping.is_set():
+                    self._cover()
+            except Exception:
+                logger.exception("the hand-off failed; it goes on")
+                time.sleep(DISPATCH_TICK)
+
+    def _remove(self, job: Job) -> bool:
+        with self._wake:
+            try:
+                self._waiting.remove(job)
+            except ValueError:
+                return False
+            self._control.buffered(self._index[job.task.activity_arn], -1)
+        self._heartbeats.end(job)
+        return True
+
+    def _dispatch(self) -> None:
+        """Hand waiting tasks, oldest first, to free slots."""
+        with self._wake:
+            jobs = list(self._waiting)
+        if not jobs:
+            return
+        free = [slot for slot in self._slots() if slot.ready and slot.state.free()]
+        now = time.monotonic()
+        for job in jobs:
+            task = job.task
+            if job.gone_at is not None:
+                if self._remove(job):
+                    logger.warning("task %s was gone before a slot was free", task.token_prefix)
+                continue
+            if self._control.past_deadline.is_set():
+                if self._remove(job):
+                    self._fail(task, WorkerShutdown("the task was still waiting for a slot"))
+                continue
+            slot = self._pick(free, now - job.started)
+            if slot is None:
+                break
+            free.remove(slot)
+            with self._handing:  # not failed at the deadline meanwhile
+                if job not in self._waiting:
+                    continue
+                if not slot.offer(task, self._index[task.activity_arn]):
+                    continue
+                self._remove(job)
+            logger.debug(
+                "task %s waited %.1f ms for %s",
+                task.token_prefix,
+                (time.monotonic() - job.started) * 1000,
+                slot.name,
+            )
+
+    def _pick(self, free: list[Slot], waited: float) -> Slot | None:
+        """The free slot to hand a task to: one that does not poll, if there is one.
+
+        A slot polling a busy task list is likely to get a task of its own at once: it
+        is passed over for :data:`PATIENCE`, so that tasks do not go round through the
+        buffer while every slot is busy.
+        """
+        fallback = None
+        for slot in free:
+            polling = self._control.polling(slot.position)
+            if polling < 0:
+                return slot
+            if not self._control.is_busy(polling):
+                fallback = fallback or slot
+            elif waited >= PATIENCE and fallback is None:
+                fallback = slot
+        return fallback
+
+    def _room(self) -> int:
+        """How many more polls may be opened without risking more waiting tasks than fit."""
+        with self._wake:
+            used = len(self._waiting) + len(self._covering)
+        return self.capacity - used - self._control.overcommitted()
+
+    def _cover(self) -> None:
+        """Open a poll on every task list that has none, as far as there is room."""
+        control = self._control
+        counts = control.polls_open()
+        size = len(counts)
+        room = self._room()
+        self._turn += 1
+        for step in range(size):
+            if room <= 0:
+                return
+            index = (self._turn + step) % size
+            with self._wake:
+                if counts[index] or index in self._covering:
+                    continue
+                if not self._may_poll(index):
+                    continue
+                self._covering.add(index)
+            room -= 1
+            self._pollers.submit(self._cover_poll, index)
+
+    def _may_poll(self, index: int) -> bool:
+        control = self._control
+        return (
+            not control.stopping.is_set()
+            and control.paused_until(index) <= time.monotonic()
+            and control.claim_poll(control.slots + index, index)
+        )
+
+    def _cover_poll(self, index: int) -> None:
+        """Poll task list ``index`` until another poll covers it, or room runs out."""
+        control = self._control
+        position = control.slots + index
+        arn = control.arns[index]
+        try:
+            while True:
+                with control.poll_permit(block=False) as permitted:
+                    if not permitted:
+                        return
+                    try:
+                        task = self._client.poll(arn)
+                    except Exception as exc:  # noqa: BLE001 - polling never ends on an error
+                        log_poll_error(exc, arn, control.poll_failed(index))
+                        return
+                control.done_polling(position)
+                if task is None:
+                    control.poll_succeeded(index)
+                else:
+                    control.mark_busy(index)
+                    self.put(task)
+                # Poll again at once, unless another poll covers the task list now.
+                if control.polls_open()[index] or self._room() < 0:
+                    return
+                if not self._may_poll(index):
+                    return
+        finally:
+            control.done_polling(position)
+            with self._wake:
+                self._covering.discard(index)
+                self._wake.notify()
