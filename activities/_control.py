@@ -87,7 +87,7 @@ class Control:
         pollers: how many polls may be open at once, ``None`` for no cap.
         groups: for each task list, the index of the activity class served on it
             (``None``: each task list its own).
-        limits: for each activity class, the most of its tasks held at once
+        limits: for each activity class, the most of its tasks run at once
             (``max_concurrency``), ``None`` for no limit.
     """
 
@@ -138,14 +138,16 @@ class Control:
         return counts
 
     def choose(self, turn: int) -> int:
-        """The task list a free slot should poll now, or -1 if none needs another poll.
+        """The busy task list a free slot should poll now, or -1 if none is busy.
 
-        A task list needs a poll when none is open on it, or when it is busy (a poll
-        brought a task within :data:`BUSY_WINDOW`); of those, the one with the fewest
-        polls open (ties in turn). Task lists pausing after errors, and those of an
-        activity at its ``max_concurrency``, are left alone. The counts are read without
-        a lock: two slots choosing at once may pick the same one, and later choices even
-        it out.
+        A task list is busy when a poll brought a task within :data:`BUSY_WINDOW`: then
+        free slots add polls of their own to it, the one with the fewest polls open first
+        (ties in turn). An idle task list needs one poll only, and the worker's own
+        process keeps it (:mod:`activities._handoff`), so an idle slot holds no poll and
+        is free for the first task that comes. Task lists pausing after errors, and those
+        of an activity at its ``max_concurrency``, are left alone. The counts are read
+        without a lock: two slots choosing at once may pick the same one, and later
+        choices even it out.
         """
         now = time.monotonic()
         counts = self.polls_open()
@@ -156,7 +158,7 @@ class Control:
             count = counts[index]
             if (
                 count < fewest
-                and (count == 0 or self._busy_until[index] > now)
+                and self._busy_until[index] > now
                 and self._paused_until[index] <= now
                 and not self.at_limit(index)
             ):
@@ -164,19 +166,11 @@ class Control:
         return best
 
     def claim_poll(self, position: int, index: int) -> bool:
-        """Record that ``position`` polls task list ``index``; ``False`` if at its limit.
-
-        For an activity with a ``max_concurrency``, the check and the record are made
-        under one lock, so that polls, waiting and running tasks never exceed it.
-        """
-        if self.limits[self.groups[index]] is None:
-            self._polling[position] = index
-            return True
-        with self._limit_lock:
-            if self.at_limit(index):
-                return False
-            self._polling[position] = index
-            return True
+        """Record that ``position`` polls task list ``index``; ``False`` if at its limit."""
+        if self.at_limit(index):
+            return False
+        self._polling[position] = index
+        return True
 
     def done_polling(self, position: int) -> None:
         """The poll of ``position`` returned (or its slot ended)."""
@@ -187,19 +181,44 @@ class Control:
         return int(self._polling[position])
 
     def at_limit(self, index: int) -> bool:
-        """Whether task list ``index``'s activity holds as many tasks as it may."""
+        """Whether task list ``index``'s activity holds (runs, or keeps waiting) its most.
+
+        Its task lists are then not polled: its tasks stay in Step Functions. A poll
+        open when the limit is reached may still bring one, which waits for its turn.
+        """
         group = self.groups[index]
         limit = self.limits[group]
-        return limit is not None and self.in_use(group) >= limit
-
-    def in_use(self, group: int) -> int:
-        """Polls open, tasks waiting and tasks running of activity class ``group``."""
+        if limit is None:
+            return False
         groups = self.groups
-        used = sum(1 for index in self._polling if index >= 0 and groups[index] == group)
-        used += sum(1 for index in self._running if index >= 0 and groups[index] == group)
-        return used + sum(
-            int(count) for index, count in enumerate(self._buffered) if groups[index] == group
-        )
+        waiting = sum(int(count) for at, count in enumerate(self._buffered) if groups[at] == group)
+        return self._running_of(group) + waiting >= limit
+
+    def start_running(self, position: int, index: int) -> bool:
+        """The slot at ``position`` is to run a task of task list ``index``.
+
+        ``False`` if its activity already runs as many tasks as its ``max_concurrency``;
+        checked and recorded under one lock, so that no two slots pass it at once.
+        """
+        group = self.groups[index]
+        limit = self.limits[group]
+        if limit is None:
+            self._running[position] = index
+            return True
+        with self._limit_lock:
+            if self._running_of(group) >= limit:
+                return False
+            self._running[position] = index
+            return True
+
+    def may_run(self, index: int) -> bool:
+        """Whether a task of task list ``index`` may start now (read without the lock)."""
+        limit = self.limits[self.groups[index]]
+        return limit is None or self._running_of(self.groups[index]) < limit
+
+    def _running_of(self, group: int) -> int:
+        groups = self.groups
+        return sum(1 for index in self._running if index >= 0 and groups[index] == group)
 
     def mark_busy(self, index: int) -> None:
         """A poll of task list ``index`` brought a task."""
@@ -241,16 +260,11 @@ class Control:
         """The slot at ``position`` runs a task of task list ``index`` (-1: none)."""
         self._running[position] = index
 
-    def overcommitted(self) -> int:
-        """Slots that run a task while a poll of theirs is still open.
-
-        Such a poll's task has no slot to go to: it counts against the buffer.
-        """
-        return sum(
-            1
-            for position in range(self.slots)
-            if self._running[position] >= 0 and self._polling[position] >= 0
-        )
+    def slots_in_use(self) -> int:
+        """Slots' tasks running plus slots' polls open: each may hold a task."""
+        running = sum(1 for index in self._running if index >= 0)
+        polling = sum(1 for position in range(self.slots) if self._polling[position] >= 0)
+        return running + polling
 
     @contextlib.contextmanager
     def poll_permit(self, *, block: bool = True) -> Iterator[bool]:
@@ -320,13 +334,15 @@ class SlotState:
         return not self._running.value
 
     def try_hold(self, activity_arn: str, token: str, index: int) -> bool:
-        """The slot is to run this task of task list ``index``; ``False`` if it runs one."""
+        """The slot is to run this task of task list ``index``.
+
+        ``False`` if it runs one already, or the task's activity is at its limit.
+        """
         value = b"\n".join([RUNNING, activity_arn.encode(), token.encode()])
         with self._lock:
-            if self._running.value:
+            if self._running.value or not self._control.start_running(self._position, index):
                 return False
             self._running.value = value
-            self._control.set_running(self._position, index)
             return True
 
     def claim_poll(self, index: int) -> bool:

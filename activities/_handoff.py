@@ -10,9 +10,9 @@ already runs one (it was handed a task meanwhile) puts it there too.
 A waiting task is heartbeated (its ``HeartbeatSeconds`` run from the moment it was
 received) and handed to the first slot that frees, in whichever process; it is failed
 with ``activities.WorkerShutdown`` if the shutdown grace ends first. The buffer's room
-bounds the polls: coverage polls, waiting tasks and polls of slots that were handed a
-task meanwhile together never exceed :attr:`HandOff.capacity`, so no new poll starts
-while the buffer is full.
+bounds the polls: tasks held (running or waiting) and polls open together never exceed
+the slots plus :attr:`HandOff.capacity`, so at most that many tasks wait when every
+slot is busy, and no new poll starts while the buffer is full.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import collections
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from activities._heartbeats import HEARTBEAT_MIN_INTERVAL
@@ -93,9 +92,6 @@ class HandOff:
         self._handing = threading.Lock()
         self._closed = threading.Event()
         self._turn = 0
-        self._pollers = ThreadPoolExecutor(
-            max(1, len(control.arns)), thread_name_prefix="sfn-activities-cover"
-        )
         self._thread = threading.Thread(
             target=self._loop, name="sfn-activities-handoff", daemon=True
         )
@@ -105,14 +101,21 @@ class HandOff:
         self._thread.start()
 
     def put(self, task: Task) -> None:
-        """Keep ``task`` until a slot is free; it is heartbeated meanwhile."""
+        """Keep ``task`` until a slot is free; it is heartbeated meanwhile.
+
+        After :meth:`close` (the worker stopped at once), the task is failed instead.
+        """
         index = self._index[task.activity_arn]
         activity = self._by_arn[task.activity_arn]
-        job = self._heartbeats.begin(task, activity, WAITING_HEARTBEAT_INTERVAL)
         with self._wake:
-            self._waiting.append(job)
-            self._control.buffered(index, 1)
-            self._wake.notify()
+            closed = self._closed.is_set()
+            if not closed:
+                job = self._heartbeats.begin(task, activity, WAITING_HEARTBEAT_INTERVAL)
+                self._waiting.append(job)
+                self._control.buffered(index, 1)
+                self._wake.notify()
+        if closed:
+            self._fail(task, WorkerShutdown("the worker was stopped at once"))
 
     def waiting(self) -> int:
         """How many tasks wait for a slot."""
@@ -136,11 +139,13 @@ class HandOff:
         return len(jobs)
 
     def close(self) -> None:
-        """Stop the hand-off thread (coverage polls in flight are not waited for)."""
-        self._closed.set()
+        """Stop the hand-off thread; tasks put later are failed (see :meth:`put`).
+
+        Coverage polls in flight are not waited for.
+        """
         with self._wake:
+            self._closed.set()
             self._wake.notify()
-        self._pollers.shutdown(wait=False, cancel_futures=True)
 
     # -- machinery ------------------------------------------------------------------------
 
@@ -181,18 +186,21 @@ class HandOff:
                     logger.warning("task %s was gone before a slot was free", task.token_prefix)
                 continue
             if self._control.past_deadline.is_set():
-                if self._remove(job):
-                    self._fail(task, WorkerShutdown("the task was still waiting for a slot"))
-                continue
+                return  # the worker fails what waits (see fail_waiting)
+            index = self._index[task.activity_arn]
+            if not self._control.may_run(index):
+                continue  # its activity runs its max_concurrency: the next one may go
             slot = self._pick(free, now - job.started)
             if slot is None:
                 break
-            free.remove(slot)
             with self._handing:  # not failed at the deadline meanwhile
                 if job not in self._waiting:
                     continue
-                if not slot.offer(task, self._index[task.activity_arn]):
+                if not slot.offer(task, index):
+                    if not slot.state.free():
+                        free.remove(slot)
                     continue
+                free.remove(slot)
                 self._remove(job)
             logger.debug(
                 "task %s waited %.1f ms for %s",
@@ -220,10 +228,14 @@ class HandOff:
         return fallback
 
     def _room(self) -> int:
-        """How many more polls may be opened without risking more waiting tasks than fit."""
+        """How many more polls may be opened without risking more waiting tasks than fit.
+
+        Every poll open may bring a task: tasks held (running or waiting) and polls open
+        together stay within the slots and the buffer's capacity.
+        """
         with self._wake:
             used = len(self._waiting) + len(self._covering)
-        return self.capacity - used - self._control.overcommitted()
+        return self.capacity + self._control.slots - used - self._control.slots_in_use()
 
     def _cover(self) -> None:
         """Open a poll on every task list that has none, as far as there is room."""
@@ -243,7 +255,13 @@ class HandOff:
                     continue
                 self._covering.add(index)
             room -= 1
-            self._pollers.submit(self._cover_poll, index)
+            # A daemon thread: a poll in flight at an immediate stop must not hold up the exit.
+            threading.Thread(
+                target=self._cover_poll,
+                args=(index,),
+                name=f"sfn-activities-cover-{index}",
+                daemon=True,
+            ).start()
 
     def _may_poll(self, index: int) -> bool:
         control = self._control
@@ -266,14 +284,16 @@ class HandOff:
                     try:
                         task = self._client.poll(arn)
                     except Exception as exc:  # noqa: BLE001 - polling never ends on an error
-                        log_poll_error(exc, arn, control.poll_failed(index))
+                        pause = control.poll_failed(index)
+                        if not control.give_up.is_set():  # not abandoned by a stop at once
+                            log_poll_error(exc, arn, pause)
                         return
-                control.done_polling(position)
                 if task is None:
                     control.poll_succeeded(index)
                 else:
                     control.mark_busy(index)
-                    self.put(task)
+                    self.put(task)  # counted as waiting before the poll stops counting
+                control.done_polling(position)
                 # Poll again at once, unless another poll covers the task list now.
                 if control.polls_open()[index] or self._room() < 0:
                     return

@@ -284,6 +284,7 @@ class Worker:
                     held, WorkerShutdown("the worker was stopped at once while the task ran")
                 )
         if self._handoff is not None:
+            self._handoff.close()
             self._handoff.fail_waiting(
                 WorkerShutdown("the worker was stopped at once while the task waited for a slot")
             )
@@ -328,13 +329,13 @@ class Worker:
     # -- what slots report ----------------------------------------------------------------
 
     def on_ready(self, slot: Slot) -> None:
-        """A slot started polling."""
+        """A slot is up: it polls when it is free, and tasks can be handed to it."""
         self._restart_failures = 0
         with self._lock:
             self._started_slots += 1
             first_time_all = self._started_slots == self.settings.concurrency
         if first_time_all:
-            logger.info("ready: all %d slots are polling", self.settings.concurrency)
+            logger.info("ready: all %d slots are up", self.settings.concurrency)
 
     def on_overflow(self, task: Task) -> None:
         """A slot's own poll brought a task while the slot ran another: it waits for one."""
@@ -387,7 +388,7 @@ class Worker:
         while not self._terminating.is_set():
             with self._lock:
                 slots = list(self._slots)
-            if time.monotonic() >= self._deadline and not control.past_deadline.is_set():
+            if time.monotonic() >= self._deadline:
                 control.past_deadline.set()
                 failed = handoff.fail_waiting(
                     WorkerShutdown(
@@ -397,7 +398,6 @@ class Worker:
                 )
                 if failed:
                     logger.warning("failed %d tasks that were waiting for a slot", failed)
-            if control.past_deadline.is_set():
                 for slot in slots:
                     self._stop_overdue(slot)
             if not control.drained.is_set() and handoff.idle() and not any(control.polls_open()):

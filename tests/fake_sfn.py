@@ -2,14 +2,14 @@
 
 It speaks the boto3 method shapes the framework uses and raises real botocore
 ``ClientError``s, so the framework's own error mapping is exercised. An empty poll returns
-after ``poll_wait`` seconds instead of 60.
+after ``poll_wait`` seconds instead of 60 (at once after :meth:`close`). It records the
+tasks handed out and the polls open on each activity.
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
-import queue
 import threading
 from typing import Any
 
@@ -27,8 +27,8 @@ class FakeStepFunctions:
 
     def __init__(self, poll_wait: float = 0.1) -> None:
         self.poll_wait = poll_wait
-        self._queues: dict[str, queue.SimpleQueue[tuple[str, str]]] = collections.defaultdict(
-            queue.SimpleQueue
+        self._queues: dict[str, collections.deque[tuple[str, str]]] = collections.defaultdict(
+            collections.deque
         )
         self._tokens = itertools.count(1)
         self._lock = threading.Lock()
@@ -39,12 +39,31 @@ class FakeStepFunctions:
         self.heartbeats: collections.Counter[str] = collections.Counter()
         self.calls: collections.Counter[str] = collections.Counter()
         self.done = threading.Condition(self._lock)
+        self._arrived = threading.Condition(self._lock)
+        self.closed = False
+        #: Tokens handed out by polls, in order.
+        self.handed_out: list[str] = []
+        #: Polls open now, by activity ARN.
+        self.polling: collections.Counter[str] = collections.Counter()
 
     def add_task(self, activity: str, data: str) -> str:
         """Queue a task for the activity named ``activity``; its token."""
         token = f"token-{next(self._tokens):04d}-" + "x" * 40
-        self._queues[ARN_PREFIX + activity].put((token, data))
+        with self._arrived:
+            self._queues[ARN_PREFIX + activity].append((token, data))
+            self._arrived.notify_all()
         return token
+
+    def close(self) -> None:
+        """End every open poll at once, and the later ones too."""
+        with self._arrived:
+            self.closed = True
+            self._arrived.notify_all()
+
+    def outstanding(self) -> set[str]:
+        """Tokens handed out and not yet answered."""
+        with self._lock:
+            return set(self.handed_out) - set(self.successes) - set(self.failures)
 
     def wait_for(self, count: int, timeout: float = 10) -> bool:
         """Wait until ``count`` outcomes (successes and failures) were recorded."""
@@ -73,10 +92,17 @@ class FakeStepFunctions:
 
     def get_activity_task(self, activityArn: str, workerName: str) -> dict[str, str]:  # noqa: N803 - boto3's names
         self._call("GetActivityTask")
-        try:
-            token, data = self._queues[activityArn].get(timeout=self.poll_wait)
-        except queue.Empty:
-            return {}
+        tasks = self._queues[activityArn]
+        with self._arrived:
+            self.polling[activityArn] += 1
+            try:
+                self._arrived.wait_for(lambda: tasks or self.closed, self.poll_wait)
+                if not tasks or self.closed:
+                    return {}
+                token, data = tasks.popleft()
+                self.handed_out.append(token)
+            finally:
+                self.polling[activityArn] -= 1
         return {"taskToken": token, "input": data}
 
     def send_task_heartbeat(self, taskToken: str) -> dict[str, str]:  # noqa: N803

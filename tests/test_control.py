@@ -38,30 +38,29 @@ class TestFlag:
 
 
 class TestChoose:
-    def test_free_slots_spread_over_the_task_lists_without_a_poll(self) -> None:
-        """Each free slot polls a task list that has no poll open."""
+    def test_an_idle_task_list_is_left_to_the_worker(self) -> None:
+        """A free slot does not poll task lists that brought nothing lately."""
         control = Control(spawn_context(), ARNS, slots=4, pollers=None)
+        assert control.choose(turn=0) == -1
+
+    def test_free_slots_spread_over_the_busy_task_lists(self) -> None:
+        """A poll that brought a task draws the free slots, fewest polls open first."""
+        control = Control(spawn_context(), ARNS, slots=4, pollers=None)
+        control.mark_busy(0)
+        control.mark_busy(2)
         chosen = []
         for position in range(3):
             index = control.choose(turn=0)
             assert control.claim_poll(position, index)
             chosen.append(index)
-        assert sorted(chosen) == [0, 1, 2]
-        assert control.choose(turn=1) == -1, "every task list is covered and none is busy"
-
-    def test_a_busy_task_list_gets_more_polls(self) -> None:
-        """A poll that brought a task draws the free slots to its task list."""
-        control = Control(spawn_context(), ARNS, slots=4, pollers=None)
-        for position in range(3):
-            assert control.claim_poll(position, position)
-        control.mark_busy(1)
-        assert control.choose(turn=0) == 1
-        assert control.is_busy(1)
-        assert not control.is_busy(0)
+        assert sorted(chosen) == [0, 0, 2]
+        assert control.is_busy(2)
+        assert not control.is_busy(1)
 
     def test_a_returned_poll_frees_its_task_list(self) -> None:
         control = Control(spawn_context(), ARNS, slots=3, pollers=None)
         for position in range(3):
+            control.mark_busy(position)
             control.claim_poll(position, position)
         control.done_polling(1)
         assert control.choose(turn=0) == 1
@@ -70,6 +69,8 @@ class TestChoose:
     def test_a_task_list_that_failed_pauses(self) -> None:
         """Throttling or an error on one task list pauses that one, not the others."""
         control = Control(spawn_context(), ARNS[:2], slots=2, pollers=None)
+        control.mark_busy(0)
+        control.mark_busy(1)
         pause = control.poll_failed(0)
         assert pause >= 0
         assert control.paused_until(0) >= control.paused_until(1)
@@ -77,28 +78,41 @@ class TestChoose:
             assert control.choose(turn=0) == 1
 
     def test_an_activity_at_its_limit_is_not_polled(self) -> None:
-        """Polls, waiting and running tasks all count against max_concurrency."""
+        """Tasks running and waiting count against max_concurrency, on all its task lists."""
         control = Control(
             spawn_context(), ARNS, slots=3, pollers=None, groups=[0, 0, 1], limits=[2, None]
         )
         assert control.claim_poll(0, 0)
-        control.set_running(1, 1)  # the same activity, on its other task list
+        assert control.start_running(1, 1)  # the same activity, on its other task list
+        assert not control.at_limit(0)
+        control.buffered(0, 1)
         assert control.at_limit(0)
         assert not control.claim_poll(2, 0)
+        for index in range(3):
+            control.mark_busy(index)
         assert control.choose(turn=0) == 2
-        control.set_running(1, -1)
-        control.buffered(1, 1)
-        assert not control.claim_poll(2, 1)
-        control.buffered(1, -1)
+        control.buffered(0, -1)
         assert control.claim_poll(2, 1)
         assert control.tasks_waiting() == 0
 
-    def test_a_slot_that_runs_a_task_while_it_polls_is_overcommitted(self) -> None:
+    def test_no_more_tasks_of_an_activity_run_than_its_limit(self) -> None:
+        control = Control(
+            spawn_context(), ARNS, slots=3, pollers=None, groups=[0, 0, 1], limits=[1, None]
+        )
+        assert control.start_running(0, 0)
+        assert not control.may_run(1)
+        assert not control.start_running(1, 1), "the same activity on its other task list"
+        assert control.start_running(1, 2)
+        control.set_running(0, -1)
+        assert control.may_run(1)
+
+    def test_a_slot_that_runs_a_task_while_it_polls_holds_two_places(self) -> None:
         control = Control(spawn_context(), ARNS, slots=2, pollers=None)
         control.claim_poll(0, 0)
-        assert control.overcommitted() == 0
+        control.claim_poll(2, 1)  # the worker's own coverage poll is not a slot's
+        assert control.slots_in_use() == 1
         control.set_running(0, 2)
-        assert control.overcommitted() == 1
+        assert control.slots_in_use() == 2
 
 
 class TestPollPermit:

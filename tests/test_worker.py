@@ -116,8 +116,10 @@ class TestOptions:
 
 
 @pytest.fixture
-def fake() -> FakeStepFunctions:
-    return FakeStepFunctions()
+def fake() -> Iterator[FakeStepFunctions]:
+    fake = FakeStepFunctions()
+    yield fake
+    fake.close()
 
 
 @pytest.fixture(autouse=True)

@@ -40,8 +40,8 @@ SERVED = [
 
 @pytest.fixture(scope="module")
 def worker(local_sfn: LocalStepFunctions) -> Iterator[Worker]:
-    """One process pool for the module: as many slots as activities, so each has a poll."""
-    worker = Worker(SERVED, processes=len(SERVED), client=local_sfn.client_factory())
+    """One task process for the module's six activities: each has a poll all the same."""
+    worker = Worker(SERVED, processes=1, client=local_sfn.client_factory())
     worker.start()
     yield worker
     worker.terminate()  # no task is left; open polls need not be waited for
@@ -61,6 +61,41 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.usefixtures("worker")
 class TestStateMachines:
+    def test_one_process_serves_six_activities_at_once(
+        self, sfn: SFNClient, tmp_path: Path
+    ) -> None:
+        """An execution started on each of six activities at once: none waits for a poll.
+
+        The one task process runs them in turn; the others wait in the worker's buffer,
+        and the crash of the process (Crasher) loses none of them.
+        """
+        inputs = {
+            workloads.Echo: {"value": "hi"},
+            workloads.Flaky: {"attempt": 1, "succeed_on": 1},
+            workloads.Picky: {"quantity": 2},
+            workloads.Patient: {"seconds": 0.1, "marker": str(tmp_path / "patient")},
+            workloads.Stubborn: {"seconds": 0.1, "marker": str(tmp_path / "stubborn")},
+            workloads.Crasher: {},
+        }
+        executions = {
+            activity: start(
+                sfn,
+                create_machine(sfn, {"Run": task_state(arn(activity), HeartbeatSeconds=10)}, "Run"),
+                data,
+            )
+            for activity, data in inputs.items()
+        }
+        done = {
+            activity: wait_for(sfn, execution, timeout=15)
+            for activity, execution in executions.items()
+        }
+        crashed = done.pop(workloads.Crasher)
+        assert crashed["status"] == "FAILED"
+        assert crashed["error"] == "activities.WorkerCrashed"
+        assert {activity.name: d["status"] for activity, d in done.items()} == {
+            activity.name: "SUCCEEDED" for activity in done
+        }
+
     def test_echo_round_trip(self, sfn: SFNClient) -> None:
         """A state machine's input reaches run() and its return value is the output."""
         machine = create_machine(
@@ -140,7 +175,9 @@ class TestStateMachines:
         assert wait_for(sfn, execution)["status"] == "FAILED"
         assert wait_until(marker.exists)
         pid = int(marker.read_text())
-        assert wait_until(lambda: not alive(pid)), "the stubborn process was not stopped"
+        # It ends at once, or when a poll of its own still open returns (up to 60 s):
+        # that poll's task must not be lost.
+        assert wait_until(lambda: not alive(pid), timeout=90), "the stubborn process lives on"
 
     def test_crashed_process_fails_its_task_at_once(self, sfn: SFNClient) -> None:
         """os._exit in run() fails the task as activities.WorkerCrashed; the pool goes on."""
@@ -230,10 +267,12 @@ class TestShutdown:
     ) -> None:
         """The poll open when the signal comes is not abandoned: what it brings runs."""
         process = cli_worker("--processes", "2")
-        assert _wait_for_line(process, "ready: all 2 slots are polling")  # both polls open
+        assert _wait_for_line(process, "ready: all 2 slots are up")
         first = self.run_slow_task(sfn, tmp_path, 2, process, prefix)
+        # The worker reopens a poll on the task list within milliseconds of taking a task.
+        time.sleep(0.5)
         os.killpg(process.pid, signal.SIGTERM)
-        # The second slot's poll is still open (a poll lasts up to 60 s): it takes this task.
+        # That poll is still open (a poll lasts up to 60 s): it takes this task.
         second = start(
             sfn,
             self.slow_machine(sfn, prefix),
