@@ -89,6 +89,8 @@ class HandOff:
         self._waiting: collections.deque[Job] = collections.deque()
         self._covering: set[int] = set()
         self._wake = threading.Condition()
+        self._woken = False  # something happened while the loop was busy: look again at once
+        self._next_look = DISPATCH_TICK
         self._handing = threading.Lock()
         self._closed = threading.Event()
         self._turn = 0
@@ -113,9 +115,16 @@ class HandOff:
                 job = self._heartbeats.begin(task, activity, WAITING_HEARTBEAT_INTERVAL)
                 self._waiting.append(job)
                 self._control.buffered(index, 1)
+                self._woken = True
                 self._wake.notify()
         if closed:
             self._fail(task, WorkerShutdown("the worker was stopped at once"))
+
+    def nudge(self) -> None:
+        """Look at the waiting tasks now: a slot is free."""
+        with self._wake:
+            self._woken = True
+            self._wake.notify()
 
     def waiting(self) -> int:
         """How many tasks wait for a slot."""
@@ -152,8 +161,11 @@ class HandOff:
     def _loop(self) -> None:
         while not self._closed.is_set():
             with self._wake:
-                self._wake.wait(DISPATCH_TICK)
+                if not self._woken:
+                    self._wake.wait(self._next_look)
+                self._woken = False
             try:
+                self._next_look = DISPATCH_TICK
                 self._dispatch()
                 if not self._control.stopping.is_set():
                     self._cover()
@@ -192,6 +204,8 @@ class HandOff:
                 continue  # its activity runs its max_concurrency: the next one may go
             slot = self._pick(free, now - job.started)
             if slot is None:
+                if free:  # passed over for now: look again when the patience is over
+                    self._next_look = min(self._next_look, PATIENCE)
                 break
             with self._handing:  # not failed at the deadline meanwhile
                 if job not in self._waiting:
@@ -238,7 +252,12 @@ class HandOff:
         return self.capacity + self._control.slots - used - self._control.slots_in_use()
 
     def _cover(self) -> None:
-        """Open a poll on every task list that has none, as far as there is room."""
+        """Open a poll on every task list that has none, as far as there is room.
+
+        Not before a slot is up: a task received is already ageing.
+        """
+        if not any(slot.ready for slot in self._slots()):
+            return
         control = self._control
         counts = control.polls_open()
         size = len(counts)
@@ -303,4 +322,5 @@ class HandOff:
             control.done_polling(position)
             with self._wake:
                 self._covering.discard(index)
+                self._woken = True
                 self._wake.notify()

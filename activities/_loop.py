@@ -85,6 +85,7 @@ class SlotLoop:
         heartbeats: the heartbeats of this process.
         overflow: takes a task the slot's own poll brought while the slot was busy (it
             goes to the worker's hand-off buffer).
+        freed: tells the worker the slot is free while tasks wait for one.
         position: the slot's place in the worker (0 to slots - 1); a replacement takes
             the place of the slot it replaces.
         own_process: the slot has a process to itself: it sends outcomes in the
@@ -101,6 +102,7 @@ class SlotLoop:
         state: SlotState,
         heartbeats: Heartbeats,
         overflow: Callable[[Task], None],
+        freed: Callable[[], None] = lambda: None,
         position: int = 0,
         own_process: bool = False,
     ) -> None:
@@ -112,6 +114,7 @@ class SlotLoop:
         self._state = state
         self._heartbeats = heartbeats
         self._overflow = overflow
+        self._freed = freed
         self._position = position
         self._index = {arn: index for index, arn in enumerate(control.arns)}
         self._turn = position  # where choosing a task list starts: slots spread out
@@ -149,6 +152,8 @@ class SlotLoop:
                 self._serve(task)
                 self.tasks_done += 1
                 self._notify()
+                if self._control.tasks_waiting():
+                    self._freed()
             # After the poller's end, a task the worker handed over may still be on its way.
             if ended and (self._state.free() or self._state.retired()):
                 break

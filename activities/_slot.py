@@ -86,6 +86,9 @@ class SlotOwner(Protocol):
     def on_overflow(self, task: Task) -> None:
         """The slot's own poll brought ``task`` while the slot ran another: keep it."""
 
+    def on_free(self) -> None:
+        """The slot is free, and tasks wait for one."""
+
 
 class Slot(Protocol):
     """A place that polls for and runs one task at a time."""
@@ -208,6 +211,8 @@ class ProcessSlot:
                 if message[0] == "log":
                     record: logging.LogRecord = message[1]
                     logging.getLogger(record.name).handle(record)
+                elif message[0] == "free":
+                    self._owner.on_free()
                 elif message[0] == "overflow":
                     self._owner.on_overflow(message[1])
                 elif message[0] == "ready":
@@ -309,6 +314,10 @@ def _child_main(
         with lock:
             conn.send(("overflow", task))
 
+    def freed() -> None:
+        with lock:
+            conn.send(("free",))
+
     heartbeats = Heartbeats(client, on_stuck=stuck)
     loop = SlotLoop(
         name,
@@ -318,6 +327,7 @@ def _child_main(
         state=state,
         heartbeats=heartbeats,
         overflow=overflow,
+        freed=freed,
         position=position,
         own_process=True,
     )
@@ -393,6 +403,7 @@ class ThreadSlot:
             state=self.state,
             heartbeats=heartbeats,
             overflow=owner.on_overflow,
+            freed=owner.on_free,
             position=position,
         )
         self._thread = threading.Thread(

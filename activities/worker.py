@@ -342,6 +342,11 @@ class Worker:
         assert self._handoff is not None  # noqa: S101 - started
         self._handoff.put(task)
 
+    def on_free(self) -> None:
+        """A slot is free while tasks wait for one: hand one over now."""
+        if self._handoff is not None:
+            self._handoff.nudge()
+
     def on_exit(self, slot: Slot, reason: str, *, was_ready: bool) -> None:
         """A slot ended: fail the task it held, if any, and replace it unless stopping."""
         with self._lock:

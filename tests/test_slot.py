@@ -36,6 +36,8 @@ class Owner:
 
     def on_overflow(self, task: Task) -> None: ...
 
+    def on_free(self) -> None: ...
+
 
 def test_a_slot_stopped_before_it_started_is_no_error() -> None:
     """A stop at once can come while the worker is still starting its processes."""
