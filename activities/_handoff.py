@@ -49,6 +49,10 @@ DISPATCH_TICK = 0.01
 #: open (that poll is likely to bring a task of its own); then it is handed there anyway.
 PATIENCE = 0.002
 
+#: Seconds a busy task list may go without a poll before the worker opens one: the
+#: slots that serve it poll it again as soon as they are free.
+BUSY_GRACE = 0.02
+
 #: Seconds between heartbeats of a task waiting in the buffer: as often as those of a
 #: task that yields.
 WAITING_HEARTBEAT_INTERVAL = HEARTBEAT_MIN_INTERVAL
@@ -94,6 +98,7 @@ class HandOff:
         self._handing = threading.Lock()
         self._closed = threading.Event()
         self._turn = 0
+        self._uncovered: dict[int, float] = {}  # busy task lists found without a poll, since
         self._thread = threading.Thread(
             target=self._loop, name="sfn-activities-handoff", daemon=True
         )
@@ -262,18 +267,25 @@ class HandOff:
         counts = control.polls_open()
         size = len(counts)
         room = self._room()
+        now = time.monotonic()
         self._turn += 1
         for step in range(size):
             if room <= 0:
                 return
             index = (self._turn + step) % size
+            if counts[index]:
+                self._uncovered.pop(index, None)
+                continue
+            if control.is_busy(index) and now - self._uncovered.setdefault(index, now) < BUSY_GRACE:
+                continue  # the slots poll a busy task list: give them a moment first
             with self._wake:
-                if counts[index] or index in self._covering:
+                if index in self._covering:
                     continue
                 if not self._may_poll(index):
                     continue
                 self._covering.add(index)
             room -= 1
+            self._uncovered.pop(index, None)
             # A daemon thread: a poll in flight at an immediate stop must not hold up the exit.
             threading.Thread(
                 target=self._cover_poll,

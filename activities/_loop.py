@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 #: Seconds a free slot waits before it looks again for a task list that needs a poll.
 IDLE_WAIT = 0.05
 
+#: Seconds a free slot waits for a task the worker is handing over before it polls.
+HANDOFF_WAIT = 0.005
+
 
 @attrs.frozen
 class SlotSettings:
@@ -123,6 +126,7 @@ class SlotLoop:
         self._inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._changed = threading.Condition()
         self._poller: threading.Thread | None = None
+        self._expected = False  # waited once for a task being handed over
         self._reason = "stopped"
         # A process slot sends an outcome from a thread while it polls for the next task:
         # the two round trips overlap. A thread slot has threads enough around it.
@@ -175,10 +179,16 @@ class SlotLoop:
     def _poll_loop(self) -> None:
         try:
             while not self._control.stopping.is_set():
-                if not self._state.free() or self._control.tasks_waiting():
-                    # Busy, or a waiting task is about to be handed to a free slot.
+                if not self._state.free():
                     self._idle()
                     continue
+                if self._control.tasks_waiting() and not self._expected:
+                    # A waiting task is about to be handed to a free slot, maybe this one:
+                    # a poll now could bring a second task with nowhere to go.
+                    self._expected = True
+                    self._idle(HANDOFF_WAIT)
+                    continue
+                self._expected = False
                 if self._worn_out() and self._state.retire():
                     self._reason = "worn out"
                     return
@@ -198,9 +208,9 @@ class SlotLoop:
         finally:
             self._inbox.put(None)
 
-    def _idle(self) -> None:
+    def _idle(self, timeout: float = IDLE_WAIT) -> None:
         with self._changed:
-            self._changed.wait(IDLE_WAIT)
+            self._changed.wait(timeout)
 
     def _notify(self) -> None:
         with self._changed:

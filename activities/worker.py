@@ -411,8 +411,11 @@ class Worker:
                 logger.error("some outcomes were still undelivered when the worker stopped")
                 self.clean = False
                 control.give_up.set()
-            # A thread still running a task the worker failed is not waited for.
-            if not any(slot.is_alive() and not slot.state.running_taken() for slot in slots):
+            # A thread still running a task the worker failed is not waited for; the
+            # worker's own polls are: what they bring runs, or is failed past the grace.
+            if handoff.idle() and not any(
+                slot.is_alive() and not slot.state.running_taken() for slot in slots
+            ):
                 break
             time.sleep(TICK)
         if self._terminating.is_set():

@@ -271,3 +271,19 @@ class TestCost:
         # One poll per task list per period; two at most in the moments one hands over.
         assert calls <= lists * (periods + 1) * 1.5, calls
         assert calls >= lists * (periods - 2), "some task list went unpolled"
+
+
+class TestDrain:
+    def test_a_graceful_stop_waits_for_the_workers_own_polls(self) -> None:
+        """A poll open at the stop is not abandoned, even past the grace: its task is failed."""
+        fake = FakeStepFunctions(poll_wait=3.0)
+        worker = Worker([Quick], threads=1, client=fake, shutdown_grace=0.1)  # type: ignore[arg-type]
+        worker.start()
+        assert wait_until(lambda: fake.polling[ARN_PREFIX + "ho-Quick"] == 1)
+        worker.request_stop()
+        assert not worker.join(timeout=1.0), "the worker stopped with a poll still open"
+        late = fake.add_task("ho-Quick", '{"value": 7}')
+        assert worker.join(timeout=30)
+        assert fake.polling[ARN_PREFIX + "ho-Quick"] == 0
+        assert late in fake.failures or late in fake.successes
+        assert not fake.outstanding(), "a task was received and forgotten"
