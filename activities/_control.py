@@ -17,7 +17,6 @@ import ctypes
 import time
 from typing import TYPE_CHECKING
 
-from activities._delivery import backoff
 from activities.task import TOKEN_PREFIX_LENGTH, Task
 
 if TYPE_CHECKING:
@@ -39,10 +38,6 @@ FLAG_POLL = 0.05
 #: Seconds a task list counts as busy after a poll brought a task: free slots add polls
 #: to a busy task list, where one poll is enough for an idle one.
 BUSY_WINDOW = 0.5
-
-#: First and longest pause, in seconds, of a task list's polls after errors.
-POLL_BACKOFF_BASE = 1.0
-POLL_BACKOFF_CAP = 30.0
 
 RUNNING, DELIVERING, TAKEN, RETIRED = b"R", b"D", b"T", b"X"
 
@@ -233,12 +228,14 @@ class Control:
         """Until when (``time.monotonic()``) task list ``index`` is not polled after errors."""
         return float(self._paused_until[index])
 
-    def poll_failed(self, index: int) -> float:
-        """A poll of task list ``index`` failed: pause its polls; the pause in seconds."""
+    def poll_failed(self, index: int) -> int:
+        """A poll of task list ``index`` failed; how many did in a row (see :meth:`pause`)."""
         errors = self._errors[index] = self._errors[index] + 1
-        pause = backoff(errors, base=POLL_BACKOFF_BASE, cap=POLL_BACKOFF_CAP)
-        self._paused_until[index] = time.monotonic() + pause
-        return pause
+        return int(errors)
+
+    def pause(self, index: int, seconds: float) -> None:
+        """Poll task list ``index`` again in ``seconds`` at the earliest."""
+        self._paused_until[index] = time.monotonic() + seconds
 
     def poll_succeeded(self, index: int) -> None:
         """A poll of task list ``index`` returned without an error."""

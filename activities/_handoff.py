@@ -24,7 +24,7 @@ import time
 from typing import TYPE_CHECKING
 
 from activities._heartbeats import HEARTBEAT_MIN_INTERVAL
-from activities._loop import log_poll_error
+from activities._loop import poll_failed
 from activities.errors import WorkerShutdown
 
 if TYPE_CHECKING:
@@ -315,9 +315,8 @@ class HandOff:
                     try:
                         task = self._client.poll(arn)
                     except Exception as exc:  # noqa: BLE001 - polling never ends on an error
-                        pause = control.poll_failed(index)
-                        if not control.give_up.is_set():  # not abandoned by a stop at once
-                            log_poll_error(exc, arn, pause)
+                        # Not logged when abandoned by a stop at once.
+                        poll_failed(control, index, exc, log=not control.give_up.is_set())
                         return
                 if task is None:
                     control.poll_succeeded(index)

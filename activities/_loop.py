@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from activities import _runner
-from activities._delivery import deliver
+from activities._delivery import backoff, deliver
 from activities.errors import ActivityDoesNotExist, ServiceError, Throttled, WorkerShutdown
 from activities.outcome import Cancelled, Failure, Success, failure_from_exception
 
@@ -42,9 +42,13 @@ if TYPE_CHECKING:
     from activities.outcome import Outcome
     from activities.task import Task
 
-__all__ = ["SlotLoop", "SlotSettings", "log_poll_error"]
+__all__ = ["SlotLoop", "SlotSettings", "poll_failed"]
 
 logger = logging.getLogger(__name__)
+
+#: First and longest pause, in seconds, of a task list's polls after errors.
+POLL_BACKOFF_BASE = 1.0
+POLL_BACKOFF_CAP = 30.0
 
 #: Seconds a free slot waits before it looks again for a task list that needs a poll.
 IDLE_WAIT = 0.05
@@ -153,16 +157,20 @@ class SlotLoop:
             if task is None:
                 ended = True
             else:
-                self._serve(task)
-                self.tasks_done += 1
-                self._notify()
-                if self._control.tasks_waiting():
-                    self._freed()
+                self._run_here(task)
             # After the poller's end, a task the worker handed over may still be on its way.
             if ended and (self._state.free() or self._state.retired()):
                 break
         self.finish_delivery()
         return self._reason
+
+    def _run_here(self, task: Task) -> None:
+        """Run a task the slot holds in this thread; then the slot is free."""
+        self._serve(task)
+        self.tasks_done += 1
+        self._notify()
+        if self._control.tasks_waiting():
+            self._freed()
 
     def hand(self, task: Task) -> None:
         """Run ``task`` next; the slot holds it already (see ``SlotState.try_hold``)."""
@@ -196,8 +204,8 @@ class SlotLoop:
                 self._turn += 1
                 if index < 0:
                     self._idle()
-                else:
-                    self._poll(index)
+                elif (task := self._poll(index)) is not None:
+                    self._run_here(task)
             # Stopping: tasks in the worker's buffer may still come here, until it is empty.
             while not (self._control.drained.is_set() or self._control.past_deadline.is_set()):
                 self._control.drained.wait(IDLE_WAIT)
@@ -216,26 +224,32 @@ class SlotLoop:
         with self._changed:
             self._changed.notify_all()
 
-    def _poll(self, index: int) -> None:
-        """Long-poll task list ``index`` once, if the slot is still free to."""
+    def _poll(self, index: int) -> Task | None:
+        """Long-poll task list ``index`` once, if the slot is still free to.
+
+        The task it brings is held by the slot; returned if it is to run in this thread.
+        """
         with self._control.poll_permit() as permitted:
             if not permitted or not self._state.claim_poll(index):
-                return
+                return None
             try:
                 task = self._client.poll(self._control.arns[index])
             except Exception as exc:  # noqa: BLE001 - polling never ends on an error
                 self._control.done_polling(self._position)
-                log_poll_error(exc, self._control.arns[index], self._control.poll_failed(index))
-                return
+                poll_failed(self._control, index, exc)
+                return None
             try:
                 if task is None:
                     self._control.poll_succeeded(index)
-                    return
+                    return None
                 self._control.mark_busy(index)
-                if self._state.try_hold(task.activity_arn, task.token, index):
-                    self.hand(task)
-                else:
+                if not self._state.try_hold(task.activity_arn, task.token, index):
                     self._overflow(task)  # handed a task from the buffer meanwhile
+                elif self._own_process:
+                    self.hand(task)  # tasks run in the process's main thread
+                else:
+                    return task  # a thread slot runs it in this thread, at once
+                return None
             finally:
                 self._control.done_polling(self._position)
 
@@ -313,9 +327,17 @@ def _own_memory() -> int | None:
         return None
 
 
-def log_poll_error(exc: BaseException, arn: str, pause: float) -> None:
-    """Log a failed poll of ``arn``: a warning for what passes, an error for the rest."""
-    name = arn.rpartition(":")[2]
+def poll_failed(control: Control, index: int, exc: BaseException, *, log: bool = True) -> None:
+    """Pause the polls of task list ``index`` after ``exc``, with backoff; say so.
+
+    A warning for what passes (throttling, service errors), an error for the rest.
+    """
+    errors = control.poll_failed(index)
+    pause = backoff(errors, base=POLL_BACKOFF_BASE, cap=POLL_BACKOFF_CAP)
+    control.pause(index, pause)
+    if not log:
+        return
+    name = control.arns[index].rpartition(":")[2]
     if isinstance(exc, Throttled):
         logger.warning("polling %s throttled (%s); its next poll in %.1f s", name, exc, pause)
     elif isinstance(exc, ActivityDoesNotExist):

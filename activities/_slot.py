@@ -223,6 +223,7 @@ class ProcessSlot:
         self.process.join()
         self._conn.close()
         self._inbox.close()
+        self.state.retire()  # no task is handed to a dead process from now on
         code = self.process.exitcode
         reason = (
             f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
@@ -440,6 +441,7 @@ class ThreadSlot:
         except Exception as exc:
             logger.exception("%s failed", self.name)
             reason = f"{type(exc).__name__}: {exc}"
+        self.state.retire()  # no task is handed to an ended thread from now on
         self._owner.on_exit(self, reason, was_ready=True)
 
 

@@ -71,11 +71,12 @@ class TestChoose:
         control = Control(spawn_context(), ARNS[:2], slots=2, pollers=None)
         control.mark_busy(0)
         control.mark_busy(1)
-        pause = control.poll_failed(0)
-        assert pause >= 0
-        assert control.paused_until(0) >= control.paused_until(1)
-        if pause > 0:
-            assert control.choose(turn=0) == 1
+        assert control.poll_failed(0) == 1
+        assert control.poll_failed(0) == 2, "errors in a row are counted"
+        control.pause(0, 60)
+        assert control.choose(turn=0) == 1
+        control.poll_succeeded(0)
+        assert control.poll_failed(0) == 1, "a poll that returned starts the count again"
 
     def test_an_activity_at_its_limit_is_not_polled(self) -> None:
         """Tasks running and waiting count against max_concurrency, on all its task lists."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities import Activity, ConfigurationError, Worker, _control, _delivery, make_client
+from activities import Activity, ConfigurationError, Worker, _delivery, _loop, make_client
 from activities.local import local_client
 from tests import workloads
 from tests.fake_sfn import FakeStepFunctions, client_error
@@ -125,7 +125,7 @@ def fake() -> Iterator[FakeStepFunctions]:
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries wait a hundredth of a second, so the tests of retrying stay fast."""
-    monkeypatch.setattr(_control, "backoff", lambda *_, **__: 0.01)
+    monkeypatch.setattr(_loop, "backoff", lambda *_, **__: 0.01)
     monkeypatch.setattr(_delivery, "backoff", lambda *_, **__: 0.01)
 
 
