@@ -148,7 +148,9 @@ def worker(activity: str, *, processes: int | None = None, threads: int | None =
     command = ["-m", "benchmarks.serve", workload, *pool, "--log-level", "WARNING"]
     slots = processes or threads or 1
     series = "sfn-activities, N processes" if processes else "sfn-activities, N threads"
-    return Contender(label, command, "worker", polls=slots, series=series, concurrency=slots)
+    # An idle worker keeps one poll on its one task list, whatever its slots; the slots
+    # add theirs once tasks come. One poll open is the worker ready.
+    return Contender(label, command, "worker", polls=1, series=series, concurrency=slots)
 
 
 def cli_worker(
