@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from activities import Activity, Worker
-from activities._handoff import WAITING_HEARTBEAT_INTERVAL
 from tests.fake_sfn import ARN_PREFIX, FakeStepFunctions
 from tests.waiting import wait_until
 
@@ -90,6 +89,15 @@ def names(prefix: str, count: int) -> list[str]:
     return [f"{prefix}-{number:02d}" for number in range(count)]
 
 
+def one_waiting(fake: FakeStepFunctions, worker: Worker, value: int) -> tuple[str, str]:
+    """The tokens of a Gate task that holds the only slot, and of a task waiting behind it."""
+    running = fake.add_task("ho-Gate", "{}")
+    assert wait_until(lambda: gate_runs(worker))
+    waiting = fake.add_task("ho-Quick", f'{{"value": {value}}}')
+    assert wait_until(lambda: worker._handoff is not None and worker._handoff.waiting() == 1)
+    return running, waiting
+
+
 def gate_runs(worker: Worker) -> bool:
     """Whether a slot runs the Gate task (it is no longer waiting for one)."""
     return any(slot.state.answering() for slot in worker._slots)
@@ -148,24 +156,17 @@ class TestBuffer:
         """A task waiting for a slot gets heartbeats, so HeartbeatSeconds does not expire."""
         fake = FakeStepFunctions(poll_wait=LONG_POLL)
         with serving(fake, Gate, Quick, threads=1) as worker:
-            fake.add_task("ho-Gate", "{}")
-            assert wait_until(lambda: gate_runs(worker))
-            waiting = fake.add_task("ho-Quick", '{"value": 2}')
-            assert wait_until(lambda: worker._handoff.waiting() == 1)  # type: ignore[union-attr]
+            _, waiting = one_waiting(fake, worker, 2)
             assert wait_until(lambda: fake.heartbeats[waiting] >= 2, timeout=10)
             Gate.opened.set()
             assert fake.wait_for(2)
         assert fake.successes[waiting] == "2"
-        assert WAITING_HEARTBEAT_INTERVAL <= 1.0
 
     def test_a_waiting_task_that_is_gone_is_dropped(self) -> None:
         """A heartbeat that finds a waiting task gone drops it: no slot is spent on it."""
         fake = FakeStepFunctions(poll_wait=LONG_POLL)
         with serving(fake, Gate, Quick, threads=1) as worker:
-            fake.add_task("ho-Gate", "{}")
-            assert wait_until(lambda: gate_runs(worker))
-            waiting = fake.add_task("ho-Quick", '{"value": 3}')
-            assert wait_until(lambda: worker._handoff.waiting() == 1)  # type: ignore[union-attr]
+            _, waiting = one_waiting(fake, worker, 3)
             fake.gone.add(waiting)
             assert wait_until(lambda: worker._handoff.waiting() == 0, timeout=10)  # type: ignore[union-attr]
             Gate.opened.set()
@@ -180,10 +181,7 @@ class TestStop:
         fake = FakeStepFunctions(poll_wait=0.5)
         worker = Worker([Gate, Quick], threads=1, client=fake, shutdown_grace=30)  # type: ignore[arg-type]
         worker.start()
-        fake.add_task("ho-Gate", "{}")
-        assert wait_until(lambda: gate_runs(worker))
-        waiting = fake.add_task("ho-Quick", '{"value": 4}')
-        assert wait_until(lambda: worker._handoff.waiting() == 1)  # type: ignore[union-attr]
+        _, waiting = one_waiting(fake, worker, 4)
         worker.request_stop()
         Gate.opened.set()
         assert worker.join(timeout=30)
@@ -195,10 +193,7 @@ class TestStop:
         fake = FakeStepFunctions(poll_wait=0.5)
         worker = Worker([Gate, Quick], threads=1, client=fake, shutdown_grace=0.2)  # type: ignore[arg-type]
         worker.start()
-        running = fake.add_task("ho-Gate", "{}")
-        assert wait_until(lambda: gate_runs(worker))
-        waiting = fake.add_task("ho-Quick", '{"value": 5}')
-        assert wait_until(lambda: worker._handoff.waiting() == 1)  # type: ignore[union-attr]
+        running, waiting = one_waiting(fake, worker, 5)
         worker.request_stop()
         assert worker.join(timeout=30)
         assert not worker.clean
@@ -210,10 +205,7 @@ class TestStop:
         fake = FakeStepFunctions(poll_wait=0.5)
         worker = Worker([Gate, Quick], threads=1, client=fake)  # type: ignore[arg-type]
         worker.start()
-        fake.add_task("ho-Gate", "{}")
-        assert wait_until(lambda: gate_runs(worker))
-        waiting = fake.add_task("ho-Quick", '{"value": 6}')
-        assert wait_until(lambda: worker._handoff.waiting() == 1)  # type: ignore[union-attr]
+        _, waiting = one_waiting(fake, worker, 6)
         fake.close()
         worker.terminate()
         assert fake.failures[waiting][0] == "activities.WorkerShutdown"
