@@ -1,15 +1,15 @@
 """A slot's life: poll for tasks, run them with heartbeats, deliver their outcomes.
 
 :class:`SlotLoop` is the same in a task process and in a thread of the worker's process
-(:mod:`activities._slot` starts it in either). It has two threads: the *runner* (the
-process's main thread, or the slot's thread) runs one task at a time, and the *poller*
-long-polls a task list whenever the slot is free and a task list needs another poll (see
-:meth:`~activities._control.Control.choose`). A task reaches the runner from the slot's
-own poll, or from the worker's hand-off buffer (:mod:`activities._handoff`) when a poll
-elsewhere brought it; a task the slot's own poll brings while the slot already runs one
-goes to that buffer instead. A slot in a process of its own sends an outcome from a
-thread while it already polls for its next task: at a real network round trip that
-doubles what one process serves.
+(:mod:`activities._slot` starts it in either). It has two threads: the *poller*
+long-polls a busy task list whenever the slot is free (see
+:meth:`~activities._control.Control.choose`) and runs the task its poll brings at once,
+in its own thread; the *runner* runs the tasks the worker hands over from its buffer
+(:mod:`activities._handoff`), which a poll elsewhere brought. The slot runs one task at a
+time either way, and never in a process's main thread. A task the slot's own poll brings
+while the slot was handed one meanwhile goes to that buffer. A slot in a process of its
+own sends an outcome from a thread while it already polls for its next task: at a real
+network round trip that doubles what one process serves.
 """
 
 from __future__ import annotations
@@ -245,10 +245,8 @@ class SlotLoop:
                 self._control.mark_busy(index)
                 if not self._state.try_hold(task.activity_arn, task.token, index):
                     self._overflow(task)  # handed a task from the buffer meanwhile
-                elif self._own_process:
-                    self.hand(task)  # tasks run in the process's main thread
                 else:
-                    return task  # a thread slot runs it in this thread, at once
+                    return task  # it runs in this thread, at once: no thread switch
                 return None
             finally:
                 self._control.done_polling(self._position)

@@ -339,7 +339,10 @@ def _child_main(
     gc.freeze()
     with lock:
         conn.send(("ready",))
-    loop.run()
+    # Tasks run in threads, as in a thread slot: the main thread only waits.
+    runner = threading.Thread(target=loop.run, name="sfn-activities-run")
+    runner.start()
+    runner.join()
 
 
 def _receive_tasks(inbox: Connection, loop: SlotLoop) -> None:
