@@ -365,15 +365,16 @@ class SlotState:
         """Whether the slot ended (see :meth:`retire`)."""
         return self._running.value == RETIRED
 
-    def start_delivering(self) -> bool:
+    def start_delivering(self, *, retire: bool = False) -> bool:
         """The slot is about to send the running task's outcome.
 
         ``False`` if the worker took the task: the outcome is dropped. The slot must have
-        finished sending the previous outcome (see :meth:`done_delivering`).
+        finished sending the previous outcome (see :meth:`done_delivering`). With
+        ``retire``, the slot ends after it (see :meth:`retire`) instead of being free.
         """
         with self._lock:
             value = self._running.value
-            self._running.value = b""
+            self._running.value = RETIRED if retire else b""
             self._control.set_running(self._position, -1)
             if not value.startswith(RUNNING):
                 return False
@@ -385,10 +386,10 @@ class SlotState:
         with self._lock:
             self._delivering.value = b""
 
-    def release(self) -> None:
+    def release(self, *, retire: bool = False) -> None:
         """The slot is done with the task it ran, without an outcome to send."""
         with self._lock:
-            self._running.value = b""
+            self._running.value = RETIRED if retire else b""
             self._control.set_running(self._position, -1)
 
     def take(self, *, delivering: bool) -> list[Held]:

@@ -167,7 +167,6 @@ class SlotLoop:
     def _run_here(self, task: Task) -> None:
         """Run a task the slot holds in this thread; then the slot is free."""
         self._serve(task)
-        self.tasks_done += 1
         self._notify()
         if self._control.tasks_waiting():
             self._freed()
@@ -187,6 +186,9 @@ class SlotLoop:
     def _poll_loop(self) -> None:
         try:
             while not self._control.stopping.is_set():
+                if self._state.retired():
+                    self._reason = "worn out"  # see _serve
+                    return
                 if not self._state.free():
                     self._idle()
                     continue
@@ -197,9 +199,6 @@ class SlotLoop:
                     self._idle(HANDOFF_WAIT)
                     continue
                 self._expected = False
-                if self._worn_out() and self._state.retire():
-                    self._reason = "worn out"
-                    return
                 index = self._control.choose(self._turn)
                 self._turn += 1
                 if index < 0:
@@ -272,10 +271,13 @@ class SlotLoop:
         if job.gone_at is not None and not isinstance(outcome, Cancelled):
             outcome = Cancelled("the task was gone before it ended")
         _log_end(job, outcome)
+        self.tasks_done += 1
+        # A worn-out slot is retired as it frees, so that no task is handed to it after.
+        retire = self._worn_out()
         self.finish_delivery()  # one outcome in flight at most
         if isinstance(outcome, Cancelled):
-            self._state.release()
-        elif not self._state.start_delivering():
+            self._state.release(retire=retire)
+        elif not self._state.start_delivering(retire=retire):
             logger.info(
                 "task %s: the worker failed it at shutdown; its outcome is dropped",
                 task.token_prefix,
