@@ -82,11 +82,11 @@ class Activity:
             while a task runs, whether or not ``run()`` yields, so a long call into a
             library keeps its task alive. When Step Functions answers that the task is
             gone, work that does not yield is stopped by replacing its process.
-        max_concurrency: when set, at most this many of the activity's tasks are held at
-            once across a worker (running, waiting for a slot, or being polled for), e.g.
-            for a rate-limited downstream API; its task lists are not polled while it is
-            at the limit, so its tasks stay in Step Functions for other workers. A
-            worker's ``max_concurrency`` option overrides this.
+        max_concurrency: when set, at most this many of the activity's tasks run at
+            once across a worker, e.g. for a rate-limited downstream API; its task lists
+            are not polled while its running and waiting tasks reach it, so its tasks
+            stay in Step Functions for other workers. A worker's ``max_concurrency``
+            option overrides this.
     """
 
     name: ClassVar[str] = "Activity"

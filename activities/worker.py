@@ -104,7 +104,7 @@ class Worker:
             ``{"Resize": ["resize-gpu"]}``.
         heartbeat_intervals: seconds between automatic heartbeats, by the class's
             ``name``, instead of its ``heartbeat_interval`` (``None`` turns them off).
-        max_concurrency: the most tasks of an activity held at once across the worker,
+        max_concurrency: the most tasks of an activity run at once across the worker,
             by the class's ``name``, instead of its ``max_concurrency`` (``None``: no
             limit); its task lists are not polled while it is at the limit.
         shutdown_grace: seconds running tasks may take to finish after a graceful stop
