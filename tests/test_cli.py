@@ -3,10 +3,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from activities import cli
 from activities.cli import main
 
 if TYPE_CHECKING:
@@ -63,6 +64,32 @@ class TestWorkerOptions:
             main(["worker", "examples", "--shutdown-grace", "-5"])
         assert info.value.code == 2
         assert "--shutdown-grace: must be a number of seconds >= 0" in capsys.readouterr().err
+
+    @pytest.mark.parametrize(
+        "options",
+        [["--buffer", "0"], ["--max-concurrency", "Echo=0"], ["--max-concurrency", "Echo"]],
+    )
+    def test_bad_buffer_or_limit_is_refused(self, options: list[str]) -> None:
+        with pytest.raises(SystemExit) as info:
+            main(["worker", "examples", *options])
+        assert info.value.code == 2
+
+    def test_buffer_and_limits_reach_the_worker(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """--buffer and --max-concurrency (repeatable, `none` lifts a limit) are passed on."""
+        seen: dict[str, Any] = {}
+
+        class Recorder:
+            def __init__(self, activities: Any, **options: Any) -> None:
+                seen.update(options)
+
+            def run(self) -> int:
+                return 0
+
+        monkeypatch.setattr(cli, "Worker", Recorder)
+        options = ["--buffer", "3", "--max-concurrency", "Echo=2", "--max-concurrency", "B=none"]
+        assert main(["worker", "examples", "--region", "us-east-1", *options]) == 0
+        assert seen["buffer"] == 3
+        assert seen["max_concurrency"] == {"Echo": 2, "B": None}
 
 
 @pytest.mark.integration
