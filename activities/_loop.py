@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 
     from mypy_boto3_stepfunctions import SFNClient
 
-    from activities._control import Control, SlotState
+    from activities._control import Control
     from activities._heartbeats import Heartbeats, Job
+    from activities._slotstate import SlotState
     from activities.activity import Activity
     from activities.client import ActivityClient
     from activities.outcome import Outcome

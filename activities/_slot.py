@@ -11,7 +11,7 @@ stop reaches the whole process group, and the parent alone decides how to drain.
 child's log records go to the parent, which handles them as its own. A thread slot runs
 the same loop in a thread of the worker's own process, for I/O-bound work.
 
-What the worker sees of a slot is its :class:`~activities._control.SlotState` and whether
+What the worker sees of a slot is its :class:`~activities._slotstate.SlotState` and whether
 it is alive; it hears from it when it is ready and when it ended (:class:`SlotOwner`).
 """
 
@@ -21,7 +21,6 @@ import contextlib
 import gc
 import itertools
 import logging
-import logging.handlers
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -31,13 +30,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from activities._control import SlotState
+from activities._childlog import forward_logs
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
+from activities._slotstate import SlotState
 from activities.client import READ_TIMEOUT, ActivityClient, make_client
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator
     from multiprocessing.connection import Connection
     from multiprocessing.context import SpawnContext, SpawnProcess
 
@@ -51,7 +51,6 @@ __all__ = [
     "Slot",
     "SlotOwner",
     "ThreadSlot",
-    "log_levels",
     "spawn_context",
     "thread_heartbeats",
 ]
@@ -231,24 +230,6 @@ class ProcessSlot:
         self._owner.on_exit(self, reason, was_ready=self.ready)
 
 
-class _PipeQueue:
-    """Where a child's :class:`logging.handlers.QueueHandler` puts records: the parent's pipe."""
-
-    def __init__(self, conn: Connection, lock: threading.Lock) -> None:
-        self._conn = conn
-        self._lock = lock
-
-    def put_nowait(self, record: logging.LogRecord) -> None:
-        try:
-            with self._lock:
-                self._conn.send(("log", record))
-        except (OSError, ValueError):
-            # The worker's process is gone: say it where it can still be read.
-            last = logging.lastResort
-            if last is not None and record.levelno >= last.level:
-                last.handle(record)
-
-
 def _stop_when_orphaned(control: Control) -> None:
     """Stop polling once the worker's process is gone: nobody would drain or replace us.
 
@@ -279,7 +260,7 @@ def _child_main(
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     lock = threading.Lock()
-    _forward_logs(_PipeQueue(conn, lock), settings.log_levels)
+    forward_logs(conn, lock, settings.log_levels)
     threading.Thread(
         target=_stop_when_orphaned, args=(control,), name="sfn-activities-orphan", daemon=True
     ).start()
@@ -353,25 +334,6 @@ def _receive_tasks(inbox: Connection, loop: SlotLoop) -> None:
         except (EOFError, OSError):
             return
         loop.hand(task)
-
-
-def _forward_logs(queue: _PipeQueue, levels: Mapping[str, int]) -> None:
-    """Send this process's log records to the parent, at the parent's levels."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.addHandler(logging.handlers.QueueHandler(queue))  # type: ignore[arg-type]
-    for logger_name, level in levels.items():
-        logging.getLogger(logger_name or None).setLevel(level)
-
-
-def log_levels() -> dict[str, int]:
-    """The levels set on this process's loggers, by name (``""`` for the root)."""
-    levels = {"": logging.getLogger().level}
-    for logger_name, known in logging.root.manager.loggerDict.items():
-        if isinstance(known, logging.Logger) and known.level != logging.NOTSET:
-            levels[logger_name] = known.level
-    return levels
 
 
 class ThreadSlot:

@@ -29,6 +29,7 @@ import time
 from typing import TYPE_CHECKING
 
 from activities import registry
+from activities._childlog import log_levels
 from activities._control import Control
 from activities._delivery import BackgroundDelivery
 from activities._handoff import HandOff
@@ -40,7 +41,6 @@ from activities._settings import heartbeat_intervals as heartbeat_intervals_of
 from activities._slot import (
     ProcessSlot,
     ThreadSlot,
-    log_levels,
     spawn_context,
     thread_heartbeats,
 )
@@ -54,8 +54,8 @@ if TYPE_CHECKING:
 
     from mypy_boto3_stepfunctions import SFNClient
 
-    from activities._control import Held
     from activities._slot import Slot
+    from activities._slotstate import Held
     from activities.activity import Activity
     from activities.task import Task
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 
 from activities._control import Control
 from activities._loop import SlotSettings
-from activities._slot import ProcessSlot, log_levels, spawn_context
+from activities._slot import ProcessSlot, spawn_context
 from activities.local import free_port
 from tests.waiting import wait_until
 
@@ -48,18 +47,6 @@ def test_a_slot_stopped_before_it_started_is_no_error() -> None:
     )
     assert slot.terminate()
     assert not slot.is_alive()
-
-
-def test_task_processes_get_the_levels_set_in_the_worker(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Levels set on loggers (and the root's) are what a task process filters with."""
-    monkeypatch.setattr(logging.getLogger("tests.noisy"), "level", logging.ERROR)
-    monkeypatch.setattr(logging.getLogger(), "level", logging.INFO)
-    levels = log_levels()
-    assert levels[""] == logging.INFO
-    assert levels["tests.noisy"] == logging.ERROR
-    assert all(level != logging.NOTSET for level in levels.values())
 
 
 def running(pid: int) -> bool:
