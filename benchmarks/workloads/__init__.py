@@ -1,0 +1,25 @@
+"""The activities sfn-activities serves in the benchmarks, one module each.
+
+    activities worker benchmarks.workloads.nothing --processes 2
+
+The ``activities worker`` command serves every activity of the modules it is given, so
+each workload lives in a module of its own and the worker serves that one task list, as a
+user's worker would.
+"""
+
+from __future__ import annotations
+
+from benchmarks.workloads.burn import Burn
+from benchmarks.workloads.chatty import Chatty
+from benchmarks.workloads.dispatch import Dispatch
+from benchmarks.workloads.nothing import Nothing
+
+__all__ = ["Burn", "Chatty", "Dispatch", "Nothing"]
+
+#: The module serving each benchmark activity, by the activity's name.
+MODULES = {
+    Nothing.name: Nothing.__module__,
+    Burn.name: Burn.__module__,
+    Dispatch.name: Dispatch.__module__,
+    Chatty.name: Chatty.__module__,
+}
