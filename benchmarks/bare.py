@@ -4,7 +4,9 @@ python -m benchmarks.bare --activity bench-Nothing --threads 8 --processes 2 --w
 python -m benchmarks.bare --activity bench-Many-00 bench-Many-01 --threads 1 --work zero
 
 With several activities, every process runs ``--threads`` threads for each of them, each
-thread polling its own activity.
+thread polling its own activity. With one process the threads run in this one, so that
+"1 proc" is one process, the yardstick of the footprint scenario; with more, this one
+starts them and waits.
 """
 
 from __future__ import annotations
@@ -56,11 +58,14 @@ if __name__ == "__main__":
     parser.add_argument("--work", choices=["zero", "cpu"], default="zero")
     args = parser.parse_args()
     arns = [ARN_PREFIX + activity for activity in args.activity]
-    children = [
-        multiprocessing.Process(target=process, args=(arns, args.work, args.threads))
-        for _ in range(args.processes)
-    ]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join()
+    if args.processes == 1:
+        process(arns, args.work, args.threads)
+    else:
+        children = [
+            multiprocessing.Process(target=process, args=(arns, args.work, args.threads))
+            for _ in range(args.processes)
+        ]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join()
