@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 if TYPE_CHECKING:
-    from benchmarks.run import Scenario
+    from collections.abc import Callable
+
+    from benchmarks.run import Contender, Scenario
 
 NOTES = Path(__file__).with_name("notes.md")
 BARS = "benchmarks.svg"  # written beside the report
@@ -25,9 +27,38 @@ MEMORY = "## 5. Memory"  # the heading after the scenarios' sections
 ARRIVALS_P99 = 0.020
 ARRIVALS_MAX = 0.100
 
+#: Scenario 1's target: the best worker at the command's default log level, in tasks/s,
+#: against the best bare boto3 loop.
+OVERHEAD_TARGET = 0.9
 
-def report(results: list[Scenario], baseline_rss: int, took: float) -> str:
-    """The Markdown report of ``results``."""
+#: Scenario 2's target: the best processes x threads worker, in tasks/s, against the best
+#: bare boto3 configuration ...
+LATENCY_TARGET = 1.0
+#: ... with at most this share of the PSS of the worker's best processes-only configuration.
+LATENCY_MEMORY = 1 / 3
+
+#: The footprint scenario's targets: by task processes, the most PSS of the worker's whole
+#: process tree, in bare boto3 client processes.
+FOOTPRINT_TARGETS = {4: 3.0, 16: 6.0}
+
+#: How the memory columns are measured (see benchmarks.run.measure).
+MEMORY_HOW = (
+    "Memory is PSS of all the contender's processes after it served its tasks (read half a "
+    "second after its last outcome, before it is stopped; a page shared by several processes "
+    "counted once) and, in brackets, RSS (a shared page counted in each process)."
+)
+
+#: How the worker runs in every scenario.
+WORKER_HOW = (
+    "The worker runs as users run it, `activities worker benchmarks.workloads.<workload>` "
+    "with the pool options its label says, at the command's default log level (INFO) unless "
+    "its label says another; its output is discarded, but every log line is still formatted "
+    "and written."
+)
+
+
+def report(results: list[Scenario], baseline: dict[str, int], took: float) -> str:
+    """The Markdown report of ``results``; ``baseline``: an idle bare client's PSS and RSS."""
     lines = [
         "# Benchmarks",
         "",
@@ -39,6 +70,7 @@ def report(results: list[Scenario], baseline_rss: int, took: float) -> str:
         "which measures from the first task handed out to the last outcome received; tasks are",
         "queued once the contender has its polls open, so start-up is not counted.",
         "Contenders and endpoint share the machine's cores.",
+        WORKER_HOW,
         "",
         f"![Tasks per second by contender; sfn-activities in blue]({BARS})",
         "",
@@ -49,14 +81,11 @@ def report(results: list[Scenario], baseline_rss: int, took: float) -> str:
         MEMORY,
         "",
         (
-            "A bare `import boto3; boto3.client('stepfunctions')` process: "
-            f"{baseline_rss / 2**20:.0f} MiB."
+            "A bare `import boto3; boto3.client('stepfunctions')` process, idle (it served no "
+            f"task): PSS {baseline['pss'] / 2**20:.0f} MiB (RSS {baseline['rss'] / 2**20:.0f} "
+            "MiB). The footprint scenario measures one after it served tasks, its yardstick."
         ),
-        (
-            "The memory column above is the whole process tree of each contender, read half "
-            "way through: PSS (a page shared by several processes counted once) and, in "
-            "brackets, RSS (counted in each)."
-        ),
+        f"{MEMORY_HOW} A bare loop with one process is that one process.",
         "",
         *_process_sizes(results),
         "",
@@ -81,6 +110,8 @@ def section(scenario: Scenario, measured_by: str | None = None) -> list[str]:
         lines += _latency_table(scenario)
     elif scenario.activity == "bench-Chatty":
         lines += _heartbeat_table(scenario)
+    elif scenario.key == "footprint":
+        lines += _footprint_table(scenario)
     else:
         lines += _rate_table(scenario)
     return lines
@@ -108,7 +139,9 @@ def _rate_table(scenario: Scenario) -> list[str]:
     rounds = f", {scenario.rounds} rounds (median, and the range)" if scenario.rounds > 1 else ""
     lines = [
         f"{scenario.tasks} tasks, delay {scenario.delay * 1000:.0f} ms per call{rounds}.",
+        f"{MEMORY_HOW}",
         "",
+        *_targets(scenario),
         "| contender | tasks/s | vs best bare boto3 | memory, PSS (RSS) | tasks lost |",
         "|---|---|---|---|---|",
     ]
@@ -128,7 +161,144 @@ def _rate_table(scenario: Scenario) -> list[str]:
         size = (
             f"{memory['pss'] / 2**20:.0f} MiB ({memory['rss'] / 2**20:.0f} MiB)" if memory else ""
         )
-        lines.append(f"| {label} | {rate} | {ratio} | {size} | {stats['lost']} |")
+        lost = str(stats["lost"])
+        if stats.get("exited") is not None:
+            lost += f" (exited with code {stats['exited']} while serving)"
+        lines.append(f"| {label} | {rate} | {ratio} | {size} | {lost} |")
+    return [*lines, ""]
+
+
+def _targets(scenario: Scenario) -> list[str]:
+    """The lines saying whether ``scenario`` met its target, where it has one."""
+    if scenario.key == "overhead":
+        return [_overhead_target(scenario), ""]
+    if scenario.key == "latency":
+        return [_latency_target(scenario), ""]
+    return []
+
+
+def _best(
+    scenario: Scenario, which: Callable[[Contender], bool]
+) -> tuple[str, dict[str, Any]] | None:
+    """The label and result of the fastest contender of ``scenario`` that ``which`` picks."""
+    ran = [
+        (contender.label, scenario.results[contender.label])
+        for contender in scenario.contenders
+        if which(contender) and scenario.results.get(contender.label, {}).get("rate")
+    ]
+    return max(ran, key=lambda pair: pair[1]["rate"], default=None)
+
+
+def _overhead_target(scenario: Scenario) -> str:
+    target = (
+        f"Target: the best sfn-activities configuration at the command's default log level "
+        f"at least {OVERHEAD_TARGET}x the best bare boto3 loop; the rows at log level "
+        "WARNING are extras, not counted."
+    )
+    bare = _best(scenario, lambda c: c.kind == "bare")
+    ours = _best(scenario, lambda c: c.kind == "worker" and c.headline)
+    if bare is None or ours is None:
+        return f"{target} Not measured: no worker or no bare loop ran."
+    ratio = ours[1]["rate"] / bare[1]["rate"]
+    status = "Met" if ratio >= OVERHEAD_TARGET else "Not met"
+    return f"{target} {status}: {ours[0]} at {ratio:.2f}x {bare[0]}."
+
+
+def _latency_target(scenario: Scenario) -> str:
+    target = (
+        f"Target: the best processes x threads configuration of sfn-activities at least "
+        f"{LATENCY_TARGET:.1f}x the best bare boto3 configuration, with at most a third of the "
+        "memory (PSS) of the worker's best processes-only configuration."
+    )
+    bare = _best(scenario, lambda c: c.kind == "bare")
+    mixed = _best(scenario, lambda c: c.kind == "worker" and bool(c.processes and c.threads))
+    alone = _best(scenario, lambda c: c.kind == "worker" and bool(c.processes and not c.threads))
+    if bare is None or mixed is None:
+        return f"{target} Not met: no processes x threads configuration ran (see the table)."
+    ratio = mixed[1]["rate"] / bare[1]["rate"]
+    pss = (mixed[1].get("memory") or {}).get("pss")
+    reference = (alone[1].get("memory") or {}).get("pss") if alone else None
+    if pss is None or alone is None or reference is None:
+        return f"{target} Not measured: {mixed[0]} at {ratio:.2f}x {bare[0]}, memory unknown."
+    share = pss / reference
+    status = "Met" if ratio >= LATENCY_TARGET and share <= LATENCY_MEMORY else "Not met"
+    bare_pss = (bare[1].get("memory") or {}).get("pss")
+    against_bare = (
+        f" and {pss / bare_pss:.1f}x that of {bare[0]} ({bare_pss / 2**20:.0f} MiB)"
+        if bare_pss
+        else ""
+    )
+    return (
+        f"{target} {status}: {mixed[0]} at {ratio:.2f}x {bare[0]}; its PSS, "
+        f"{pss / 2**20:.0f} MiB, is {share:.2f} of that of {alone[0]} "
+        f"({reference / 2**20:.0f} MiB){against_bare}."
+    )
+
+
+def _footprint_table(scenario: Scenario) -> list[str]:
+    """Each contender's memory after serving the tasks, in bare boto3 client processes."""
+    lines = [
+        (
+            f"{scenario.tasks} zero-work tasks per contender, delay "
+            f"{scenario.delay * 1000:.0f} ms per call. {MEMORY_HOW} The worker runs as "
+            "`activities worker benchmarks.workloads.nothing --processes N`, the command's "
+            "defaults otherwise (log level INFO). The yardstick is one bare boto3 client "
+            "process: `benchmarks.bare` with one process and one thread (boto3 imported, a "
+            "Step Functions client made), measured the same way, after it served the same "
+            "tasks."
+        ),
+        "",
+        (
+            "Targets: the PSS of the worker's whole process tree at most "
+            + ", ".join(
+                f"{limit:.0f}x that of one bare boto3 client process with {processes} task "
+                "processes"
+                for processes, limit in FOOTPRINT_TARGETS.items()
+            )
+            + "."
+        ),
+        "",
+        (
+            "| contender | processes measured | memory, PSS (RSS) | PSS in bare boto3 client "
+            "processes | target | status | tasks/s | tasks lost |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    yardstick = next(
+        (
+            scenario.results.get(contender.label, {}).get("memory")
+            for contender in scenario.contenders
+            if contender.kind == "bare"
+        ),
+        None,
+    )
+    for contender in scenario.contenders:
+        stats = scenario.results.get(contender.label)
+        if stats is None:
+            continue
+        if stats["rate"] is None:
+            lines.append(f"| {contender.label} | {stats['note']} | | | | | | |")
+            continue
+        memory = stats.get("memory")
+        if not memory:
+            size = count = ratio = ""
+        else:
+            size = f"{memory['pss'] / 2**20:.0f} MiB ({memory['rss'] / 2**20:.0f} MiB)"
+            count = str(memory["processes"])
+            ratio = f"{memory['pss'] / yardstick['pss']:.2f}x" if yardstick else ""
+        limit = FOOTPRINT_TARGETS.get(contender.processes) if contender.kind == "worker" else None
+        target = "the yardstick" if contender.kind == "bare" else ""
+        if limit:
+            target = f"at most {limit:.0f}x"
+        status = ""
+        if limit and memory and yardstick:
+            status = "met" if memory["pss"] <= limit * yardstick["pss"] else "not met"
+        elif limit:
+            status = "not measured"
+        lines.append(
+            f"| {contender.label} | {count} | {size} | {ratio} | {target} | {status} "
+            f"| {stats['rate']:.0f} | {stats['lost']} |"
+        )
     return [*lines, ""]
 
 
@@ -150,9 +320,10 @@ def _sweep_table(scenario: Scenario) -> list[str]:
     levels = sorted({level for points in series.values() for level in points})
     lines = [
         (
-            f"Tasks per second by concurrency (threads or processes), delay "
-            f"{scenario.delay * 1000:.0f} ms per call; {scenario.tasks} tasks per unit of "
-            "concurrency (at least 100; stefuna 200 at most)."
+            f"Tasks per second by concurrency (task slots: threads, processes, or processes x "
+            f"threads per process), delay {scenario.delay * 1000:.0f} ms per call; "
+            f"{scenario.tasks} tasks per unit of concurrency (at least 100; stefuna 200 at "
+            "most)."
         ),
         "",
         f"![Tasks per second against concurrency; sfn-activities in blue]({SWEEP})",
@@ -163,6 +334,13 @@ def _sweep_table(scenario: Scenario) -> list[str]:
     for name, points in series.items():
         cells = [f"{points[level]:.0f}" if level in points else "" for level in levels]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    notes = [
+        f"- {label}: {stats['note']}"
+        for label, stats in scenario.results.items()
+        if stats.get("rate") is None and stats.get("note")
+    ]
+    if notes:
+        lines += ["", "Not in the table:", "", *notes]
     return [*lines, ""]
 
 
@@ -269,7 +447,7 @@ def _series(scenario: Scenario) -> dict[str, dict[int, float]]:
 
 def bar_chart(results: list[Scenario]) -> str:
     """An SVG bar chart of tasks/s per contender, for the throughput scenarios."""
-    width, label_width, bar, gap = 760, 300, 14, 4
+    width, label_width, bar, gap = 800, 340, 14, 4
     rows: list[str] = []
     y = 10
     for scenario in results:
@@ -301,7 +479,7 @@ def bar_chart(results: list[Scenario]) -> str:
 
 def sweep_chart(scenario: Scenario) -> str:
     """An SVG line chart of tasks/s against concurrency (log scale), one line per series."""
-    width, height, left, right, top, bottom = 760, 380, 60, 250, 30, 40
+    width, height, left, right, top, bottom = 820, 380, 60, 290, 30, 40
     series = _series(scenario)
     levels = sorted({level for points in series.values() for level in points})
     peak = max((rate for points in series.values() for rate in points.values()), default=1.0)
@@ -331,12 +509,17 @@ def sweep_chart(scenario: Scenario) -> str:
         )
     rows.append(
         f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle">'
-        "concurrency (threads or processes)</text>"
+        "concurrency (task slots)</text>"
     )
     others = iter(PALETTE)
     for index, (name, points) in enumerate(series.items()):
         colour = OURS if name.startswith("sfn-activities") else next(others, PALETTE[0])
-        dash = ' stroke-dasharray="5 3"' if name.endswith("threads") else ""
+        dash = ""
+        if name.startswith("sfn-activities") and " x " in name:  # processes x threads
+            dash = ' stroke-dasharray="9 3 2 3"'
+        elif name.endswith("threads"):
+            dash = ' stroke-dasharray="5 3"'
+
         path = " ".join(f"{x(level):.1f},{y(rate):.1f}" for level, rate in sorted(points.items()))
         legend_y = top + 18 * index
         rows += [
@@ -357,7 +540,7 @@ def sweep_chart(scenario: Scenario) -> str:
 def _nice_ceiling(peak: float) -> float:
     """The smallest of 1, 2 or 5 times a power of ten that is at least ``peak``."""
     power = 10 ** math.floor(math.log10(max(peak, 1.0)))
-    return next(step * power for step in (1, 2, 5, 10) if step * power >= peak)
+    return float(next(step * power for step in (1, 2, 5, 10) if step * power >= peak))
 
 
 def _svg(width: int, height: int, rows: list[str]) -> str:

@@ -6,8 +6,18 @@ Each contender is a process (group) started against an in-memory endpoint
 (:mod:`benchmarks.endpoint`); once it has its polls open, the tasks are queued, and the
 endpoint measures from the first task handed out to the last outcome received.
 Contenders: a bare boto3 loop (threads, processes), the sfn-activities worker (processes,
-threads), and peer libraries in virtualenvs of their own. The report and the charts are
-written by :mod:`benchmarks.report`.
+threads, processes x threads), and peer libraries in virtualenvs of their own. The worker
+runs as users run it, ``activities worker benchmarks.workloads.<workload>`` at the
+command's default log level (INFO); rows at another level are extras, labelled so. Each
+contender's memory is read once it has served its tasks (see :func:`measure`). The report
+and the charts are written by :mod:`benchmarks.report`.
+
+A contender that exits before it is ready (a worker refusing its options, say) is reported
+as failed to start, with the last line it wrote to stderr, and not run again.
+
+The footprint scenario (key ``footprint``) serves zero-work tasks with the worker at 4
+and at 16 processes and with one bare boto3 client process, and reports each one's memory
+in bare client processes.
 
 The "many task lists" scenario (key ``many``) is different: tasks arrive one at a time,
 each on one of 60 activities, and the endpoint times each task from queued to handed out
@@ -21,6 +31,7 @@ sections, the header and the bar chart as they were.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -35,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks import report
 from benchmarks.work import MANY
+from benchmarks.workloads import MODULES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,11 +61,19 @@ STALL = 10.0
 #: Seconds a contender may take to open its polls before its tasks are queued anyway.
 READY_TIMEOUT = 60.0
 
+#: Seconds after a contender's last outcome before its memory is read: its processes are
+#: steady by then (the report says "half a second").
+SETTLE = 0.5
+
+#: Seconds a contender that exited before it was ready may run again, its stderr kept, to
+#: say why.
+DIAGNOSE = 15.0
+
 #: Concurrency levels of the sweep.
 SWEEP = (1, 4, 16, 32)
 
 #: The scenarios by the key ``--only`` takes, in the report's order.
-KEYS = ("overhead", "latency", "sweep", "cpu", "dispatch", "heartbeat", "many")
+KEYS = ("overhead", "latency", "sweep", "cpu", "dispatch", "heartbeat", "many", "footprint")
 
 #: Seconds the feeding of arrivals may overrun its duration before it stops anyway.
 FEED_SLACK = 10.0
@@ -74,7 +94,15 @@ class Contender:
     unavailable: str | None = None  # why it could not run, when it could not
     max_tasks: int | None = None  # fewer tasks for a slow contender: its rate is steady
     series: str = ""  # in a sweep: the line it belongs to
-    concurrency: int = 0  # in a sweep: its threads or processes
+    concurrency: int = 0  # in a sweep: its task slots (threads, processes, or their product)
+    processes: int = 0  # the processes it was told to run tasks in, 0 if not told
+    threads: int = 0  # the threads (per process) it was told to run tasks in, 0 if not told
+    log_level: str | None = None  # a worker's --log-level; None: the command's default
+
+    @property
+    def headline(self) -> bool:
+        """Whether it counts toward the targets: not a worker at a log level of its own."""
+        return self.log_level is None
 
 
 @dataclass
@@ -127,48 +155,80 @@ def bare(activity: str, work: str, threads: int, processes: int = 1) -> Contende
     command += ["--threads", str(threads), "--processes", str(processes)]
     series = "bare boto3, 1 process x N threads" if processes == 1 else ""
     return Contender(
-        label, command, "bare", polls=threads * processes, series=series, concurrency=threads
+        label,
+        command,
+        "bare",
+        polls=threads * processes,
+        series=series,
+        concurrency=threads,
+        processes=processes,
+        threads=threads,
     )
 
 
-def worker(activity: str, *, processes: int | None = None, threads: int | None = None) -> Contender:
-    """The sfn-activities worker serving ``activity`` in processes or threads."""
-    pool = ["--processes", str(processes)] if processes else ["--threads", str(threads)]
-    label = (
-        f"sfn-activities, {processes} processes"
-        if processes
-        else f"sfn-activities, {threads} threads"
+def worker(
+    activity: str,
+    *,
+    processes: int | None = None,
+    threads: int | None = None,
+    log_level: str | None = None,
+) -> Contender:
+    """The ``activities worker`` command serving ``activity``'s workload module.
+
+    See :func:`cli_worker`. An idle worker keeps one poll on its one task list, whatever
+    its slots; the slots add theirs once tasks come. One poll open is the worker ready.
+    """
+    return cli_worker(
+        MODULES[activity], 1, processes=processes, threads=threads, log_level=log_level
     )
-    workload = {
-        "bench-Nothing": "Nothing",
-        "bench-Burn": "Burn",
-        "bench-Dispatch": "Dispatch",
-        "bench-Chatty": "Chatty",
-    }[activity]
-    command = ["-m", "benchmarks.serve", workload, *pool, "--log-level", "WARNING"]
-    slots = processes or threads or 1
-    series = "sfn-activities, N processes" if processes else "sfn-activities, N threads"
-    # An idle worker keeps one poll on its one task list, whatever its slots; the slots
-    # add theirs once tasks come. One poll open is the worker ready.
-    return Contender(label, command, "worker", polls=1, series=series, concurrency=slots)
 
 
 def cli_worker(
-    module: str, polls: int, *, processes: int | None = None, threads: int | None = None
+    module: str,
+    polls: int,
+    *,
+    processes: int | None = None,
+    threads: int | None = None,
+    log_level: str | None = None,
 ) -> Contender:
     """The ``activities worker`` command serving ``module``, as users run it.
 
-    Its log level is the command's default. ``polls`` is how many polls the runner waits
-    for before it feeds tasks.
+    With ``processes`` and ``threads`` both, ``threads`` task threads in each of
+    ``processes`` processes. Its log level is the command's default (INFO) unless
+    ``log_level`` says otherwise, which the label then says too: such a row is an extra,
+    not a headline. ``polls`` is how many polls the runner waits for before it feeds tasks.
     """
-    pool = ["--processes", str(processes)] if processes else ["--threads", str(threads)]
-    label = (
-        f"sfn-activities, {processes} processes"
-        if processes
-        else f"sfn-activities, {threads} threads"
+    command = ["-m", "activities", "worker", module]
+    if processes:
+        command += ["--processes", str(processes)]
+    if threads:
+        command += ["--threads", str(threads)]
+    label = f"sfn-activities, {pool_label(processes, threads)}"
+    if log_level:
+        command += ["--log-level", log_level]
+        label += f" (log level {log_level})"
+    if processes and threads:
+        series = f"sfn-activities, {processes} proc x N/{processes} threads"
+    else:
+        series = "sfn-activities, N processes" if processes else "sfn-activities, N threads"
+    return Contender(
+        label,
+        command,
+        "worker",
+        polls=polls,
+        series="" if log_level else series,
+        concurrency=(processes or 1) * (threads or 1),
+        processes=processes or 0,
+        threads=threads or 0,
+        log_level=log_level,
     )
-    command = ["-m", "activities", "worker", module, *pool]
-    return Contender(label, command, "worker", polls=polls)
+
+
+def pool_label(processes: int | None, threads: int | None) -> str:
+    """A worker's pool as a label says it; processes and threads as the bare loops' say it."""
+    if processes and threads:
+        return f"{processes} proc x {threads} thread{'s' * (threads > 1)}"
+    return f"{processes} processes" if processes else f"{threads} threads"
 
 
 def bare_per_activity(activities: tuple[str, ...]) -> Contender:
@@ -265,6 +325,9 @@ def scenarios(quick: bool, only: str | None = None) -> list[Scenario]:
                 worker(nothing, processes=2),
                 worker(nothing, processes=4),
                 worker(nothing, threads=4),
+                worker(nothing, processes=2, log_level="WARNING"),
+                worker(nothing, processes=4, log_level="WARNING"),
+                worker(nothing, threads=4, log_level="WARNING"),
                 peer("stefuna", nothing, "zero", 2),
                 peer("heaviside", nothing, "zero", 2),
             ],
@@ -280,8 +343,12 @@ def scenarios(quick: bool, only: str | None = None) -> list[Scenario]:
                 bare(nothing, "zero", 16),
                 bare(nothing, "zero", 32),
                 bare(nothing, "zero", 8, 2),
+                bare(nothing, "zero", 8, 4),
                 worker(nothing, processes=16),
                 worker(nothing, threads=32),
+                worker(nothing, processes=2, threads=8),
+                worker(nothing, processes=4, threads=8),
+                worker(nothing, processes=4, threads=16),
                 peer("stefuna", nothing, "zero", 16),
             ],
         ),
@@ -294,6 +361,7 @@ def scenarios(quick: bool, only: str | None = None) -> list[Scenario]:
                 *(bare(nothing, "zero", n) for n in SWEEP),
                 *(worker(nothing, threads=n) for n in SWEEP),
                 *(worker(nothing, processes=n) for n in SWEEP),
+                *(worker(nothing, processes=2, threads=n // 2) for n in SWEEP if n > 1),
                 *(replace(peer("stefuna", nothing, "zero", n), max_tasks=200) for n in SWEEP),
             ],
             sweep=True,
@@ -326,6 +394,17 @@ def scenarios(quick: bool, only: str | None = None) -> list[Scenario]:
             [worker(chatty, processes=4)],
         ),
         "many": lambda: many_task_lists(quick),
+        "footprint": lambda: Scenario(
+            "8. Footprint: memory of the worker's processes after serving tasks",
+            nothing,
+            3000 // scale,
+            0.0,
+            [
+                bare(nothing, "zero", 1),
+                worker(nothing, processes=4),
+                worker(nothing, processes=16),
+            ],
+        ),
     }
     return [replace(build(), key=key) for key, build in builders.items() if only in (None, key)]
 
@@ -401,10 +480,53 @@ def stop(process: subprocess.Popen[str]) -> None:
 
 
 def measure(contender: Contender, activity: str, tasks: int) -> dict[str, Any]:
-    """Serve ``tasks`` tasks of ``activity`` with ``contender``; what the endpoint saw."""
+    """Serve ``tasks`` tasks of ``activity`` with ``contender``; what the endpoint saw.
+
+    The memory is that of the contender's whole process tree (:func:`tree_memory`), read
+    ``SETTLE`` seconds after its last outcome, before it is killed: what it holds once it
+    has done the work, not idle. A contender that exits before it is ready serves nothing:
+    the stats are ``{"failed": why}`` (see :func:`why_not_started`). One that exits while
+    it serves is not waited for: ``exited`` is its exit code.
+    """
     quiesce()
     call("Reset")
-    process = subprocess.Popen(  # noqa: S603 - our own modules
+    process = start(contender)
+    memory = None
+    exited = None
+    try:
+        wait_until_ready(process, contender.polls, READY_TIMEOUT)
+        if process.poll() is not None:
+            return {"failed": why_not_started(contender, process.returncode)}
+        call("Load", {"activity": activity, "count": tasks, "input": '{"value": 1}'})
+        done, progressed = 0, time.monotonic()
+        while time.monotonic() - progressed < STALL and done < tasks:
+            if (exited := process.poll()) is not None:
+                break
+            time.sleep(0.05)
+            stats = call("Stats")
+            now_done = stats.get("succeeded", 0) + stats.get("failed", 0)
+            if now_done > done:
+                done, progressed = now_done, time.monotonic()
+        if exited is None:
+            time.sleep(SETTLE)
+            memory = tree_memory(process.pid)
+    finally:
+        kill(process)
+    stats = call("Stats", {"outputs": True})
+    stats["memory"] = memory if memory and memory["processes"] else None
+    stats["exited"] = exited
+    stats["lost"] = tasks - stats.get("succeeded", 0) - stats.get("failed", 0)
+    stats["rate"] = stats.get("succeeded", 0) / (stats.get("elapsed") or float("nan"))
+    return stats
+
+
+def start(contender: Contender) -> subprocess.Popen[bytes]:
+    """Start ``contender`` in a session of its own, its output discarded.
+
+    Discarded, not kept: a worker still formats and writes every log line, the cost its
+    users pay, without the runner reading them.
+    """
+    return subprocess.Popen(  # noqa: S603 - our own modules, a peer's venv's Python
         [contender.python, *contender.command],
         env=environment(),
         cwd=ROOT,
@@ -412,31 +534,54 @@ def measure(contender: Contender, activity: str, tasks: int) -> dict[str, Any]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    memory = None
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], polls: int, timeout: float) -> int:
+    """Wait until the endpoint holds ``polls`` polls, ``timeout`` s pass or ``process`` exits.
+
+    Returns the polls the endpoint holds then.
+    """
+    ready_by = time.monotonic() + timeout
+    while (waiting := call("Stats")["waiting"]) < polls:
+        if time.monotonic() >= ready_by or process.poll() is not None:
+            break
+        time.sleep(0.05)
+    return int(waiting)
+
+
+def why_not_started(contender: Contender, code: int) -> str:
+    """What to report of ``contender``, which exited with ``code`` before it was ready.
+
+    Its output was discarded: it runs once more with stderr kept, for ``DIAGNOSE`` seconds
+    at most, and the last line it wrote says why (a worker refusing its options, say).
+    """
+    process = subprocess.Popen(  # noqa: S603 - our own modules, a peer's venv's Python
+        [contender.python, *contender.command],
+        env=environment(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        ready_by = time.monotonic() + READY_TIMEOUT
-        while call("Stats")["waiting"] < contender.polls and time.monotonic() < ready_by:
-            time.sleep(0.05)
-        call("Load", {"activity": activity, "count": tasks, "input": '{"value": 1}'})
-        done, progressed = 0, time.monotonic()
-        while time.monotonic() - progressed < STALL:
-            stats = call("Stats")
-            now_done = stats.get("succeeded", 0) + stats.get("failed", 0)
-            if now_done > done:
-                done, progressed = now_done, time.monotonic()
-            if done >= tasks // 2 and memory is None:
-                memory = tree_memory(process.pid)
-            if done >= tasks:
-                break
-            time.sleep(0.05)
+        _, stderr = process.communicate(timeout=DIAGNOSE)
+    except subprocess.TimeoutExpired:
+        stderr = ""
     finally:
+        kill(process)
+        if process.stderr is not None:
+            process.stderr.close()
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return f"failed to start: exited with code {code}" + (f": {lines[-1]}" if lines else "")
+
+
+def kill(process: subprocess.Popen[Any]) -> None:
+    """Kill the process group ``process`` leads, whatever is left of it, and reap it."""
+    # ProcessLookupError: the leader exited, was reaped, and left no process in its group.
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    stats = call("Stats", {"outputs": True})
-    stats["memory"] = memory
-    stats["lost"] = tasks - stats.get("succeeded", 0) - stats.get("failed", 0)
-    stats["rate"] = stats.get("succeeded", 0) / (stats.get("elapsed") or float("nan"))
-    return stats
+    process.wait()
 
 
 def measure_arrivals(contender: Contender, arrivals: Arrivals) -> dict[str, Any]:
@@ -444,29 +589,20 @@ def measure_arrivals(contender: Contender, arrivals: Arrivals) -> dict[str, Any]
 
     An endpoint of its own: a killed contender's long polls would otherwise hold their
     connections open for a minute. Stats with the latencies in seconds, the polls open
-    when feeding began (``waiting_at_start``), and the tasks queued and lost.
+    when feeding began (``waiting_at_start``), and the tasks queued and lost; or
+    ``{"note": why}`` for a contender that exited before it was ready.
     """
     endpoint = start_endpoint(0.0, arrivals.poll_wait)
     try:
-        process = subprocess.Popen(  # noqa: S603 - our own modules, a peer's venv's Python
-            [contender.python, *contender.command],
-            env=environment(),
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        process = start(contender)
         try:
-            ready_by = time.monotonic() + arrivals.ready_timeout
-            while (waiting := call("Stats")["waiting"]) < contender.polls:
-                if time.monotonic() >= ready_by:
-                    break
-                time.sleep(0.05)
+            waiting = wait_until_ready(process, contender.polls, arrivals.ready_timeout)
+            if process.poll() is not None:
+                return {"note": why_not_started(contender, process.returncode)}
             queued = feed(arrivals)
             wait_for_outcomes(queued)
         finally:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            kill(process)
         stats = call("Stats", {"latencies": True})
     finally:
         stop(endpoint)
@@ -522,48 +658,75 @@ def quiesce() -> None:
 
 
 def tree_memory(pid: int) -> dict[str, int]:
-    """Memory of ``pid`` and its descendants in bytes: RSS and PSS summed, the largest RSS.
+    """Memory of ``pid``'s whole process tree in bytes: RSS and PSS summed, the largest RSS.
 
-    PSS counts a page shared by several processes (a forked child's, a library's) once
-    across them; RSS counts it in each. Read from Linux's /proc.
+    The tree is ``pid`` and every process under it, however deep (a forkserver's task
+    processes are the worker's grandchildren), and any process of the session ``pid``
+    leads that was adopted elsewhere when its parent died. PSS counts a page shared by
+    several processes (a forked child's, a library's) once across them; RSS counts it in
+    each. Read from Linux's /proc; a process gone meanwhile, or a zombie, counts nothing.
     """
     children: dict[int, list[int]] = {}
+    session: list[int] = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
+            # After the name: state, parent, process group, session.
             children.setdefault(int(fields[1]), []).append(int(entry.name))
+            if int(fields[3]) == pid:
+                session.append(int(entry.name))
     memory = {"rss": 0, "pss": 0, "largest": 0, "processes": 0}
-    todo = [pid]
+    seen: set[int] = set()
+    todo = [pid, *session]
     while todo:
         current = todo.pop()
-        todo.extend(children.get(current, []))
-        try:
-            rss = int((Path("/proc") / str(current) / "statm").read_text().split()[1])
-            rollup = (Path("/proc") / str(current) / "smaps_rollup").read_text()
-        except OSError:
+        if current in seen:
             continue
-        rss *= os.sysconf("SC_PAGE_SIZE")
-        pss = next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
-        memory["rss"] += rss
-        memory["pss"] += pss * 1024
-        memory["largest"] = max(memory["largest"], rss)
+        seen.add(current)
+        todo.extend(children.get(current, []))
+        sizes = process_memory(current)
+        if sizes is None:
+            continue
+        memory["rss"] += sizes["rss"]
+        memory["pss"] += sizes["pss"]
+        memory["largest"] = max(memory["largest"], sizes["rss"])
         memory["processes"] += 1
     return memory
 
 
-def bare_client_rss() -> int:
-    """Resident memory of a bare ``import boto3; boto3.client('stepfunctions')`` process."""
+def process_memory(pid: int) -> dict[str, int] | None:
+    """RSS and PSS of one process in bytes; None if it is gone or a zombie."""
+    try:
+        sizes = rollup_sizes((Path("/proc") / str(pid) / "smaps_rollup").read_text())
+    except OSError:
+        return None
+    return sizes if len(sizes) == 2 else None  # noqa: PLR2004 - a zombie's rollup is empty
+
+
+def rollup_sizes(rollup: str) -> dict[str, int]:
+    """The ``rss`` and ``pss`` lines of a /proc/PID/smaps_rollup, in bytes."""
+    return {
+        name.lower(): int(rest.split()[0]) * 1024
+        for name, _, rest in (line.partition(":") for line in rollup.splitlines())
+        if name in ("Rss", "Pss")
+    }
+
+
+def bare_client_memory() -> dict[str, int]:
+    """PSS and RSS of a bare ``import boto3; boto3.client('stepfunctions')`` process, idle.
+
+    The footprint scenario measures one after it served tasks; this one has served none.
+    """
     code = (
-        "import boto3, os; boto3.client('stepfunctions'); "
-        "print(int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE'))"
+        "import boto3; boto3.client('stepfunctions'); print(open('/proc/self/smaps_rollup').read())"
     )
     out = subprocess.run(  # noqa: S603 - our own code
         [sys.executable, "-c", code], env=environment(), capture_output=True, text=True, check=True
     )
-    return int(out.stdout)
+    return rollup_sizes(out.stdout)
 
 
 def run_scenario(scenario: Scenario) -> None:
@@ -588,31 +751,54 @@ def run_arrivals(scenario: Scenario, arrivals: Arrivals) -> None:
             continue
         stats = measure_arrivals(contender, arrivals)
         scenario.results[contender.label] = stats
-        print(f"  {contender.label:<50} {report.arrivals_summary(stats)}", flush=True)
+        summary = stats["note"] if "note" in stats else report.arrivals_summary(stats)
+        print(f"  {contender.label:<50} {summary}", flush=True)
 
 
 def run_rounds(scenario: Scenario) -> None:
-    """Measure every contender of a rate scenario, in rounds, at the endpoint running."""
+    """Measure every contender of a rate scenario, in rounds, at the endpoint running.
+
+    A contender that failed to start is not started again in later rounds.
+    """
     rates: dict[str, list[float]] = {}
     lost: dict[str, int] = {}
+    failed: set[str] = set()
     for round_number in range(scenario.rounds):
         for contender in scenario.contenders:
+            label = contender.label
             if contender.unavailable:
-                scenario.results[contender.label] = {"rate": None, "note": contender.unavailable}
+                scenario.results[label] = {"rate": None, "note": contender.unavailable}
                 continue
-            if round_number and contender.kind == "peer":
+            if (round_number and contender.kind == "peer") or label in failed:
                 continue
             stats = measure(contender, scenario.activity, scenario.tasks_for(contender))
-            rates.setdefault(contender.label, []).append(stats["rate"])
-            lost[contender.label] = lost.get(contender.label, 0) + stats["lost"]
-            scenario.results[contender.label] = report.summarize(
-                rates[contender.label], {**stats, "lost": lost[contender.label]}
-            )
-            note = f", {stats['lost']} lost" if stats["lost"] else ""
-            print(f"  {contender.label:<40} {stats['rate']:8.0f} tasks/s{note}", flush=True)
+            if "failed" in stats:
+                failed.add(label)
+                if label not in rates:
+                    scenario.results[label] = {"rate": None, "note": stats["failed"]}
+                print(f"  {label:<50} {stats['failed']}", flush=True)
+                continue
+            rates.setdefault(label, []).append(stats["rate"])
+            lost[label] = lost.get(label, 0) + stats["lost"]
+            scenario.results[label] = report.summarize(rates[label], {**stats, "lost": lost[label]})
+            print(f"  {label:<50} {progress(stats)}", flush=True)
     for contender in scenario.contenders:
         if contender.unavailable:
-            print(f"  {contender.label:<40} {contender.unavailable}", flush=True)
+            print(f"  {contender.label:<50} {contender.unavailable}", flush=True)
+
+
+def progress(stats: dict[str, Any]) -> str:
+    """One line of a rate scenario's result, for the runner's progress."""
+    line = f"{stats['rate']:8.0f} tasks/s"
+    memory = stats.get("memory")
+    if memory:
+        count = memory["processes"]
+        line += f", {memory['pss'] / 2**20:5.0f} MiB PSS in {count} process{'es' * (count != 1)}"
+    if stats["lost"]:
+        line += f", {stats['lost']} lost"
+    if stats.get("exited") is not None:
+        line += f", exited with code {stats['exited']} while serving"
+    return line
 
 
 def main() -> int:
@@ -640,7 +826,7 @@ def main() -> int:
         return update(args.output, results, args.only)
     endpoint = start_endpoint(0.0)
     try:
-        baseline = bare_client_rss()
+        baseline = bare_client_memory()
     finally:
         stop(endpoint)
     took = time.monotonic() - started
