@@ -1,22 +1,165 @@
-"""Log records of a task process, handled by the worker's process as its own.
+"""How task processes log: as the worker's process would, at the least cost.
 
-A task process sends its records to the worker's process through its pipe, filtered at
-the levels the worker's loggers had when it started (:func:`log_levels`); the worker's
-process handles them by the user's logging configuration.
+The worker's process describes its logging configuration once (:func:`log_plan`); each
+task process sets itself up from that description (:func:`start_logging`), in one of two
+ways:
+
+- **written in place**, for the common configuration (what ``logging.basicConfig`` or the
+  ``activities worker`` command makes): the root's only handlers write to the standard
+  error or output with a plain formatter, and no other logger has handlers (libraries'
+  ``NullHandler`` aside) or filters.
+  The task process formats and writes its own lines, with the same handlers, levels and
+  formatters, to the same file the worker's process writes to: a line costs the worker's
+  process nothing, and lines keep the order they were written in.
+- **forwarded**, for any other configuration (a file, syslog, a handler of the user's, a
+  filter, pytest's capture): the task process sends its records through its pipe, and the
+  worker's process handles them by the user's configuration, as its own.
+
+Either way a task process filters records at the levels the worker's loggers had when it
+started.
 """
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
-from typing import TYPE_CHECKING
+import pickle
+import sys
+from typing import TYPE_CHECKING, TextIO
+
+import attrs
 
 if TYPE_CHECKING:
     import threading
     from collections.abc import Mapping
     from multiprocessing.connection import Connection
 
-__all__ = ["forward_logs", "log_levels"]
+__all__ = ["LogPlan", "StreamSpec", "log_levels", "log_plan", "start_logging"]
+
+#: The standard streams a task process can write to in place, by file descriptor.
+_STREAMS = {1: "stdout", 2: "stderr"}
+
+
+@attrs.frozen
+class StreamSpec:
+    """A handler of the worker's root logger that a task process can make for itself.
+
+    Attributes:
+        stream: ``"stderr"`` or ``"stdout"``.
+        level: the handler's level.
+        formatter: the handler's formatter (``None``: logging's default).
+    """
+
+    stream: str
+    level: int
+    formatter: logging.Formatter | None
+
+
+@attrs.frozen
+class LogPlan:
+    """How a task process logs; made by :func:`log_plan` in the worker's process.
+
+    Attributes:
+        levels: the levels set on the worker's loggers, by name (``""``: the root).
+        handlers: the root's handlers, to be made again in the task process; ``None``
+            when records are forwarded to the worker's process instead.
+        disabled: the level of :func:`logging.disable` in the worker's process.
+    """
+
+    levels: Mapping[str, int] = attrs.field(factory=dict)
+    handlers: tuple[StreamSpec, ...] | None = None
+    disabled: int = logging.NOTSET
+
+    @property
+    def in_place(self) -> bool:
+        """Whether task processes write their own lines."""
+        return self.handlers is not None
+
+
+def log_plan() -> LogPlan:
+    """How task processes started now are to log, by this process's configuration."""
+    return LogPlan(
+        levels=log_levels(), handlers=_replicable_handlers(), disabled=logging.root.manager.disable
+    )
+
+
+def log_levels() -> dict[str, int]:
+    """The levels set on this process's loggers, by name (``""`` for the root)."""
+    levels = {"": logging.getLogger().level}
+    for logger_name, known in logging.root.manager.loggerDict.items():
+        if isinstance(known, logging.Logger) and known.level != logging.NOTSET:
+            levels[logger_name] = known.level
+    return levels
+
+
+def _replicable_handlers() -> tuple[StreamSpec, ...] | None:
+    """The root's handlers as a task process can make them, if it can make them all."""
+    root = logging.getLogger()
+    if root.filters:
+        return None
+    for known in logging.root.manager.loggerDict.values():
+        if isinstance(known, logging.Logger) and (
+            any(type(handler) is not logging.NullHandler for handler in known.handlers)
+            or known.filters
+            or not known.propagate
+            or known.disabled
+        ):
+            return None
+    specs = []
+    for handler in root.handlers:
+        spec = _stream_spec(handler)
+        if spec is None:
+            return None
+        specs.append(spec)
+    return tuple(specs)
+
+
+def _stream_spec(handler: logging.Handler) -> StreamSpec | None:
+    """``handler`` as a task process can make it: a plain handler of a standard stream."""
+    if type(handler) is not logging.StreamHandler or handler.filters:
+        return None
+    stream = handler.stream
+    if stream not in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__):
+        return None
+    try:
+        name = _STREAMS.get(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None  # not a file (a capture of the stream): nothing to write to in place
+    formatter = handler.formatter
+    if name is None or not _picklable(formatter):
+        return None
+    return StreamSpec(stream=name, level=handler.level, formatter=formatter)
+
+
+def _picklable(value: object) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:  # noqa: BLE001 - whatever pickling raises
+        return False
+    return True
+
+
+def start_logging(plan: LogPlan, conn: Connection, lock: threading.Lock) -> None:
+    """Set this task process's logging up by ``plan``.
+
+    ``conn`` is the pipe to the worker's process (records go through it unless they are
+    written in place); ``lock`` guards it, as the process sends other messages on it.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    if plan.handlers is None:
+        root.addHandler(logging.handlers.QueueHandler(_PipeQueue(conn, lock)))  # type: ignore[arg-type]
+    else:
+        for spec in plan.handlers:
+            stream: TextIO = getattr(sys, spec.stream)
+            handler = logging.StreamHandler(stream)
+            handler.setLevel(spec.level)
+            handler.setFormatter(spec.formatter)
+            root.addHandler(handler)
+    for logger_name, level in plan.levels.items():
+        logging.getLogger(logger_name or None).setLevel(level)
+    logging.disable(plan.disabled)
 
 
 class _PipeQueue:
@@ -35,26 +178,3 @@ class _PipeQueue:
             last = logging.lastResort
             if last is not None and record.levelno >= last.level:
                 last.handle(record)
-
-
-def forward_logs(conn: Connection, lock: threading.Lock, levels: Mapping[str, int]) -> None:
-    """Send this process's log records to the parent through ``conn``, at its levels.
-
-    ``lock`` guards ``conn``, which the process also sends other messages on.
-    """
-    queue = _PipeQueue(conn, lock)
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.addHandler(logging.handlers.QueueHandler(queue))  # type: ignore[arg-type]
-    for logger_name, level in levels.items():
-        logging.getLogger(logger_name or None).setLevel(level)
-
-
-def log_levels() -> dict[str, int]:
-    """The levels set on this process's loggers, by name (``""`` for the root)."""
-    levels = {"": logging.getLogger().level}
-    for logger_name, known in logging.root.manager.loggerDict.items():
-        if isinstance(known, logging.Logger) and known.level != logging.NOTSET:
-            levels[logger_name] = known.level
-    return levels

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from activities import _runner
+from activities._childlog import LogPlan
 from activities._delivery import backoff, deliver
 from activities.errors import ActivityDoesNotExist, ServiceError, Throttled, WorkerShutdown
 from activities.outcome import Cancelled, Failure, Success, failure_from_exception
@@ -69,7 +70,7 @@ class SlotSettings:
         client_factory: makes a process slot's client; :func:`make_client` if ``None``.
         max_tasks: a process slot exits (and is replaced) after this many tasks.
         max_memory: a process slot exits (and is replaced) above this many bytes.
-        log_levels: the levels of the parent's loggers, by name (``""``: the root).
+        log_plan: how a process slot logs (see :mod:`activities._childlog`).
     """
 
     by_arn: Mapping[str, type[Activity]]
@@ -78,7 +79,7 @@ class SlotSettings:
     client_factory: Callable[[], SFNClient] | None = None
     max_tasks: int | None = None
     max_memory: int | None = None
-    log_levels: Mapping[str, int] = attrs.field(factory=dict)
+    log_plan: LogPlan = attrs.field(factory=LogPlan)
 
 
 class SlotLoop:

@@ -30,7 +30,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from activities._childlog import forward_logs
+from activities._childlog import start_logging
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
 from activities._slotstate import SlotState
@@ -260,7 +260,7 @@ def _child_main(
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     lock = threading.Lock()
-    forward_logs(conn, lock, settings.log_levels)
+    start_logging(settings.log_plan, conn, lock)
     threading.Thread(
         target=_stop_when_orphaned, args=(control,), name="sfn-activities-orphan", daemon=True
     ).start()

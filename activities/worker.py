@@ -29,7 +29,7 @@ import time
 from typing import TYPE_CHECKING
 
 from activities import registry
-from activities._childlog import log_levels
+from activities._childlog import log_plan
 from activities._control import Control
 from activities._delivery import BackgroundDelivery
 from activities._handoff import HandOff
@@ -199,7 +199,7 @@ class Worker:
             client_factory=self._client_factory,
             max_tasks=self.settings.max_tasks_per_process,
             max_memory=self.settings.max_memory_per_process,
-            log_levels=log_levels(),
+            log_plan=log_plan(),
         )
         kind: Callable[..., Slot] = ProcessSlot
         if self.settings.use_threads:

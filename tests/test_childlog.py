@@ -1,14 +1,38 @@
-"""Log records of task processes: filtered at the worker's levels."""
+"""How task processes log: in place for a plain configuration, forwarded otherwise."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import pickle
+import subprocess
+import sys
+import textwrap
 from typing import TYPE_CHECKING
 
-from activities._childlog import log_levels
+import pytest
+
+from activities._childlog import LogPlan, StreamSpec, log_levels, log_plan
 
 if TYPE_CHECKING:
-    import pytest
+    from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def plain_root() -> Iterator[logging.Logger]:
+    """The root logger without handlers (pytest's, which it adds as a test runs, put back)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    for handler in handlers:
+        root.removeHandler(handler)
+    try:
+        yield root
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
 
 
 def test_task_processes_get_the_levels_set_in_the_worker(
@@ -21,3 +45,109 @@ def test_task_processes_get_the_levels_set_in_the_worker(
     assert levels[""] == logging.INFO
     assert levels["tests.noisy"] == logging.ERROR
     assert all(level != logging.NOTSET for level in levels.values())
+
+
+def test_a_plain_handler_of_standard_error_is_made_again_in_place() -> None:
+    """What basicConfig makes: task processes write their own lines, same format and level."""
+    handler = logging.StreamHandler(sys.__stderr__)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    with plain_root() as root:
+        root.addHandler(handler)
+        plan = log_plan()
+    assert plan.in_place
+    assert plan.handlers is not None
+    [spec] = plan.handlers
+    assert (spec.stream, spec.level) == ("stderr", logging.INFO)
+    assert spec.formatter is not None
+    assert spec.formatter._fmt == "%(levelname)s %(message)s"
+    assert pickle.loads(pickle.dumps(plan)).handlers[0].stream == "stderr"
+
+
+def test_no_handler_at_all_is_in_place_too() -> None:
+    """Unconfigured logging: task processes fall back on logging's last resort, as we do."""
+    with plain_root():
+        assert log_plan().handlers == ()
+
+
+@pytest.mark.parametrize(
+    "configure",
+    [
+        pytest.param(lambda root, path: root.addHandler(logging.FileHandler(path)), id="file"),
+        pytest.param(
+            lambda root, path: root.addHandler(logging.StreamHandler(sys.__stdin__)),
+            id="stream-not-for-output",
+        ),
+        pytest.param(
+            lambda root, path: (
+                root.addHandler(logging.StreamHandler(sys.__stderr__)),
+                root.addFilter(logging.Filter("activities")),
+            ),
+            id="root-filter",
+        ),
+        pytest.param(
+            lambda root, path: (
+                root.addHandler(logging.StreamHandler(sys.__stderr__)),
+                logging.getLogger("tests.own").addHandler(logging.StreamHandler(sys.__stdout__)),
+            ),
+            id="handler-elsewhere",
+        ),
+        pytest.param(
+            lambda root, path: (
+                root.addHandler(logging.StreamHandler(sys.__stderr__)),
+                setattr(logging.getLogger("tests.quiet"), "propagate", False),
+            ),
+            id="no-propagation",
+        ),
+    ],
+)
+def test_any_other_configuration_is_forwarded(tmp_path: object, configure: object) -> None:
+    """Files, filters, other loggers' handlers: the worker's process handles the records."""
+    path = f"{tmp_path}/log.txt"
+    with plain_root() as root:
+        try:
+            configure(root, path)  # type: ignore[operator]
+            plan = log_plan()
+        finally:
+            for name in ("tests.own", "tests.quiet"):
+                other = logging.getLogger(name)
+                for handler in other.handlers[:]:
+                    other.removeHandler(handler)
+                other.propagate = True
+            root.filters.clear()
+            for handler in root.handlers[:]:
+                if isinstance(handler, logging.FileHandler):
+                    handler.close()
+    assert not plan.in_place
+
+
+def test_pytests_capture_is_forwarded(caplog: pytest.LogCaptureFixture) -> None:
+    """A capture handler is no stream a task process can write to: records are forwarded."""
+    assert not log_plan().in_place
+
+
+def test_a_task_process_writes_its_own_lines_in_place() -> None:
+    """start_logging with a plan of a plain handler: lines on the process's own stderr."""
+    plan = LogPlan(
+        levels={"": logging.INFO, "tests.noisy": logging.ERROR},
+        handlers=(StreamSpec("stderr", logging.NOTSET, logging.Formatter("<%(message)s>")),),
+    )
+    script = textwrap.dedent(
+        """
+        import logging, pickle, sys, threading
+        from activities._childlog import start_logging
+        plan = pickle.loads(bytes.fromhex(sys.argv[1]))
+        start_logging(plan, None, threading.Lock())  # the pipe is not used in place
+        logging.getLogger("tests.task").info("task started")
+        logging.getLogger("tests.noisy").warning("filtered out")
+        logging.getLogger("tests.task").debug("below the level")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, pickle.dumps(plan).hex()],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stderr == "<task started>\n"

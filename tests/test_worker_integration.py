@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -277,6 +278,11 @@ class TestShutdown:
         assert done["status"] == "SUCCEEDED", output
         assert json.loads(done["output"]) == "slept"
         assert "SIGTERM: stopping gracefully" in output
+        # The task process writes its own lines, in the command's format.
+        assert re.search(
+            r"INFO +sfn-activities-process-\d+ activities\._loop: task \S+ succeeded: \S*Slow in",
+            output,
+        ), output
 
     def test_task_from_a_poll_in_flight_at_sigterm_is_run(
         self, sfn: SFNClient, tmp_path: Path, cli_worker: Any, prefix: str
