@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
-    from multiprocessing.context import SpawnContext
+    from multiprocessing.context import BaseContext
 
 __all__ = ["Control", "Flag"]
 
@@ -42,7 +42,7 @@ class Flag:
     queue behind whichever holds it. A byte of shared memory is read without one.
     """
 
-    def __init__(self, context: SpawnContext) -> None:
+    def __init__(self, context: BaseContext) -> None:
         self._value = context.RawValue(ctypes.c_bool, False)
 
     def set(self) -> None:
@@ -80,7 +80,7 @@ class Control:
 
     def __init__(
         self,
-        context: SpawnContext,
+        context: BaseContext,
         arns: Sequence[str],
         *,
         slots: int,

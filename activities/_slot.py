@@ -31,15 +31,15 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from activities._childlog import start_logging
+from activities._forkserver import STOP_SIGNALS, StartState
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
 from activities._slotstate import SlotState
 from activities.client import READ_TIMEOUT, ActivityClient, make_client
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from multiprocessing.connection import Connection
-    from multiprocessing.context import SpawnContext, SpawnProcess
+    from multiprocessing.context import BaseContext, ForkServerContext, ForkServerProcess
 
     from activities._control import Control
     from activities._heartbeats import Job
@@ -51,7 +51,6 @@ __all__ = [
     "Slot",
     "SlotOwner",
     "ThreadSlot",
-    "spawn_context",
     "thread_heartbeats",
 ]
 
@@ -69,7 +68,6 @@ STUCK_DELIVERY_TIMEOUT = 10.0
 #: Threads sending the heartbeats of thread slots, at most.
 HEARTBEAT_THREADS = 16
 
-_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 _ids = itertools.count(1)
 
 
@@ -111,20 +109,6 @@ class Slot(Protocol):
         """Whether the slot's process or thread still runs."""
 
 
-@contextlib.contextmanager
-def _stop_signals_blocked() -> Iterator[None]:
-    """Block SIGINT/SIGTERM in this thread, so a child started now inherits them blocked.
-
-    A blocked mask survives fork and exec: the child cannot die of a Ctrl-C in the moment
-    before it sets its own dispositions.
-    """
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 class ProcessSlot:
     """A child process that polls for and runs tasks with a client of its own."""
 
@@ -135,7 +119,7 @@ class ProcessSlot:
         settings: SlotSettings,
         control: Control,
         owner: SlotOwner,
-        context: SpawnContext,
+        context: ForkServerContext,
         *,
         position: int = 0,
     ) -> None:
@@ -148,9 +132,9 @@ class ProcessSlot:
         inbox, self._inbox = context.Pipe(duplex=False)
         self._child_conns: list[Connection] = [child_conn, inbox]
         self._inbox_lock = threading.Lock()
-        self.process: SpawnProcess = context.Process(
+        self.process: ForkServerProcess = context.Process(
             target=_child_main,
-            args=(child_conn, inbox, self.name),
+            args=(child_conn, inbox, self.name, StartState.now()),
             kwargs={
                 "settings": settings,
                 "control": control,
@@ -166,8 +150,7 @@ class ProcessSlot:
 
     def start(self) -> None:
         """Start the child and the thread that hears from it."""
-        with _stop_signals_blocked():
-            self.process.start()
+        self.process.start()
         for conn in self._child_conns:
             conn.close()
         self._child_conns = []
@@ -249,6 +232,7 @@ def _child_main(
     conn: Connection,
     inbox: Connection,
     name: str,
+    start: StartState,
     *,
     settings: SlotSettings,
     control: Control,
@@ -256,9 +240,10 @@ def _child_main(
     position: int,
 ) -> None:
     """A process slot: set signals and logging up, make a client, run the slot's loop."""
-    for signum in _STOP_SIGNALS:
+    start.apply()
+    for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     lock = threading.Lock()
     start_logging(settings.log_plan, conn, lock)
     threading.Thread(
@@ -350,7 +335,7 @@ class ThreadSlot:
         settings: SlotSettings,
         control: Control,
         owner: SlotOwner,
-        context: SpawnContext,
+        context: BaseContext,
         *,
         client: ActivityClient,
         heartbeats: Heartbeats,
@@ -423,12 +408,3 @@ def _cannot_stop(job: Job) -> None:
         job.task.token_prefix,
         job.activity.name,
     )
-
-
-def spawn_context() -> SpawnContext:
-    """The multiprocessing context of process slots: spawn, a clean interpreter per child.
-
-    Forking a process that runs threads (pollers, senders) can copy a lock held by one of
-    them into the child, and hang it; spawn starts from nothing.
-    """
-    return multiprocessing.get_context("spawn")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from activities.task import TOKEN_PREFIX_LENGTH, Task
 
 if TYPE_CHECKING:
-    from multiprocessing.context import SpawnContext
+    from multiprocessing.context import BaseContext
 
     from activities._control import Control
 
@@ -63,7 +63,7 @@ class SlotState:
         position: the slot's position in ``control``.
     """
 
-    def __init__(self, context: SpawnContext, control: Control, position: int) -> None:
+    def __init__(self, context: BaseContext, control: Control, position: int) -> None:
         self._lock = context.Lock()
         self._control = control
         self._position = position

@@ -138,6 +138,7 @@ def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
         max_memory_per_process=(
             args.max_memory_per_process * 2**20 if args.max_memory_per_process else None
         ),
+        preload=args.preload,
     )
     return worker.run()
 
@@ -195,6 +196,15 @@ def _parser() -> argparse.ArgumentParser:
         default={},
         metavar="NAME=SECONDS",
         help="heartbeat activity NAME every SECONDS, overriding the class (repeatable)",
+    )
+    worker.add_argument(
+        "--no-preload",
+        dest="preload",
+        action="store_false",
+        help=(
+            "import MODULES in each task process instead of once before they are forked "
+            "(for modules with import-time side effects)"
+        ),
     )
     worker.add_argument("--worker-name", help="the workerName of polls (default: host-pid)")
     _add_aws(worker)

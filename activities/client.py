@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.loaders
+import botocore.session
 
 from activities import _runner
 from activities.errors import (
@@ -104,12 +106,10 @@ def make_client(
     )
     try:
         if session is None:
-            session = boto3.Session(profile_name=profile_name, region_name=region_name)
+            session = _session(profile_name, region_name)
             if not session.region_name and os.environ.get("AWS_REGION"):
                 # botocore reads AWS_DEFAULT_REGION only; the other SDKs use AWS_REGION.
-                session = boto3.Session(
-                    profile_name=profile_name, region_name=os.environ["AWS_REGION"]
-                )
+                session = _session(profile_name, os.environ["AWS_REGION"])
         return session.client("stepfunctions", endpoint_url=endpoint_url, config=config)
     except botocore.exceptions.NoRegionError:
         msg = (
@@ -119,6 +119,35 @@ def make_client(
         raise ConfigurationError(msg) from None
     except botocore.exceptions.ProfileNotFound as exc:
         raise ConfigurationError(str(exc)) from None
+
+
+def _session(profile_name: str | None, region_name: str | None) -> boto3.Session:
+    """A new boto3 session whose botocore data (service models, endpoints) is shared.
+
+    Every session reads and parses botocore's data files again unless it shares a loader:
+    the loader of this process (and, in task processes, of the process they were forked
+    from, see :mod:`activities._preload`) keeps what it read.
+    """
+    loader = shared_loader()
+    core = botocore.session.Session()
+    core.register_component("data_loader", loader)
+    session = boto3.Session(
+        profile_name=profile_name, region_name=region_name, botocore_session=core
+    )
+    paths = loader.search_paths  # boto3 adds its own to them, for each session
+    paths[:] = dict.fromkeys(paths)
+    return session
+
+
+_loader: botocore.loaders.Loader | None = None
+
+
+def shared_loader() -> botocore.loaders.Loader:
+    """The botocore data loader of this process's clients made by :func:`make_client`."""
+    global _loader  # noqa: PLW0603 - one per process, made when first needed
+    if _loader is None:
+        _loader = botocore.loaders.create_loader()
+    return _loader
 
 
 def default_worker_name() -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import multiprocessing
 import signal
 import threading
 import time
@@ -32,24 +33,21 @@ from activities import registry
 from activities._childlog import log_plan
 from activities._control import Control
 from activities._delivery import BackgroundDelivery
+from activities._forkserver import preload_modules, task_process_context
 from activities._handoff import HandOff
 from activities._heartbeats import TICK, Heartbeats
 from activities._loop import SlotSettings
 from activities._settings import SHUTDOWN_GRACE, WorkerSettings, client_and_factory
 from activities._settings import concurrency_limits as concurrency_limits_of
 from activities._settings import heartbeat_intervals as heartbeat_intervals_of
-from activities._slot import (
-    ProcessSlot,
-    ThreadSlot,
-    spawn_context,
-    thread_heartbeats,
-)
+from activities._slot import ProcessSlot, ThreadSlot, thread_heartbeats
 from activities.client import ActivityClient
 from activities.errors import WorkerCrashed, WorkerShutdown
 from activities.outcome import failure_from_exception
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
+    from multiprocessing.context import BaseContext
     from types import FrameType
 
     from mypy_boto3_stepfunctions import SFNClient
@@ -112,6 +110,11 @@ class Worker:
         max_tasks_per_process: replace a process after it ran this many tasks.
         max_memory_per_process: replace a process whose resident memory exceeds this
             many bytes after a task.
+        preload: import the modules that define the activities once, in the process
+            task processes are forked from, so that they share its pages (as the
+            framework and boto3 always are); turn it off for modules with import-time
+            side effects (threads, connections, files opened) that each task process
+            must make for itself.
 
     Raises:
         ConfigurationError: a setting is out of range, or ``client`` is a client while
@@ -135,6 +138,7 @@ class Worker:
         shutdown_grace: float = SHUTDOWN_GRACE,
         max_tasks_per_process: int | None = None,
         max_memory_per_process: int | None = None,
+        preload: bool = True,
     ) -> None:
         self.served = registry.task_lists(activities, prefix=prefix, overrides=task_lists)
         self.activities = _by_name(self.served.values())
@@ -157,7 +161,8 @@ class Worker:
             + (self.settings.concurrency if self.settings.use_threads else 0),
         )
         self.client = ActivityClient(sfn, worker_name=worker_name)
-        self._context = spawn_context()
+        self.preload = preload
+        self._context: BaseContext = multiprocessing.get_context("spawn")
         self._control: Control | None = None
         self._new_slot: Callable[..., Slot] | None = None
         self._heartbeats: Heartbeats | None = None
@@ -181,6 +186,9 @@ class Worker:
         if self._running:
             return
         arns = registry.register(self.client, self.served)
+        if not self.settings.use_threads:
+            modules = (activity.__module__ for activity in self.activities.values())
+            self._context = task_process_context(preload_modules(modules, preload=self.preload))
         by_arn = {arns[task_list]: activity for task_list, activity in self.served.items()}
         names = list(self.activities)
         self._control = Control(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import botocore.session
@@ -9,8 +11,9 @@ import pytest
 from botocore.stub import Stubber
 
 from activities import ActivityClient
-from activities.local import LocalStepFunctions
+from activities.local import LocalStepFunctions, free_port
 from activities.testing import ActivityEnvironment
+from tests.processes import ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -50,3 +53,24 @@ def local_sfn() -> Iterator[LocalStepFunctions]:
 def sfn(local_sfn: LocalStepFunctions) -> SFNClient:
     """A client of the local Step Functions."""
     return local_sfn.client()
+
+
+@pytest.fixture
+def bench_endpoint() -> Iterator[str]:
+    """The benchmarks' in-memory Step Functions on 127.0.0.1, empty polls ending after 1 s."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.endpoint", "--port", str(port), "--poll-wait", "1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()  # "ready on PORT"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()

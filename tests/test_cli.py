@@ -75,7 +75,7 @@ class TestWorkerOptions:
         assert info.value.code == 2
 
     def test_buffer_and_limits_reach_the_worker(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """--buffer and --max-concurrency (repeatable, `none` lifts a limit) are passed on."""
+        """--buffer, --max-concurrency (repeatable, `none` lifts a limit), --no-preload."""
         seen: dict[str, Any] = {}
 
         class Recorder:
@@ -90,6 +90,9 @@ class TestWorkerOptions:
         assert main(["worker", "examples", "--region", "us-east-1", *options]) == 0
         assert seen["buffer"] == 3
         assert seen["max_concurrency"] == {"Echo": 2, "B": None}
+        assert seen["preload"] is True
+        assert main(["worker", "examples", "--region", "us-east-1", "--no-preload"]) == 0
+        assert seen["preload"] is False
 
 
 @pytest.mark.integration

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 
 from activities._control import Control, Flag
-from activities._slot import spawn_context
 
 ARNS = ["arn:a", "arn:b", "arn:c"]
 
@@ -16,7 +16,7 @@ def set_flag(flag: Flag) -> None:
 
 class TestFlag:
     def test_a_flag_starts_clear_and_stays_set(self) -> None:
-        flag = Flag(spawn_context())
+        flag = Flag(multiprocessing.get_context("spawn"))
         assert not flag.is_set()
         assert not flag.wait(0.01)
         flag.set()
@@ -25,7 +25,7 @@ class TestFlag:
 
     def test_a_flag_set_in_a_child_process_is_seen_by_the_parent(self) -> None:
         """The flag is shared memory: what a process sets, the others read."""
-        context = spawn_context()
+        context = multiprocessing.get_context("spawn")
         flag = Flag(context)
         child = context.Process(target=set_flag, args=(flag,))
         child.start()
@@ -37,12 +37,12 @@ class TestFlag:
 class TestChoose:
     def test_an_idle_task_list_is_left_to_the_worker(self) -> None:
         """A free slot does not poll task lists that brought nothing lately."""
-        control = Control(spawn_context(), ARNS, slots=4, pollers=None)
+        control = Control(multiprocessing.get_context("spawn"), ARNS, slots=4, pollers=None)
         assert control.choose(turn=0) == -1
 
     def test_free_slots_spread_over_the_busy_task_lists(self) -> None:
         """A poll that brought a task draws the free slots, fewest polls open first."""
-        control = Control(spawn_context(), ARNS, slots=4, pollers=None)
+        control = Control(multiprocessing.get_context("spawn"), ARNS, slots=4, pollers=None)
         control.mark_busy(0)
         control.mark_busy(2)
         chosen = []
@@ -55,7 +55,7 @@ class TestChoose:
         assert not control.is_busy(1)
 
     def test_a_returned_poll_frees_its_task_list(self) -> None:
-        control = Control(spawn_context(), ARNS, slots=3, pollers=None)
+        control = Control(multiprocessing.get_context("spawn"), ARNS, slots=3, pollers=None)
         for position in range(3):
             control.mark_busy(position)
             control.claim_poll(position, position)
@@ -65,7 +65,7 @@ class TestChoose:
 
     def test_a_task_list_that_failed_pauses(self) -> None:
         """Throttling or an error on one task list pauses that one, not the others."""
-        control = Control(spawn_context(), ARNS[:2], slots=2, pollers=None)
+        control = Control(multiprocessing.get_context("spawn"), ARNS[:2], slots=2, pollers=None)
         control.mark_busy(0)
         control.mark_busy(1)
         assert control.poll_failed(0) == 1
@@ -78,7 +78,12 @@ class TestChoose:
     def test_an_activity_at_its_limit_is_not_polled(self) -> None:
         """Tasks running and waiting count against max_concurrency, on all its task lists."""
         control = Control(
-            spawn_context(), ARNS, slots=3, pollers=None, groups=[0, 0, 1], limits=[2, None]
+            multiprocessing.get_context("spawn"),
+            ARNS,
+            slots=3,
+            pollers=None,
+            groups=[0, 0, 1],
+            limits=[2, None],
         )
         assert control.claim_poll(0, 0)
         assert control.start_running(1, 1)  # the same activity, on its other task list
@@ -95,7 +100,12 @@ class TestChoose:
 
     def test_no_more_tasks_of_an_activity_run_than_its_limit(self) -> None:
         control = Control(
-            spawn_context(), ARNS, slots=3, pollers=None, groups=[0, 0, 1], limits=[1, None]
+            multiprocessing.get_context("spawn"),
+            ARNS,
+            slots=3,
+            pollers=None,
+            groups=[0, 0, 1],
+            limits=[1, None],
         )
         assert control.start_running(0, 0)
         assert not control.may_run(1)
@@ -105,7 +115,7 @@ class TestChoose:
         assert control.may_run(1)
 
     def test_a_slot_that_runs_a_task_while_it_polls_holds_two_places(self) -> None:
-        control = Control(spawn_context(), ARNS, slots=2, pollers=None)
+        control = Control(multiprocessing.get_context("spawn"), ARNS, slots=2, pollers=None)
         control.claim_poll(0, 0)
         control.claim_poll(2, 1)  # the worker's own coverage poll is not a slot's
         assert control.slots_in_use() == 1
@@ -116,7 +126,7 @@ class TestChoose:
 class TestPollPermit:
     def test_limited_pollers_take_turns(self) -> None:
         """With one poller, a second slot polls only once the first poll returned."""
-        control = Control(spawn_context(), ARNS, slots=2, pollers=1)
+        control = Control(multiprocessing.get_context("spawn"), ARNS, slots=2, pollers=1)
         second_polls = threading.Event()
 
         def second() -> None:
@@ -133,7 +143,7 @@ class TestPollPermit:
         thread.join()
 
     def test_no_permit_once_stopping(self) -> None:
-        control = Control(spawn_context(), ARNS, slots=2, pollers=None)
+        control = Control(multiprocessing.get_context("spawn"), ARNS, slots=2, pollers=None)
         control.stopping.set()
         with control.poll_permit() as permitted:
             assert not permitted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from typing import TYPE_CHECKING
 
 import pytest
@@ -10,7 +11,6 @@ from botocore.stub import ANY
 from activities import _delivery
 from activities._control import Flag
 from activities._delivery import BackgroundDelivery, deliver
-from activities._slot import spawn_context
 from activities.outcome import Cancelled, Failure, Success
 from activities.task import Task
 
@@ -33,7 +33,7 @@ def no_pause(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def give_up() -> Flag:
-    return Flag(spawn_context())
+    return Flag(multiprocessing.get_context("spawn"))
 
 
 def test_service_errors_are_retried_until_the_outcome_is_taken(

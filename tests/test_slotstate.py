@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+
 import pytest
 
 from activities._control import Control
-from activities._slot import spawn_context
 from activities._slotstate import SlotState
 from tests.waiting import wait_until
 
@@ -15,7 +16,7 @@ ARNS = ["arn:a", "arn:b", "arn:c"]
 class TestSlotState:
     @pytest.fixture
     def state(self) -> SlotState:
-        context = spawn_context()
+        context = multiprocessing.get_context("spawn")
         return SlotState(context, Control(context, ARNS, slots=1, pollers=None), 0)
 
     def test_a_slot_holds_one_task_at_a_time(self, state: SlotState) -> None:
@@ -79,7 +80,7 @@ class TestSlotState:
         assert state.take(delivering=True) == []
 
     def test_the_worker_sees_what_a_child_process_holds(self, state: SlotState) -> None:
-        context = spawn_context()
+        context = multiprocessing.get_context("spawn")
         child = context.Process(target=hold_and_exit, args=(state,))
         child.start()
         child.join(30)

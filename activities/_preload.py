@@ -1,0 +1,45 @@
+"""Imported last by the forkserver task processes are forked from: block, read, freeze.
+
+Blocks SIGINT and SIGTERM (:data:`activities._forkserver.STOP_SIGNALS`) for good: the
+forkserver is in the worker's process group, which a Ctrl-C or a systemd stop signals as a
+whole, and must outlive such a signal; a task process inherits the blocked mask, and
+unblocks it once it ignores them.
+
+Reads what every task process's Step Functions client needs from botocore's data files
+(the service model, endpoints, partitions, retry rules) into the process's shared loader
+(:func:`activities.client.shared_loader`), by making a client no one uses, with
+placeholder credentials: no call, no lookup of credentials. Then freezes the heap
+(:func:`gc.freeze`): the collector leaves alone what the imports made, so that the pages
+a task process shares with the forkserver stay shared.
+
+Not meant to be imported anywhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import signal
+
+import botocore.session
+
+from activities._forkserver import STOP_SIGNALS
+from activities.client import shared_loader
+
+
+def _read_botocore_data() -> None:
+    session = botocore.session.Session()
+    session.register_component("data_loader", shared_loader())
+    # A bad AWS_PROFILE, say, fails here too: each task process says so when it starts.
+    with contextlib.suppress(Exception):
+        session.create_client(
+            "stepfunctions",
+            region_name="us-east-1",
+            aws_access_key_id="preload",
+            aws_secret_access_key="preload",  # noqa: S106 - a placeholder; no call is made
+        )
+
+
+signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+_read_botocore_data()
+gc.freeze()

@@ -1,0 +1,70 @@
+"""Processes of a worker started by a test: which run, which are whose, and their endpoint.
+
+A worker started as a subprocess reaches :func:`bench_environment`'s endpoint, the
+benchmarks' in-memory Step Functions (see the ``bench_endpoint`` fixture): enough for
+tests of processes that need no state machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench_environment(endpoint: str) -> dict[str, str]:
+    """The environment of a worker that is to reach ``endpoint``."""
+    return {
+        **os.environ,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie no longer does)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in {"Z", "X"}
+
+
+def children(pid: int, marker: bytes = b"") -> list[int]:
+    """The child processes of ``pid`` whose command line holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid and marker in command:
+            found.append(int(entry.name))
+    return found
+
+
+def task_processes(worker: int) -> list[int]:
+    """The task processes of ``worker``: the children of the forkserver it started."""
+    return [
+        child
+        for server in children(worker, b"multiprocessing.forkserver")
+        for child in children(server)
+    ]
+
+
+def polls_waiting(endpoint: str) -> int:
+    """How many polls the benchmarks' endpoint holds open now."""
+    request = urllib.request.Request(  # noqa: S310 - a local http URL
+        endpoint, data=b"{}", headers={"X-Amz-Target": "Bench.Stats"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return int(json.load(response)["waiting"])

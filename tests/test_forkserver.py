@@ -1,0 +1,157 @@
+"""Task processes forked from a preloaded forkserver, with what spawn gave them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from activities._forkserver import FRAMEWORK_MODULES, StartState, preload_modules
+from tests.processes import ROOT, bench_environment, children, task_processes
+from tests.waiting import wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    WorkerOf = Callable[..., subprocess.Popen[str]]
+
+
+def test_the_activities_modules_come_first_and_the_framework_last() -> None:
+    """The framework's module freezes the heap: it is imported after everything else."""
+    modules = preload_modules(["app.a", "app.b", "app.a"], preload=True)
+    assert modules == ["app.a", "app.b", *FRAMEWORK_MODULES]
+    assert modules[-1] == "activities._preload"
+
+
+def test_without_preload_only_the_framework_is_imported() -> None:
+    assert preload_modules(["app.a"], preload=False) == list(FRAMEWORK_MODULES)
+
+
+def test_a_task_process_gets_the_environment_and_directory_of_its_start(
+    tmp_path: Path,
+) -> None:
+    """Not those of the forkserver, which started earlier: as spawn would give them."""
+    script = textwrap.dedent(
+        """
+        import os, pickle, sys
+        from activities._forkserver import StartState
+        start = pickle.loads(bytes.fromhex(sys.argv[1]))
+        os.environ["LEFT_OVER"] = "from the forkserver"
+        start.apply()
+        print(os.environ.get("SET_LATER"), os.environ.get("LEFT_OVER"), os.getcwd())
+        """
+    )
+    start = StartState(environ={**os.environ, "SET_LATER": "yes"}, cwd=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", script, __import__("pickle").dumps(start).hex()],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.stdout.split() == ["yes", "None", str(tmp_path)]
+
+
+@pytest.fixture
+def worker_of(bench_endpoint: str, tmp_path: Path) -> Iterator[WorkerOf]:
+    """Start ``activities worker tests.preload_workload`` with options; stop it after."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*options: str) -> subprocess.Popen[str]:
+        environment = bench_environment(bench_endpoint)
+        environment["SFN_TEST_IMPORT_LOG"] = str(tmp_path / "imports.txt")
+        command = [sys.executable, "-m", "activities", "worker", "tests.preload_workload"]
+        process = subprocess.Popen(
+            [*command, "--processes", "2", *options],
+            cwd=ROOT,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+
+
+def _ready(process: subprocess.Popen[str]) -> list[str]:
+    """The worker's lines until all its slots are up (all of them if it ended first)."""
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "ready: all 2 slots are up" in line:
+            break
+    return lines
+
+
+def _importers(tmp_path: Path) -> set[int]:
+    return {int(pid) for pid in (tmp_path / "imports.txt").read_text().split()}
+
+
+def test_activity_modules_are_imported_once_before_task_processes_fork(
+    worker_of: WorkerOf, tmp_path: Path
+) -> None:
+    """Imported by the worker and its forkserver, never by a task process (gunicorn --preload)."""
+    worker = worker_of()
+    assert "ready: all 2 slots are up" in "".join(_ready(worker))
+    servers = children(worker.pid, b"multiprocessing.forkserver")
+    assert len(servers) == 1
+    assert wait_until(lambda: len(task_processes(worker.pid)) == 2)
+    assert _importers(tmp_path) == {worker.pid, servers[0]}
+
+
+def test_without_preload_each_task_process_imports_them(
+    worker_of: WorkerOf, tmp_path: Path
+) -> None:
+    """--no-preload: for modules whose import has side effects each process must have."""
+    worker = worker_of("--no-preload")
+    assert "ready: all 2 slots are up" in "".join(_ready(worker))
+    assert wait_until(lambda: len(task_processes(worker.pid)) == 2)
+    assert _importers(tmp_path) == {worker.pid, *task_processes(worker.pid)}
+
+
+def _signal_mask(pid: int, field: str) -> int:
+    """A signal set of ``/proc/PID/status`` (``SigBlk``, ``SigIgn``) as a bit mask."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1], 16)
+    raise AssertionError(field)
+
+
+STOP_BITS = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+
+
+def test_a_signal_to_the_process_group_is_left_to_the_worker(worker_of: WorkerOf) -> None:
+    """SIGTERM reaches the forkserver and task processes too; the worker alone stops them."""
+    worker = worker_of()
+    lines = _ready(worker)
+    assert wait_until(lambda: len(task_processes(worker.pid)) == 2)
+    [server] = children(worker.pid, b"multiprocessing.forkserver")
+    # The forkserver never unblocks them (it would die, and the worker lose its children).
+    assert _signal_mask(server, "SigBlk") & STOP_BITS == STOP_BITS
+    for task_process in task_processes(worker.pid):
+        assert _signal_mask(task_process, "SigIgn") & STOP_BITS == STOP_BITS
+    os.killpg(worker.pid, signal.SIGTERM)
+    output, _ = worker.communicate(timeout=120)
+    output = "".join(lines) + output
+    assert worker.returncode == 0, output
+    assert "SIGTERM: stopping gracefully" in output
+    # A task process killed by the signal, or lost with its forkserver, would be said to
+    # have ended ("exit code 255", "killed by signal 15") and, had it held a task, failed it.
+    assert "exit code" not in output
+    assert "killed by signal" not in output
+    assert "stopped" in output
