@@ -23,6 +23,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+from multiprocessing import spawn
 from typing import TYPE_CHECKING
 
 import attrs
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FRAMEWORK_MODULES",
+    "PRELOAD_MAIN",
     "STOP_SIGNALS",
     "StartState",
     "preload_modules",
@@ -41,6 +43,10 @@ __all__ = [
 
 #: What the forkserver imports for every worker, last of all (it freezes the heap).
 FRAMEWORK_MODULES = ("activities.cli", "activities._slot", "activities._preload")
+
+#: The environment variable that tells the forkserver the script to import as
+#: ``__mp_main__``: the worker's own, when it defines activities.
+PRELOAD_MAIN = "SFN_ACTIVITIES_PRELOAD_MAIN"
 
 #: The signals that stop a worker; its children leave them to it.
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
@@ -59,8 +65,18 @@ def task_process_context(modules: list[str]) -> ForkServerContext:
     the first started (its children import what is missing when they start).
     """
     context = multiprocessing.get_context("forkserver")
+    main_path = None
+    if "__main__" in modules:
+        # A script run by path: multiprocessing (3.11) would not preload it; ours does.
+        modules = [module for module in modules if module != "__main__"]
+        main_path = spawn.get_preparation_data("preload").get("init_main_from_path")
     context.set_forkserver_preload(modules)
-    multiprocessing.forkserver.ensure_running()
+    if main_path is not None:
+        os.environ[PRELOAD_MAIN] = main_path  # what the forkserver starts with
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        os.environ.pop(PRELOAD_MAIN, None)
     return context
 
 

@@ -1,16 +1,20 @@
-"""Imported last by the forkserver task processes are forked from: block, read, freeze.
+"""Imported last by the forkserver task processes are forked from: it readies them.
 
-Blocks SIGINT and SIGTERM (:data:`activities._forkserver.STOP_SIGNALS`) for good: the
-forkserver is in the worker's process group, which a Ctrl-C or a systemd stop signals as a
-whole, and must outlive such a signal; a task process inherits the blocked mask, and
-unblocks it once it ignores them.
+In order:
 
-Reads what every task process's Step Functions client needs from botocore's data files
-(the service model, endpoints, partitions, retry rules) into the process's shared loader
-(:func:`activities.client.shared_loader`), by making a client no one uses, with
-placeholder credentials: no call, no lookup of credentials. Then freezes the heap
-(:func:`gc.freeze`): the collector leaves alone what the imports made, so that the pages
-a task process shares with the forkserver stay shared.
+1. blocks SIGINT and SIGTERM (:data:`activities._forkserver.STOP_SIGNALS`) for good: the
+   forkserver is in the worker's process group, which a Ctrl-C or a systemd stop signals
+   as a whole, and must outlive such a signal; a task process inherits the blocked mask,
+   and unblocks it once it ignores them;
+2. imports the worker's script, if it defines activities and was run by path, as each
+   task process would as it starts: as ``__mp_main__``, so that its
+   ``if __name__ == "__main__":`` block does not run;
+3. reads what every task process's Step Functions client needs from botocore's data
+   files (the service model, endpoints, partitions, retry rules) into the process's
+   shared loader (:func:`activities.client.shared_loader`), by making a client no one
+   uses, with placeholder credentials: no call, no lookup of credentials;
+4. freezes the heap (:func:`gc.freeze`): the collector leaves alone what the imports
+   made, so that the pages a task process shares with the forkserver stay shared.
 
 Not meant to be imported anywhere else.
 """
@@ -19,11 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import multiprocessing
+import multiprocessing.spawn
+import os
 import signal
 
 import botocore.session
 
-from activities._forkserver import STOP_SIGNALS
+from activities._forkserver import PRELOAD_MAIN, STOP_SIGNALS
 from activities.client import shared_loader
 
 
@@ -40,6 +47,20 @@ def _read_botocore_data() -> None:
         )
 
 
+def _import_main() -> None:
+    """Import the worker's script as ``__mp_main__``, as each child would (guarded main)."""
+    path = os.environ.pop(PRELOAD_MAIN, None)
+    if path is None:
+        return
+    process = multiprocessing.current_process()
+    process._inheriting = True  # type: ignore[attr-defined] # as multiprocessing does
+    try:
+        multiprocessing.spawn.import_main_path(path)
+    finally:
+        del process._inheriting  # type: ignore[attr-defined]
+
+
 signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+_import_main()
 _read_botocore_data()
 gc.freeze()

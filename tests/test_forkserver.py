@@ -155,3 +155,53 @@ def test_a_signal_to_the_process_group_is_left_to_the_worker(worker_of: WorkerOf
     assert "exit code" not in output
     assert "killed by signal" not in output
     assert "stopped" in output
+
+
+SCRIPT = """
+import logging, os, sys
+from activities import Activity, Worker
+
+with open(os.environ["SFN_TEST_IMPORT_LOG"], "a") as imports:
+    imports.write(f"{os.getpid()} {__name__}\\n")
+
+
+class ScriptEcho(Activity):
+    name = "preload-ScriptEcho"
+
+    def run(self, value):
+        return value
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level="INFO")
+    sys.exit(Worker([ScriptEcho], processes=2).run())
+"""
+
+
+def test_a_script_serving_its_own_activities_runs_its_main_block_once(
+    bench_endpoint: str, tmp_path: Path
+) -> None:
+    """`python script.py`: the forkserver imports the script as __mp_main__, guarded."""
+    script = tmp_path / "serve_script.py"
+    script.write_text(SCRIPT)
+    environment = bench_environment(bench_endpoint)
+    environment["SFN_TEST_IMPORT_LOG"] = str(tmp_path / "imports.txt")
+    worker = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert "ready: all 2 slots are up" in "".join(_ready(worker))
+        [server] = children(worker.pid, b"multiprocessing.forkserver")
+        imports = (tmp_path / "imports.txt").read_text().split("\n")
+        assert sorted(filter(None, imports)) == sorted(
+            [f"{worker.pid} __main__", f"{server} __mp_main__"]
+        )
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.communicate()
