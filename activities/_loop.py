@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import os
 import queue
 import threading
 import time
@@ -38,6 +37,7 @@ if TYPE_CHECKING:
 
     from activities._control import Control
     from activities._heartbeats import Heartbeats, Job
+    from activities._process import ProcessLife
     from activities._slotstate import SlotState
     from activities.activity import Activity
     from activities.client import ActivityClient
@@ -83,7 +83,7 @@ class SlotSettings:
 
 
 class SlotLoop:
-    """One slot's life: poll, run, deliver, until the worker stops (or the slot is worn out).
+    """One slot's life: poll, run, deliver, until the worker stops (or its process recycles).
 
     Args:
         name: the slot's name, for logs.
@@ -97,8 +97,10 @@ class SlotLoop:
         freed: tells the worker the slot is free while tasks wait for one.
         position: the slot's place in the worker (0 to slots - 1); a replacement takes
             the place of the slot it replaces.
-        own_process: the slot has a process to itself: it sends outcomes in the
-            background, and is replaced when worn out.
+        life: the slot is in a task process, which may be recycled: then the slot takes
+            no new task and ends.
+        send_in_background: send an outcome from a thread while polling for the next
+            task (a slot alone in its process: its two round trips overlap).
     """
 
     def __init__(
@@ -113,10 +115,14 @@ class SlotLoop:
         overflow: Callable[[Task], None],
         freed: Callable[[], None] = lambda: None,
         position: int = 0,
-        own_process: bool = False,
+        life: ProcessLife | None = None,
+        send_in_background: bool = False,
     ) -> None:
         self.name = name
-        self.tasks_done = 0
+        self.position = position
+        self.state = state
+        #: The task running now, if any.
+        self.job: Job | None = None
         self._client = client
         self._settings = settings
         self._control = control
@@ -127,18 +133,18 @@ class SlotLoop:
         self._position = position
         self._index = {arn: index for index, arn in enumerate(control.arns)}
         self._turn = position  # where choosing a task list starts: slots spread out
-        self._own_process = own_process
+        self._life = life
         self._instances: dict[type[Activity], Activity] = {}
         self._inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._changed = threading.Condition()
         self._poller: threading.Thread | None = None
         self._expected = False  # waited once for a task being handed over
         self._reason = "stopped"
-        # A process slot sends an outcome from a thread while it polls for the next task:
-        # the two round trips overlap. A thread slot has threads enough around it.
+        # A slot alone in its process sends an outcome from a thread while it polls for the
+        # next task: the two round trips overlap. Slots with others around them need not.
         self._sender = (
             ThreadPoolExecutor(1, thread_name_prefix="sfn-activities-outcome")
-            if own_process
+            if send_in_background
             else None
         )
         self._pending: Future[None] | None = None
@@ -188,6 +194,8 @@ class SlotLoop:
     def _poll_loop(self) -> None:
         try:
             while not self._control.stopping.is_set():
+                if self._life is not None and self._life.recycling.is_set():
+                    self._state.retire()  # unless it runs a task: then once it is free
                 if self._state.retired():
                     self._reason = "worn out"  # see _serve
                     return
@@ -265,17 +273,18 @@ class SlotLoop:
             return
         logger.info("task %s started: %s", task.token_prefix, activity.name)
         interval = self._settings.heartbeat_intervals[activity.name]
-        job = self._heartbeats.begin(task, activity, interval)
+        job = self.job = self._heartbeats.begin(task, activity, interval)
         try:
             outcome = self._run(job)
         finally:
             self._heartbeats.end(job)
+            self.job = None
         if job.gone_at is not None and not isinstance(outcome, Cancelled):
             outcome = Cancelled("the task was gone before it ended")
         _log_end(job, outcome)
-        self.tasks_done += 1
-        # A worn-out slot is retired as it frees, so that no task is handed to it after.
-        retire = self._worn_out()
+        # A slot of a process being recycled is retired as it frees, so that no task is
+        # handed to it after.
+        retire = self._life is not None and self._life.task_done()
         self.finish_delivery()  # one outcome in flight at most
         if isinstance(outcome, Cancelled):
             self._state.release(retire=retire)
@@ -304,29 +313,6 @@ class SlotLoop:
             return _runner.execute(instance, job.task, lambda: self._heartbeats.ask(job))
         except BaseException as exc:  # noqa: BLE001 - a failing __init__, or SystemExit from run()
             return failure_from_exception(exc)
-
-    def _worn_out(self) -> bool:
-        if not self._own_process or self.tasks_done == 0:
-            return False
-        limit = self._settings.max_tasks
-        if limit is not None and self.tasks_done >= limit:
-            logger.info("%s ran %d tasks: replacing it", self.name, self.tasks_done)
-            return True
-        ceiling = self._settings.max_memory
-        memory = _own_memory() if ceiling is not None else None
-        if ceiling is not None and memory is not None and memory > ceiling:
-            logger.info("%s uses %d MiB: replacing it", self.name, memory // 2**20)
-            return True
-        return False
-
-
-def _own_memory() -> int | None:
-    """This process's resident set size, read from /proc (Linux)."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def poll_failed(control: Control, index: int, exc: BaseException, *, log: bool = True) -> None:

@@ -57,8 +57,7 @@ class WorkerSettings:
     """How a worker runs its pool; see :class:`~activities.Worker` for each setting.
 
     Raises:
-        ConfigurationError: a setting is out of range (the message names it), or both
-            ``processes`` and ``threads`` are given.
+        ConfigurationError: a setting is out of range (the message names it).
     """
 
     processes: int | None = attrs.field(default=None, validator=_positive)
@@ -69,20 +68,31 @@ class WorkerSettings:
     max_tasks_per_process: int | None = attrs.field(default=None, validator=_positive)
     max_memory_per_process: int | None = attrs.field(default=None, validator=_positive)
 
-    def __attrs_post_init__(self) -> None:
-        if self.processes is not None and self.threads is not None:
-            msg = "give either processes or threads, not both"
-            raise ConfigurationError(msg)
-
     @property
     def use_threads(self) -> bool:
-        """Whether tasks run in threads of the worker's process."""
-        return self.threads is not None
+        """Whether tasks run in threads of the worker's own process (``threads`` alone)."""
+        return self.threads is not None and self.processes is None
+
+    @property
+    def slots_per_unit(self) -> int:
+        """The slots of one task process (``threads`` with ``processes``), or of a thread."""
+        return self.threads or 1 if self.processes is not None else 1
 
     @property
     def concurrency(self) -> int:
-        """How many slots: the threads, the processes, or the number of CPUs."""
-        return self.threads or self.processes or os.cpu_count() or 1
+        """How many slots: processes x threads, the threads, or the processes (the CPUs)."""
+        if self.processes is not None:
+            return self.processes * (self.threads or 1)
+        return self.threads or os.cpu_count() or 1
+
+    def describe(self) -> str:
+        """The pool's shape, for the log: ``4 processes``, ``2 processes x 8 threads``."""
+        if self.use_threads:
+            return _count(self.concurrency, "thread")
+        processes = _count(self.processes or self.concurrency, "process")
+        if self.threads is None:
+            return processes
+        return f"{processes} x {_count(self.threads, 'thread')}"
 
     def short_of_polls(self, task_lists: int) -> str | None:
         """Why ``task_lists`` cannot all have a poll open at all times, if they cannot."""
@@ -93,6 +103,10 @@ class WorkerSettings:
             "list has no poll open, and its tasks wait (up to 60 s) for one; leave pollers "
             "out, or give at least one per task list"
         )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 'es' if noun.endswith('s') else 's'}"
 
 
 def heartbeat_intervals(

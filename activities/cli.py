@@ -160,9 +160,15 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     _add_common(worker)
-    pool = worker.add_mutually_exclusive_group()
-    pool.add_argument("--processes", type=_positive, help="task processes (default: CPUs)")
-    pool.add_argument("--threads", type=_positive, help="run tasks in threads instead (I/O-bound)")
+    worker.add_argument("--processes", type=_positive, help="task processes (default: CPUs)")
+    worker.add_argument(
+        "--threads",
+        type=_positive,
+        help=(
+            "task threads in each process with --processes; alone, threads of the worker's "
+            "own process instead of processes (I/O-bound work)"
+        ),
+    )
     worker.add_argument(
         "--pollers", type=_positive, help="the most long polls open at once (default: no cap)"
     )

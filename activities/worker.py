@@ -37,10 +37,11 @@ from activities._forkserver import preload_modules, task_process_context
 from activities._handoff import HandOff
 from activities._heartbeats import TICK, Heartbeats
 from activities._loop import SlotSettings
+from activities._process import TaskProcess
 from activities._settings import SHUTDOWN_GRACE, WorkerSettings, client_and_factory
 from activities._settings import concurrency_limits as concurrency_limits_of
 from activities._settings import heartbeat_intervals as heartbeat_intervals_of
-from activities._slot import ProcessSlot, ThreadSlot, thread_heartbeats
+from activities._slot import ThreadSlot, thread_heartbeats
 from activities.client import ActivityClient
 from activities.errors import WorkerCrashed, WorkerShutdown
 from activities.outcome import failure_from_exception
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 
     from mypy_boto3_stepfunctions import SFNClient
 
-    from activities._slot import Slot
+    from activities._slot import Slot, Unit
     from activities._slotstate import Held
     from activities.activity import Activity
     from activities.task import Task
@@ -164,11 +165,11 @@ class Worker:
         self.preload = preload
         self._context: BaseContext = multiprocessing.get_context("spawn")
         self._control: Control | None = None
-        self._new_slot: Callable[..., Slot] | None = None
+        self._new_unit: Callable[[list[int]], Unit] | None = None
         self._heartbeats: Heartbeats | None = None
         self._handoff: HandOff | None = None
         self._failures: BackgroundDelivery | None = None
-        self._slots: set[Slot] = set()
+        self._units: set[Unit] = set()
         self._lock = threading.Lock()
         self._running = False
         self._stopping = threading.Event()
@@ -186,12 +187,14 @@ class Worker:
         if self._running:
             return
         arns = registry.register(self.client, self.served)
+        forkserver = None
         if not self.settings.use_threads:
             modules = (activity.__module__ for activity in self.activities.values())
-            self._context = task_process_context(preload_modules(modules, preload=self.preload))
+            forkserver = task_process_context(preload_modules(modules, preload=self.preload))
+            self._context = forkserver
         by_arn = {arns[task_list]: activity for task_list, activity in self.served.items()}
         names = list(self.activities)
-        self._control = Control(
+        control = self._control = Control(
             self._context,
             list(by_arn),
             slots=self.settings.concurrency,
@@ -209,12 +212,22 @@ class Worker:
             max_memory=self.settings.max_memory_per_process,
             log_plan=log_plan(),
         )
-        kind: Callable[..., Slot] = ProcessSlot
-        if self.settings.use_threads:
+        if forkserver is None:
             self._heartbeats = thread_heartbeats(self.client, self.settings.concurrency)
-            kind = functools.partial(ThreadSlot, client=self.client, heartbeats=self._heartbeats)
+            thread = functools.partial(
+                ThreadSlot,
+                settings,
+                control,
+                self,
+                self._context,
+                client=self.client,
+                heartbeats=self._heartbeats,
+            )
+            self._new_unit = lambda positions: thread(position=positions[0])
         else:
             self._heartbeats = Heartbeats(self.client, on_stuck=lambda _: None)
+            process = functools.partial(TaskProcess, settings, control, self, forkserver)
+            self._new_unit = lambda positions: process(positions=positions)
         self._handoff = HandOff(
             self.client,
             self._control,
@@ -224,20 +237,19 @@ class Worker:
             slots=self._current_slots,
             fail=self._fail_task,
         )
-        self._new_slot = functools.partial(kind, settings, self._control, self, self._context)
         self._running = True
-        for position in range(self.settings.concurrency):
-            self._start_slot(position)
+        per_unit = self.settings.slots_per_unit
+        for first in range(0, self.settings.concurrency, per_unit):
+            self._start_unit(list(range(first, first + per_unit)))
         self._handoff.start()
         shortage = self.settings.short_of_polls(len(self.served))
         if shortage:
             logger.warning("%s", shortage)
         logger.info(
-            "worker %s serving %s with %d %s; up to %d tasks wait for a free slot",
+            "worker %s serving %s with %s; up to %d tasks wait for a free slot",
             self.client.worker_name,
             ", ".join(self.served),
-            self.settings.concurrency,
-            "threads" if self.settings.use_threads else "processes",
+            self.settings.describe(),
             self._handoff.capacity,
         )
 
@@ -283,10 +295,10 @@ class Worker:
         for flag in (control.give_up, control.stopping, control.past_deadline):
             flag.set()
         with self._lock:
-            slots = list(self._slots)
-        for slot in slots:
-            taken = slot.state.take(delivering=True)
-            slot.terminate()
+            units = list(self._units)
+        for unit in units:
+            taken = [held for slot in unit.slots for held in slot.state.take(delivering=True)]
+            unit.terminate()
             for held in taken:
                 self._fail(
                     held, WorkerShutdown("the worker was stopped at once while the task ran")
@@ -336,11 +348,11 @@ class Worker:
 
     # -- what slots report ----------------------------------------------------------------
 
-    def on_ready(self, slot: Slot) -> None:
-        """A slot is up: it polls when it is free, and tasks can be handed to it."""
+    def on_ready(self, unit: Unit) -> None:
+        """A unit is up: its slots poll when free, and tasks can be handed to them."""
         self._restart_failures = 0
         with self._lock:
-            self._started_slots += 1
+            self._started_slots += len(unit.slots)
             first_time_all = self._started_slots == self.settings.concurrency
         if first_time_all:
             logger.info("ready: all %d slots are up", self.settings.concurrency)
@@ -355,41 +367,44 @@ class Worker:
         if self._handoff is not None:
             self._handoff.nudge()
 
-    def on_exit(self, slot: Slot, reason: str, *, was_ready: bool) -> None:
-        """A slot ended: fail the task it held, if any, and replace it unless stopping."""
+    def on_exit(self, unit: Unit, reason: str, *, was_ready: bool) -> None:
+        """A unit ended: fail the tasks its slots held, and replace it unless stopping."""
         with self._lock:
-            self._slots.discard(slot)
-        if self._control is not None:
-            self._control.done_polling(slot.position)  # a poll it died in is over
-            self._control.set_running(slot.position, -1)
-        taken = slot.state.take(delivering=True)
+            self._units.discard(unit)
+        taken = []
+        for slot in unit.slots:
+            if self._control is not None:
+                self._control.done_polling(slot.position)  # a poll it died in is over
+                self._control.set_running(slot.position, -1)
+            taken += slot.state.take(delivering=True)
         for held in taken:
-            error = WorkerCrashed(f"the {slot.kind} running the task died ({reason})")
+            error = WorkerCrashed(f"the {unit.kind} running the task died ({reason})")
             logger.error("task %s: %s", held.token_prefix, error)
             self._fail(held, error)
         if not taken and not was_ready and not self._stopping.is_set():
             self._restart_failures += 1
-            logger.error("%s ended before it was ready (%s)", slot.name, reason)
+            logger.error("%s ended before it was ready (%s)", unit.name, reason)
         if self._stopping.is_set():
             return
         pause = min(RESTART_BACKOFF_CAP, 2**self._restart_failures - 1)
         if pause:
             self._stopping.wait(pause)
         if not self._stopping.is_set():
-            self._start_slot(slot.position)
+            self._start_unit([slot.position for slot in unit.slots])
 
     # -- machinery ----------------------------------------------------------------------
 
     def _current_slots(self) -> list[Slot]:
         with self._lock:
-            return sorted(self._slots, key=lambda slot: slot.position)
+            slots = [slot for unit in self._units for slot in unit.slots]
+        return sorted(slots, key=lambda slot: slot.position)
 
-    def _start_slot(self, position: int) -> None:
-        assert self._new_slot is not None  # noqa: S101 - started
-        slot = self._new_slot(position=position)
+    def _start_unit(self, positions: list[int]) -> None:
+        assert self._new_unit is not None  # noqa: S101 - started
+        unit = self._new_unit(positions)
         with self._lock:
-            self._slots.add(slot)
-        slot.start()
+            self._units.add(unit)
+        unit.start()
 
     def _drain(self) -> None:
         """Wait for the slots to end; past the grace, fail and stop what still runs."""
@@ -400,7 +415,7 @@ class Worker:
         given_up = self._deadline + DRAIN_DELIVERY_TIMEOUT
         while not self._terminating.is_set():
             with self._lock:
-                slots = list(self._slots)
+                units = list(self._units)
             if time.monotonic() >= self._deadline:
                 control.past_deadline.set()
                 failed = handoff.fail_waiting(
@@ -411,8 +426,8 @@ class Worker:
                 )
                 if failed:
                     logger.warning("failed %d tasks that were waiting for a slot", failed)
-                for slot in slots:
-                    self._stop_overdue(slot)
+                for unit in units:
+                    self._stop_overdue(unit)
             if not control.drained.is_set() and handoff.idle() and not any(control.polls_open()):
                 control.drained.set()  # no task can arrive any more: idle slots may end
             if time.monotonic() >= given_up and not control.give_up.is_set():
@@ -422,7 +437,8 @@ class Worker:
             # A thread still running a task the worker failed is not waited for; the
             # worker's own polls are: what they bring runs, or is failed past the grace.
             if handoff.idle() and not any(
-                slot.is_alive() and not slot.state.running_taken() for slot in slots
+                unit.is_alive() and not all(slot.state.running_taken() for slot in unit.slots)
+                for unit in units
             ):
                 break
             time.sleep(TICK)
@@ -434,8 +450,8 @@ class Worker:
         logger.info("stopped")
         self._finish()
 
-    def _stop_overdue(self, slot: Slot) -> None:
-        taken = slot.state.take(delivering=False)
+    def _stop_overdue(self, unit: Unit) -> None:
+        taken = [held for slot in unit.slots for held in slot.state.take(delivering=False)]
         for held in taken:
             self._fail(
                 held,
@@ -445,7 +461,7 @@ class Worker:
                 ),
             )
         if taken:
-            slot.terminate()
+            unit.terminate()
 
     def _fail(self, held: Held, error: Exception) -> None:
         """Fail a task a slot held on the worker's behalf, in the background."""

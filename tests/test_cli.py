@@ -40,10 +40,10 @@ class TestList:
 class TestWorkerOptions:
     @pytest.mark.parametrize(
         "options",
-        [["--processes", "0"], ["--threads", "-1"], ["--processes", "2", "--threads", "2"]],
+        [["--processes", "0"], ["--threads", "-1"], ["--processes", "2", "--threads", "0"]],
     )
     def test_bad_pool_options_are_refused(self, options: list[str]) -> None:
-        """Non-positive sizes and both pool kinds at once are usage errors."""
+        """Non-positive sizes are usage errors."""
         with pytest.raises(SystemExit) as info:
             main(["worker", "examples", *options])
         assert info.value.code == 2
@@ -86,11 +86,15 @@ class TestWorkerOptions:
                 return 0
 
         monkeypatch.setattr(cli, "Worker", Recorder)
+        pool = ["--processes", "2", "--threads", "8"]
         options = ["--buffer", "3", "--max-concurrency", "Echo=2", "--max-concurrency", "B=none"]
         assert main(["worker", "examples", "--region", "us-east-1", *options]) == 0
         assert seen["buffer"] == 3
         assert seen["max_concurrency"] == {"Echo": 2, "B": None}
         assert seen["preload"] is True
+        assert (seen["processes"], seen["threads"]) == (None, None)
+        assert main(["worker", "examples", "--region", "us-east-1", *pool]) == 0
+        assert (seen["processes"], seen["threads"]) == (2, 8)
         assert main(["worker", "examples", "--region", "us-east-1", "--no-preload"]) == 0
         assert seen["preload"] is False
 

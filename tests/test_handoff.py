@@ -100,7 +100,7 @@ def one_waiting(fake: FakeStepFunctions, worker: Worker, value: int) -> tuple[st
 
 def gate_runs(worker: Worker) -> bool:
     """Whether a slot runs the Gate task (it is no longer waiting for one)."""
-    return any(slot.state.answering() for slot in worker._slots)
+    return any(slot.state.answering() for slot in worker._current_slots())
 
 
 def all_polled(fake: FakeStepFunctions, task_lists: list[str]) -> bool:

@@ -28,6 +28,27 @@ def test_threads_and_a_cap_on_polls() -> None:
 
 
 @pytest.mark.parametrize(
+    ("options", "slots", "per_unit", "in_threads", "shape"),
+    [
+        ({"processes": 4}, 4, 1, False, "4 processes"),
+        ({"processes": 1}, 1, 1, False, "1 process"),
+        ({"threads": 8}, 8, 1, True, "8 threads"),
+        ({"processes": 2, "threads": 8}, 16, 8, False, "2 processes x 8 threads"),
+        ({"processes": 3, "threads": 1}, 3, 1, False, "3 processes x 1 thread"),
+    ],
+)
+def test_the_pools_shape(
+    options: dict[str, int], slots: int, per_unit: int, in_threads: bool, shape: str
+) -> None:
+    """Processes, threads of the worker's process, or threads in each of the processes."""
+    settings = WorkerSettings(**options)
+    assert settings.concurrency == slots
+    assert settings.slots_per_unit == per_unit
+    assert settings.use_threads is in_threads
+    assert settings.describe() == shape
+
+
+@pytest.mark.parametrize(
     ("setting", "value"),
     [
         ("threads", 0),

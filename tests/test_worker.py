@@ -14,11 +14,12 @@ from activities import Activity, ConfigurationError, Worker, _delivery, _loop, m
 from activities.local import local_client
 from tests import workloads
 from tests.fake_sfn import FakeStepFunctions, client_error
-from tests.stepfunctions import create_machine, start, task_state, wait_for
+from tests.stepfunctions import create_machine, start, task_state, unique, wait_for
 from tests.waiting import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -65,10 +66,16 @@ class TestOptions:
         with pytest.raises(ConfigurationError, match="no activity to serve"):
             Worker([], client=sfn_offline)
 
-    def test_processes_or_threads(self, sfn_offline: Callable[[], SFNClient]) -> None:
-        """The pool is of one kind."""
-        with pytest.raises(ConfigurationError, match="either processes or threads"):
-            Worker([One], processes=2, threads=2, client=sfn_offline)
+    def test_processes_of_threads(self, sfn_offline: Callable[[], SFNClient]) -> None:
+        """processes and threads together: threads in each task process, none in the worker's."""
+        worker = Worker([One], processes=2, threads=3, client=sfn_offline)
+        assert worker.settings.concurrency == 6
+        assert worker.settings.slots_per_unit == 3
+        assert not worker.settings.use_threads
+
+    def test_a_client_cannot_be_shared_with_processes_of_threads(self) -> None:
+        with pytest.raises(ConfigurationError, match=r"client: .* pass a function"):
+            Worker([One], processes=2, threads=3, client=offline())
 
     @pytest.mark.parametrize(
         ("option", "value"),
@@ -268,7 +275,7 @@ class TestMachinery:
 
 
 def worker_busy(worker: Worker) -> bool:
-    return any(slot.state.answering() for slot in worker._slots)
+    return any(slot.state.answering() for slot in worker._current_slots())
 
 
 def run_pid_task(sfn: SFNClient, activity: type[Activity] | str) -> int:
@@ -369,3 +376,84 @@ class TestPools:
             worker.terminate()
         assert first != second
         assert os.getpid() not in {first, second}
+
+    def test_processes_of_threads_run_tasks_side_by_side_in_each_process(
+        self, local_sfn: LocalStepFunctions, sfn: SFNClient, tmp_path: Path
+    ) -> None:
+        """processes=2, threads=2: four tasks at once, two threads in each of two processes."""
+        prefix = unique("pxt") + "-"
+        worker = Worker(
+            [workloads.Rendezvous],
+            processes=2,
+            threads=2,
+            prefix=prefix,
+            client=local_sfn.client_factory(),
+        )
+        worker.start()
+        try:
+            arn = sfn.create_activity(name=prefix + workloads.Rendezvous.name)["activityArn"]
+            machine = create_machine(sfn, {"Meet": task_state(arn)}, "Meet")
+            executions = [
+                start(sfn, machine, {"directory": str(tmp_path), "count": 4}) for _ in range(4)
+            ]
+            done = [wait_for(sfn, execution, timeout=60) for execution in executions]
+        finally:
+            worker.terminate()
+        assert all(d["status"] == "SUCCEEDED" for d in done), done
+        places = [json.loads(d["output"]) for d in done]
+        assert all(place["met"] for place in places), places
+        pids = {place["pid"] for place in places}
+        assert len(pids) == 2
+        assert os.getpid() not in pids
+        assert len({(place["pid"], place["thread"]) for place in places}) == 4
+
+    def test_a_task_that_ignores_cancellation_recycles_its_process_after_the_others(
+        self, local_sfn: LocalStepFunctions, sfn: SFNClient, tmp_path: Path
+    ) -> None:
+        """processes=1, threads=2: the slot beside a stuck task finishes its own first.
+
+        The stuck task's process takes no new task, lets the other task end and be
+        reported, then exits; a new process serves what comes next.
+        """
+        prefix = unique("stuck") + "-"
+        served = [workloads.Stubborn, workloads.Sleepy, workloads.Pid]
+        worker = Worker(
+            served, processes=1, threads=2, prefix=prefix, client=local_sfn.client_factory()
+        )
+        worker.start()
+        try:
+            arns = {
+                activity: sfn.create_activity(name=prefix + activity.name)["activityArn"]
+                for activity in served
+            }
+            marker = tmp_path / "stubborn"
+            stubborn = start(
+                sfn,
+                create_machine(
+                    sfn, {"Wait": task_state(arns[workloads.Stubborn], TimeoutSeconds=2)}, "Wait"
+                ),
+                {"seconds": 600, "marker": str(marker)},
+            )
+            assert wait_until(marker.exists)
+            # Longer than the stuck task takes to be found gone and not to stop (2 + 5 s).
+            sleepy = start(
+                sfn,
+                create_machine(sfn, {"Sleep": task_state(arns[workloads.Sleepy])}, "Sleep"),
+                {"seconds": 12},
+            )
+            assert wait_for(sfn, stubborn)["status"] == "FAILED"
+            assert wait_for(sfn, sleepy, timeout=60)["status"] == "SUCCEEDED"
+            stuck_pid = int(marker.read_text())
+            assert wait_until(lambda: not alive(stuck_pid), timeout=90), "it lives on"
+            assert run_pid_task(sfn, prefix + workloads.Pid.name) not in {stuck_pid, os.getpid()}
+        finally:
+            worker.terminate()
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that still runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,3 +142,17 @@ class LoudPid(Activity):
     def run(self) -> int:
         logging.getLogger("tests.loud").warning("hello from %d", os.getpid())
         return os.getpid()
+
+
+class Rendezvous(Activity):
+    """Waits (up to 30 s) until ``count`` tasks of it run at once; where it ran, and if met."""
+
+    name = "it-Rendezvous"
+
+    def run(self, directory: str, count: int) -> dict[str, Any]:
+        here = {"pid": os.getpid(), "thread": threading.get_ident()}
+        Path(directory, f"{here['pid']}-{here['thread']}").touch()
+        deadline = time.monotonic() + 30
+        while len(os.listdir(directory)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return {**here, "met": len(os.listdir(directory)) >= count}

@@ -1,0 +1,403 @@
+"""Task processes: children of the worker that poll for and run tasks, in one slot or several.
+
+A task process is forked from the worker's forkserver (:mod:`activities._forkserver`) and
+lives long: it makes its own Step Functions client and runs one
+:class:`~activities._loop.SlotLoop` per slot, each in threads of its own (one slot by
+default; ``threads`` of them with ``Worker(processes=N, threads=M)``, gunicorn's gthread
+worker). A crash or a leak stays inside it: when it dies the worker fails the tasks its
+slots held with ``activities.WorkerCrashed`` and starts another in its place. It ignores
+SIGINT and SIGTERM: a Ctrl-C or a systemd stop reaches the whole process group, and the
+worker alone decides how to drain.
+
+A task process is *recycled* (:class:`ProcessLife`) after ``max_tasks_per_process`` tasks,
+above ``max_memory_per_process``, or when a task found gone does not stop: its slots take
+no new task, those running finish and are reported, then it exits and the worker replaces
+it. The worker hears from it through a pipe (ready, log records, a task its own poll
+brought while its slot was busy, a slot freed) and hands it tasks through another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from activities._childlog import start_logging
+from activities._forkserver import STOP_SIGNALS, StartState
+from activities._heartbeats import Heartbeats
+from activities._loop import SlotLoop
+from activities._slot import heartbeat_threads
+from activities._slotstate import SlotState
+from activities.client import READ_TIMEOUT, ActivityClient, make_client
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from multiprocessing.connection import Connection
+    from multiprocessing.context import ForkServerContext, ForkServerProcess
+
+    from activities._control import Control
+    from activities._heartbeats import Job
+    from activities._loop import SlotSettings
+    from activities._slot import Slot, SlotOwner
+    from activities.task import Task
+
+__all__ = ["ProcessLife", "ProcessSlot", "TaskProcess"]
+
+logger = logging.getLogger(__name__)
+
+#: HTTP connections of a task process's client per slot: its poll or outcome, heartbeats.
+CONNECTIONS_PER_SLOT = 4
+
+#: Exit code of a process that stopped itself because a task was gone and would not stop.
+EXIT_STUCK = 75
+
+#: Seconds such a process waits for outcomes it is still sending before it exits.
+STUCK_DELIVERY_TIMEOUT = 10.0
+
+_ids = itertools.count(1)
+
+
+class TaskProcess:
+    """A task process, as the worker sees it: its slots, and whether it runs.
+
+    Args:
+        settings: what every slot needs to know.
+        control: the worker's shared state.
+        owner: told when the process is ready and when it ended.
+        context: the forkserver context the process starts in.
+        positions: the positions of its slots in ``control``, one per slot.
+    """
+
+    kind = "process"
+
+    def __init__(
+        self,
+        settings: SlotSettings,
+        control: Control,
+        owner: SlotOwner,
+        context: ForkServerContext,
+        *,
+        positions: Sequence[int],
+    ) -> None:
+        self.name = f"process-{next(_ids)}"
+        self.ready = False
+        self._owner = owner
+        self._slots = [
+            ProcessSlot(
+                self,
+                position,
+                SlotState(context, control, position),
+                name=self.name if len(positions) == 1 else f"{self.name}.{number}",
+            )
+            for number, position in enumerate(positions, 1)
+        ]
+        self._conn, child_conn = context.Pipe(duplex=False)
+        inbox, self._inbox = context.Pipe(duplex=False)
+        self._child_conns: list[Connection] = [child_conn, inbox]
+        self._inbox_lock = threading.Lock()
+        self.process: ForkServerProcess = context.Process(
+            target=_child_main,
+            args=(child_conn, inbox, self.name, StartState.now()),
+            kwargs={
+                "settings": settings,
+                "control": control,
+                "slots": [(slot.name, slot.position, slot.state) for slot in self._slots],
+            },
+            name=f"sfn-activities-{self.name}",
+            daemon=True,
+        )
+
+    def __repr__(self) -> str:
+        return f"<TaskProcess {self.name} pid={self.process.pid}>"
+
+    @property
+    def slots(self) -> Sequence[Slot]:
+        """The process's slots."""
+        return self._slots
+
+    def start(self) -> None:
+        """Start the process and the thread that hears from it."""
+        self.process.start()
+        for conn in self._child_conns:
+            conn.close()
+        self._child_conns = []
+        threading.Thread(target=self._read, name=f"sfn-activities-{self.name}", daemon=True).start()
+
+    def terminate(self) -> bool:
+        """Kill the process; a replacement is the owner's business."""
+        if self.process.pid is None:
+            return True  # not started yet: it will see the stop flags and end at once
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        return True
+
+    def is_alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.process.is_alive()
+
+    def send(self, position: int, task: Task) -> None:
+        """Send ``task``, held by the slot at ``position`` already, to the process."""
+        try:
+            with self._inbox_lock:
+                self._inbox.send((position, task))
+        except (OSError, ValueError):
+            logger.warning("%s is gone: task %s goes with it", self.name, task.token_prefix)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            try:
+                if message[0] == "log":
+                    record: logging.LogRecord = message[1]
+                    logging.getLogger(record.name).handle(record)
+                elif message[0] == "free":
+                    self._owner.on_free()
+                elif message[0] == "overflow":
+                    self._owner.on_overflow(message[1])
+                elif message[0] == "ready":
+                    self.ready = True
+                    self._owner.on_ready(self)
+            except Exception:
+                logger.exception(
+                    "%s: handling %r failed; the process goes on", self.name, message[0]
+                )
+        self.process.join()
+        self._conn.close()
+        self._inbox.close()
+        for slot in self._slots:
+            slot.state.retire()  # no task is handed to a dead process from now on
+        code = self.process.exitcode
+        reason = (
+            f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        )
+        self._owner.on_exit(self, reason, was_ready=self.ready)
+
+
+class ProcessSlot:
+    """One slot of a task process: where the worker hands it a task."""
+
+    kind = "process"
+
+    def __init__(self, process: TaskProcess, position: int, state: SlotState, *, name: str) -> None:
+        self.name = name
+        self.position = position
+        self.state = state
+        self._process = process
+
+    def __repr__(self) -> str:
+        return f"<ProcessSlot {self.name}>"
+
+    @property
+    def ready(self) -> bool:
+        """Whether the process has started."""
+        return self._process.ready
+
+    def offer(self, task: Task, index: int) -> bool:
+        """Hold ``task`` in the slot's state and send it to the process; ``False`` if busy.
+
+        Once held, the task is the slot's: if the process dies before it is done, the
+        worker fails it with ``activities.WorkerCrashed``.
+        """
+        if not self.state.try_hold(task.activity_arn, task.token, index):
+            return False
+        self._process.send(self.position, task)
+        return True
+
+
+class ProcessLife:
+    """When a task process is to be recycled; shared by its slots, in the process.
+
+    Args:
+        name: the process's name, for logs.
+        max_tasks: recycle after this many tasks (of all its slots).
+        max_memory: recycle when its resident memory is above this many bytes after a task.
+    """
+
+    def __init__(self, name: str, max_tasks: int | None, max_memory: int | None) -> None:
+        self.recycling = threading.Event()
+        self.tasks_done = 0
+        self._name = name
+        self._max_tasks = max_tasks
+        self._max_memory = max_memory
+        self._lock = threading.Lock()
+
+    def task_done(self) -> bool:
+        """A slot finished a task; whether the process is to be recycled (now or before)."""
+        with self._lock:
+            self.tasks_done += 1
+            done = self.tasks_done
+        if self.recycling.is_set():
+            return True
+        if self._max_tasks is not None and done >= self._max_tasks:
+            self.recycle(f"{self._name} ran {done} tasks: replacing it")
+        elif self._max_memory is not None:
+            memory = _own_memory()
+            if memory is not None and memory > self._max_memory:
+                self.recycle(f"{self._name} uses {memory // 2**20} MiB: replacing it")
+        return self.recycling.is_set()
+
+    def recycle(self, why: str = "") -> None:
+        """Take no new task; the process exits once its slots have ended. Says ``why``."""
+        with self._lock:
+            if self.recycling.is_set():
+                return
+            self.recycling.set()
+        if why:
+            logger.info("%s", why)
+
+
+def _own_memory() -> int | None:
+    """This process's resident set size, read from /proc (Linux)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _stop_when_orphaned(control: Control) -> None:
+    """Stop polling once the worker's process is gone: nobody would drain or replace us.
+
+    The tasks in hand are finished and reported first; every slot sees the flag.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    multiprocessing.connection.wait([parent.sentinel])
+    if not control.stopping.is_set():
+        logger.error("the worker's process is gone: ending this task process after its tasks")
+        control.stopping.set()
+    control.drained.set()  # nobody will hand over a task any more
+
+
+def _child_main(
+    conn: Connection,
+    inbox: Connection,
+    name: str,
+    start: StartState,
+    *,
+    settings: SlotSettings,
+    control: Control,
+    slots: list[tuple[str, int, SlotState]],
+) -> None:
+    """A task process: set signals and logging up, make a client, run the slots' loops."""
+    start.apply()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    lock = threading.Lock()
+    start_logging(settings.log_plan, conn, lock)
+    threading.Thread(
+        target=_stop_when_orphaned, args=(control,), name="sfn-activities-orphan", daemon=True
+    ).start()
+    try:
+        factory = settings.client_factory
+        sfn = (
+            factory()
+            if factory is not None
+            else make_client(max_pool_connections=CONNECTIONS_PER_SLOT * len(slots))
+        )
+        client = ActivityClient(sfn, worker_name=settings.worker_name)
+    except Exception:
+        logger.exception("%s could not make its Step Functions client", name)
+        sys.exit(1)
+
+    life = ProcessLife(name, settings.max_tasks, settings.max_memory)
+
+    def overflow(task: Task) -> None:
+        with lock:
+            conn.send(("overflow", task))
+
+    def freed() -> None:
+        with lock:
+            conn.send(("free",))
+
+    def stuck(job: Job) -> None:
+        loop = next((loop for loop in loops if loop.job is job), None)
+        if loop is None:
+            return  # the task ended meanwhile
+        # The task is gone: nobody is to report it. The process is replaced once the
+        # tasks of its other slots, and the outcomes in flight, are done.
+        loop.state.take(delivering=False)
+        logger.warning(
+            "task %s did not stop when cancelled: replacing %s once its other tasks are done",
+            job.task.token_prefix,
+            name,
+        )
+        life.recycle()
+        threading.Thread(
+            target=_exit_stuck, args=(loop, runners, control), name="sfn-activities-stuck"
+        ).start()
+
+    heartbeats = Heartbeats(client, on_stuck=stuck, threads=heartbeat_threads(len(slots)))
+    loops = [
+        SlotLoop(
+            slot_name,
+            client,
+            settings=settings,
+            control=control,
+            state=state,
+            heartbeats=heartbeats,
+            overflow=overflow,
+            freed=freed,
+            position=position,
+            life=life,
+        )
+        for slot_name, position, state in slots
+    ]
+    by_position = {loop.position: loop for loop in loops}
+    threading.Thread(
+        target=_receive_tasks, args=(inbox, by_position), name="sfn-activities-inbox", daemon=True
+    ).start()
+    # What the imports made lives as long as the process: keep the collector off it.
+    gc.freeze()
+    with lock:
+        conn.send(("ready",))
+    # Tasks run in threads, as in a thread slot: the main thread only waits.
+    runners = {
+        loop: threading.Thread(target=loop.run, name=f"sfn-activities-{loop.name}-run")
+        for loop in loops
+    }
+    for runner in runners.values():
+        runner.start()
+    for runner in runners.values():
+        runner.join()
+
+
+def _exit_stuck(
+    stuck: SlotLoop, runners: dict[SlotLoop, threading.Thread], control: Control
+) -> None:
+    """End the process once its other slots ended; the stuck task's thread dies with it."""
+    for loop, runner in runners.items():
+        if loop is not stuck:
+            runner.join()
+    stuck.finish_delivery(STUCK_DELIVERY_TIMEOUT)
+    stuck.state.retire()
+    # A poll of the stuck slot's that is still open may bring a task: it must not be lost.
+    deadline = time.monotonic() + READ_TIMEOUT
+    while control.polling(stuck.position) >= 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logging.shutdown()
+    os._exit(EXIT_STUCK)
+
+
+def _receive_tasks(inbox: Connection, loops: dict[int, SlotLoop]) -> None:
+    """Pass the tasks the worker hands over to the runners of the slots they are for."""
+    while True:
+        try:
+            position, task = inbox.recv()
+        except (EOFError, OSError):
+            return
+        loops[position].hand(task)
