@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: What the forkserver imports for every worker, last of all (it freezes the heap).
-FRAMEWORK_MODULES = ("activities.cli", "activities._slot", "activities._preload")
+FRAMEWORK_MODULES = ("activities._process", "activities.cli", "activities._preload")
 
 #: The environment variable that tells the forkserver the script to import as
 #: ``__mp_main__``: the worker's own, when it defines activities.

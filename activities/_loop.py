@@ -68,8 +68,9 @@ class SlotSettings:
         heartbeat_intervals: seconds between automatic heartbeats, by activity name.
         worker_name: the ``workerName`` of polls.
         client_factory: makes a process slot's client; :func:`make_client` if ``None``.
-        max_tasks: a process slot exits (and is replaced) after this many tasks.
-        max_memory: a process slot exits (and is replaced) above this many bytes.
+        max_tasks: a task process is recycled (see :class:`~activities._process.ProcessLife`)
+            after this many tasks of its slots.
+        max_memory: a task process is recycled above this many bytes after a task.
         log_plan: how a process slot logs (see :mod:`activities._childlog`).
     """
 
@@ -222,6 +223,9 @@ class SlotLoop:
             logger.exception("%s: the poller failed; the slot ends", self.name)
             self._reason = "poller failed"
             self._state.retire()
+            if self._life is not None:
+                # Its process is replaced as a whole, once its other slots are done.
+                self._life.recycle(f"{self.name} ended: replacing its process")
         finally:
             self._inbox.put(None)
 

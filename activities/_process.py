@@ -324,6 +324,8 @@ def _child_main(
         with lock:
             conn.send(("free",))
 
+    stuck_loops: set[SlotLoop] = set()
+
     def stuck(job: Job) -> None:
         loop = next((loop for loop in loops if loop.job is job), None)
         if loop is None:
@@ -336,10 +338,15 @@ def _child_main(
             job.task.token_prefix,
             name,
         )
+        first = not stuck_loops
+        stuck_loops.add(loop)
         life.recycle()
-        threading.Thread(
-            target=_exit_stuck, args=(loop, runners, control), name="sfn-activities-stuck"
-        ).start()
+        if first:
+            threading.Thread(
+                target=_exit_stuck,
+                args=(stuck_loops, runners, control),
+                name="sfn-activities-stuck",
+            ).start()
 
     heartbeats = Heartbeats(client, on_stuck=stuck, threads=heartbeat_threads(len(slots)))
     loops = [
@@ -354,6 +361,7 @@ def _child_main(
             freed=freed,
             position=position,
             life=life,
+            send_in_background=len(slots) == 1,
         )
         for slot_name, position, state in slots
     ]
@@ -377,17 +385,22 @@ def _child_main(
 
 
 def _exit_stuck(
-    stuck: SlotLoop, runners: dict[SlotLoop, threading.Thread], control: Control
+    stuck: set[SlotLoop], runners: dict[SlotLoop, threading.Thread], control: Control
 ) -> None:
-    """End the process once its other slots ended; the stuck task's thread dies with it."""
-    for loop, runner in runners.items():
-        if loop is not stuck:
-            runner.join()
-    stuck.finish_delivery(STUCK_DELIVERY_TIMEOUT)
-    stuck.state.retire()
-    # A poll of the stuck slot's that is still open may bring a task: it must not be lost.
+    """End the process once its other slots ended; the stuck tasks' threads die with it.
+
+    ``stuck`` may grow meanwhile: another task of the process found gone that does not
+    stop is not waited for either.
+    """
+    while any(runner.is_alive() for loop, runner in runners.items() if loop not in stuck):
+        time.sleep(0.05)
+    for loop in list(stuck):
+        loop.finish_delivery(STUCK_DELIVERY_TIMEOUT)
+    # A poll of a stuck slot's that is still open may bring a task: it must not be lost.
     deadline = time.monotonic() + READ_TIMEOUT
-    while control.polling(stuck.position) >= 0 and time.monotonic() < deadline:
+    while time.monotonic() < deadline and any(
+        control.polling(loop.position) >= 0 for loop in list(stuck)
+    ):
         time.sleep(0.05)
     logging.shutdown()
     os._exit(EXIT_STUCK)

@@ -18,6 +18,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from activities._process import CONNECTIONS_PER_SLOT
 from activities._settings import SHUTDOWN_GRACE
 from activities.client import ActivityClient, make_client
 from activities.errors import ActivitiesError
@@ -112,6 +113,8 @@ def _client(args: argparse.Namespace, connections: int) -> SFNClient:
 def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
     # A factory, not a client: each worker process makes its own with it. The worker's
     # own process keeps a poll open on every task list that has none.
+    # The same factory makes the worker's client and those of the task processes: room
+    # for the polls, outcomes and heartbeats of either.
     slots = args.threads or 1
     served = task_lists(activities, prefix=args.prefix, overrides=args.task_list)
     client = functools.partial(
@@ -119,7 +122,7 @@ def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
         endpoint_url=args.endpoint_url,
         region_name=args.region,
         profile_name=args.profile,
-        max_pool_connections=slots + len(served) + 8,
+        max_pool_connections=CONNECTIONS_PER_SLOT * slots + len(served) + 8,
     )
     worker = Worker(
         activities,

@@ -84,8 +84,9 @@ class Worker:
         activities: the Activity subclasses to serve; their names must be distinct.
         processes: how many processes run tasks (CPU-bound work); the number of CPUs by
             default.
-        threads: run tasks in this many threads instead (I/O-bound work); exclusive
-            with ``processes``.
+        threads: with ``processes``, the task threads of each process (``processes`` x
+            ``threads`` tasks at once, for I/O-bound work at real round trips); alone,
+            run tasks in this many threads of the worker's own process instead.
         pollers: the most long polls open at once (slots' and the worker's own); no cap
             by default. Fewer than the task lists served leaves some without a poll.
         buffer: how many received tasks may wait for a free slot (polls that may bring
