@@ -14,6 +14,7 @@ from activities import Activity, ConfigurationError, Worker, _delivery, _loop, m
 from activities.local import local_client
 from tests import workloads
 from tests.fake_sfn import FakeStepFunctions, client_error
+from tests.processes import running
 from tests.stepfunctions import create_machine, start, task_state, unique, wait_for
 from tests.waiting import wait_until
 
@@ -444,16 +445,7 @@ class TestPools:
             assert wait_for(sfn, stubborn)["status"] == "FAILED"
             assert wait_for(sfn, sleepy, timeout=60)["status"] == "SUCCEEDED"
             stuck_pid = int(marker.read_text())
-            assert wait_until(lambda: not alive(stuck_pid), timeout=90), "it lives on"
+            assert wait_until(lambda: not running(stuck_pid), timeout=90), "it lives on"
             assert run_pid_task(sfn, prefix + workloads.Pid.name) not in {stuck_pid, os.getpid()}
         finally:
             worker.terminate()
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a process that still runs."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

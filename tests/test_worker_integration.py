@@ -15,6 +15,7 @@ import pytest
 
 from activities import Worker
 from tests import workloads
+from tests.processes import running
 from tests.shutdown_workload import Slow
 from tests.stepfunctions import create_machine, history, start, task_state, unique, wait_for
 from tests.waiting import wait_until
@@ -50,14 +51,6 @@ def worker(local_sfn: LocalStepFunctions) -> Iterator[Worker]:
 
 def arn(activity: type[Any], prefix: str = "") -> str:
     return f"arn:aws:states:us-east-1:000000000000:activity:{prefix}{activity.name}"
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.usefixtures("worker")
@@ -194,7 +187,7 @@ class TestStateMachines:
         pid = int(marker.read_text())
         # It ends at once, or when a poll of its own still open returns (up to 60 s):
         # that poll's task must not be lost.
-        assert wait_until(lambda: not alive(pid), timeout=90), "the stubborn process lives on"
+        assert wait_until(lambda: not running(pid), timeout=90), "the stubborn process lives on"
 
     def test_crashed_process_fails_its_task_at_once(self, sfn: SFNClient) -> None:
         """os._exit in run() fails the task as activities.WorkerCrashed; the pool goes on."""
