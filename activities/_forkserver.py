@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from activities.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from multiprocessing.context import ForkServerContext
@@ -77,7 +79,36 @@ def task_process_context(modules: list[str]) -> ForkServerContext:
         multiprocessing.forkserver.ensure_running()
     finally:
         os.environ.pop(PRELOAD_MAIN, None)
+    _check(context, modules)
     return context
+
+
+def _check(context: ForkServerContext, modules: list[str]) -> None:
+    """Fork a process that does nothing: the forkserver imported ``modules`` and forks.
+
+    Raises:
+        ConfigurationError: it did not: an import failed there (its traceback is on the
+            worker's standard error).
+    """
+    probe = context.Process(target=_nothing, name="sfn-activities-forkserver-check")
+    try:
+        probe.start()
+        probe.join()
+    except (OSError, EOFError):
+        pass
+    if probe.exitcode == 0:
+        return
+    msg = (
+        "the process task processes are forked from could not start: importing "
+        f"{', '.join(modules)} failed there (its error is above); a module that cannot be "
+        "imported twice, or only in the worker's process, needs --no-preload "
+        "(Worker(preload=False))"
+    )
+    raise ConfigurationError(msg)
+
+
+def _nothing() -> None:
+    """What the forkserver's first child does."""
 
 
 @attrs.frozen

@@ -205,3 +205,22 @@ def test_a_script_serving_its_own_activities_runs_its_main_block_once(
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.communicate()
+
+
+def test_a_module_that_fails_in_the_forkserver_is_a_clear_error(bench_endpoint: str) -> None:
+    """The worker says which imports failed and how to turn preloading off; exit code 2."""
+    environment = bench_environment(bench_endpoint)
+    environment.pop("SFN_TEST_IMPORTED_IN", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "activities", "worker", "tests.import_once_workload"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "RuntimeError: imported in process" in done.stderr  # the forkserver's own error
+    assert "importing tests.import_once_workload" in done.stderr
+    assert "--no-preload" in done.stderr.splitlines()[-1]

@@ -1,0 +1,26 @@
+"""An activity module that refuses a second import, in another process than the first.
+
+For tests/test_forkserver.py: a module with such an import-time side effect makes the
+forkserver fail as it preloads it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from activities import Activity
+
+_first = os.environ.setdefault("SFN_TEST_IMPORTED_IN", str(os.getpid()))
+if _first != str(os.getpid()):
+    msg = f"imported in process {_first} already"
+    raise RuntimeError(msg)
+
+
+class Once(Activity):
+    """Echoes its input."""
+
+    name = "preload-Once"
+
+    def run(self, value: object) -> object:
+        """Return ``value``."""
+        return value
