@@ -30,6 +30,7 @@ __all__ = [
     "client_and_factory",
     "concurrency_limits",
     "heartbeat_intervals",
+    "plural",
 ]
 
 #: Seconds running tasks may take to finish after a graceful stop begins.
@@ -88,11 +89,11 @@ class WorkerSettings:
     def describe(self) -> str:
         """The pool's shape, for the log: ``4 processes``, ``2 processes x 8 threads``."""
         if self.use_threads:
-            return _count(self.concurrency, "thread")
-        processes = _count(self.processes or self.concurrency, "process")
+            return plural(self.concurrency, "thread")
+        processes = plural(self.processes or self.concurrency, "process")
         if self.threads is None:
             return processes
-        return f"{processes} x {_count(self.threads, 'thread')}"
+        return f"{processes} x {plural(self.threads, 'thread')}"
 
     def short_of_polls(self, task_lists: int) -> str | None:
         """Why ``task_lists`` cannot all have a poll open at all times, if they cannot."""
@@ -105,7 +106,8 @@ class WorkerSettings:
         )
 
 
-def _count(number: int, noun: str) -> str:
+def plural(number: int, noun: str) -> str:
+    """``1 process``, ``2 processes``, ``0 tasks``: a count and its noun, for logs."""
     return f"{number} {noun}{'' if number == 1 else 'es' if noun.endswith('s') else 's'}"
 
 

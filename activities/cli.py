@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from activities._process import CONNECTIONS_PER_SLOT
 from activities._settings import SHUTDOWN_GRACE
 from activities.client import ActivityClient, make_client
-from activities.errors import ActivitiesError
+from activities.errors import ActivitiesError, ConfigurationError
 from activities.local import LocalStepFunctions
 from activities.registry import discover, register, task_lists
 from activities.worker import Worker
@@ -53,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "local":
             return _local(args)
+        searched = _import_path(args.path)
+        _check_findable(args.modules, searched)
         activities = discover(*args.modules)
         if not activities:
             parser.error(f"no activities found in {', '.join(args.modules)}")
@@ -65,6 +69,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ActivitiesError as exc:
         print(f"activities: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _import_path(extra: Sequence[str]) -> list[str]:
+    """Put ``--path`` directories, then the current one, first on the import path.
+
+    As ``python -m`` does for the current directory; task processes get the same path.
+    The directories searched, in order.
+    """
+    for directory in reversed([*extra, os.curdir]):
+        path = os.path.abspath(directory)
+        if path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)
+    return [entry or os.getcwd() for entry in sys.path if not entry.endswith(".zip")]
+
+
+def _check_findable(modules: Sequence[str], searched: Sequence[str]) -> None:
+    """Refuse a module found in none of the directories searched, naming them."""
+    for module in modules:
+        top = module.partition(".")[0]
+        if importlib.util.find_spec(top) is None:
+            where = "\n  ".join(entry for entry in searched if os.path.isdir(entry))
+            msg = (
+                f"cannot import {module!r}: no {top!r} in the directories searched:\n  {where}\n"
+                "run the command where it is, or give its directory with --path DIR"
+            )
+            raise ConfigurationError(msg)
 
 
 def _list(served: dict[str, type[Activity]]) -> int:
@@ -253,6 +284,16 @@ def _add_aws(parser: argparse.ArgumentParser) -> None:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("modules", nargs="+", metavar="MODULE", help="modules or packages to serve")
+    parser.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help=(
+            "look for MODULES in DIR too (repeatable); the current directory is searched "
+            "first, as with python -m"
+        ),
+    )
     parser.add_argument(
         "--prefix", default="", help="put before every activity name, e.g. dev- to serve dev-Echo"
     )

@@ -38,7 +38,7 @@ from activities._handoff import HandOff
 from activities._heartbeats import TICK, Heartbeats
 from activities._loop import SlotSettings
 from activities._process import TaskProcess
-from activities._settings import SHUTDOWN_GRACE, WorkerSettings, client_and_factory
+from activities._settings import SHUTDOWN_GRACE, WorkerSettings, client_and_factory, plural
 from activities._settings import concurrency_limits as concurrency_limits_of
 from activities._settings import heartbeat_intervals as heartbeat_intervals_of
 from activities._slot import ThreadSlot, thread_heartbeats
@@ -68,6 +68,9 @@ TERMINATE_DELIVERY_TIMEOUT = 5.0
 #: Seconds a graceful stop waits, after the shutdown grace, for outcomes still being
 #: delivered; then they get one more attempt.
 DRAIN_DELIVERY_TIMEOUT = 60.0
+
+#: Seconds between two lines saying what a graceful stop still waits for.
+DRAIN_REPORT_INTERVAL = 10.0
 
 #: Seconds to wait before replacing a process that died before it was ready.
 RESTART_BACKOFF_CAP = 30.0
@@ -277,6 +280,15 @@ class Worker:
             "stopping: no new polls; running tasks have %.0f s to finish",
             self.settings.shutdown_grace,
         )
+        polls = sum(self._control.polls_open())
+        if polls:
+            logger.info(
+                "waiting for %s still open: %s up to 60 s to return, and a task one brings "
+                "still runs; a second signal stops at once, and such a task is then lost "
+                "until its timeout",
+                plural(polls, "poll"),
+                "it may take" if polls == 1 else "they may take",
+            )
         threading.Thread(target=self._drain, name="sfn-activities-drain", daemon=True).start()
 
     def terminate(self) -> None:
@@ -414,9 +426,13 @@ class Worker:
         assert self._handoff is not None  # noqa: S101 - started
         control, handoff = self._control, self._handoff
         given_up = self._deadline + DRAIN_DELIVERY_TIMEOUT
+        next_report = time.monotonic() + DRAIN_REPORT_INTERVAL
         while not self._terminating.is_set():
             with self._lock:
                 units = list(self._units)
+            if time.monotonic() >= next_report:
+                next_report += DRAIN_REPORT_INTERVAL
+                self._report_drain(units)
             if time.monotonic() >= self._deadline:
                 control.past_deadline.set()
                 failed = handoff.fail_waiting(
@@ -450,6 +466,18 @@ class Worker:
             logger.error("some failures were still undelivered when the worker stopped")
         logger.info("stopped")
         self._finish()
+
+    def _report_drain(self, units: list[Unit]) -> None:
+        """Say what a graceful stop still waits for."""
+        assert self._control is not None  # noqa: S101 - started
+        assert self._handoff is not None  # noqa: S101 - started
+        running = sum(slot.state.answering() for unit in units for slot in unit.slots)
+        logger.info(
+            "still stopping: %s running, %s waiting for a slot, %s open",
+            plural(running, "task"),
+            plural(self._handoff.waiting(), "task"),
+            plural(sum(self._control.polls_open()), "poll"),
+        )
 
     def _stop_overdue(self, unit: Unit) -> None:
         taken = [held for slot in unit.slots for held in slot.state.take(delivering=False)]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -150,3 +151,66 @@ class TestAgainstStepFunctions:
                 process.wait()
             if process.stdout is not None:
                 process.stdout.close()
+
+
+class TestModuleLookup:
+    """Modules are looked for in the current directory first, as with python -m."""
+
+    @pytest.fixture(autouse=True)
+    def own_import_path(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(sys, "path", sys.path.copy())
+
+    @staticmethod
+    def write_module(directory: Path, name: str) -> None:
+        (directory / f"{name}.py").write_text(
+            "from activities import Activity\n\n\n"
+            f"class {name.title().replace('_', '')}(Activity):\n"
+            "    def run(self, value):\n"
+            "        return value\n"
+        )
+
+    def test_a_module_in_the_current_directory(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        self.write_module(tmp_path, "lookup_here")
+        monkeypatch.chdir(tmp_path)
+        assert main(["list", "lookup_here"]) == 0
+        assert "lookup_here.LookupHere" in capsys.readouterr().out
+
+    def test_a_module_in_a_directory_given_with_path(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        for name in ("one", "two"):
+            (tmp_path / name).mkdir()
+        self.write_module(tmp_path / "two", "lookup_there")
+        options = ["--path", str(tmp_path / "one"), "--path", str(tmp_path / "two")]
+        assert main(["list", "lookup_there", *options]) == 0
+        assert "lookup_there.LookupThere" in capsys.readouterr().out
+
+    def test_a_module_found_nowhere_names_the_directories_searched(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        assert main(["list", "lookup_nowhere.sub", "--path", str(tmp_path / "extra")]) == 2
+        error = capsys.readouterr().err
+        assert "cannot import 'lookup_nowhere.sub': no 'lookup_nowhere'" in error
+        assert f"\n  {tmp_path}\n" in error  # the current directory, searched
+        assert "--path DIR" in error
+
+    def test_the_command_itself_finds_a_module_where_it_runs(self, tmp_path: Path) -> None:
+        """`activities list` (the console script, not python -m) from the module's directory."""
+        self.write_module(tmp_path, "lookup_script")
+        script = Path(sys.executable).with_name("activities")
+        done = subprocess.run(
+            [str(script), "list", "lookup_script"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "lookup_script.LookupScript" in done.stdout

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from activities import Activity, ConfigurationError, Worker, _delivery, _loop, make_client
+from activities import worker as worker_module
 from activities.local import local_client
 from tests import workloads
 from tests.fake_sfn import FakeStepFunctions, client_error
@@ -224,6 +225,29 @@ class TestMachinery:
             assert worker.stop(timeout=10)
         assert fake.successes[token] == "0.5"
         assert worker.clean
+
+    def test_a_graceful_stop_says_what_it_waits_for(
+        self,
+        fake: FakeStepFunctions,
+        caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The open polls and the risk of a second signal at once; then, every so often,
+        the tasks and polls it still waits for."""
+        monkeypatch.setattr(worker_module, "DRAIN_REPORT_INTERVAL", 0.2)
+        caplog.set_level(logging.INFO, logger="activities.worker")
+        token = fake.add_task("it-Sleepy", '{"seconds": 1.0}')
+        with thread_worker(fake, workloads.Sleepy) as worker:
+            assert wait_until(lambda: worker_busy(worker))
+            assert wait_until(lambda: sum(fake.polling.values()) >= 1)
+            worker.request_stop()
+            assert wait_until(lambda: "still stopping: 1 task running" in caplog.text)
+            assert worker.join(timeout=10)
+        assert fake.successes[token] == "1.0"
+        said = [record.getMessage() for record in caplog.records]
+        [waiting] = [line for line in said if line.startswith("waiting for")]
+        assert "still open" in waiting
+        assert "a second signal stops at once" in waiting
 
     def test_worker_overrides_the_heartbeat_interval(self, fake: FakeStepFunctions) -> None:
         """A worker's heartbeat interval for an activity wins over the class's."""
