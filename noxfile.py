@@ -60,3 +60,4 @@ def docs(session: nox.Session) -> None:
     install_group(session, "docs")
     out = session.create_tmp() + "/html"
     session.run("sphinx-build", "--fail-on-warning", "--nitpicky", "--quiet", "docs", out)
+    session.log(f"the HTML is in {out}/index.html")

@@ -18,7 +18,10 @@ import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import boto3
+import botocore.exceptions
 
 from activities._process import CONNECTIONS_PER_SLOT
 from activities._settings import SHUTDOWN_GRACE
@@ -59,15 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_findable(args.modules, searched)
         activities = discover(*args.modules)
         if not activities:
-            parser.error(f"no activities found in {', '.join(args.modules)}")
+            msg = f"no activities found in {', '.join(args.modules)}"
+            raise ConfigurationError(msg)
         served = task_lists(activities, prefix=args.prefix, overrides=args.task_list)
         if args.command == "list":
             return _list(served)
+        _check_region(args)
         if args.command == "register":
             return _register(args, served)
         return _worker(args, activities)
     except ActivitiesError as exc:
-        print(f"activities: error: {exc}", file=sys.stderr)
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -141,6 +146,22 @@ def _client(args: argparse.Namespace, connections: int) -> SFNClient:
     )
 
 
+def _check_region(args: argparse.Namespace) -> None:
+    """Refuse to start without an AWS Region, saying how a command-line user gives one."""
+    if args.region or os.environ.get("AWS_REGION"):
+        return
+    try:
+        region = boto3.Session(profile_name=args.profile).region_name
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise ConfigurationError(str(exc)) from None
+    if not region:
+        msg = (
+            "no AWS Region is configured: give --region, set AWS_REGION or "
+            "AWS_DEFAULT_REGION, or use a profile that has one (--profile, AWS_PROFILE)"
+        )
+        raise ConfigurationError(msg)
+
+
 def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
     # A factory, not a client: each worker process makes its own with it. The worker's
     # own process keeps a poll open on every task list that has none.
@@ -178,9 +199,7 @@ def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="activities", description="Serve AWS Step Functions activities."
-    )
+    parser = _Parser(prog="activities", description="Serve AWS Step Functions activities.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     worker = commands.add_parser(
@@ -227,8 +246,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"time running tasks get to finish on stop (default: {SHUTDOWN_GRACE:.0f})",
     )
-    worker.add_argument("--max-tasks-per-process", type=_positive, metavar="N")
-    worker.add_argument("--max-memory-per-process", type=_positive, metavar="MIB")
+    worker.add_argument(
+        "--max-tasks-per-process",
+        type=_positive,
+        metavar="N",
+        help="replace a task process once it ran N tasks (default: never)",
+    )
+    worker.add_argument(
+        "--max-memory-per-process",
+        type=_positive,
+        metavar="MIB",
+        help="replace a task process whose resident memory exceeds MIB after a task",
+    )
     worker.add_argument(
         "--heartbeat-interval",
         type=_pair,
@@ -315,6 +344,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="default: INFO",
     )
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every error in one format: ``activities worker: error: ...``, no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        """Say what is wrong and where the help is; exit code 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _seconds(text: str) -> float:

@@ -368,7 +368,8 @@ class Worker:
             self._started_slots += len(unit.slots)
             first_time_all = self._started_slots == self.settings.concurrency
         if first_time_all:
-            logger.info("ready: all %d slots are up", self.settings.concurrency)
+            slots = self.settings.concurrency
+            logger.info("ready: %s up", "the slot is" if slots == 1 else f"all {slots} slots are")
 
     def on_overflow(self, task: Task) -> None:
         """A slot's own poll brought a task while the slot ran another: it waits for one."""

@@ -134,16 +134,24 @@ def run_batch(sfn: SFNClient, machine_arn: str, count: int) -> Counter[str]:
         for number in range(count)
     }
     outcomes: Counter[str] = Counter()
+    # A bar redrawn in place on a terminal; in a file or a pipe, a line every tenth done.
+    on_terminal = sys.stdout.isatty()
+    said = 0
     while running:
         for execution_arn in list(running):
             if sfn.describe_execution(executionArn=execution_arn)["status"] != "RUNNING":
                 running.discard(execution_arn)
                 outcomes[outcome(sfn, execution_arn)] += 1
         done = count - len(running)
-        bar = "#" * (30 * done // count)
-        print(f"\r  executions [{bar:<30}] {done}/{count}", end="", flush=True)
+        if on_terminal:
+            bar = "#" * (30 * done // count)
+            print(f"\r  executions [{bar:<30}] {done}/{count}", end="", flush=True)
+        elif done == count or done >= said + max(1, count // 10):
+            said = done
+            print(f"  executions ended: {done}/{count}", flush=True)
         time.sleep(0.2)
-    print()
+    if on_terminal:
+        print()
     return outcomes
 
 

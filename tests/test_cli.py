@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import signal
 import subprocess
 import sys
@@ -31,11 +32,38 @@ class TestList:
         assert main(["list", "no_such_module_here"]) == 2
         assert "cannot import 'no_such_module_here'" in capsys.readouterr().err
 
-    def test_module_without_activities_is_a_usage_error(self) -> None:
-        """Serving nothing is refused."""
+    def test_module_without_activities_is_a_usage_error(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Serving nothing is refused, in the one format of every error."""
+        assert main(["list", "json"]) == 2
+        assert capsys.readouterr().err == "activities list: error: no activities found in json\n"
+
+    def test_a_bad_option_is_an_error_of_the_same_format(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """argparse's errors too: one line, the subcommand named, no usage block."""
         with pytest.raises(SystemExit) as info:
-            main(["list", "json"])
+            main(["worker", "examples", "--processes", "0"])
         assert info.value.code == 2
+        error = capsys.readouterr().err
+        assert error.startswith("activities worker: error: argument --processes:")
+        assert error.endswith("(see activities worker --help)\n")
+        assert "usage:" not in error
+
+    def test_every_option_has_help(self) -> None:
+        """`activities worker --help` describes every option."""
+        worker = next(
+            action.choices["worker"]
+            for action in cli._parser()._actions
+            if isinstance(action, argparse._SubParsersAction)
+        )
+        undescribed = [
+            action.option_strings
+            for action in worker._actions
+            if action.option_strings and not action.help
+        ]
+        assert undescribed == []
 
 
 class TestWorkerOptions:
