@@ -7,12 +7,15 @@
     class Echo(Activity):
         def run(self, value):
             return value
+
+or, for an activity that is just a function, ``@function_activity``.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import version as _version
 
+from activities._function import FunctionActivity, function_activity
 from activities.activity import Activity
 from activities.client import ActivityClient, default_worker_name, make_client
 from activities.errors import (
@@ -48,6 +51,7 @@ __all__ = [
     "Cancelled",
     "ConfigurationError",
     "Failure",
+    "FunctionActivity",
     "InvalidInput",
     "InvalidOutput",
     "Outcome",
@@ -65,5 +69,6 @@ __all__ = [
     "__version__",
     "default_worker_name",
     "failure_from_exception",
+    "function_activity",
     "make_client",
 ]
