@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import boto3
 import botocore.exceptions
 
+from activities._invoke import LOCAL_ROLE_ARN, invoke
 from activities._process import CONNECTIONS_PER_SLOT
 from activities._settings import SHUTDOWN_GRACE
 from activities.client import ActivityClient, make_client
@@ -58,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "local":
             return _local(args)
+        if args.command == "invoke":
+            return _invoke(args)
         searched = _import_path(args.path)
         _check_findable(args.modules, searched)
         activities = discover(*args.modules)
@@ -101,6 +104,50 @@ def _check_findable(modules: Sequence[str], searched: Sequence[str]) -> None:
                 "run the command where it is, or give its directory with --path DIR"
             )
             raise ConfigurationError(msg)
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    """Run one task of one activity through Step Functions and print what it reports."""
+    serve = None
+    name = args.name if args.name.startswith("arn:") else args.prefix + args.name
+    if args.module:
+        _check_findable(args.module, _import_path(args.path))
+        served = task_lists(discover(*args.module), prefix=args.prefix)
+        serve = served.get(name.rpartition(":")[2])
+        if serve is None:
+            msg = f"no activity served as {name!r} in {', '.join(args.module)}"
+            raise ConfigurationError(msg)
+    elif args.local:
+        msg = "--local needs --module: nothing else serves a Step Functions made for one task"
+        raise ConfigurationError(msg)
+    if args.local:
+        with LocalStepFunctions() as local:
+            return _invoke_on(args, ActivityClient(local.client()), name, serve, local=True)
+    _check_region(args)
+    return _invoke_on(args, ActivityClient(_client(args, connections=4)), name, serve)
+
+
+def _invoke_on(
+    args: argparse.Namespace,
+    client: ActivityClient,
+    name: str,
+    serve: type[Activity] | None,
+    *,
+    local: bool = False,
+) -> int:
+    endpoint = local or args.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_SFN")
+    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    role_arn = args.role_arn or (LOCAL_ROLE_ARN if endpoint else None)
+    if role_arn is None:
+        msg = "give --role-arn: a role Step Functions can assume to run the one-state machine"
+        raise ConfigurationError(msg)
+    arn = name if name.startswith("arn:") else client.create_activity(name)
+    ended = invoke(client, arn, args.input, role_arn=role_arn, timeout=args.timeout, serve=serve)
+    print(ended.report())
+    if ended.succeeded:
+        return 0
+    print(f"activities invoke: the execution ended {ended.status}", file=sys.stderr)
+    return 1
 
 
 def _list(served: dict[str, type[Activity]]) -> int:
@@ -296,6 +343,60 @@ def _parser() -> argparse.ArgumentParser:
         help="tag new activities (repeatable)",
     )
     _add_aws(registering)
+
+    invoking = commands.add_parser(
+        "invoke",
+        help="run one task of an activity through Step Functions and print its outcome",
+        description=(
+            "Start an execution of a one-state state machine made for activity NAME, with "
+            "--input, wait for it and print what Step Functions reports: the output, or the "
+            "error and its cause (exit code 1). A worker elsewhere runs the task, or this "
+            "command does with --module."
+        ),
+    )
+    invoking.add_argument("name", metavar="NAME", help="the activity's name or ARN")
+    invoking.add_argument(
+        "--input", default="{}", metavar="JSON", help="the execution's input (default: {})"
+    )
+    invoking.add_argument(
+        "--module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="serve NAME from this module (repeatable), in this process, for this one task",
+    )
+    invoking.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="look for --module in DIR too (repeatable); the current directory is searched first",
+    )
+    invoking.add_argument("--prefix", default="", help="put before NAME, e.g. dev-")
+    invoking.add_argument(
+        "--local",
+        action="store_true",
+        help="on a local Step Functions started for this one task (needs --module)",
+    )
+    invoking.add_argument(
+        "--role-arn",
+        help="the role the state machine runs with (needed on AWS; any on a local endpoint)",
+    )
+    invoking.add_argument(
+        "--timeout",
+        type=_positive,
+        default=60,
+        metavar="SECONDS",
+        help="the task's TimeoutSeconds (default: 60)",
+    )
+    invoking.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default: WARNING",
+    )
+    _add_aws(invoking)
 
     local = commands.add_parser(
         "local", help="run a local Step Functions (LocalStack) on 127.0.0.1 until Ctrl-C"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import subprocess
 import sys
@@ -9,8 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities import cli
+from activities import Worker, cli
 from activities.cli import main
+from tests import workloads
+from tests.stepfunctions import unique
 
 if TYPE_CHECKING:
     from activities.local import LocalStepFunctions
@@ -242,3 +245,60 @@ class TestModuleLookup:
         )
         assert done.returncode == 0, done.stderr
         assert "lookup_script.LookupScript" in done.stdout
+
+
+@pytest.mark.integration
+class TestInvoke:
+    """`activities invoke`: one task through a real (local) Step Functions."""
+
+    @pytest.fixture(autouse=True)
+    def local_environment(
+        self, local_sfn: LocalStepFunctions, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for name, value in local_sfn.environment().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(sys, "path", sys.path.copy())
+
+    def test_the_output_of_a_task_served_here(self, capsys: pytest.CaptureFixture[str]) -> None:
+        prefix = unique("inv") + "-"
+        command = ["invoke", "it-Echo", "--input", '{"value": {"n": [1, 2]}}', "--prefix", prefix]
+        assert main([*command, "--module", "tests.workloads"]) == 0
+        assert json.loads(capsys.readouterr().out) == {"n": [1, 2]}
+
+    def test_a_failure_with_its_error_and_cause(self, capsys: pytest.CaptureFixture[str]) -> None:
+        prefix = unique("inv") + "-"
+        command = ["invoke", "it-Picky", "--input", '{"quantity": 0}', "--prefix", prefix]
+        assert main([*command, "--module", "tests.workloads"]) == 1
+        captured = capsys.readouterr()
+        reported = json.loads(captured.out)
+        assert (reported["status"], reported["error"]) == ("FAILED", "ValueError")
+        assert "quantity must be positive" in json.loads(reported["cause"])["errorMessage"]
+        assert "the execution ended FAILED" in captured.err
+
+    def test_a_task_served_by_a_worker_elsewhere(
+        self, local_sfn: LocalStepFunctions, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        prefix = unique("inv") + "-"
+        worker = Worker([workloads.Echo], threads=1, prefix=prefix, client=local_sfn.client())
+        worker.start()
+        try:
+            assert main(["invoke", f"{prefix}it-Echo", "--input", '{"value": "hi"}']) == 0
+        finally:
+            worker.terminate()
+        assert json.loads(capsys.readouterr().out) == "hi"
+
+    def test_input_that_is_not_json_is_refused(self, capsys: pytest.CaptureFixture[str]) -> None:
+        prefix = unique("inv") + "-"
+        command = ["invoke", "it-Echo", "--input", "{value: 1}", "--prefix", prefix]
+        assert main([*command, "--module", "tests.workloads"]) == 2
+        assert "--input is not JSON" in capsys.readouterr().err
+
+    def test_on_a_local_step_functions_of_its_own(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """--local starts one for the task and stops it; --module serves the task."""
+        command = ["invoke", "it-Echo", "--input", '{"value": 3}', "--local"]
+        assert main([*command, "--module", "tests.workloads"]) == 0
+        assert json.loads(capsys.readouterr().out) == 3
+
+    def test_local_without_module_is_refused(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["invoke", "it-Echo", "--local"]) == 2
+        assert "--local needs --module" in capsys.readouterr().err
