@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from importlib.metadata import version as _version
 
-from activities._function import FunctionActivity, function_activity
-from activities.activity import Activity
+from activities.activity import Activity, FunctionActivity, function_activity
 from activities.client import ActivityClient, default_worker_name, make_client
 from activities.errors import (
     ActivitiesError,

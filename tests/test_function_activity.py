@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -29,7 +30,6 @@ from transport import CompressedTransport, JSONTransport
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -325,6 +325,7 @@ class TestServing:
             input=pickle.dumps(fw.stock),
             capture_output=True,
             check=True,
+            cwd=Path(__file__).parent.parent,  # where tests.function_workloads is imported from
         )
         assert json.loads(done.stdout) == {"item": "tea", "quantity": 2, "urgent": False}
 
