@@ -389,13 +389,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="the task's TimeoutSeconds (default: 60)",
     )
-    invoking.add_argument(
-        "--log-level",
-        default="WARNING",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="default: WARNING",
-    )
+    _add_log_level(invoking, "WARNING")
     _add_aws(invoking)
 
     local = commands.add_parser(
@@ -438,12 +432,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
             "(repeatable: Resize=resize-gpu --task-list Resize=resize-cpu)"
         ),
     )
+    _add_log_level(parser, "INFO")
+
+
+def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument(
         "--log-level",
-        default="INFO",
+        default=default,
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="default: INFO",
+        help=f"default: {default}",
     )
 
 
