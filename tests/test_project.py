@@ -18,13 +18,14 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert test_commands[0] in ci.splitlines()
 
 
-def test_readme_has_exactly_the_demo_and_test_commands() -> None:
-    """A new user is given two set-up commands: see it work, and run the tests."""
+def test_readme_has_exactly_the_install_demo_and_test_commands() -> None:
+    """A new user is given three commands: install it, see it work, run the tests."""
     readme = (ROOT / "README.md").read_text()
     commands = re.findall(r"^python3 -m pip install .*$", readme, flags=re.MULTILINE)
-    assert len(commands) == 2, commands
-    assert commands[0].endswith("python3 -m nox -s demo")
-    assert "-s tests" in commands[1]
+    assert len(commands) == 3, commands
+    assert commands[0] == "python3 -m pip install ."
+    assert commands[1].endswith("python3 -m nox -s demo")
+    assert "-s tests" in commands[2]
 
 
 def test_changelog_has_an_unreleased_section() -> None:
