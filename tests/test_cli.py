@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from activities import Worker, cli
+from activities._arguments import command_line
 from activities.cli import main
 from tests import workloads
 from tests.stepfunctions import unique
@@ -58,7 +59,7 @@ class TestList:
         """`activities worker --help` describes every option."""
         worker = next(
             action.choices["worker"]
-            for action in cli._parser()._actions
+            for action in command_line()._actions
             if isinstance(action, argparse._SubParsersAction)
         )
         undescribed = [

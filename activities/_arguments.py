@@ -1,0 +1,278 @@
+"""The arguments of the ``activities`` command: its subcommands, options and their checks.
+
+What the commands do is in :mod:`activities.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, NoReturn
+
+from activities._settings import SHUTDOWN_GRACE
+
+__all__ = ["EXIT_USAGE", "command_line"]
+
+#: Exit code for bad usage or configuration, as argparse uses.
+EXIT_USAGE = 2
+
+
+def command_line() -> argparse.ArgumentParser:
+    """The ``activities`` command's parser, with every subcommand."""
+    parser = _Parser(prog="activities", description="Serve AWS Step Functions activities.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    worker = commands.add_parser(
+        "worker",
+        help="poll Step Functions and run tasks until SIGINT/SIGTERM",
+        description=(
+            "Serve the activities defined in MODULES (and their submodules). The first "
+            "SIGINT/SIGTERM drains gracefully, a second stops at once. Endpoint, Region and "
+            "credentials come from boto3's usual chain (AWS_ENDPOINT_URL, AWS_REGION, "
+            "AWS_PROFILE, ...) unless given."
+        ),
+    )
+    _add_common(worker)
+    worker.add_argument("--processes", type=_positive, help="task processes (default: CPUs)")
+    worker.add_argument(
+        "--threads",
+        type=_positive,
+        help=(
+            "task threads in each process with --processes; alone, threads of the worker's "
+            "own process instead of processes (I/O-bound work)"
+        ),
+    )
+    worker.add_argument(
+        "--pollers", type=_positive, help="the most long polls open at once (default: no cap)"
+    )
+    worker.add_argument(
+        "--buffer",
+        type=_positive,
+        metavar="N",
+        help="tasks that may wait for a free slot (default: one per task list)",
+    )
+    worker.add_argument(
+        "--max-concurrency",
+        type=_pair,
+        action=_Collect,
+        default={},
+        metavar="NAME=N",
+        help="hold at most N tasks of activity NAME at once, overriding the class (repeatable)",
+    )
+    worker.add_argument(
+        "--shutdown-grace",
+        type=_seconds,
+        default=SHUTDOWN_GRACE,
+        metavar="SECONDS",
+        help=f"time running tasks get to finish on stop (default: {SHUTDOWN_GRACE:.0f})",
+    )
+    worker.add_argument(
+        "--max-tasks-per-process",
+        type=_positive,
+        metavar="N",
+        help="replace a task process once it ran N tasks (default: never)",
+    )
+    worker.add_argument(
+        "--max-memory-per-process",
+        type=_positive,
+        metavar="MIB",
+        help="replace a task process whose resident memory exceeds MIB after a task",
+    )
+    worker.add_argument(
+        "--heartbeat-interval",
+        type=_pair,
+        action=_Collect,
+        default={},
+        metavar="NAME=SECONDS",
+        help="heartbeat activity NAME every SECONDS, overriding the class (repeatable)",
+    )
+    worker.add_argument(
+        "--no-preload",
+        dest="preload",
+        action="store_false",
+        help=(
+            "import MODULES in each task process instead of once before they are forked "
+            "(for modules with import-time side effects)"
+        ),
+    )
+    worker.add_argument("--worker-name", help="the workerName of polls (default: host-pid)")
+    _add_aws(worker)
+
+    listing = commands.add_parser(
+        "list", help="show the task lists a worker would serve, without calling AWS"
+    )
+    _add_common(listing)
+
+    registering = commands.add_parser(
+        "register",
+        help="create the activities in Step Functions (idempotent) and print their ARNs",
+    )
+    _add_common(registering)
+    registering.add_argument(
+        "--tag",
+        type=_pair,
+        action=_Collect,
+        metavar="KEY=VALUE",
+        help="tag new activities (repeatable)",
+    )
+    _add_aws(registering)
+
+    invoking = commands.add_parser(
+        "invoke",
+        help="run one task of an activity through Step Functions and print its outcome",
+        description=(
+            "Start an execution of a one-state state machine made for activity NAME, with "
+            "--input, wait for it and print what Step Functions reports: the output, or the "
+            "error and its cause (exit code 1). A worker elsewhere runs the task, or this "
+            "command does with --module."
+        ),
+    )
+    invoking.add_argument("name", metavar="NAME", help="the activity's name or ARN")
+    invoking.add_argument(
+        "--input", default="{}", metavar="JSON", help="the execution's input (default: {})"
+    )
+    invoking.add_argument(
+        "--module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="serve NAME from this module (repeatable), in this process, for this one task",
+    )
+    invoking.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="look for --module in DIR too (repeatable); the current directory is searched first",
+    )
+    invoking.add_argument("--prefix", default="", help="put before NAME, e.g. dev-")
+    invoking.add_argument(
+        "--local",
+        action="store_true",
+        help="on a local Step Functions started for this one task (needs --module)",
+    )
+    invoking.add_argument(
+        "--role-arn",
+        help="the role the state machine runs with (needed on AWS; any on a local endpoint)",
+    )
+    invoking.add_argument(
+        "--timeout",
+        type=_positive,
+        default=60,
+        metavar="SECONDS",
+        help="the task's TimeoutSeconds (default: 60)",
+    )
+    _add_log_level(invoking, "WARNING")
+    _add_aws(invoking)
+
+    local = commands.add_parser(
+        "local", help="run a local Step Functions (LocalStack) on 127.0.0.1 until Ctrl-C"
+    )
+    local.add_argument("--port", type=_positive, help="default: a free port")
+    local.add_argument("--log-level", default="INFO", type=str.upper, help=argparse.SUPPRESS)
+    return parser
+
+
+def _add_aws(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint-url", help="Step Functions endpoint (default: boto3's)")
+    parser.add_argument("--region", help="AWS Region (default: boto3's)")
+    parser.add_argument("--profile", help="AWS profile (default: boto3's)")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("modules", nargs="+", metavar="MODULE", help="modules or packages to serve")
+    parser.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help=(
+            "look for MODULES in DIR too (repeatable); the current directory is searched "
+            "first, as with python -m"
+        ),
+    )
+    parser.add_argument(
+        "--prefix", default="", help="put before every activity name, e.g. dev- to serve dev-Echo"
+    )
+    parser.add_argument(
+        "--task-list",
+        type=_pair,
+        action=_Collect,
+        default={},
+        metavar="NAME=LIST",
+        help=(
+            "serve activity NAME on this activity name or ARN instead of its own "
+            "(repeatable: Resize=resize-gpu --task-list Resize=resize-cpu)"
+        ),
+    )
+    _add_log_level(parser, "INFO")
+
+
+def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help=f"default: {default}",
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every error in one format: ``activities worker: error: ...``, no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        """Say what is wrong and where the help is; exit code 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        msg = f"must be a number of seconds >= 0, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        msg = f"expected KEY=VALUE, not {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return key, value
+
+
+class _Collect(argparse.Action):
+    """Collect repeated KEY=VALUE options: a dict of lists for task lists, of values for tags."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        key, value = values
+        collected = dict(getattr(namespace, self.dest) or {})
+        if self.dest == "task_list":
+            collected[key] = [*collected.get(key, []), value]
+        elif self.dest == "max_concurrency":
+            try:
+                collected[key] = None if value.lower() == "none" else _positive(value)
+            except (ValueError, argparse.ArgumentTypeError):
+                parser.error(f"{option_string}: {value!r} is not a whole number >= 1")
+        elif self.dest == "heartbeat_interval":
+            try:
+                collected[key] = None if value.lower() == "none" else float(value)
+            except ValueError:
+                parser.error(f"{option_string}: {value!r} is not a number of seconds")
+        else:
+            collected[key] = value
+        setattr(namespace, self.dest, collected)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        msg = f"must be a positive integer, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
