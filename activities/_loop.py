@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from activities._control import Control
     from activities._heartbeats import Heartbeats, Job
-    from activities._process import ProcessLife
+    from activities._recycling import ProcessLife
     from activities._slotstate import SlotState
     from activities.activity import Activity
     from activities.client import ActivityClient
@@ -68,7 +68,7 @@ class SlotSettings:
         heartbeat_intervals: seconds between automatic heartbeats, by activity name.
         worker_name: the ``workerName`` of polls.
         client_factory: makes a process slot's client; :func:`make_client` if ``None``.
-        max_tasks: a task process is recycled (see :class:`~activities._process.ProcessLife`)
+        max_tasks: a task process is recycled (see :class:`~activities._recycling.ProcessLife`)
             after this many tasks of its slots.
         max_memory: a task process is recycled above this many bytes after a task.
         log_plan: how a process slot logs (see :mod:`activities._childlog`).

@@ -9,11 +9,12 @@ slots held with ``activities.WorkerCrashed`` and starts another in its place. It
 SIGINT and SIGTERM: a Ctrl-C or a systemd stop reaches the whole process group, and the
 worker alone decides how to drain.
 
-A task process is *recycled* (:class:`ProcessLife`) after ``max_tasks_per_process`` tasks,
-above ``max_memory_per_process``, or when a task found gone does not stop: its slots take
-no new task, those running finish and are reported, then it exits and the worker replaces
-it. The worker hears from it through a pipe (ready, log records, a task its own poll
-brought while its slot was busy, a slot freed) and hands it tasks through another.
+A task process is *recycled* (:mod:`activities._recycling`) after
+``max_tasks_per_process`` tasks, above ``max_memory_per_process``, or when a task found
+gone does not stop: its slots take no new task, those running finish and are reported,
+then it exits and the worker replaces it. The worker hears from it through a pipe (ready,
+log records, a task its own poll brought while its slot was busy, a slot freed) and hands
+it tasks through another.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from activities._childlog import start_logging
 from activities._forkserver import STOP_SIGNALS, StartState
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
+from activities._recycling import ProcessLife
 from activities._slot import heartbeat_threads
 from activities._slotstate import SlotState
 from activities.client import READ_TIMEOUT, ActivityClient, make_client
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
     from activities._slot import Slot, SlotOwner
     from activities.task import Task
 
-__all__ = ["ProcessLife", "ProcessSlot", "TaskProcess"]
+__all__ = ["ProcessSlot", "TaskProcess"]
 
 logger = logging.getLogger(__name__)
 
@@ -214,57 +216,6 @@ class ProcessSlot:
             return False
         self._process.send(self.position, task)
         return True
-
-
-class ProcessLife:
-    """When a task process is to be recycled; shared by its slots, in the process.
-
-    Args:
-        name: the process's name, for logs.
-        max_tasks: recycle after this many tasks (of all its slots).
-        max_memory: recycle when its resident memory is above this many bytes after a task.
-    """
-
-    def __init__(self, name: str, max_tasks: int | None, max_memory: int | None) -> None:
-        self.recycling = threading.Event()
-        self.tasks_done = 0
-        self._name = name
-        self._max_tasks = max_tasks
-        self._max_memory = max_memory
-        self._lock = threading.Lock()
-
-    def task_done(self) -> bool:
-        """A slot finished a task; whether the process is to be recycled (now or before)."""
-        with self._lock:
-            self.tasks_done += 1
-            done = self.tasks_done
-        if self.recycling.is_set():
-            return True
-        if self._max_tasks is not None and done >= self._max_tasks:
-            self.recycle(f"{self._name} ran {done} tasks: replacing it")
-        elif self._max_memory is not None:
-            memory = _own_memory()
-            if memory is not None and memory > self._max_memory:
-                self.recycle(f"{self._name} uses {memory // 2**20} MiB: replacing it")
-        return self.recycling.is_set()
-
-    def recycle(self, why: str = "") -> None:
-        """Take no new task; the process exits once its slots have ended. Says ``why``."""
-        with self._lock:
-            if self.recycling.is_set():
-                return
-            self.recycling.set()
-        if why:
-            logger.info("%s", why)
-
-
-def _own_memory() -> int | None:
-    """This process's resident set size, read from /proc (Linux)."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _stop_when_orphaned(control: Control) -> None:

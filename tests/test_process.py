@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING
 from activities._control import Control
 from activities._forkserver import FRAMEWORK_MODULES, task_process_context
 from activities._loop import SlotSettings
-from activities._process import ProcessLife, TaskProcess
+from activities._process import TaskProcess
 from tests.processes import (
     ROOT,
     bench_environment,
@@ -24,8 +23,6 @@ from tests.processes import (
 from tests.waiting import wait_until
 
 if TYPE_CHECKING:
-    import pytest
-
     from activities._slot import Unit
     from activities.task import Task
 
@@ -51,28 +48,6 @@ def test_a_process_stopped_before_it_started_is_no_error() -> None:
     assert not any(slot.ready for slot in process.slots)
     assert process.terminate()
     assert not process.is_alive()
-
-
-class TestProcessLife:
-    def test_recycled_after_its_tasks_whichever_slot_ran_them(self) -> None:
-        life = ProcessLife("process-1", max_tasks=3, max_memory=None)
-        assert not life.task_done()
-        assert not life.task_done()
-        assert life.task_done()
-        assert life.recycling.is_set()
-        assert life.task_done()  # the slots that finish later retire too
-
-    def test_recycled_above_its_memory(self) -> None:
-        assert ProcessLife("process-1", max_tasks=None, max_memory=1).task_done()
-        assert not ProcessLife("process-1", max_tasks=None, max_memory=2**50).task_done()
-
-    def test_a_recycle_is_said_once(self, caplog: pytest.LogCaptureFixture) -> None:
-        life = ProcessLife("process-1", max_tasks=None, max_memory=None)
-        with caplog.at_level(logging.INFO, logger="activities._process"):
-            life.recycle("stuck")
-            life.recycle("stuck again")
-            assert life.task_done() is not False  # recycling: every slot retires
-        assert [record.message for record in caplog.records] == ["stuck"]
 
 
 def test_task_processes_end_when_the_worker_process_is_killed(bench_endpoint: str) -> None:
