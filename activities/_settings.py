@@ -77,7 +77,7 @@ class WorkerSettings:
     @property
     def slots_per_unit(self) -> int:
         """The slots of one task process (``threads`` with ``processes``), or of a thread."""
-        return self.threads or 1 if self.processes is not None else 1
+        return (self.threads or 1) if self.processes is not None else 1
 
     @property
     def concurrency(self) -> int:

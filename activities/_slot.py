@@ -31,10 +31,19 @@ if TYPE_CHECKING:
     from activities._control import Control
     from activities._heartbeats import Job
     from activities._loop import SlotSettings
+    from activities._slotstate import Held
     from activities.client import ActivityClient
     from activities.task import Task
 
-__all__ = ["HEARTBEAT_THREADS", "Slot", "SlotOwner", "ThreadSlot", "Unit", "thread_heartbeats"]
+__all__ = [
+    "HEARTBEAT_THREADS",
+    "Slot",
+    "SlotOwner",
+    "ThreadSlot",
+    "Unit",
+    "take_all",
+    "thread_heartbeats",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -192,3 +201,8 @@ def _cannot_stop(job: Job) -> None:
 def heartbeat_threads(slots: int) -> int:
     """How many heartbeats the tasks of ``slots`` slots of one process send at once."""
     return max(2, min(slots, HEARTBEAT_THREADS))
+
+
+def take_all(unit: Unit, *, delivering: bool) -> list[Held]:
+    """Take what every slot of ``unit`` answers for (see :meth:`SlotState.take`)."""
+    return [held for slot in unit.slots for held in slot.state.take(delivering=delivering)]

@@ -41,7 +41,7 @@ from activities._process import TaskProcess
 from activities._settings import SHUTDOWN_GRACE, WorkerSettings, client_and_factory, plural
 from activities._settings import concurrency_limits as concurrency_limits_of
 from activities._settings import heartbeat_intervals as heartbeat_intervals_of
-from activities._slot import ThreadSlot, thread_heartbeats
+from activities._slot import ThreadSlot, take_all, thread_heartbeats
 from activities.client import ActivityClient
 from activities.errors import WorkerCrashed, WorkerShutdown
 from activities.outcome import failure_from_exception
@@ -310,7 +310,7 @@ class Worker:
         with self._lock:
             units = list(self._units)
         for unit in units:
-            taken = [held for slot in unit.slots for held in slot.state.take(delivering=True)]
+            taken = take_all(unit, delivering=True)
             unit.terminate()
             for held in taken:
                 self._fail(
@@ -385,12 +385,11 @@ class Worker:
         """A unit ended: fail the tasks its slots held, and replace it unless stopping."""
         with self._lock:
             self._units.discard(unit)
-        taken = []
-        for slot in unit.slots:
-            if self._control is not None:
+        if self._control is not None:
+            for slot in unit.slots:
                 self._control.done_polling(slot.position)  # a poll it died in is over
                 self._control.set_running(slot.position, -1)
-            taken += slot.state.take(delivering=True)
+        taken = take_all(unit, delivering=True)
         for held in taken:
             error = WorkerCrashed(f"the {unit.kind} running the task died ({reason})")
             logger.error("task %s: %s", held.token_prefix, error)
@@ -481,7 +480,7 @@ class Worker:
         )
 
     def _stop_overdue(self, unit: Unit) -> None:
-        taken = [held for slot in unit.slots for held in slot.state.take(delivering=False)]
+        taken = take_all(unit, delivering=False)
         for held in taken:
             self._fail(
                 held,
