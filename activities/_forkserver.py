@@ -1,37 +1,60 @@
 """Where task processes come from: a forkserver that imported what they need, once.
 
-Task processes are forked from a *forkserver*, a single-threaded process the worker
-starts (:mod:`multiprocessing`'s ``forkserver`` start method). It imports, before it forks
-anything, the framework, boto3 and botocore with the Step Functions model read
-(:mod:`activities._preload`) and, unless told not to, the modules that define the
-activities served (gunicorn's ``--preload``); then it freezes its heap. Every task
-process, replacements of crashed or recycled ones included, starts as a copy of it: the
-pages of those imports are shared instead of made again in every process.
+Task processes are forked from a *forkserver*, a single-threaded process that forks one on
+each request (:mod:`multiprocessing`'s ``forkserver`` start method). Every task process,
+replacements of crashed or recycled ones included, starts as a copy of it: the pages of
+what it imported are shared instead of made again in every process. It comes about in one
+of two ways:
 
-What spawn gave is kept: the forkserver runs no thread, so none is copied into a child;
-a child gets the worker's environment and working directory of the moment it starts (see
-:class:`StartState`), not those of the moment the forkserver started. SIGINT and SIGTERM
-(:data:`STOP_SIGNALS`) are blocked in the forkserver, which a Ctrl-C or a systemd stop
-reaches with the rest of the process group: it would die of them, and the worker would
-lose track of its children; a child starts with them blocked, and ignores them once it
-has set itself up. A script's ``if __name__ == "__main__":`` block does not run in it.
+- **a copy of the worker's process** (by default, on Linux): as the worker starts, before
+  it opens a connection or starts a thread, it reads what every task process's Step
+  Functions client needs from botocore's data, makes the client its task processes would
+  make (:mod:`activities._premade`), freezes its heap (:func:`gc.freeze`) and forks the
+  forkserver, and multiprocessing's resource tracker with it (gunicorn's ``--preload``).
+  What the worker imported (the framework, boto3, the activities' modules) is then shared
+  by all its processes, the worker's own included; the modules are imported once, by the
+  worker alone, so ``if __name__ == "__main__":`` blocks never run twice.
+- **a new interpreter** that imports the framework and, unless preloading is off
+  (``Worker(preload=False)``, ``--no-preload``), the activities' modules
+  (:mod:`activities._preload`): when preloading is off, when threads already run in the
+  worker's process as it starts (a fork would copy their locks, not them), and off Linux.
+
+What spawn gave is kept either way: the forkserver runs no thread, so none is copied into
+a child; a child gets the worker's environment and working directory of the moment it
+starts (see :class:`StartState`), not those of the moment the forkserver started. SIGINT
+and SIGTERM (:data:`STOP_SIGNALS`) are blocked in the forkserver, which a Ctrl-C or a
+systemd stop reaches with the rest of the process group: it would die of them, and the
+worker would lose track of its children; a child starts with them blocked, and ignores
+them once it has set itself up.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import importlib
+import logging
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
+import multiprocessing.util
 import os
 import signal
+import socket
+import sys
+import traceback
 from multiprocessing import spawn
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
+import botocore.session
 
+from activities.client import shared_loader
 from activities.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
     from multiprocessing.context import ForkServerContext
 
 __all__ = [
@@ -39,9 +62,19 @@ __all__ = [
     "PRELOAD_MAIN",
     "STOP_SIGNALS",
     "StartState",
+    "can_fork",
     "preload_modules",
+    "read_botocore_data",
+    "rename",
     "task_process_context",
 ]
+
+logger = logging.getLogger(__name__)
+
+#: The names a forked forkserver and resource tracker go by (``ps -o comm``, ``top``);
+#: task processes, forked from the forkserver, rename themselves.
+FORKSERVER_NAME = "sfn-forkserver"
+TRACKER_NAME = "sfn-tracker"
 
 #: What the forkserver imports for every worker, last of all (it freezes the heap).
 FRAMEWORK_MODULES = ("activities._process", "activities.cli", "activities._preload")
@@ -60,13 +93,42 @@ def preload_modules(activity_modules: Iterable[str], *, preload: bool) -> list[s
     return [*modules, *FRAMEWORK_MODULES]
 
 
-def task_process_context(modules: list[str]) -> ForkServerContext:
-    """The context task processes start in; starts its forkserver, importing ``modules``.
+#: multiprocessing's own state, which a forkserver forked from this process sets up as
+#: its ``ensure_running`` would (private: as of Python 3.11 to 3.13; 3.14 adds an
+#: authentication key to the forkserver, and gets new interpreters until this is checked
+#: against it).
+_SERVER: Any = multiprocessing.forkserver._forkserver
+_TRACKER: Any = multiprocessing.resource_tracker._resource_tracker
+_ARBITRARY_ADDRESS: Callable[[str], str] = multiprocessing.connection.arbitrary_address  # type: ignore[attr-defined]
 
+
+def can_fork() -> bool:
+    """Whether the forkserver can be a copy of this process: Linux, and no other thread.
+
+    Not once a forkserver runs (a second worker in the process shares it).
+    """
+    if sys.platform != "linux" or sys.version_info >= (3, 14) or _SERVER._forkserver_pid:
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1  # threads of C libraries included
+    except OSError:
+        return False
+
+
+def task_process_context(modules: list[str], *, fork: bool) -> ForkServerContext:
+    """The context task processes start in; starts its forkserver.
+
+    With ``fork`` (see :func:`can_fork`), the forkserver is a copy of this process, which
+    has imported ``modules`` already; otherwise it is a new interpreter that imports them.
     The forkserver is one per process: a second worker in the same process shares the one
     the first started (its children import what is missing when they start).
     """
     context = multiprocessing.get_context("forkserver")
+    if fork:
+        _fork_forkserver()
+        logger.debug("task processes are forked from a copy of this process")
+        _check(context, modules)
+        return context
     main_path = None
     if "__main__" in modules:
         # A script run by path: multiprocessing (3.11) would not preload it; ours does.
@@ -130,3 +192,100 @@ class StartState:
             os.environ.update(self.environ)
         if os.getcwd() != self.cwd:
             os.chdir(self.cwd)
+
+
+def read_botocore_data() -> None:
+    """Read what every Step Functions client needs from botocore's data files, once.
+
+    Into this process's shared loader (:func:`activities.client.shared_loader`), by making
+    a client no one uses, with placeholder credentials: no call, no lookup of credentials.
+    """
+    session = botocore.session.Session()
+    session.register_component("data_loader", shared_loader())
+    # A bad AWS_PROFILE, say, fails here too: each task process says so when it starts.
+    with contextlib.suppress(Exception):
+        session.create_client(
+            "stepfunctions",
+            region_name="us-east-1",
+            aws_access_key_id="preload",
+            aws_secret_access_key="preload",  # noqa: S106 - a placeholder; no call is made
+        )
+
+
+def _fork_forkserver() -> None:
+    """Start the resource tracker and the forkserver as copies of this process.
+
+    In place of :meth:`multiprocessing.forkserver.ForkServer.ensure_running`, which would
+    start them as new interpreters: the same state is set up (the tracker's pipe, the
+    forkserver's listening socket and "alive" pipe), so that multiprocessing's
+    ``forkserver`` context then works as it always does.
+    """
+    for module in FRAMEWORK_MODULES[:-1]:  # the last one readies a new interpreter
+        importlib.import_module(module)
+    read_botocore_data()
+    gc.collect()
+    gc.freeze()  # kept off by the collector, the pages stay shared, the worker's too
+    tracker = _TRACKER
+    with tracker._lock:
+        if tracker._fd is None:
+            tracked, tracker_w = os.pipe()
+
+            def track() -> None:
+                os.close(tracker_w)
+                multiprocessing.resource_tracker.main(tracked)
+
+            tracker._pid = _fork(track, TRACKER_NAME)
+            os.close(tracked)
+            tracker._fd = tracker_w
+    server = _SERVER
+    with server._lock:
+        if server._forkserver_pid is not None:
+            return
+        address = _ARBITRARY_ADDRESS("AF_UNIX")
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(address)
+            if not multiprocessing.util.is_abstract_socket_namespace(address):
+                os.chmod(address, 0o600)
+            listener.listen()
+            # Every client holds the write end of the "alive" pipe: the forkserver ends
+            # when the last of them has gone.
+            alive_r, alive_w = os.pipe()
+
+            def serve() -> None:
+                os.close(alive_w)
+                multiprocessing.forkserver.main(listener.fileno(), alive_r, [])
+
+            server._forkserver_pid = _fork(serve, FORKSERVER_NAME)
+            os.close(alive_r)
+        server._forkserver_address = address
+        server._forkserver_alive_fd = alive_w
+
+
+def _fork(run: Callable[[], None], name: str) -> int:
+    """Fork a child that runs ``run`` with the stop signals blocked, then exits; its pid.
+
+    The signals are blocked before the fork, so that none reaches the child before it
+    blocks them (it would run the worker's handlers). The child never returns here.
+    """
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    pid = os.fork()
+    if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        return pid
+    code = 1
+    try:
+        rename(name)
+        run()
+        code = 0
+    except SystemExit as exc:  # the forkserver's way out, when the worker has gone
+        code = exc.code if isinstance(exc.code, int) else 0
+    except BaseException:  # noqa: BLE001 - said on stderr, never raised into the worker's code
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def rename(name: str) -> None:
+    """Give this process the name ``ps -o comm`` and ``top`` show (Linux; else nothing)."""
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write(name)

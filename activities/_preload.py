@@ -1,4 +1,4 @@
-"""Imported last by the forkserver task processes are forked from: it readies them.
+"""Imported last by a forkserver started as a new interpreter: it readies it.
 
 In order:
 
@@ -21,30 +21,13 @@ Not meant to be imported anywhere else.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import multiprocessing
 import multiprocessing.spawn
 import os
 import signal
 
-import botocore.session
-
-from activities._forkserver import PRELOAD_MAIN, STOP_SIGNALS
-from activities.client import shared_loader
-
-
-def _read_botocore_data() -> None:
-    session = botocore.session.Session()
-    session.register_component("data_loader", shared_loader())
-    # A bad AWS_PROFILE, say, fails here too: each task process says so when it starts.
-    with contextlib.suppress(Exception):
-        session.create_client(
-            "stepfunctions",
-            region_name="us-east-1",
-            aws_access_key_id="preload",
-            aws_secret_access_key="preload",  # noqa: S106 - a placeholder; no call is made
-        )
+from activities._forkserver import PRELOAD_MAIN, STOP_SIGNALS, read_botocore_data
 
 
 def _import_main() -> None:
@@ -62,5 +45,5 @@ def _import_main() -> None:
 
 signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 _import_main()
-_read_botocore_data()
+read_botocore_data()
 gc.freeze()

@@ -33,9 +33,10 @@ import time
 from typing import TYPE_CHECKING
 
 from activities._childlog import start_logging
-from activities._forkserver import STOP_SIGNALS, StartState
+from activities._forkserver import STOP_SIGNALS, StartState, rename
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
+from activities._premade import take
 from activities._recycling import ProcessLife
 from activities._slot import heartbeat_threads
 from activities._slotstate import SlotState
@@ -58,6 +59,9 @@ logger = logging.getLogger(__name__)
 
 #: HTTP connections of a task process's client per slot: its poll or outcome, heartbeats.
 CONNECTIONS_PER_SLOT = 4
+
+#: The name a task process goes by (``ps -o comm``, ``top``).
+TASK_PROCESS_NAME = "sfn-task"
 
 #: Exit code of a process that stopped itself because a task was gone and would not stop.
 EXIT_STUCK = 75
@@ -245,6 +249,7 @@ def _child_main(
 ) -> None:
     """A task process: set signals and logging up, make a client, run the slots' loops."""
     start.apply()
+    rename(TASK_PROCESS_NAME)
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
@@ -255,11 +260,14 @@ def _child_main(
     ).start()
     try:
         factory = settings.client_factory
-        sfn = (
-            factory()
-            if factory is not None
-            else make_client(max_pool_connections=CONNECTIONS_PER_SLOT * len(slots))
-        )
+        connections = CONNECTIONS_PER_SLOT * len(slots)
+        sfn = take(factory, start, connections=connections)
+        if sfn is not None:
+            logger.debug("%s uses the Step Functions client made before the fork", name)
+        else:
+            sfn = (
+                factory() if factory is not None else make_client(max_pool_connections=connections)
+            )
         client = ActivityClient(sfn, worker_name=settings.worker_name)
     except Exception:
         logger.exception("%s could not make its Step Functions client", name)

@@ -106,10 +106,7 @@ def make_client(
     )
     try:
         if session is None:
-            session = _session(profile_name, region_name)
-            if not session.region_name and os.environ.get("AWS_REGION"):
-                # botocore reads AWS_DEFAULT_REGION only; the other SDKs use AWS_REGION.
-                session = _session(profile_name, os.environ["AWS_REGION"])
+            session = new_session(profile_name, region_name)
         return session.client("stepfunctions", endpoint_url=endpoint_url, config=config)
     except botocore.exceptions.NoRegionError:
         msg = (
@@ -121,12 +118,28 @@ def make_client(
         raise ConfigurationError(str(exc)) from None
 
 
+def new_session(profile_name: str | None, region_name: str | None) -> boto3.Session:
+    """A new boto3 session of :func:`make_client`'s, sharing the botocore data it reads.
+
+    ``AWS_REGION`` is the Region when neither ``region_name`` nor botocore's own chain
+    (``AWS_DEFAULT_REGION``, the profile) gives one.
+
+    Raises:
+        botocore.exceptions.ProfileNotFound: the profile does not exist.
+    """
+    session = _session(profile_name, region_name)
+    if not session.region_name and os.environ.get("AWS_REGION"):
+        # botocore reads AWS_DEFAULT_REGION only; the other SDKs use AWS_REGION.
+        session = _session(profile_name, os.environ["AWS_REGION"])
+    return session
+
+
 def _session(profile_name: str | None, region_name: str | None) -> boto3.Session:
     """A new boto3 session whose botocore data (service models, endpoints) is shared.
 
     Every session reads and parses botocore's data files again unless it shares a loader:
     the loader of this process (and, in task processes, of the process they were forked
-    from, see :mod:`activities._preload`) keeps what it read.
+    from, see :mod:`activities._forkserver`) keeps what it read.
     """
     loader = shared_loader()
     core = botocore.session.Session()

@@ -33,11 +33,12 @@ from activities import registry
 from activities._childlog import log_plan
 from activities._control import Control
 from activities._delivery import BackgroundDelivery
-from activities._forkserver import preload_modules, task_process_context
+from activities._forkserver import can_fork, preload_modules, task_process_context
 from activities._handoff import HandOff
 from activities._heartbeats import TICK, Heartbeats
 from activities._loop import SlotSettings
-from activities._process import TaskProcess
+from activities._premade import premake
+from activities._process import CONNECTIONS_PER_SLOT, TaskProcess
 from activities._settings import SHUTDOWN_GRACE, WorkerSettings, client_and_factory, plural
 from activities._settings import concurrency_limits as concurrency_limits_of
 from activities._settings import heartbeat_intervals as heartbeat_intervals_of
@@ -48,7 +49,7 @@ from activities.outcome import failure_from_exception
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
-    from multiprocessing.context import BaseContext
+    from multiprocessing.context import BaseContext, ForkServerContext
     from types import FrameType
 
     from mypy_boto3_stepfunctions import SFNClient
@@ -193,9 +194,7 @@ class Worker:
         arns = registry.register(self.client, self.served)
         forkserver = None
         if not self.settings.use_threads:
-            modules = (activity.__module__ for activity in self.activities.values())
-            forkserver = task_process_context(preload_modules(modules, preload=self.preload))
-            self._context = forkserver
+            forkserver = self._context = self._start_forkserver()
         by_arn = {arns[task_list]: activity for task_list, activity in self.served.items()}
         names = list(self.activities)
         control = self._control = Control(
@@ -256,6 +255,21 @@ class Worker:
             self.settings.describe(),
             self._handoff.capacity,
         )
+
+    def _start_forkserver(self) -> ForkServerContext:
+        """Start the process task processes are forked from (see activities._forkserver)."""
+        modules = preload_modules(
+            (activity.__module__ for activity in self.activities.values()),
+            preload=self.preload,
+        )
+        fork = self.preload and can_fork()
+        if fork:
+            # A copy of the worker's process must hold none of its connections; its
+            # client opens new ones as it needs them.
+            self.client.client.close()
+            connections = CONNECTIONS_PER_SLOT * self.settings.slots_per_unit
+            premake(self._client_factory, connections=connections)
+        return task_process_context(modules, fork=fork)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop gracefully and wait (up to ``timeout``) until stopped; ``True`` if stopped.

@@ -1,7 +1,8 @@
 """An activity module that refuses a second import, in another process than the first.
 
-For tests/test_forkserver.py: a module with such an import-time side effect makes the
-forkserver fail as it preloads it.
+For tests/test_forkserver.py: a module with such an import-time side effect is served
+when the forkserver is a copy of the worker's process, and makes a new forkserver fail as
+it preloads it.
 """
 
 from __future__ import annotations

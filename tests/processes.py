@@ -52,13 +52,27 @@ def children(pid: int, marker: bytes = b"") -> list[int]:
     return found
 
 
-def task_processes(worker: int) -> list[int]:
-    """The task processes of ``worker``: the children of the forkserver it started."""
+def name(pid: int) -> str:
+    """The name ``ps -o comm`` shows for ``pid`` ("" if it has gone)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def forkservers(worker: int) -> list[int]:
+    """The forkservers ``worker`` started: a copy of its process, or a new interpreter."""
     return [
         child
-        for server in children(worker, b"multiprocessing.forkserver")
-        for child in children(server)
+        for child in children(worker)
+        if name(child) == "sfn-forkserver"
+        or child in children(worker, b"multiprocessing.forkserver")
     ]
+
+
+def task_processes(worker: int) -> list[int]:
+    """The task processes of ``worker``: the children of the forkserver it started."""
+    return [child for server in forkservers(worker) for child in children(server)]
 
 
 def polls_waiting(endpoint: str) -> int:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from activities._forkserver import FRAMEWORK_MODULES, StartState, preload_modules
-from tests.processes import ROOT, bench_environment, children, task_processes
+from tests.processes import ROOT, bench_environment, forkservers, name, task_processes
 from tests.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -102,16 +102,17 @@ def _importers(tmp_path: Path) -> set[int]:
     return {int(pid) for pid in (tmp_path / "imports.txt").read_text().split()}
 
 
-def test_activity_modules_are_imported_once_before_task_processes_fork(
+def test_activity_modules_are_imported_once_by_the_worker_alone(
     worker_of: WorkerOf, tmp_path: Path
 ) -> None:
-    """Imported by the worker and its forkserver, never by a task process (gunicorn --preload)."""
+    """Its forkserver is a copy of its process, and task processes copies of that one."""
     worker = worker_of()
     assert "ready: all 2 slots are up" in "".join(_ready(worker))
-    servers = children(worker.pid, b"multiprocessing.forkserver")
-    assert len(servers) == 1
+    [server] = forkservers(worker.pid)
+    assert name(server) == "sfn-forkserver"
     assert wait_until(lambda: len(task_processes(worker.pid)) == 2)
-    assert _importers(tmp_path) == {worker.pid, servers[0]}
+    assert {name(pid) for pid in task_processes(worker.pid)} == {"sfn-task"}
+    assert _importers(tmp_path) == {worker.pid}
 
 
 def test_without_preload_each_task_process_imports_them(
@@ -140,7 +141,7 @@ def test_a_signal_to_the_process_group_is_left_to_the_worker(worker_of: WorkerOf
     worker = worker_of()
     lines = _ready(worker)
     assert wait_until(lambda: len(task_processes(worker.pid)) == 2)
-    [server] = children(worker.pid, b"multiprocessing.forkserver")
+    [server] = forkservers(worker.pid)
     # The forkserver never unblocks them (it would die, and the worker lose its children).
     assert _signal_mask(server, "SigBlk") & STOP_BITS == STOP_BITS
     for task_process in task_processes(worker.pid):
@@ -181,7 +182,7 @@ if __name__ == "__main__":
 def test_a_script_serving_its_own_activities_runs_its_main_block_once(
     bench_endpoint: str, tmp_path: Path
 ) -> None:
-    """`python script.py`: the forkserver imports the script as __mp_main__, guarded."""
+    """`python script.py`: imported once, as __main__; its processes are copies of it."""
     script = tmp_path / "serve_script.py"
     script.write_text(SCRIPT)
     environment = bench_environment(bench_endpoint)
@@ -197,22 +198,62 @@ def test_a_script_serving_its_own_activities_runs_its_main_block_once(
     )
     try:
         assert "ready: all 2 slots are up" in "".join(_ready(worker))
-        [server] = children(worker.pid, b"multiprocessing.forkserver")
+        assert wait_until(lambda: len(task_processes(worker.pid)) == 2)
         imports = (tmp_path / "imports.txt").read_text().split("\n")
-        assert sorted(filter(None, imports)) == sorted(
-            [f"{worker.pid} __main__", f"{server} __mp_main__"]
-        )
+        assert list(filter(None, imports)) == [f"{worker.pid} __main__"]
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.communicate()
 
 
-def test_a_module_that_fails_in_the_forkserver_is_a_clear_error(bench_endpoint: str) -> None:
-    """The worker says which imports failed and how to turn preloading off; exit code 2."""
+def test_a_module_that_refuses_a_second_import_is_served(bench_endpoint: str) -> None:
+    """Imported by the worker alone, it is never imported again in its task processes."""
+    environment = bench_environment(bench_endpoint)
+    environment.pop("SFN_TEST_IMPORTED_IN", None)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "activities", "worker", "tests.import_once_workload"],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert worker.stdout is not None
+        lines = []
+        for line in worker.stdout:
+            lines.append(line)
+            if "ready: all" in line:
+                break
+        assert "slots are up" in lines[-1], "".join(lines)
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.communicate()
+
+
+THREADED_SCRIPT = """
+import sys, threading
+from activities import Worker
+from tests.import_once_workload import Once
+
+threading.Thread(target=threading.Event().wait, daemon=True).start()
+sys.exit(Worker([Once], processes=2).run())
+"""
+
+
+def test_a_module_that_fails_in_a_new_forkserver_is_a_clear_error(
+    bench_endpoint: str,
+) -> None:
+    """With a thread running, the forkserver is a new interpreter: it imports the modules.
+
+    A module that cannot be imported there makes the worker say which imports failed and
+    how to turn preloading off.
+    """
     environment = bench_environment(bench_endpoint)
     environment.pop("SFN_TEST_IMPORTED_IN", None)
     done = subprocess.run(
-        [sys.executable, "-m", "activities", "worker", "tests.import_once_workload"],
+        [sys.executable, "-c", THREADED_SCRIPT],
         cwd=ROOT,
         env=environment,
         capture_output=True,
@@ -220,7 +261,14 @@ def test_a_module_that_fails_in_the_forkserver_is_a_clear_error(bench_endpoint: 
         timeout=120,
         check=False,
     )
-    assert done.returncode == 2, done.stderr
+    assert done.returncode != 0, done.stderr
     assert "RuntimeError: imported in process" in done.stderr  # the forkserver's own error
     assert "importing tests.import_once_workload" in done.stderr
     assert "--no-preload" in done.stderr.splitlines()[-1]
+
+
+def test_task_processes_take_the_client_made_before_the_fork(worker_of: WorkerOf) -> None:
+    """Its pages shared, not made again in each process (a DEBUG line says so)."""
+    worker = worker_of("--log-level", "DEBUG")
+    output = "".join(_ready(worker))
+    assert output.count("uses the Step Functions client made before the fork") == 2, output

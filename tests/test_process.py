@@ -16,6 +16,8 @@ from tests.processes import (
     ROOT,
     bench_environment,
     children,
+    forkservers,
+    name,
     polls_waiting,
     running,
     task_processes,
@@ -39,7 +41,7 @@ class Owner:
 
 def test_a_process_stopped_before_it_started_is_no_error() -> None:
     """A stop at once can come while the worker is still starting its processes."""
-    context = task_process_context(list(FRAMEWORK_MODULES))
+    context = task_process_context(list(FRAMEWORK_MODULES), fork=False)
     settings = SlotSettings(by_arn={}, heartbeat_intervals={}, worker_name="w")
     control = Control(context, ["arn:a"], slots=3, pollers=None)
     process = TaskProcess(settings, control, Owner(), context, positions=[0, 1, 2])
@@ -63,8 +65,9 @@ def test_task_processes_end_when_the_worker_process_is_killed(bench_endpoint: st
         assert wait_until(
             lambda: polls_waiting(bench_endpoint) >= 1 and len(task_processes(worker.pid)) == 2
         ), "the slots never polled"
-        pids = task_processes(worker.pid) + children(worker.pid, b"multiprocessing.forkserver")
-        assert len(pids) == 3
+        pids = task_processes(worker.pid) + forkservers(worker.pid)
+        pids += [child for child in children(worker.pid) if name(child) == "sfn-tracker"]
+        assert len(pids) == 4  # the task processes, their forkserver, the resource tracker
         worker.kill()
         worker.wait()
         assert wait_until(lambda: not any(running(pid) for pid in pids)), "orphans poll on"
