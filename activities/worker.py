@@ -118,9 +118,10 @@ class Worker:
             many bytes after a task.
         preload: import the modules that define the activities once, in the process
             task processes are forked from, so that they share its pages (as the
-            framework and boto3 always are); turn it off for modules with import-time
-            side effects (threads, connections, files opened) that each task process
-            must make for itself.
+            framework and boto3 always are); on Linux that process is a copy of the
+            worker's own, made as it starts, unless another thread runs then. Turn it
+            off for modules with import-time side effects (threads, connections, files
+            opened) that each task process must make for itself.
 
     Raises:
         ConfigurationError: a setting is out of range, or ``client`` is a client while

@@ -210,8 +210,9 @@ def test_a_module_that_refuses_a_second_import_is_served(bench_endpoint: str) ->
     """Imported by the worker alone, it is never imported again in its task processes."""
     environment = bench_environment(bench_endpoint)
     environment.pop("SFN_TEST_IMPORTED_IN", None)
+    command = [sys.executable, "-m", "activities", "worker", "tests.import_once_workload"]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "activities", "worker", "tests.import_once_workload"],
+        [*command, "--processes", "2"],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.PIPE,
@@ -220,13 +221,8 @@ def test_a_module_that_refuses_a_second_import_is_served(bench_endpoint: str) ->
         start_new_session=True,
     )
     try:
-        assert worker.stdout is not None
-        lines = []
-        for line in worker.stdout:
-            lines.append(line)
-            if "ready: all" in line:
-                break
-        assert "slots are up" in lines[-1], "".join(lines)
+        lines = _ready(worker)
+        assert "ready: all 2 slots are up" in lines[-1], "".join(lines)
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.communicate()
