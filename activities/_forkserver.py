@@ -6,11 +6,11 @@ replacements of crashed or recycled ones included, starts as a copy of it: the p
 what it imported are shared instead of made again in every process. It comes about in one
 of two ways:
 
-- **a copy of the worker's process** (by default, on Linux): as the worker starts, before
-  it opens a connection or starts a thread, it reads what every task process's Step
-  Functions client needs from botocore's data, makes the client its task processes would
-  make (:mod:`activities._premade`), freezes its heap (:func:`gc.freeze`) and forks the
-  forkserver, and multiprocessing's resource tracker with it (gunicorn's ``--preload``).
+- **a copy of the worker's process** (by default, on Linux): as the worker starts, once it
+  has created its activities and closed its connections, before it starts a thread, it
+  makes the client its task processes would make (:mod:`activities._premade`), freezes its
+  heap (:func:`gc.freeze`) and forks the forkserver, and multiprocessing's resource
+  tracker with it (gunicorn's ``--preload``).
   What the worker imported (the framework, boto3, the activities' modules) is then shared
   by all its processes, the worker's own included; the modules are imported once, by the
   worker alone, so ``if __name__ == "__main__":`` blocks never run twice.
@@ -48,9 +48,7 @@ from multiprocessing import spawn
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import botocore.session
 
-from activities.client import shared_loader
 from activities.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -64,7 +62,6 @@ __all__ = [
     "StartState",
     "can_fork",
     "preload_modules",
-    "read_botocore_data",
     "rename",
     "task_process_context",
 ]
@@ -194,24 +191,6 @@ class StartState:
             os.chdir(self.cwd)
 
 
-def read_botocore_data() -> None:
-    """Read what every Step Functions client needs from botocore's data files, once.
-
-    Into this process's shared loader (:func:`activities.client.shared_loader`), by making
-    a client no one uses, with placeholder credentials: no call, no lookup of credentials.
-    """
-    session = botocore.session.Session()
-    session.register_component("data_loader", shared_loader())
-    # A bad AWS_PROFILE, say, fails here too: each task process says so when it starts.
-    with contextlib.suppress(Exception):
-        session.create_client(
-            "stepfunctions",
-            region_name="us-east-1",
-            aws_access_key_id="preload",
-            aws_secret_access_key="preload",  # noqa: S106 - a placeholder; no call is made
-        )
-
-
 def _fork_forkserver() -> None:
     """Start the resource tracker and the forkserver as copies of this process.
 
@@ -222,7 +201,8 @@ def _fork_forkserver() -> None:
     """
     for module in FRAMEWORK_MODULES[:-1]:  # the last one readies a new interpreter
         importlib.import_module(module)
-    read_botocore_data()
+    # No need to read botocore's data: the worker's own client and the premade one did,
+    # into the loader make_client shares (a factory that does not call it would not use it).
     gc.collect()
     gc.freeze()  # kept off by the collector, the pages stay shared, the worker's too
     tracker = _TRACKER

@@ -21,13 +21,30 @@ Not meant to be imported anywhere else.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import multiprocessing.spawn
 import os
 import signal
 
-from activities._forkserver import PRELOAD_MAIN, STOP_SIGNALS, read_botocore_data
+import botocore.session
+
+from activities._forkserver import PRELOAD_MAIN, STOP_SIGNALS
+from activities.client import shared_loader
+
+
+def _read_botocore_data() -> None:
+    session = botocore.session.Session()
+    session.register_component("data_loader", shared_loader())
+    # A bad AWS_PROFILE, say, fails here too: each task process says so when it starts.
+    with contextlib.suppress(Exception):
+        session.create_client(
+            "stepfunctions",
+            region_name="us-east-1",
+            aws_access_key_id="preload",
+            aws_secret_access_key="preload",  # noqa: S106 - a placeholder; no call is made
+        )
 
 
 def _import_main() -> None:
@@ -45,5 +62,5 @@ def _import_main() -> None:
 
 signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 _import_main()
-read_botocore_data()
+_read_botocore_data()
 gc.freeze()

@@ -16,7 +16,8 @@ Pieces, in the order a task travels:
 - **control** (:mod:`activities._control`): what the worker and its slots share: the stop
   flags, the polls open per task list, the task each slot answers for, the limits;
 - **the worker** (this module, in the parent process): starts the slots, replaces one that
-  dies and fails the task it held, and runs the stop: drain, shutdown deadline, or at once.
+  dies and fails the task it held, and stops them (:mod:`activities._stop`): drain,
+  shutdown deadline, or at once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
-import signal
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -35,14 +35,15 @@ from activities._control import Control
 from activities._delivery import BackgroundDelivery
 from activities._forkserver import can_fork, preload_modules, task_process_context
 from activities._handoff import HandOff
-from activities._heartbeats import TICK, Heartbeats
+from activities._heartbeats import Heartbeats
 from activities._loop import SlotSettings
 from activities._premade import premake
 from activities._process import CONNECTIONS_PER_SLOT, TaskProcess
-from activities._settings import SHUTDOWN_GRACE, WorkerSettings, client_and_factory, plural
+from activities._settings import SHUTDOWN_GRACE, WorkerSettings, client_and_factory
 from activities._settings import concurrency_limits as concurrency_limits_of
 from activities._settings import heartbeat_intervals as heartbeat_intervals_of
 from activities._slot import ThreadSlot, take_all, thread_heartbeats
+from activities._stop import Stop, stop_on_signals
 from activities.client import ActivityClient
 from activities.errors import WorkerCrashed, WorkerShutdown
 from activities.outcome import failure_from_exception
@@ -50,7 +51,6 @@ from activities.outcome import failure_from_exception
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
     from multiprocessing.context import BaseContext, ForkServerContext
-    from types import FrameType
 
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -62,16 +62,6 @@ if TYPE_CHECKING:
 __all__ = ["Worker"]
 
 logger = logging.getLogger(__name__)
-
-#: Seconds an immediate stop waits for the failures of running tasks to be delivered.
-TERMINATE_DELIVERY_TIMEOUT = 5.0
-
-#: Seconds a graceful stop waits, after the shutdown grace, for outcomes still being
-#: delivered; then they get one more attempt.
-DRAIN_DELIVERY_TIMEOUT = 60.0
-
-#: Seconds between two lines saying what a graceful stop still waits for.
-DRAIN_REPORT_INTERVAL = 10.0
 
 #: Seconds to wait before replacing a process that died before it was ready.
 RESTART_BACKOFF_CAP = 30.0
@@ -175,6 +165,7 @@ class Worker:
         self._heartbeats: Heartbeats | None = None
         self._handoff: HandOff | None = None
         self._failures: BackgroundDelivery | None = None
+        self._stop: Stop | None = None
         self._units: set[Unit] = set()
         self._lock = threading.Lock()
         self._running = False
@@ -241,6 +232,14 @@ class Worker:
             slots=self._current_slots,
             fail=self._fail_task,
         )
+        self._stop = Stop(
+            control,
+            self._handoff,
+            units=self._current_units,
+            fail=self._fail,
+            failures=self._failures,
+            grace=self.settings.shutdown_grace,
+        )
         self._running = True
         per_unit = self.settings.slots_per_unit
         for first in range(0, self.settings.concurrency, per_unit):
@@ -287,23 +286,11 @@ class Worker:
             return
         self._deadline = time.monotonic() + self.settings.shutdown_grace
         self._stopping.set()
-        if self._control is None:
+        if self._stop is None or self._control is None:  # not started
             self._stopped.set()
             return
         self._control.stopping.set()
-        logger.info(
-            "stopping: no new polls; running tasks have %.0f s to finish",
-            self.settings.shutdown_grace,
-        )
-        polls = sum(self._control.polls_open())
-        if polls:
-            logger.info(
-                "waiting for %s still open: %s up to 60 s to return, and a task one brings "
-                "still runs; a second signal stops at once, and such a task is then lost "
-                "until its timeout",
-                plural(polls, "poll"),
-                "it may take" if polls == 1 else "they may take",
-            )
+        self._stop.announce()
         threading.Thread(target=self._drain, name="sfn-activities-drain", daemon=True).start()
 
     def terminate(self) -> None:
@@ -316,27 +303,10 @@ class Worker:
         self._terminating.set()
         self._stopping.set()
         self.clean = False
-        control = self._control
-        if control is None:
+        if self._stop is None:  # not started
             self._stopped.set()
             return
-        for flag in (control.give_up, control.stopping, control.past_deadline):
-            flag.set()
-        with self._lock:
-            units = list(self._units)
-        for unit in units:
-            taken = take_all(unit, delivering=True)
-            unit.terminate()
-            for held in taken:
-                self._fail(
-                    held, WorkerShutdown("the worker was stopped at once while the task ran")
-                )
-        if self._handoff is not None:
-            self._handoff.close()
-            self._handoff.fail_waiting(
-                WorkerShutdown("the worker was stopped at once while the task waited for a slot")
-            )
-        self._failures_wait(TERMINATE_DELIVERY_TIMEOUT)
+        self._stop.at_once()
         self._finish()
 
     def join(self, timeout: float | None = None) -> bool:
@@ -349,29 +319,10 @@ class Worker:
         The first signal stops gracefully (see :meth:`stop`), a second one at once
         (see :meth:`terminate`). Call from the main thread.
         """
-        received = 0
-
-        def on_signal(signum: int, _: FrameType | None) -> None:
-            # Counted first: a second signal can arrive while the first is being handled.
-            nonlocal received
-            received += 1
-            if received > 1:
-                logger.warning("%s again: stopping at once", signal.Signals(signum).name)
-                threading.Thread(target=self.terminate, daemon=True).start()
-            else:
-                self.request_stop()
-                logger.info("%s: stopping gracefully", signal.Signals(signum).name)
-
-        previous = {
-            signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
+        with stop_on_signals(graceful=self.request_stop, at_once=self.terminate):
             self.start()
             while not self._stopped.wait(0.5):
                 pass
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
         return 0 if self.clean else 1
 
     # -- what slots report ----------------------------------------------------------------
@@ -422,6 +373,10 @@ class Worker:
 
     # -- machinery ----------------------------------------------------------------------
 
+    def _current_units(self) -> list[Unit]:
+        with self._lock:
+            return list(self._units)
+
     def _current_slots(self) -> list[Slot]:
         with self._lock:
             slots = [slot for unit in self._units for slot in unit.slots]
@@ -435,77 +390,16 @@ class Worker:
         unit.start()
 
     def _drain(self) -> None:
-        """Wait for the slots to end; past the grace, fail and stop what still runs."""
-        assert self._control is not None  # noqa: S101 - started
+        """Drain the slots (see activities._stop), then say the worker stopped."""
+        assert self._stop is not None  # noqa: S101 - stopping
         assert self._deadline is not None  # noqa: S101 - stopping
-        assert self._handoff is not None  # noqa: S101 - started
-        control, handoff = self._control, self._handoff
-        given_up = self._deadline + DRAIN_DELIVERY_TIMEOUT
-        next_report = time.monotonic() + DRAIN_REPORT_INTERVAL
-        while not self._terminating.is_set():
-            with self._lock:
-                units = list(self._units)
-            if time.monotonic() >= next_report:
-                next_report += DRAIN_REPORT_INTERVAL
-                self._report_drain(units)
-            if time.monotonic() >= self._deadline:
-                control.past_deadline.set()
-                failed = handoff.fail_waiting(
-                    WorkerShutdown(
-                        f"the task was still waiting for a slot when the shutdown grace of "
-                        f"{self.settings.shutdown_grace:.0f} s expired"
-                    )
-                )
-                if failed:
-                    logger.warning("failed %d tasks that were waiting for a slot", failed)
-                for unit in units:
-                    self._stop_overdue(unit)
-            if not control.drained.is_set() and handoff.idle() and not any(control.polls_open()):
-                control.drained.set()  # no task can arrive any more: idle slots may end
-            if time.monotonic() >= given_up and not control.give_up.is_set():
-                logger.error("some outcomes were still undelivered when the worker stopped")
-                self.clean = False
-                control.give_up.set()
-            # A thread still running a task the worker failed is not waited for; the
-            # worker's own polls are: what they bring runs, or is failed past the grace.
-            if handoff.idle() and not any(
-                unit.is_alive() and not all(slot.state.running_taken() for slot in unit.slots)
-                for unit in units
-            ):
-                break
-            time.sleep(TICK)
+        delivered = self._stop.drain(self._deadline, self._terminating)
         if self._terminating.is_set():
             return
-        if not self._failures_wait(DRAIN_DELIVERY_TIMEOUT):
+        if not delivered:
             self.clean = False
-            logger.error("some failures were still undelivered when the worker stopped")
         logger.info("stopped")
         self._finish()
-
-    def _report_drain(self, units: list[Unit]) -> None:
-        """Say what a graceful stop still waits for."""
-        assert self._control is not None  # noqa: S101 - started
-        assert self._handoff is not None  # noqa: S101 - started
-        running = sum(slot.state.answering() for unit in units for slot in unit.slots)
-        logger.info(
-            "still stopping: %s running, %s waiting for a slot, %s open",
-            plural(running, "task"),
-            plural(self._handoff.waiting(), "task"),
-            plural(sum(self._control.polls_open()), "poll"),
-        )
-
-    def _stop_overdue(self, unit: Unit) -> None:
-        taken = take_all(unit, delivering=False)
-        for held in taken:
-            self._fail(
-                held,
-                WorkerShutdown(
-                    f"the task was still running when the shutdown grace of "
-                    f"{self.settings.shutdown_grace:.0f} s expired"
-                ),
-            )
-        if taken:
-            unit.terminate()
 
     def _fail(self, held: Held, error: Exception) -> None:
         """Fail a task a slot held on the worker's behalf, in the background."""
@@ -517,10 +411,6 @@ class Worker:
         if isinstance(error, WorkerShutdown):
             self.clean = False
         self._failures.send(task, failure_from_exception(error))
-
-    def _failures_wait(self, timeout: float) -> bool:
-        """Wait for the worker's own failures to be delivered; ``False`` if some were not."""
-        return self._failures is None or self._failures.wait(timeout)
 
     def _finish(self) -> None:
         if self._handoff is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from activities._forkserver import FRAMEWORK_MODULES, StartState, preload_modules
-from tests.processes import ROOT, bench_environment, forkservers, name, task_processes
+from tests.processes import ROOT, bench_environment, children, forkservers, name, task_processes
 from tests.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -61,13 +62,14 @@ def test_a_task_process_gets_the_environment_and_directory_of_its_start(
 
 @pytest.fixture
 def worker_of(bench_endpoint: str, tmp_path: Path) -> Iterator[WorkerOf]:
-    """Start ``activities worker tests.preload_workload`` with options; stop it after."""
+    """Start ``activities worker MODULE`` (tests.preload_workload) with options; stop it after."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(*options: str) -> subprocess.Popen[str]:
+    def start(*options: str, module: str = "tests.preload_workload") -> subprocess.Popen[str]:
         environment = bench_environment(bench_endpoint)
         environment["SFN_TEST_IMPORT_LOG"] = str(tmp_path / "imports.txt")
-        command = [sys.executable, "-m", "activities", "worker", "tests.preload_workload"]
+        environment.pop("SFN_TEST_IMPORTED_IN", None)  # see tests.import_once_workload
+        command = [sys.executable, "-m", "activities", "worker", module]
         process = subprocess.Popen(
             [*command, "--processes", "2", *options],
             cwd=ROOT,
@@ -206,26 +208,44 @@ def test_a_script_serving_its_own_activities_runs_its_main_block_once(
         worker.communicate()
 
 
-def test_a_module_that_refuses_a_second_import_is_served(bench_endpoint: str) -> None:
+def test_a_module_that_refuses_a_second_import_is_served(worker_of: WorkerOf) -> None:
     """Imported by the worker alone, it is never imported again in its task processes."""
-    environment = bench_environment(bench_endpoint)
-    environment.pop("SFN_TEST_IMPORTED_IN", None)
-    command = [sys.executable, "-m", "activities", "worker", "tests.import_once_workload"]
-    worker = subprocess.Popen(
-        [*command, "--processes", "2"],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        lines = _ready(worker)
-        assert "ready: all 2 slots are up" in lines[-1], "".join(lines)
-    finally:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.communicate()
+    lines = _ready(worker_of(module="tests.import_once_workload"))
+    assert "ready: all 2 slots are up" in lines[-1], "".join(lines)
+
+
+def _tcp_sockets() -> set[str]:
+    """The inodes of this machine's TCP sockets (IPv4 and IPv6), from /proc/net."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                inodes.add(line.split()[9])
+    return inodes
+
+
+def _sockets_of(pid: int) -> set[str]:
+    """The inodes of the sockets ``pid`` holds open."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+def test_the_copies_of_the_worker_hold_none_of_its_connections(worker_of: WorkerOf) -> None:
+    """The worker created its activities before the fork: its connection was not copied."""
+    worker = worker_of()
+    assert "ready: all 2 slots are up" in "".join(_ready(worker))
+    [server] = forkservers(worker.pid)
+    [tracker] = [child for child in children(worker.pid) if name(child) == "sfn-tracker"]
+    # The processes that poll do hold connections: what is looked for can be seen.
+    polling = [worker.pid, *task_processes(worker.pid)]
+    assert wait_until(lambda: any(_sockets_of(pid) & _tcp_sockets() for pid in polling))
+    for copy in (server, tracker):
+        assert not _sockets_of(copy) & _tcp_sockets(), name(copy)
 
 
 THREADED_SCRIPT = """
@@ -247,7 +267,7 @@ def test_a_module_that_fails_in_a_new_forkserver_is_a_clear_error(
     how to turn preloading off.
     """
     environment = bench_environment(bench_endpoint)
-    environment.pop("SFN_TEST_IMPORTED_IN", None)
+    environment.pop("SFN_TEST_IMPORTED_IN", None)  # see tests.import_once_workload
     done = subprocess.run(
         [sys.executable, "-c", THREADED_SCRIPT],
         cwd=ROOT,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from activities import Activity, ConfigurationError, Worker, _delivery, _loop, make_client
-from activities import worker as worker_module
+from activities import _stop as stop_module
 from activities.local import local_client
 from tests import workloads
 from tests.fake_sfn import FakeStepFunctions, client_error
@@ -234,7 +234,7 @@ class TestMachinery:
     ) -> None:
         """The open polls and the risk of a second signal at once; then, every so often,
         the tasks and polls it still waits for."""
-        monkeypatch.setattr(worker_module, "DRAIN_REPORT_INTERVAL", 0.2)
+        monkeypatch.setattr(stop_module, "DRAIN_REPORT_INTERVAL", 0.2)
         caplog.set_level(logging.INFO, logger="activities.worker")
         token = fake.add_task("it-Sleepy", '{"seconds": 1.0}')
         with thread_worker(fake, workloads.Sleepy) as worker:

@@ -1,0 +1,213 @@
+"""How a worker's pool stops: drained gracefully, or at once.
+
+A graceful stop (the first SIGTERM or Ctrl-C, :meth:`~activities.Worker.stop`) starts no
+new poll, lets the polls in flight return and what they bring run, and gives running tasks
+the shutdown grace; past it, the tasks still running or waiting for a slot fail with
+``activities.WorkerShutdown``, and the processes running them are stopped. A stop at once
+(a second signal, :meth:`~activities.Worker.terminate`) fails them all now. Either way the
+worker's own failures are delivered before it says it stopped.
+
+:class:`Stop` is the worker's, made as it starts; the worker keeps the flags that say
+whether it is stopping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from activities._heartbeats import TICK
+from activities._settings import plural
+from activities._slot import take_all
+from activities.errors import WorkerShutdown
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from types import FrameType
+
+    from activities._control import Control
+    from activities._delivery import BackgroundDelivery
+    from activities._handoff import HandOff
+    from activities._slot import Unit
+    from activities._slotstate import Held
+
+__all__ = ["Stop", "stop_on_signals"]
+
+logger = logging.getLogger("activities.worker")  # what users see the worker say
+
+#: Seconds an immediate stop waits for the failures of running tasks to be delivered.
+TERMINATE_DELIVERY_TIMEOUT = 5.0
+
+#: Seconds a graceful stop waits, after the shutdown grace, for outcomes still being
+#: delivered; then they get one more attempt.
+DRAIN_DELIVERY_TIMEOUT = 60.0
+
+#: Seconds between two lines saying what a graceful stop still waits for.
+DRAIN_REPORT_INTERVAL = 10.0
+
+
+class Stop:
+    """Stop a worker's units: drain them, or stop them at once.
+
+    Args:
+        control: the worker's shared state.
+        handoff: the worker's own polls and the tasks waiting for a slot.
+        units: the units running now.
+        fail: fail a task a slot held, on the worker's behalf, in the background.
+        failures: where those failures are delivered.
+        grace: the shutdown grace, in seconds.
+    """
+
+    def __init__(
+        self,
+        control: Control,
+        handoff: HandOff,
+        *,
+        units: Callable[[], list[Unit]],
+        fail: Callable[[Held, Exception], None],
+        failures: BackgroundDelivery,
+        grace: float,
+    ) -> None:
+        self._control = control
+        self._handoff = handoff
+        self._units = units
+        self._fail = fail
+        self._failures = failures
+        self._grace = grace
+
+    def announce(self) -> None:
+        """Say, as a graceful stop begins, what it waits for and what a second signal risks."""
+        logger.info("stopping: no new polls; running tasks have %.0f s to finish", self._grace)
+        polls = sum(self._control.polls_open())
+        if polls:
+            logger.info(
+                "waiting for %s still open: %s up to 60 s to return, and a task one brings "
+                "still runs; a second signal stops at once, and such a task is then lost "
+                "until its timeout",
+                plural(polls, "poll"),
+                "it may take" if polls == 1 else "they may take",
+            )
+
+    def drain(self, deadline: float, terminating: threading.Event) -> bool:
+        """Wait for the units to end; past ``deadline``, fail and stop what still runs.
+
+        Returns whether every outcome and failure was delivered; returns at once, early,
+        when ``terminating`` is set (a stop at once took over).
+        """
+        control, handoff = self._control, self._handoff
+        delivered = True
+        given_up = deadline + DRAIN_DELIVERY_TIMEOUT
+        next_report = time.monotonic() + DRAIN_REPORT_INTERVAL
+        while not terminating.is_set():
+            units = self._units()
+            if time.monotonic() >= next_report:
+                next_report += DRAIN_REPORT_INTERVAL
+                self._report(units)
+            if time.monotonic() >= deadline:
+                control.past_deadline.set()
+                failed = handoff.fail_waiting(
+                    WorkerShutdown(
+                        f"the task was still waiting for a slot when the shutdown grace of "
+                        f"{self._grace:.0f} s expired"
+                    )
+                )
+                if failed:
+                    logger.warning("failed %d tasks that were waiting for a slot", failed)
+                for unit in units:
+                    self._stop_overdue(unit)
+            if not control.drained.is_set() and handoff.idle() and not any(control.polls_open()):
+                control.drained.set()  # no task can arrive any more: idle slots may end
+            if time.monotonic() >= given_up and not control.give_up.is_set():
+                logger.error("some outcomes were still undelivered when the worker stopped")
+                delivered = False
+                control.give_up.set()
+            # A thread still running a task the worker failed is not waited for; the
+            # worker's own polls are: what they bring runs, or is failed past the grace.
+            if handoff.idle() and not any(
+                unit.is_alive() and not all(slot.state.running_taken() for slot in unit.slots)
+                for unit in units
+            ):
+                break
+            time.sleep(TICK)
+        if terminating.is_set():
+            return delivered
+        if not self._failures.wait(DRAIN_DELIVERY_TIMEOUT):
+            delivered = False
+            logger.error("some failures were still undelivered when the worker stopped")
+        return delivered
+
+    def at_once(self) -> None:
+        """Fail running and waiting tasks with WorkerShutdown, stop the units, now."""
+        control = self._control
+        for flag in (control.give_up, control.stopping, control.past_deadline):
+            flag.set()
+        for unit in self._units():
+            taken = take_all(unit, delivering=True)
+            unit.terminate()
+            for held in taken:
+                self._fail(
+                    held, WorkerShutdown("the worker was stopped at once while the task ran")
+                )
+        self._handoff.close()
+        self._handoff.fail_waiting(
+            WorkerShutdown("the worker was stopped at once while the task waited for a slot")
+        )
+        self._failures.wait(TERMINATE_DELIVERY_TIMEOUT)
+
+    def _report(self, units: list[Unit]) -> None:
+        """Say what a graceful stop still waits for."""
+        running = sum(slot.state.answering() for unit in units for slot in unit.slots)
+        logger.info(
+            "still stopping: %s running, %s waiting for a slot, %s open",
+            plural(running, "task"),
+            plural(self._handoff.waiting(), "task"),
+            plural(sum(self._control.polls_open()), "poll"),
+        )
+
+    def _stop_overdue(self, unit: Unit) -> None:
+        """Past the grace: fail the tasks ``unit`` still runs, and stop it."""
+        taken = take_all(unit, delivering=False)
+        for held in taken:
+            self._fail(
+                held,
+                WorkerShutdown(
+                    f"the task was still running when the shutdown grace of "
+                    f"{self._grace:.0f} s expired"
+                ),
+            )
+        if taken:
+            unit.terminate()
+
+
+@contextlib.contextmanager
+def stop_on_signals(*, graceful: Callable[[], None], at_once: Callable[[], None]) -> Iterator[None]:
+    """Within: the first SIGINT or SIGTERM calls ``graceful``, a second one ``at_once``.
+
+    ``at_once`` runs in a thread of its own (it waits for deliveries). The handlers
+    before are restored after. Call from the main thread.
+    """
+    received = 0
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        # Counted first: a second signal can arrive while the first is being handled.
+        nonlocal received
+        received += 1
+        if received > 1:
+            logger.warning("%s again: stopping at once", signal.Signals(signum).name)
+            threading.Thread(target=at_once, daemon=True).start()
+        else:
+            graceful()
+            logger.info("%s: stopping gracefully", signal.Signals(signum).name)
+
+    previous = {
+        signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
