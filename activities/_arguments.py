@@ -95,6 +95,21 @@ def command_line() -> argparse.ArgumentParser:
         ),
     )
     worker.add_argument("--worker-name", help="the workerName of polls (default: host-pid)")
+    worker.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help=(
+            "serve Prometheus metrics at /metrics and the probes /healthz and /readyz on "
+            "PORT (needs the prometheus extra: pip install 'sfn-activities[prometheus]')"
+        ),
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the address --metrics-port listens on (default: 127.0.0.1; 0.0.0.0 in a container)",
+    )
     _add_aws(worker)
 
     listing = commands.add_parser(
@@ -169,6 +184,7 @@ def command_line() -> argparse.ArgumentParser:
     )
     local.add_argument("--port", type=_positive, help="default: a free port")
     local.add_argument("--log-level", default="INFO", type=str.upper, help=argparse.SUPPRESS)
+    local.add_argument("--log-format", default="text", help=argparse.SUPPRESS)
     return parser
 
 
@@ -214,6 +230,12 @@ def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help=f"default: {default}",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text lines, or one JSON object per line (default: text)",
     )
 
 
@@ -268,6 +290,14 @@ class _Collect(argparse.Action):
         else:
             collected[key] = value
         setattr(namespace, self.dest, collected)
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:  # noqa: PLR2004 - the range of TCP ports
+        msg = f"must be a port from 0 to 65535, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _positive(text: str) -> int:

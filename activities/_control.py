@@ -249,6 +249,22 @@ class Control:
         """The slot at ``position`` runs a task of task list ``index`` (-1: none)."""
         self._running[position] = index
 
+    def running_by_task_list(self) -> list[int]:
+        """How many slots run a task of each task list now."""
+        counts = [0] * len(self.arns)
+        for index in self._running:
+            if index >= 0:
+                counts[index] += 1
+        return counts
+
+    def buffered_by_task_list(self) -> list[int]:
+        """How many tasks of each task list wait in the worker's buffer now."""
+        return list(self._buffered)
+
+    def all_failing(self) -> bool:
+        """Whether the last poll of every task list failed (expired credentials, say)."""
+        return all(errors > 0 for errors in self._errors)
+
     def slots_in_use(self) -> int:
         """Slots' tasks running plus slots' polls open: each may hold a task."""
         running = sum(1 for index in self._running if index >= 0)

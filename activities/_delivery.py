@@ -8,11 +8,13 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from activities._metrics import NO_METRICS
 from activities.errors import InvalidOutput, ServiceError, TaskGone
 from activities.outcome import Failure, Success, refused_output
 
 if TYPE_CHECKING:
     from activities._control import Flag
+    from activities._metrics import Metrics
     from activities.client import ActivityClient
     from activities.outcome import Outcome
     from activities.task import Task
@@ -39,6 +41,7 @@ def deliver(
     outcome: Outcome,
     *,
     give_up: Flag,
+    metrics: Metrics = NO_METRICS,
 ) -> bool:
     """Send ``outcome`` for ``task``; ``True`` once Step Functions has taken it.
 
@@ -46,7 +49,8 @@ def deliver(
     is taken, Step Functions says the task is gone, or ``give_up`` is set (an immediate
     stop): then it gets one more attempt at most. An output Step Functions refuses becomes
     an ``activities.SerializationError`` failure, so the task never hangs until its
-    timeout. A :class:`~activities.Cancelled` sends nothing.
+    timeout. A :class:`~activities.Cancelled` sends nothing. Each retry is counted in
+    ``metrics``.
     """
     if not isinstance(outcome, Success | Failure):
         return False
@@ -83,6 +87,7 @@ def deliver(
                 pause,
             )
             attempt += 1
+            metrics.delivery_retried(task)
             give_up.wait(pause)
             continue
         return True
@@ -94,11 +99,15 @@ class BackgroundDelivery:
     Args:
         client: the client to send with.
         give_up: set at an immediate stop: outcomes get one more attempt at most.
+        metrics: what retries are counted in.
     """
 
-    def __init__(self, client: ActivityClient, give_up: Flag) -> None:
+    def __init__(
+        self, client: ActivityClient, give_up: Flag, *, metrics: Metrics = NO_METRICS
+    ) -> None:
         self._client = client
         self._give_up = give_up
+        self._metrics = metrics
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
@@ -107,7 +116,7 @@ class BackgroundDelivery:
         thread = threading.Thread(
             target=deliver,
             args=(self._client, task, outcome),
-            kwargs={"give_up": self._give_up},
+            kwargs={"give_up": self._give_up, "metrics": self._metrics},
             name="sfn-activities-fail",
             daemon=True,
         )

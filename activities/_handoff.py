@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from activities._heartbeats import HEARTBEAT_MIN_INTERVAL
 from activities._loop import poll_failed
+from activities._metrics import NO_METRICS
 from activities.errors import WorkerShutdown
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
     from activities._control import Control
     from activities._heartbeats import Heartbeats, Job
+    from activities._metrics import Metrics
     from activities._slot import Slot
     from activities.activity import Activity
     from activities.client import ActivityClient
@@ -69,6 +71,7 @@ class HandOff:
         heartbeats: sends the heartbeats of waiting tasks.
         slots: the worker's slots now.
         fail: fails a task on the worker's behalf.
+        metrics: what the coverage polls are counted in.
     """
 
     def __init__(
@@ -81,8 +84,13 @@ class HandOff:
         heartbeats: Heartbeats,
         slots: Callable[[], Sequence[Slot]],
         fail: Callable[[Task, Exception], None],
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.capacity = capacity
+        #: When (``time.monotonic()``) the hand-off last looked at the waiting tasks; it
+        #: looks every few milliseconds while it runs (the worker's liveness).
+        self.looked_at = time.monotonic()
+        self._metrics = metrics
         self._client = client
         self._control = control
         self._by_arn = by_arn
@@ -165,6 +173,7 @@ class HandOff:
 
     def _loop(self) -> None:
         while not self._closed.is_set():
+            self.looked_at = time.monotonic()
             with self._wake:
                 if not self._woken:
                     self._wake.wait(self._next_look)
@@ -315,9 +324,11 @@ class HandOff:
                     try:
                         task = self._client.poll(arn)
                     except Exception as exc:  # noqa: BLE001 - polling never ends on an error
+                        self._metrics.polled(arn, "error")
                         # Not logged when abandoned by a stop at once.
                         poll_failed(control, index, exc, log=not control.give_up.is_set())
                         return
+                self._metrics.polled(arn, "empty" if task is None else "task")
                 if task is None:
                     control.poll_succeeded(index)
                 else:

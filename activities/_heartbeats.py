@@ -15,11 +15,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from activities._metrics import NO_METRICS
 from activities.errors import ServiceError, TaskGone
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from activities._metrics import Metrics
     from activities.activity import Activity
     from activities.client import ActivityClient
     from activities.task import Task
@@ -65,12 +67,19 @@ class Heartbeats:
         on_stuck: called once for a task found gone that still runs ``CANCEL_GRACE``
             seconds later; stops it if the slot can.
         threads: how many heartbeats may be in flight at once.
+        metrics: what heartbeats are counted in.
     """
 
     def __init__(
-        self, client: ActivityClient, *, on_stuck: Callable[[Job], None], threads: int = 2
+        self,
+        client: ActivityClient,
+        *,
+        on_stuck: Callable[[Job], None],
+        threads: int = 2,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self._client = client
+        self._metrics = metrics
         self._on_stuck = on_stuck
         self._jobs: set[Job] = set()
         self._lock = threading.Lock()
@@ -127,7 +136,9 @@ class Heartbeats:
     def _beat(self, job: Job) -> None:
         try:
             self._client.send_heartbeat(job.task.token)
+            self._metrics.heartbeat(job.task, "sent")
         except TaskGone as exc:
+            self._metrics.heartbeat(job.task, "gone")
             if job.gone_at is None:
                 job.gone_at = time.monotonic()
                 logger.warning(
@@ -137,6 +148,7 @@ class Heartbeats:
                     job.activity.name,
                 )
         except ServiceError as exc:
+            self._metrics.heartbeat(job.task, "error")
             logger.warning("heartbeat for task %s failed: %s", job.task.token_prefix, exc)
         finally:
             job.in_flight = False

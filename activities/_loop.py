@@ -27,8 +27,9 @@ import attrs
 from activities import _runner
 from activities._childlog import LogPlan
 from activities._delivery import backoff, deliver
+from activities._metrics import metrics_of, outcome_name
 from activities.errors import ActivityDoesNotExist, ServiceError, Throttled, WorkerShutdown
-from activities.outcome import Cancelled, Failure, Success, failure_from_exception
+from activities.outcome import Cancelled, Failure, failure_from_exception
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -72,6 +73,8 @@ class SlotSettings:
             after this many tasks of its slots.
         max_memory: a task process is recycled above this many bytes after a task.
         log_plan: how a process slot logs (see :mod:`activities._childlog`).
+        metrics_dir: where the processes of a worker with ``metrics_port`` write their
+            metrics (see :mod:`activities._prometheus`); ``None`` for none.
     """
 
     by_arn: Mapping[str, type[Activity]]
@@ -81,6 +84,7 @@ class SlotSettings:
     max_tasks: int | None = None
     max_memory: int | None = None
     log_plan: LogPlan = attrs.field(factory=LogPlan)
+    metrics_dir: str | None = None
 
 
 class SlotLoop:
@@ -135,6 +139,7 @@ class SlotLoop:
         self._index = {arn: index for index, arn in enumerate(control.arns)}
         self._turn = position  # where choosing a task list starts: slots spread out
         self._life = life
+        self._metrics = metrics_of(settings.metrics_dir)
         self._instances: dict[type[Activity], Activity] = {}
         self._inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._changed = threading.Condition()
@@ -245,13 +250,16 @@ class SlotLoop:
         with self._control.poll_permit() as permitted:
             if not permitted or not self._state.claim_poll(index):
                 return None
+            arn = self._control.arns[index]
             try:
-                task = self._client.poll(self._control.arns[index])
+                task = self._client.poll(arn)
             except Exception as exc:  # noqa: BLE001 - polling never ends on an error
                 self._control.done_polling(self._position)
+                self._metrics.polled(arn, "error")
                 poll_failed(self._control, index, exc)
                 return None
             try:
+                self._metrics.polled(arn, "empty" if task is None else "task")
                 if task is None:
                     self._control.poll_succeeded(index)
                     return None
@@ -268,16 +276,18 @@ class SlotLoop:
 
     def _serve(self, task: Task) -> None:
         activity = self._settings.by_arn[task.activity_arn]
+        fields = {"activity": task.activity_name, "token_prefix": task.token_prefix}
         if self._control.past_deadline.is_set():
             error = WorkerShutdown("the task arrived after the worker's shutdown grace")
-            logger.warning("task %s: %s: %s", task.token_prefix, activity.name, error)
+            logger.warning("task %s: %s: %s", task.token_prefix, activity.name, error, extra=fields)
             self.finish_delivery()
             if self._state.start_delivering():
                 self._deliver(task, failure_from_exception(error))
             return
-        logger.info("task %s started: %s", task.token_prefix, activity.name)
+        logger.info("task %s started: %s", task.token_prefix, activity.name, extra=fields)
         interval = self._settings.heartbeat_intervals[activity.name]
         job = self.job = self._heartbeats.begin(task, activity, interval)
+        self._metrics.task_started(task)
         try:
             outcome = self._run(job)
         finally:
@@ -285,7 +295,9 @@ class SlotLoop:
             self.job = None
         if job.gone_at is not None and not isinstance(outcome, Cancelled):
             outcome = Cancelled("the task was gone before it ended")
-        _log_end(job, outcome)
+        seconds = time.monotonic() - job.started
+        self._metrics.task_ended(task, outcome, seconds)
+        _log_end(job, outcome, seconds, fields)
         # A slot of a process being recycled is retired as it frees, so that no task is
         # handed to it after.
         retire = self._life is not None and self._life.task_done()
@@ -304,7 +316,9 @@ class SlotLoop:
 
     def _deliver(self, task: Task, outcome: Outcome) -> None:
         try:
-            deliver(self._client, task, outcome, give_up=self._control.give_up)
+            deliver(
+                self._client, task, outcome, give_up=self._control.give_up, metrics=self._metrics
+            )
         finally:
             self._state.done_delivering()
 
@@ -340,17 +354,18 @@ def poll_failed(control: Control, index: int, exc: BaseException, *, log: bool =
         logger.error("polling %s failed; its next poll in %.1f s", name, pause, exc_info=exc)
 
 
-def _log_end(job: Job, outcome: Outcome) -> None:
-    if isinstance(outcome, Success):
-        result = "succeeded"
-    elif isinstance(outcome, Failure):
+def _log_end(job: Job, outcome: Outcome, seconds: float, fields: Mapping[str, object]) -> None:
+    name = outcome_name(outcome)
+    extra = {**fields, "outcome": name, "duration": round(seconds, 6)}
+    result = name
+    if isinstance(outcome, Failure):
         result = f"failed with {outcome.error}"
-    else:
-        result = "cancelled"
+        extra["error"] = outcome.error
     logger.info(
         "task %s %s: %s in %.3f s",
         job.task.token_prefix,
         result,
         job.activity.name,
-        time.monotonic() - job.started,
+        seconds,
+        extra=extra,
     )

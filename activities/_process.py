@@ -36,6 +36,7 @@ from activities._childlog import start_logging
 from activities._forkserver import STOP_SIGNALS, StartState, rename
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
+from activities._metrics import metrics_of
 from activities._premade import take
 from activities._recycling import ProcessLife
 from activities._slot import heartbeat_threads
@@ -184,11 +185,25 @@ class TaskProcess:
         self._inbox.close()
         for slot in self._slots:
             slot.state.retire()  # no task is handed to a dead process from now on
-        code = self.process.exitcode
-        reason = (
-            f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        )
-        self._owner.on_exit(self, reason, was_ready=self.ready)
+        self._owner.on_exit(self, exit_reason(self.process.exitcode), was_ready=self.ready)
+
+
+def exit_reason(code: int | None) -> str:
+    """Why a task process ended, for logs: its exit code or the signal that killed it."""
+    return f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+
+
+def restart_reason(reason: str) -> str:
+    """Why a process that ended for ``reason`` (see :func:`exit_reason`) is replaced.
+
+    ``recycled`` (it ended on its own: worn out or over its memory), ``stuck`` (a
+    cancelled task would not stop), or ``crashed``.
+    """
+    if reason == exit_reason(0):
+        return "recycled"
+    if reason == exit_reason(EXIT_STUCK):
+        return "stuck"
+    return "crashed"
 
 
 class ProcessSlot:
@@ -307,7 +322,12 @@ def _child_main(
                 name="sfn-activities-stuck",
             ).start()
 
-    heartbeats = Heartbeats(client, on_stuck=stuck, threads=heartbeat_threads(len(slots)))
+    heartbeats = Heartbeats(
+        client,
+        on_stuck=stuck,
+        threads=heartbeat_threads(len(slots)),
+        metrics=metrics_of(settings.metrics_dir),
+    )
     loops = [
         SlotLoop(
             slot_name,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
+from activities._metrics import NO_METRICS
 from activities._slotstate import SlotState
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from activities._control import Control
     from activities._heartbeats import Job
     from activities._loop import SlotSettings
+    from activities._metrics import Metrics
     from activities._slotstate import Held
     from activities.client import ActivityClient
     from activities.task import Task
@@ -185,9 +187,13 @@ class ThreadSlot:
         self._owner.on_exit(self, reason, was_ready=True)
 
 
-def thread_heartbeats(client: ActivityClient, threads: int) -> Heartbeats:
+def thread_heartbeats(
+    client: ActivityClient, threads: int, *, metrics: Metrics = NO_METRICS
+) -> Heartbeats:
     """The heartbeats of ``threads`` thread slots, which share the worker's process."""
-    return Heartbeats(client, on_stuck=_cannot_stop, threads=heartbeat_threads(threads))
+    return Heartbeats(
+        client, on_stuck=_cannot_stop, threads=heartbeat_threads(threads), metrics=metrics
+    )
 
 
 def _cannot_stop(job: Job) -> None:

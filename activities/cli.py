@@ -30,6 +30,7 @@ from activities._invoke import LOCAL_ROLE_ARN, invoke
 from activities._process import CONNECTIONS_PER_SLOT
 from activities.client import ActivityClient, make_client
 from activities.errors import ActivitiesError, ConfigurationError
+from activities.jsonlog import JsonFormatter
 from activities.local import LocalStepFunctions
 from activities.registry import discover, register, task_lists
 from activities.worker import Worker
@@ -53,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = command_line()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
+    if args.log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     if args.log_level != "DEBUG":
         # botocore says "Found credentials ..." at INFO on every client.
         logging.getLogger("botocore").setLevel(logging.WARNING)
@@ -241,5 +245,7 @@ def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
             args.max_memory_per_process * 2**20 if args.max_memory_per_process else None
         ),
         preload=args.preload,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     return worker.run()

@@ -34,6 +34,11 @@ class Task:
     started_at: dt.datetime = attrs.field(factory=lambda: dt.datetime.now(dt.UTC))
 
     @property
+    def activity_name(self) -> str:
+        """The activity's name in Step Functions: the end of its ARN (a prefix included)."""
+        return self.activity_arn.rpartition(":")[2]
+
+    @property
     def token_prefix(self) -> str:
         """The start of the token, to name the task in logs without the whole secret."""
         return self.token[:TOKEN_PREFIX_LENGTH]

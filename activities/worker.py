@@ -37,8 +37,10 @@ from activities._forkserver import can_fork, preload_modules, task_process_conte
 from activities._handoff import HandOff
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotSettings
+from activities._metrics import NO_METRICS
+from activities._operations import Operations
 from activities._premade import premake
-from activities._process import CONNECTIONS_PER_SLOT, TaskProcess
+from activities._process import CONNECTIONS_PER_SLOT, TaskProcess, restart_reason
 from activities._settings import SHUTDOWN_GRACE, WorkerSettings, client_and_factory
 from activities._settings import concurrency_limits as concurrency_limits_of
 from activities._settings import heartbeat_intervals as heartbeat_intervals_of
@@ -112,10 +114,16 @@ class Worker:
             worker's own, made as it starts, unless another thread runs then. Turn it
             off for modules with import-time side effects (threads, connections, files
             opened) that each task process must make for itself.
+        metrics_port: serve Prometheus metrics of the whole worker on this port, at
+            ``/metrics``, with the probes ``/healthz`` (liveness) and ``/readyz``
+            (readiness); 0 picks a free port (see :attr:`metrics_address`). Needs the
+            ``prometheus`` extra: ``pip install 'sfn-activities[prometheus]'``.
+        metrics_host: the address that port listens on; ``0.0.0.0`` in a container.
 
     Raises:
-        ConfigurationError: a setting is out of range, or ``client`` is a client while
-            tasks run in processes (a client cannot cross processes).
+        ConfigurationError: a setting is out of range, ``client`` is a client while
+            tasks run in processes (a client cannot cross processes), or
+            ``metrics_port`` is given without ``prometheus_client`` installed.
     """
 
     def __init__(
@@ -136,6 +144,8 @@ class Worker:
         max_tasks_per_process: int | None = None,
         max_memory_per_process: int | None = None,
         preload: bool = True,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         self.served = registry.task_lists(activities, prefix=prefix, overrides=task_lists)
         self.activities = _by_name(self.served.values())
@@ -159,6 +169,8 @@ class Worker:
         )
         self.client = ActivityClient(sfn, worker_name=worker_name)
         self.preload = preload
+        self._operations = None if metrics_port is None else Operations(metrics_host, metrics_port)
+        self._metrics = NO_METRICS
         self._context: BaseContext = multiprocessing.get_context("spawn")
         self._control: Control | None = None
         self._new_unit: Callable[[list[int]], Unit] | None = None
@@ -175,18 +187,37 @@ class Worker:
         self._deadline: float | None = None
         self._restart_failures = 0
         self._started_slots = 0
+        self._all_started = threading.Event()
         self.clean = True
 
     # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """The host and port of the metrics and probes, while they are served."""
+        return None if self._operations is None else self._operations.address
 
     def start(self) -> None:
         """Create (or find) the activities and start the slots; returns at once."""
         if self._running:
             return
+        try:
+            self._start()
+        except BaseException:
+            if self._operations is not None:
+                self._operations.close()
+            raise
+
+    def _start(self) -> None:
+        operations = self._operations
+        # Before any task process exists, so that they all count under it.
+        metrics_dir = None if operations is None else operations.prepare()
         arns = registry.register(self.client, self.served)
         forkserver = None
         if not self.settings.use_threads:
             forkserver = self._context = self._start_forkserver()
+        if operations is not None:
+            self._metrics = operations.metrics()
         by_arn = {arns[task_list]: activity for task_list, activity in self.served.items()}
         names = list(self.activities)
         control = self._control = Control(
@@ -197,7 +228,9 @@ class Worker:
             groups=[names.index(activity.name) for activity in by_arn.values()],
             limits=[self.max_concurrency[name] for name in names],
         )
-        self._failures = BackgroundDelivery(self.client, self._control.give_up)
+        self._failures = BackgroundDelivery(
+            self.client, self._control.give_up, metrics=self._metrics
+        )
         settings = SlotSettings(
             by_arn=by_arn,
             heartbeat_intervals=self.heartbeat_intervals,
@@ -206,9 +239,12 @@ class Worker:
             max_tasks=self.settings.max_tasks_per_process,
             max_memory=self.settings.max_memory_per_process,
             log_plan=log_plan(),
+            metrics_dir=metrics_dir,
         )
         if forkserver is None:
-            self._heartbeats = thread_heartbeats(self.client, self.settings.concurrency)
+            self._heartbeats = thread_heartbeats(
+                self.client, self.settings.concurrency, metrics=self._metrics
+            )
             thread = functools.partial(
                 ThreadSlot,
                 settings,
@@ -220,7 +256,9 @@ class Worker:
             )
             self._new_unit = lambda positions: thread(position=positions[0])
         else:
-            self._heartbeats = Heartbeats(self.client, on_stuck=lambda _: None)
+            self._heartbeats = Heartbeats(
+                self.client, on_stuck=lambda _: None, metrics=self._metrics
+            )
             process = functools.partial(TaskProcess, settings, control, self, forkserver)
             self._new_unit = lambda positions: process(positions=positions)
         self._handoff = HandOff(
@@ -231,6 +269,7 @@ class Worker:
             heartbeats=self._heartbeats,
             slots=self._current_slots,
             fail=self._fail_task,
+            metrics=self._metrics,
         )
         self._stop = Stop(
             control,
@@ -240,6 +279,14 @@ class Worker:
             failures=self._failures,
             grace=self.settings.shutdown_grace,
         )
+        if operations is not None:
+            operations.serve(
+                control=control,
+                names=[arn.rpartition(":")[2] for arn in control.arns],
+                handoff=self._handoff,
+                started=self._all_started,
+                lock=self._lock,
+            )
         self._running = True
         per_unit = self.settings.slots_per_unit
         for first in range(0, self.settings.concurrency, per_unit):
@@ -334,6 +381,7 @@ class Worker:
             self._started_slots += len(unit.slots)
             first_time_all = self._started_slots == self.settings.concurrency
         if first_time_all:
+            self._all_started.set()
             slots = self.settings.concurrency
             logger.info("ready: %s up", "the slot is" if slots == 1 else f"all {slots} slots are")
 
@@ -351,6 +399,9 @@ class Worker:
         """A unit ended: fail the tasks its slots held, and replace it unless stopping."""
         with self._lock:
             self._units.discard(unit)
+        is_process = isinstance(unit, TaskProcess)
+        if isinstance(unit, TaskProcess) and self._operations is not None:
+            self._operations.process_ended(unit.process.pid)
         if self._control is not None:
             for slot in unit.slots:
                 self._control.done_polling(slot.position)  # a poll it died in is over
@@ -369,6 +420,8 @@ class Worker:
         if pause:
             self._stopping.wait(pause)
         if not self._stopping.is_set():
+            if is_process:
+                self._metrics.process_restarted(restart_reason(reason))
             self._start_unit([slot.position for slot in unit.slots])
 
     # -- machinery ----------------------------------------------------------------------
@@ -417,6 +470,8 @@ class Worker:
             self._handoff.close()
         if self._heartbeats is not None:
             self._heartbeats.close()
+        if self._operations is not None:
+            self._operations.close()
         self._stopped.set()
 
 

@@ -1,0 +1,152 @@
+"""What a worker with ``metrics_port`` shows its operators: metrics, liveness, readiness.
+
+The worker makes one :class:`Operations` when it is given a port, and calls it as it
+starts (:meth:`~Operations.prepare` before its task processes exist, so that they
+count under its metrics directory; :meth:`~Operations.serve` once its pool is built) and
+as it stops (:meth:`~Operations.close`). The HTTP side is :mod:`activities._health`; the
+counting in every process, :mod:`activities._prometheus`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from activities._health import HealthServer
+from activities.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import threading
+
+    from activities._control import Control
+    from activities._handoff import HandOff
+    from activities._metrics import Metrics
+    from activities._prometheus import MetricsDirectory
+
+__all__ = ["STALL_AFTER", "Operations"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds without a look from the hand-off (it looks every few milliseconds) after which
+#: the worker's supervision counts as stalled: ``/healthz`` answers 503.
+STALL_AFTER = 10.0
+
+#: Seconds ``/healthz`` waits for the worker's lock before it counts as stalled.
+LOCK_WAIT = 2.0
+
+
+class Operations:
+    """The worker's metrics directory and HTTP endpoint, from its start to its stop.
+
+    Args:
+        host: the address the endpoint listens on.
+        port: its port (0: a free one, see :attr:`address`).
+
+    Raises:
+        ConfigurationError: ``prometheus_client`` is not installed.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        if importlib.util.find_spec("prometheus_client") is None:
+            msg = "metrics need prometheus_client: pip install 'sfn-activities[prometheus]'"
+            raise ConfigurationError(msg)
+        self.host = host
+        self.port = port
+        self._directory: MetricsDirectory | None = None
+        self._server: HealthServer | None = None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The host and port the endpoint listens on, once it does."""
+        return None if self._server is None else self._server.address
+
+    def prepare(self) -> str:
+        """Make the worker's metrics directory and count under it; its path."""
+        from activities._prometheus import MetricsDirectory  # noqa: PLC0415 - the optional extra
+
+        self._directory = MetricsDirectory()
+        self._directory.use()
+        logger.debug("metrics of the worker's processes are in %s", self._directory.path)
+        return self._directory.path
+
+    def metrics(self) -> Metrics:
+        """What this process (the worker's) counts in."""
+        from activities._prometheus import metrics_in  # noqa: PLC0415 - the optional extra
+
+        assert self._directory is not None  # noqa: S101 - prepared
+        return metrics_in(self._directory.path)
+
+    def serve(
+        self,
+        *,
+        control: Control,
+        names: list[str],
+        handoff: HandOff,
+        started: threading.Event,
+        lock: threading.Lock,
+    ) -> None:
+        """Listen, and answer from now on.
+
+        Args:
+            control: the worker's shared state.
+            names: the activity's name of each task list, in ``control``'s order.
+            handoff: the worker's hand-off, whose looks say the worker is alive.
+            started: set once every slot has started.
+            lock: the worker's lock, which a stalled worker may hold.
+
+        Raises:
+            ConfigurationError: the port cannot be listened on.
+        """
+        from activities._prometheus import LiveMetrics, exposition  # noqa: PLC0415
+
+        assert self._directory is not None  # noqa: S101 - prepared
+        directory, live = self._directory, LiveMetrics(control, names)
+
+        def alive() -> str | None:
+            silent = time.monotonic() - handoff.looked_at
+            if silent > STALL_AFTER:
+                return f"stalled: the worker's hand-off has not run for {silent:.0f} s"
+            if not lock.acquire(timeout=LOCK_WAIT):
+                return f"stalled: the worker's lock was held for over {LOCK_WAIT:.0f} s"
+            lock.release()
+            return None
+
+        def ready() -> str | None:
+            if control.stopping.is_set():
+                return "not ready: the worker is stopping"
+            if not started.is_set():
+                return "not ready: the slots are starting"
+            if control.all_failing():
+                return "not ready: the last poll of every task list failed"
+            return None
+
+        try:
+            self._server = HealthServer(
+                self.host,
+                self.port,
+                metrics=lambda: exposition(directory, live),
+                alive=alive,
+                ready=ready,
+            )
+        except OSError as exc:
+            msg = f"cannot serve metrics on {self.host}:{self.port}: {exc.strerror or exc}"
+            raise ConfigurationError(msg) from None
+        self._server.start()
+        host, port = self._server.address
+        logger.info("metrics on http://%s:%d/metrics; probes /healthz and /readyz", host, port)
+
+    def process_ended(self, pid: int | None) -> None:
+        """A task process ended: its live gauges (the user's) go."""
+        if self._directory is not None and pid is not None:
+            self._directory.process_ended(pid)
+
+    def close(self) -> None:
+        """Stop answering, and remove the metrics directory."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._directory is not None:
+            self._directory.remove()
+            self._directory = None

@@ -1,0 +1,282 @@
+"""The worker's Prometheus metrics (``--metrics-port``), counted in all its processes.
+
+Needs ``prometheus_client`` (``pip install 'sfn-activities[prometheus]'``), in its
+multiprocess mode: every process of the worker (task processes, the worker's own)
+counts in files of its own under the worker's :class:`MetricsDirectory`, which
+:func:`exposition` adds up at each scrape, so that processes that ended or were replaced
+still count. What the worker knows at any moment (slots busy and free, tasks running and
+waiting) is read from its shared state at the scrape instead (:class:`LiveMetrics`).
+
+The metrics and their labels are listed in ``docs/operations.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import tempfile
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from activities._metrics import Metrics, outcome_name
+from activities.outcome import Failure
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from prometheus_client.registry import Collector
+
+    from activities._control import Control
+    from activities.outcome import Outcome
+    from activities.task import Task
+
+__all__ = ["LiveMetrics", "MetricsDirectory", "PrometheusMetrics", "exposition", "metrics_in"]
+
+logger = logging.getLogger(__name__)
+
+#: The environment variable by which ``prometheus_client`` finds the directory.
+DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Buckets of ``run()``'s seconds: from milliseconds to an hour.
+DURATION_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+DURATION_BUCKETS += (30, 60, 120, 300, 600, 1800, 3600, float("inf"))
+
+#: Buckets of the seconds a task waited for a slot.
+WAIT_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+WAIT_BUCKETS += (10, 30, 60, float("inf"))
+
+_NAMESPACE = "sfn_activities"
+
+
+class MetricsDirectory:
+    """The worker's own multiprocess directory: made at start, removed at stop.
+
+    While it is in use (:meth:`use`), metrics made in this process and the processes it
+    starts count in files under it, the user's own metrics included.
+    """
+
+    def __init__(self) -> None:
+        self.path = tempfile.mkdtemp(prefix="sfn-activities-metrics-")
+        self._previous: tuple[str | None, type] | None = None
+
+    def use(self) -> None:
+        """Count this process's (and its children's) metrics under this directory."""
+        self._previous = (os.environ.get(DIRECTORY_VARIABLE), values.ValueClass)
+        os.environ[DIRECTORY_VARIABLE] = self.path
+        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+    def remove(self) -> None:
+        """Remove the directory, and count as before :meth:`use`."""
+        if self._previous is not None:
+            variable, value_class = self._previous
+            if variable is None:
+                os.environ.pop(DIRECTORY_VARIABLE, None)
+            else:
+                os.environ[DIRECTORY_VARIABLE] = variable
+            values.ValueClass = value_class
+            self._previous = None
+        _forget(self.path)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def process_ended(self, pid: int) -> None:
+        """Drop the live gauges (the user's) of a process that ended."""
+        mark_process_dead(pid, self.path)  # type: ignore[no-untyped-call]
+
+
+class PrometheusMetrics(Metrics):
+    """The events of :class:`~activities._metrics.Metrics`, counted with prometheus_client.
+
+    A failure to count (the directory removed at a stop, a full disk) never reaches the
+    task: it is logged once at DEBUG and the event goes uncounted.
+    """
+
+    def __init__(self) -> None:
+        self._failed = False
+        self.tasks = Counter(
+            "tasks",
+            "Tasks that ended, by outcome: succeeded, failed or cancelled.",
+            ["activity", "outcome"],
+            namespace=_NAMESPACE,
+            registry=None,
+        )
+        self.failures = Counter(
+            "task_failures",
+            "Tasks that failed, by the Step Functions error name.",
+            ["activity", "error"],
+            namespace=_NAMESPACE,
+            registry=None,
+        )
+        self.duration = Histogram(
+            "task_duration_seconds",
+            "Seconds run() took, from its start to its end.",
+            ["activity"],
+            buckets=DURATION_BUCKETS,
+            namespace=_NAMESPACE,
+            registry=None,
+        )
+        self.wait = Histogram(
+            "task_wait_seconds",
+            "Seconds from a task's arrival (its poll returned) to the start of run().",
+            ["activity"],
+            buckets=WAIT_BUCKETS,
+            namespace=_NAMESPACE,
+            registry=None,
+        )
+        self.polls = Counter(
+            "polls",
+            "Polls (GetActivityTask) that ended, by result: task, empty or error.",
+            ["activity", "result"],
+            namespace=_NAMESPACE,
+            registry=None,
+        )
+        self.heartbeats = Counter(
+            "heartbeats",
+            "Heartbeats, by result: sent, gone (the task was closed) or error.",
+            ["activity", "result"],
+            namespace=_NAMESPACE,
+            registry=None,
+        )
+        self.delivery_retries = Counter(
+            "delivery_retries",
+            "Outcomes sent again after Step Functions did not take them.",
+            ["activity"],
+            namespace=_NAMESPACE,
+            registry=None,
+        )
+        self.restarts = Counter(
+            "process_restarts",
+            "Task processes replaced, by reason: crashed, recycled or stuck.",
+            ["reason"],
+            namespace=_NAMESPACE,
+            registry=None,
+        )
+
+    def polled(self, arn: str, result: str) -> None:
+        """Count a poll of ``arn``."""
+        self._count(self.polls, arn.rpartition(":")[2], result)
+
+    def task_started(self, task: Task) -> None:
+        """Observe the time ``task`` waited."""
+        waited = (dt.datetime.now(dt.UTC) - task.started_at).total_seconds()
+        try:
+            self.wait.labels(task.activity_name).observe(max(0.0, waited))
+        except Exception:  # noqa: BLE001 - see the class
+            self._uncounted()
+
+    def task_ended(self, task: Task, outcome: Outcome, seconds: float) -> None:
+        """Count the task's outcome and observe its duration."""
+        activity = task.activity_name
+        self._count(self.tasks, activity, outcome_name(outcome))
+        if isinstance(outcome, Failure):
+            self._count(self.failures, activity, outcome.error)
+        try:
+            self.duration.labels(activity).observe(seconds)
+        except Exception:  # noqa: BLE001 - see the class
+            self._uncounted()
+
+    def heartbeat(self, task: Task, result: str) -> None:
+        """Count a heartbeat."""
+        self._count(self.heartbeats, task.activity_name, result)
+
+    def delivery_retried(self, task: Task) -> None:
+        """Count a retry of an outcome."""
+        self._count(self.delivery_retries, task.activity_name)
+
+    def process_restarted(self, reason: str) -> None:
+        """Count a replaced task process."""
+        self._count(self.restarts, reason)
+
+    def _count(self, counter: Counter, *labels: str) -> None:
+        try:
+            counter.labels(*labels).inc()
+        except Exception:  # noqa: BLE001 - see the class
+            self._uncounted()
+
+    def _uncounted(self) -> None:
+        if not self._failed:
+            self._failed = True
+            logger.debug(
+                "a metric could not be counted; later failures are not logged",
+                exc_info=True,  # noqa: LOG014 - called from the handlers above
+            )
+
+
+class LiveMetrics:
+    """What the worker's shared state says at a scrape: slots, tasks running and waiting.
+
+    Args:
+        control: the worker's shared state.
+        names: the activity's name of each task list, in ``control``'s order.
+    """
+
+    def __init__(self, control: Control, names: list[str]) -> None:
+        self._control = control
+        self._names = names
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The gauges, read now."""
+        running = self._control.running_by_task_list()
+        busy = sum(running)
+        slots = GaugeMetricFamily(
+            f"{_NAMESPACE}_slots", "Slots running a task (busy) or not (free).", labels=["state"]
+        )
+        slots.add_metric(["busy"], busy)
+        slots.add_metric(["free"], self._control.slots - busy)
+        yield slots
+        tasks = GaugeMetricFamily(
+            f"{_NAMESPACE}_tasks_running", "Tasks running now.", labels=["activity"]
+        )
+        waiting = GaugeMetricFamily(
+            f"{_NAMESPACE}_tasks_waiting",
+            "Tasks received that wait in the worker's buffer for a free slot.",
+            labels=["activity"],
+        )
+        by_name: dict[str, list[int]] = {}
+        for name, count, buffered in zip(
+            self._names, running, self._control.buffered_by_task_list(), strict=True
+        ):
+            counts = by_name.setdefault(name, [0, 0])
+            counts[0] += count
+            counts[1] += buffered
+        for name, (count, buffered) in by_name.items():
+            tasks.add_metric([name], count)
+            waiting.add_metric([name], buffered)
+        yield tasks
+        yield waiting
+
+
+def exposition(directory: MetricsDirectory, live: Collector) -> bytes:
+    """The worker's metrics in Prometheus' text format: every process's, and ``live``."""
+    registry = CollectorRegistry(auto_describe=False)
+    MultiProcessCollector(registry, path=directory.path)  # type: ignore[no-untyped-call]
+    registry.register(live)
+    return generate_latest(registry)
+
+
+_in_this_process: dict[tuple[str, int], PrometheusMetrics] = {}
+
+
+def metrics_in(path: str) -> PrometheusMetrics:
+    """The metrics this process counts under the directory at ``path``: made once.
+
+    In a task process started by a new interpreter, ``prometheus_client`` counts in its
+    multiprocess mode already (the directory is in the environment it inherited).
+    """
+    key = (path, os.getpid())
+    metrics = _in_this_process.get(key)
+    if metrics is None:
+        if os.environ.get(DIRECTORY_VARIABLE) != path:
+            os.environ[DIRECTORY_VARIABLE] = path
+            values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+        metrics = _in_this_process[key] = PrometheusMetrics()
+    return metrics
+
+
+def _forget(path: str) -> None:
+    for key in [key for key in _in_this_process if key[0] == path]:
+        del _in_this_process[key]
