@@ -50,7 +50,7 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Measure the worker against bare boto3 loops; writes docs/benchmarks.md."""
-    session.install(".")
+    session.install(".[prometheus]")
     session.run("python", "-m", "benchmarks.run", *session.posargs)
 
 

@@ -193,7 +193,7 @@ def _overhead_target(scenario: Scenario) -> str:
     target = (
         f"Target: the best sfn-activities configuration at the command's default log level "
         f"at least {OVERHEAD_TARGET}x the best bare boto3 loop; the rows at log level "
-        "WARNING are extras, not counted."
+        "WARNING, and the one with metrics and JSON logs on, are extras, not counted."
     )
     bare = _best(scenario, lambda c: c.kind == "bare")
     ours = _best(scenario, lambda c: c.kind == "worker" and c.headline)

@@ -98,11 +98,12 @@ class Contender:
     processes: int = 0  # the processes it was told to run tasks in, 0 if not told
     threads: int = 0  # the threads (per process) it was told to run tasks in, 0 if not told
     log_level: str | None = None  # a worker's --log-level; None: the command's default
+    note: str = ""  # options of a worker's beyond its pool, as its label says them
 
     @property
     def headline(self) -> bool:
-        """Whether it counts toward the targets: not a worker at a log level of its own."""
-        return self.log_level is None
+        """Whether it counts toward the targets: a worker with the command's defaults."""
+        return self.log_level is None and not self.note
 
 
 @dataclass
@@ -172,6 +173,8 @@ def worker(
     processes: int | None = None,
     threads: int | None = None,
     log_level: str | None = None,
+    options: tuple[str, ...] = (),
+    note: str = "",
 ) -> Contender:
     """The ``activities worker`` command serving ``activity``'s workload module.
 
@@ -179,7 +182,13 @@ def worker(
     its slots; the slots add theirs once tasks come. One poll open is the worker ready.
     """
     return cli_worker(
-        MODULES[activity], 1, processes=processes, threads=threads, log_level=log_level
+        MODULES[activity],
+        1,
+        processes=processes,
+        threads=threads,
+        log_level=log_level,
+        options=options,
+        note=note,
     )
 
 
@@ -190,13 +199,16 @@ def cli_worker(
     processes: int | None = None,
     threads: int | None = None,
     log_level: str | None = None,
+    options: tuple[str, ...] = (),
+    note: str = "",
 ) -> Contender:
     """The ``activities worker`` command serving ``module``, as users run it.
 
     With ``processes`` and ``threads`` both, ``threads`` task threads in each of
     ``processes`` processes. Its log level is the command's default (INFO) unless
     ``log_level`` says otherwise, which the label then says too: such a row is an extra,
-    not a headline. ``polls`` is how many polls the runner waits for before it feeds tasks.
+    not a headline; so is one with more ``options``, which ``note`` says in the label.
+    ``polls`` is how many polls the runner waits for before it feeds tasks.
     """
     command = ["-m", "activities", "worker", module]
     if processes:
@@ -207,6 +219,9 @@ def cli_worker(
     if log_level:
         command += ["--log-level", log_level]
         label += f" (log level {log_level})"
+    if options:
+        command += list(options)
+        label += f" ({note})"
     if processes and threads:
         series = f"sfn-activities, {processes} proc x N/{processes} threads"
     else:
@@ -216,7 +231,7 @@ def cli_worker(
         command,
         "worker",
         polls=polls,
-        series="" if log_level else series,
+        series="" if log_level or note else series,
         concurrency=(processes or 1) * (threads or 1),
         processes=processes or 0,
         threads=threads or 0,
@@ -328,6 +343,12 @@ def scenarios(quick: bool, only: str | None = None) -> list[Scenario]:
                 worker(nothing, processes=2, log_level="WARNING"),
                 worker(nothing, processes=4, log_level="WARNING"),
                 worker(nothing, threads=4, log_level="WARNING"),
+                worker(
+                    nothing,
+                    processes=2,
+                    options=("--metrics-port", "0", "--log-format", "json"),
+                    note="--metrics-port, --log-format json",
+                ),
                 peer("stefuna", nothing, "zero", 2),
                 peer("heaviside", nothing, "zero", 2),
             ],
