@@ -73,6 +73,9 @@ class MetricsDirectory:
     def remove(self) -> None:
         """Remove the directory, and count as before :meth:`use`."""
         if self._previous is not None:
+            close = getattr(values.ValueClass, "close_all_files", None)
+            if close is not None:
+                close()  # this process's files under the directory
             variable, value_class = self._previous
             if variable is None:
                 os.environ.pop(DIRECTORY_VARIABLE, None)

@@ -36,7 +36,8 @@ class JsonFormatter(logging.Formatter):
 
     ``time`` is UTC, ISO 8601 with milliseconds; ``exception`` and ``stack`` hold a
     traceback when the record has one. Fields a call adds with ``extra=`` follow; a value
-    JSON cannot hold is written as its ``repr()``.
+    strict JSON cannot hold (an object, a dict with tuple keys, NaN) is written as its
+    ``repr()``, so that a line is never lost and always parses.
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -58,7 +59,20 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = record.exc_text
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, default=repr, ensure_ascii=False)
+        try:
+            return json.dumps(line, default=repr, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):  # keys JSON cannot hold, NaN, a cycle
+            line = {key: _strict(field) for key, field in line.items()}
+            return json.dumps(line, default=repr, ensure_ascii=False, allow_nan=False)
+
+
+def _strict(value: object) -> object:
+    """``value`` if strict JSON can hold it, else its ``repr()``."""
+    try:
+        json.dumps(value, default=repr, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
 
 
 def _utc(created: float) -> str:

@@ -1,0 +1,419 @@
+"""The worker's Prometheus metrics: counted in every process, added up at a scrape."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import multiprocessing
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from prometheus_client import values
+from prometheus_client.parser import text_string_to_metric_families
+
+from activities._control import Control
+from activities._metrics import NO_METRICS, Metrics, metrics_of
+from activities._prometheus import (
+    DIRECTORY_VARIABLE,
+    LiveMetrics,
+    MetricsDirectory,
+    PrometheusMetrics,
+    exposition,
+    metrics_in,
+)
+from activities.outcome import Cancelled, Failure, Success
+from activities.task import Task
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from prometheus_client.core import Metric
+    from prometheus_client.registry import Collector
+
+ECHO_ARN = "arn:aws:states:us-east-1:123456789012:activity:it-Echo"
+JUDGE_ARN = "arn:aws:states:us-east-1:123456789012:activity:it-Judge"
+
+#: A sample's name and labels.
+Key = tuple[str, frozenset[tuple[str, str]]]
+
+
+def a_task(arn: str = ECHO_ARN, *, waited: float = 0.0) -> Task:
+    """A task of ``arn`` whose poll returned ``waited`` seconds ago."""
+    started_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=waited)
+    return Task(
+        token="AAAAKgAAAAIAtoken",
+        activity_arn=arn,
+        worker_name="w",
+        input="{}",
+        started_at=started_at,
+    )
+
+
+class NothingLive:
+    """A collector of no metrics, for scrapes that are about the counted ones."""
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(())
+
+
+def scrape(directory: MetricsDirectory, live: Collector | None = None) -> dict[Key, float]:
+    """Every sample of the exposition, by name and labels (each once)."""
+    text = exposition(directory, live or NothingLive())
+    found: dict[Key, float] = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            key = (sample.name, frozenset(sample.labels.items()))
+            assert key not in found, f"{key} twice"
+            found[key] = sample.value
+    return found
+
+
+def key(name: str, **labels: str) -> Key:
+    return name, frozenset(labels.items())
+
+
+@pytest.fixture
+def directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MetricsDirectory]:
+    """A MetricsDirectory (under tmp_path) in use in this process; removed after the test."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv(DIRECTORY_VARIABLE, raising=False)
+    before = values.ValueClass
+    directory = MetricsDirectory()
+    directory.use()
+    try:
+        yield directory
+    finally:
+        directory.remove()
+        assert values.ValueClass is before
+        assert DIRECTORY_VARIABLE not in os.environ
+
+
+class TestMetricsDirectory:
+    def test_it_is_made_at_once_and_used_by_this_process(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        monkeypatch.delenv(DIRECTORY_VARIABLE, raising=False)
+        before = values.ValueClass
+        directory = MetricsDirectory()
+        try:
+            assert os.path.isdir(directory.path)
+            assert os.path.basename(directory.path).startswith("sfn-activities-metrics-")
+            assert os.path.dirname(directory.path) == str(tmp_path)
+            assert DIRECTORY_VARIABLE not in os.environ, "made, not yet used"
+            directory.use()
+            assert os.environ[DIRECTORY_VARIABLE] == directory.path
+            assert values.ValueClass is not before
+            assert values.ValueClass._multiprocess
+        finally:
+            directory.remove()
+        assert not os.path.exists(directory.path)
+        assert DIRECTORY_VARIABLE not in os.environ, "absent before, absent after"
+        assert values.ValueClass is before
+
+    def test_remove_puts_back_a_directory_variable_that_was_set(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        monkeypatch.setenv(DIRECTORY_VARIABLE, "/elsewhere")
+        before = values.ValueClass
+        directory = MetricsDirectory()
+        directory.use()
+        assert os.environ[DIRECTORY_VARIABLE] == directory.path
+        directory.remove()
+        assert os.environ[DIRECTORY_VARIABLE] == "/elsewhere"
+        assert values.ValueClass is before
+
+    def test_a_directory_never_used_is_removed_and_changes_nothing(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        monkeypatch.setenv(DIRECTORY_VARIABLE, "/elsewhere")
+        before = values.ValueClass
+        directory = MetricsDirectory()
+        directory.remove()
+        assert not os.path.exists(directory.path)
+        assert os.environ[DIRECTORY_VARIABLE] == "/elsewhere"
+        assert values.ValueClass is before
+
+    def test_remove_closes_the_files_this_process_counted_in(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """A process that starts and stops workers keeps no descriptor of a removed file."""
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        monkeypatch.delenv(DIRECTORY_VARIABLE, raising=False)
+
+        def open_in(path: str) -> list[str]:
+            targets = [os.readlink(fd) for fd in Path("/proc/self/fd").iterdir() if fd.is_symlink()]
+            return [target for target in targets if target.startswith(path)]
+
+        directory = MetricsDirectory()
+        directory.use()
+        metrics_in(directory.path).polled(ECHO_ARN, "empty")
+        assert open_in(directory.path), "counting opened a file under the directory"
+        directory.remove()
+        assert open_in(directory.path) == []
+
+    def test_the_metrics_of_a_removed_directory_are_forgotten(
+        self, directory: MetricsDirectory
+    ) -> None:
+        metrics = metrics_in(directory.path)
+        assert metrics_in(directory.path) is metrics, "one per directory and process"
+        directory.remove()
+        directory.use()  # the fixture removes it again
+        assert metrics_in(directory.path) is not metrics
+
+
+class TestCounted:
+    def test_tasks_are_counted_by_activity_and_outcome(self, directory: MetricsDirectory) -> None:
+        metrics = PrometheusMetrics()
+        metrics.task_ended(a_task(), Success("{}"), 0.002)
+        metrics.task_ended(a_task(), Success("{}"), 3.0)
+        metrics.task_ended(a_task(), Cancelled("gone"), 1.0)
+        metrics.task_ended(a_task(JUDGE_ARN), Failure("ValueError", "not a quantity"), 0.2)
+        metrics.task_ended(a_task(JUDGE_ARN), Failure("Inventory.OutOfStock"), 0.2)
+        text = exposition(directory, NothingLive()).decode()
+        lines = text.splitlines()
+        assert 'sfn_activities_tasks_total{activity="it-Echo",outcome="succeeded"} 2.0' in lines
+        assert 'sfn_activities_tasks_total{activity="it-Echo",outcome="cancelled"} 1.0' in lines
+        assert 'sfn_activities_tasks_total{activity="it-Judge",outcome="failed"} 2.0' in lines
+        assert (
+            'sfn_activities_task_failures_total{activity="it-Judge",error="ValueError"} 1.0'
+            in lines
+        )
+        found = scrape(directory)
+        failure = "sfn_activities_task_failures_total"
+        assert found[key(failure, activity="it-Judge", error="Inventory.OutOfStock")] == 1.0
+        assert not [name for name, labels in found if name == failure and "it-Echo" in str(labels)]
+        duration = "sfn_activities_task_duration_seconds"
+        assert found[key(f"{duration}_count", activity="it-Echo")] == 3.0
+        assert found[key(f"{duration}_sum", activity="it-Echo")] == pytest.approx(4.002)
+        assert found[key(f"{duration}_bucket", activity="it-Echo", le="0.005")] == 1.0
+        assert found[key(f"{duration}_bucket", activity="it-Echo", le="2.5")] == 2.0
+        assert found[key(f"{duration}_bucket", activity="it-Echo", le="5.0")] == 3.0
+        assert found[key(f"{duration}_bucket", activity="it-Echo", le="+Inf")] == 3.0
+        assert found[key(f"{duration}_count", activity="it-Judge")] == 2.0
+
+    def test_the_wait_for_a_slot_is_observed(self, directory: MetricsDirectory) -> None:
+        metrics = PrometheusMetrics()
+        metrics.task_started(a_task(waited=7.0))
+        metrics.task_started(a_task(waited=-60.0))  # a clock set back: no negative wait
+        found = scrape(directory)
+        wait = "sfn_activities_task_wait_seconds"
+        assert found[key(f"{wait}_count", activity="it-Echo")] == 2.0
+        assert 7.0 <= found[key(f"{wait}_sum", activity="it-Echo")] < 60.0
+        assert found[key(f"{wait}_bucket", activity="it-Echo", le="0.001")] == 1.0
+        assert found[key(f"{wait}_bucket", activity="it-Echo", le="5.0")] == 1.0
+        assert found[key(f"{wait}_bucket", activity="it-Echo", le="10.0")] == 2.0
+
+    def test_polls_are_counted_by_the_activity_of_the_arn(
+        self, directory: MetricsDirectory
+    ) -> None:
+        metrics = PrometheusMetrics()
+        metrics.polled(ECHO_ARN, "empty")
+        metrics.polled(ECHO_ARN, "empty")
+        metrics.polled(ECHO_ARN, "task")
+        metrics.polled(JUDGE_ARN, "error")
+        lines = exposition(directory, NothingLive()).decode().splitlines()
+        assert 'sfn_activities_polls_total{activity="it-Echo",result="empty"} 2.0' in lines
+        found = scrape(directory)
+        assert found[key("sfn_activities_polls_total", activity="it-Echo", result="task")] == 1.0
+        assert found[key("sfn_activities_polls_total", activity="it-Judge", result="error")] == 1.0
+        assert key("sfn_activities_polls_total", activity="it-Judge", result="empty") not in found
+
+    def test_heartbeats_retries_and_restarts_are_counted(self, directory: MetricsDirectory) -> None:
+        metrics = PrometheusMetrics()
+        metrics.heartbeat(a_task(), "sent")
+        metrics.heartbeat(a_task(), "sent")
+        metrics.heartbeat(a_task(), "gone")
+        metrics.heartbeat(a_task(JUDGE_ARN), "error")
+        metrics.delivery_retried(a_task(JUDGE_ARN))
+        metrics.process_restarted("crashed")
+        metrics.process_restarted("recycled")
+        metrics.process_restarted("recycled")
+        lines = exposition(directory, NothingLive()).decode().splitlines()
+        assert 'sfn_activities_process_restarts_total{reason="crashed"} 1.0' in lines
+        assert 'sfn_activities_process_restarts_total{reason="recycled"} 2.0' in lines
+        assert 'sfn_activities_delivery_retries_total{activity="it-Judge"} 1.0' in lines
+        found = scrape(directory)
+        beats = "sfn_activities_heartbeats_total"
+        assert found[key(beats, activity="it-Echo", result="sent")] == 2.0
+        assert found[key(beats, activity="it-Echo", result="gone")] == 1.0
+        assert found[key(beats, activity="it-Judge", result="error")] == 1.0
+        assert key("sfn_activities_delivery_retries_total", activity="it-Echo") not in found
+
+    def test_the_help_says_what_a_metric_counts(self, directory: MetricsDirectory) -> None:
+        PrometheusMetrics().process_restarted("stuck")
+        text = exposition(directory, NothingLive()).decode()
+        [family] = text_string_to_metric_families(text)
+        assert (family.name, family.type) == ("sfn_activities_process_restarts", "counter")
+        assert family.documentation.startswith("Task processes replaced, by reason")
+
+    def test_every_event_of_metrics_is_counted(self) -> None:
+        """A new event on Metrics that PrometheusMetrics does not count would count nothing."""
+        events = [name for name in vars(Metrics) if not name.startswith("_")]
+        assert len(events) == 6
+        for name in events:
+            assert getattr(PrometheusMetrics, name) is not getattr(Metrics, name), name
+
+
+def count_in_child(path: str, parent: PrometheusMetrics, times: int) -> None:
+    """What a task process does: count in the worker's directory, in files of its own."""
+    metrics = metrics_in(path)
+    assert metrics is not parent, "the child counts in metrics of its own"
+    assert metrics_in(path) is metrics
+    for _ in range(times):
+        metrics.task_ended(a_task(), Success("{}"), 0.5)
+        metrics.heartbeat(a_task(), "sent")
+    metrics.process_restarted("crashed")
+
+
+class TestProcesses:
+    def test_the_counts_of_another_process_add_up(self, directory: MetricsDirectory) -> None:
+        parent = metrics_in(directory.path)
+        assert metrics_in(directory.path) is parent
+        parent.task_ended(a_task(), Success("{}"), 0.5)
+        parent.heartbeat(a_task(), "sent")
+        context = multiprocessing.get_context("fork")
+        child = context.Process(target=count_in_child, args=(directory.path, parent, 4))
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+        parent.task_ended(a_task(), Success("{}"), 0.5)
+        assert len(os.listdir(directory.path)) >= 4, "counters and histograms of both"
+        tasks = key("sfn_activities_tasks_total", activity="it-Echo", outcome="succeeded")
+        beats = key("sfn_activities_heartbeats_total", activity="it-Echo", result="sent")
+        restarts = key("sfn_activities_process_restarts_total", reason="crashed")
+        count = key("sfn_activities_task_duration_seconds_count", activity="it-Echo")
+        found = scrape(directory)
+        assert found[tasks] == 2 + 4
+        assert found[beats] == 1 + 4
+        assert found[restarts] == 1
+        assert found[count] == 2 + 4
+        directory.process_ended(child.pid or 0)
+        assert scrape(directory) == found, "an ended process's counts still count"
+
+    def test_metrics_of_a_directory_are_those_counted_in_it(
+        self, directory: MetricsDirectory
+    ) -> None:
+        metrics = metrics_of(directory.path)
+        assert metrics is metrics_in(directory.path)
+        assert isinstance(metrics, PrometheusMetrics)
+
+    def test_no_directory_no_metrics(self) -> None:
+        assert metrics_of(None) is NO_METRICS
+        assert type(NO_METRICS) is Metrics
+        NO_METRICS.process_restarted("crashed")
+        NO_METRICS.polled(ECHO_ARN, "empty")
+
+
+class TestNeverRaises:
+    def test_counting_after_the_directory_was_removed_does_not_raise(
+        self, directory: MetricsDirectory
+    ) -> None:
+        metrics = PrometheusMetrics()
+        metrics.task_ended(a_task(), Success("{}"), 0.1)
+        directory.remove()
+        assert not os.path.exists(directory.path)
+        metrics.task_ended(a_task(), Success("{}"), 0.1)
+        metrics.task_ended(a_task(JUDGE_ARN), Failure("ValueError"), 0.1)
+        metrics.polled(ECHO_ARN, "empty")
+
+    def test_a_count_that_fails_is_dropped_and_logged_once(
+        self, directory: MetricsDirectory, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The directory gone under a process that had not counted yet: its files fail."""
+        metrics = PrometheusMetrics()
+        for name in os.listdir(directory.path):
+            os.remove(os.path.join(directory.path, name))
+        os.rmdir(directory.path)
+        with caplog.at_level(logging.DEBUG, logger="activities._prometheus"):
+            metrics.polled(ECHO_ARN, "empty")
+            metrics.task_started(a_task())
+            metrics.task_ended(a_task(), Failure("ValueError"), 0.1)
+            metrics.heartbeat(a_task(), "sent")
+            metrics.delivery_retried(a_task())
+            metrics.process_restarted("crashed")
+        records = [record for record in caplog.records if record.name == "activities._prometheus"]
+        assert len(records) == 1, "later failures are not logged"
+        [record] = records
+        assert record.levelno == logging.DEBUG
+        assert record.exc_info is not None
+        assert isinstance(record.exc_info[1], OSError)
+        os.mkdir(directory.path)
+        assert scrape(directory) == {}, "nothing was counted"
+
+
+class TestLiveMetrics:
+    def test_slots_and_tasks_are_read_from_the_control_at_each_scrape(
+        self, directory: MetricsDirectory
+    ) -> None:
+        control = Control(
+            multiprocessing.get_context("spawn"), [ECHO_ARN, JUDGE_ARN], slots=3, pollers=None
+        )
+        live = LiveMetrics(control, ["it-Echo", "it-Judge"])
+        busy, free = (
+            key("sfn_activities_slots", state="busy"),
+            key("sfn_activities_slots", state="free"),
+        )
+
+        def running(name: str) -> Key:
+            return key("sfn_activities_tasks_running", activity=name)
+
+        def waiting(name: str) -> Key:
+            return key("sfn_activities_tasks_waiting", activity=name)
+
+        found = scrape(directory, live)
+        assert (found[busy], found[free]) == (0, 3)
+        assert (found[running("it-Echo")], found[running("it-Judge")]) == (0, 0)
+        assert (found[waiting("it-Echo")], found[waiting("it-Judge")]) == (0, 0)
+
+        control.set_running(0, 0)
+        control.set_running(1, 1)
+        control.set_running(2, 0)
+        control.buffered(1, 2)
+        found = scrape(directory, live)
+        assert (found[busy], found[free]) == (3, 0)
+        assert (found[running("it-Echo")], found[running("it-Judge")]) == (2, 1)
+        assert (found[waiting("it-Echo")], found[waiting("it-Judge")]) == (0, 2)
+
+        control.set_running(2, -1)
+        control.buffered(1, -1)
+        control.buffered(0, 1)
+        found = scrape(directory, live)
+        assert (found[busy], found[free]) == (2, 1)
+        assert (found[running("it-Echo")], found[running("it-Judge")]) == (1, 1)
+        assert (found[waiting("it-Echo")], found[waiting("it-Judge")]) == (1, 1)
+
+        lines = exposition(directory, live).decode().splitlines()
+        assert 'sfn_activities_slots{state="busy"} 2.0' in lines
+        assert 'sfn_activities_tasks_running{activity="it-Echo"} 1.0' in lines
+        assert 'sfn_activities_tasks_waiting{activity="it-Judge"} 1.0' in lines
+
+    def test_task_lists_of_one_name_are_added_up(self, directory: MetricsDirectory) -> None:
+        """One activity in two regions: one sample each, not two of one name and labels."""
+        arns = [ECHO_ARN, ECHO_ARN.replace("us-east-1", "eu-west-1")]
+        control = Control(multiprocessing.get_context("spawn"), arns, slots=3, pollers=None)
+        control.set_running(0, 0)
+        control.set_running(1, 1)
+        control.buffered(0, 1)
+        control.buffered(1, 3)
+        found = scrape(directory, LiveMetrics(control, ["it-Echo", "it-Echo"]))
+        assert found[key("sfn_activities_tasks_running", activity="it-Echo")] == 2
+        assert found[key("sfn_activities_tasks_waiting", activity="it-Echo")] == 4
+        names = [name for name, _ in found]
+        assert names.count("sfn_activities_tasks_running") == 1
+
+    def test_counted_and_live_metrics_are_scraped_together(
+        self, directory: MetricsDirectory
+    ) -> None:
+        control = Control(multiprocessing.get_context("spawn"), [ECHO_ARN], slots=2, pollers=None)
+        control.set_running(1, 0)
+        PrometheusMetrics().polled(ECHO_ARN, "task")
+        found = scrape(directory, LiveMetrics(control, ["it-Echo"]))
+        assert found[key("sfn_activities_polls_total", activity="it-Echo", result="task")] == 1
+        assert found[key("sfn_activities_slots", state="busy")] == 1
+        assert found[key("sfn_activities_slots", state="free")] == 1
