@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from activities._metrics import Metrics
     from activities._prometheus import MetricsDirectory
 
-__all__ = ["STALL_AFTER", "Operations"]
+__all__ = ["STALL_AFTER", "Operations", "count_before_imports"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,34 @@ STALL_AFTER = 10.0
 
 #: Seconds ``/healthz`` waits for the worker's lock before it counts as stalled.
 LOCK_WAIT = 2.0
+
+#: The directory :func:`count_before_imports` made, until a worker takes it.
+_early: list[MetricsDirectory] = []
+
+
+def count_before_imports() -> MetricsDirectory:
+    """Make and use the metrics directory of the worker this process is about to start.
+
+    The command line calls it before it imports the user's modules, so that the metrics
+    they make at import time count under it too (in every task process); the next
+    worker with ``metrics_port`` takes it as its own and removes it at its stop.
+
+    Raises:
+        ConfigurationError: ``prometheus_client`` is not installed.
+    """
+    _check_installed()
+    from activities._prometheus import MetricsDirectory  # noqa: PLC0415 - the optional extra
+
+    directory = MetricsDirectory()
+    directory.use()
+    _early.append(directory)
+    return directory
+
+
+def _check_installed() -> None:
+    if importlib.util.find_spec("prometheus_client") is None:
+        msg = "metrics need prometheus_client: pip install 'sfn-activities[prometheus]'"
+        raise ConfigurationError(msg)
 
 
 class Operations:
@@ -49,9 +77,7 @@ class Operations:
     """
 
     def __init__(self, host: str, port: int) -> None:
-        if importlib.util.find_spec("prometheus_client") is None:
-            msg = "metrics need prometheus_client: pip install 'sfn-activities[prometheus]'"
-            raise ConfigurationError(msg)
+        _check_installed()
         self.host = host
         self.port = port
         self._directory: MetricsDirectory | None = None
@@ -63,11 +89,17 @@ class Operations:
         return None if self._server is None else self._server.address
 
     def prepare(self) -> str:
-        """Make the worker's metrics directory and count under it; its path."""
+        """Make the worker's metrics directory and count under it; its path.
+
+        The directory :func:`count_before_imports` made is taken instead, if there is one.
+        """
         from activities._prometheus import MetricsDirectory  # noqa: PLC0415 - the optional extra
 
-        self._directory = MetricsDirectory()
-        self._directory.use()
+        if _early:
+            self._directory = _early.pop()
+        else:
+            self._directory = MetricsDirectory()
+            self._directory.use()
         logger.debug("metrics of the worker's processes are in %s", self._directory.path)
         return self._directory.path
 

@@ -27,6 +27,7 @@ import botocore.exceptions
 
 from activities._arguments import EXIT_USAGE, command_line
 from activities._invoke import LOCAL_ROLE_ARN, invoke
+from activities._operations import count_before_imports
 from activities._process import CONNECTIONS_PER_SLOT
 from activities.client import ActivityClient, make_client
 from activities.errors import ActivitiesError, ConfigurationError
@@ -60,11 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_level != "DEBUG":
         # botocore says "Found credentials ..." at INFO on every client.
         logging.getLogger("botocore").setLevel(logging.WARNING)
+    early = None
     try:
         if args.command == "local":
             return _local(args)
         if args.command == "invoke":
             return _invoke(args)
+        if args.command == "worker" and args.metrics_port is not None:
+            # Before the user's modules are imported: metrics they make then count too.
+            early = count_before_imports()
         searched = _import_path(args.path)
         _check_findable(args.modules, searched)
         activities = discover(*args.modules)
@@ -81,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ActivitiesError as exc:
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        if early is not None:
+            early.remove()  # the worker removed it at its stop, unless it never started
 
 
 def _import_path(extra: Sequence[str]) -> list[str]:

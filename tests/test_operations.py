@@ -271,6 +271,7 @@ def test_a_worker_of_two_processes(bench_endpoint: str, tmp_path: Path) -> None:
         assert value(found, failures, activity=JUDGE, error="ValueError") == 5
         assert value(found, "sfn_activities_polls_total", activity=JUDGE, result="task") == 50
         assert value(found, "sfn_activities_task_duration_seconds_count", activity=JUDGE) == 50
+        assert value(found, "it_judged_total", verdict="invalid") == 5, "the user's own metric"
 
         _drain(worker, bench_endpoint, address)
         assert not directories[0].exists()
