@@ -10,9 +10,10 @@ import botocore.session
 import pytest
 from botocore.stub import Stubber
 
-from activities import ActivityClient
+from activities import ActivityClient, _delivery, _loop
 from activities.local import LocalStepFunctions, free_port
 from activities.testing import ActivityEnvironment
+from tests.fake_sfn import FakeStepFunctions
 from tests.processes import ROOT
 
 if TYPE_CHECKING:
@@ -74,3 +75,18 @@ def bench_endpoint() -> Iterator[str]:
         server.wait()
         if server.stdout is not None:
             server.stdout.close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeStepFunctions]:
+    """An in-memory Step Functions client (see tests.fake_sfn), closed after the test."""
+    fake = FakeStepFunctions()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries of polls and outcomes wait a hundredth of a second: tests of retrying stay fast."""
+    monkeypatch.setattr(_loop, "backoff", lambda *_, **__: 0.01)
+    monkeypatch.setattr(_delivery, "backoff", lambda *_, **__: 0.01)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from activities import ConfigurationError, Worker, _delivery, _loop, _operations
+from activities import ConfigurationError, Worker, _operations
 from activities._prometheus import DIRECTORY_VARIABLE
 from activities.cli import main
 from tests import workloads
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 JUDGE = "it-Judge"
+
+
+pytestmark = pytest.mark.usefixtures("quick_backoff")
 
 
 def get(address: tuple[str, int], path: str) -> tuple[int, str]:
@@ -58,20 +61,6 @@ def value(
 ) -> float:
     """One sample's value (0 when it is not there: a counter not counted yet)."""
     return found.get((name, frozenset(labels.items())), 0.0)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeStepFunctions]:
-    fake = FakeStepFunctions()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture(autouse=True)
-def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries wait a hundredth of a second."""
-    monkeypatch.setattr(_loop, "backoff", lambda *_, **__: 0.01)
-    monkeypatch.setattr(_delivery, "backoff", lambda *_, **__: 0.01)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities import Activity, ConfigurationError, Worker, _delivery, _loop, make_client
+from activities import Activity, ConfigurationError, Worker, make_client
 from activities import _stop as stop_module
 from activities.local import local_client
 from tests import workloads
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
     from activities.local import LocalStepFunctions
+
+
+pytestmark = pytest.mark.usefixtures("quick_backoff")
 
 
 class One(Activity):
@@ -122,20 +125,6 @@ class TestOptions:
     def test_stop_before_start_returns_at_once(self, sfn_offline: Callable[[], SFNClient]) -> None:
         """A worker never started is stopped already."""
         assert Worker([One], client=sfn_offline).stop(timeout=1)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeStepFunctions]:
-    fake = FakeStepFunctions()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture(autouse=True)
-def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries wait a hundredth of a second, so the tests of retrying stay fast."""
-    monkeypatch.setattr(_loop, "backoff", lambda *_, **__: 0.01)
-    monkeypatch.setattr(_delivery, "backoff", lambda *_, **__: 0.01)
 
 
 @contextlib.contextmanager
