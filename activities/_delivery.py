@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from activities._metrics import NO_METRICS
 from activities.errors import InvalidOutput, ServiceError, TaskGone
-from activities.outcome import Failure, Success, refused_output
+from activities.outcome import Cancelled, Failure, Success, refused_output
 
 if TYPE_CHECKING:
     from activities._control import Flag
@@ -49,8 +49,9 @@ def deliver(
     is taken, Step Functions says the task is gone, or ``give_up`` is set (an immediate
     stop): then it gets one more attempt at most. An output Step Functions refuses becomes
     an ``activities.SerializationError`` failure, so the task never hangs until its
-    timeout. A :class:`~activities.Cancelled` sends nothing. Each retry is counted in
-    ``metrics``.
+    timeout. A :class:`~activities.Cancelled` sends nothing. ``metrics`` counts each
+    retry, and the outcome Step Functions took (a :class:`~activities.Cancelled` when it
+    said the task was gone).
     """
     if not isinstance(outcome, Success | Failure):
         return False
@@ -64,6 +65,7 @@ def deliver(
                 task.token_prefix,
                 exc,
             )
+            metrics.task_ended(task, Cancelled(f"closed before its outcome arrived: {exc}"))
             return False
         except InvalidOutput as exc:
             if not isinstance(outcome, Success):
@@ -90,6 +92,7 @@ def deliver(
             metrics.delivery_retried(task)
             give_up.wait(pause)
             continue
+        metrics.task_ended(task, outcome)
         return True
 
 

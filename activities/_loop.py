@@ -296,13 +296,14 @@ class SlotLoop:
         if job.gone_at is not None and not isinstance(outcome, Cancelled):
             outcome = Cancelled("the task was gone before it ended")
         seconds = time.monotonic() - job.started
-        self._metrics.task_ended(task, outcome, seconds)
+        self._metrics.task_ran(task, seconds)
         _log_end(job, outcome, seconds, fields)
         # A slot of a process being recycled is retired as it frees, so that no task is
         # handed to it after.
         retire = self._life is not None and self._life.task_done()
         self.finish_delivery()  # one outcome in flight at most
         if isinstance(outcome, Cancelled):
+            self._metrics.task_ended(task, outcome)
             self._state.release(retire=retire)
         elif not self._state.start_delivering(retire=retire):
             logger.info(

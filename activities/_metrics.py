@@ -21,7 +21,28 @@ if TYPE_CHECKING:
     from activities.outcome import Outcome
     from activities.task import Task
 
-__all__ = ["NO_METRICS", "Metrics", "metrics_of", "outcome_name"]
+__all__ = [
+    "HEARTBEAT_RESULTS",
+    "NO_METRICS",
+    "OUTCOMES",
+    "POLL_RESULTS",
+    "RESTART_REASONS",
+    "Metrics",
+    "metrics_of",
+    "outcome_name",
+]
+
+#: What became of a task (see :func:`outcome_name`).
+OUTCOMES = ("succeeded", "failed", "cancelled")
+
+#: How a poll ended.
+POLL_RESULTS = ("task", "empty", "error")
+
+#: How a heartbeat ended.
+HEARTBEAT_RESULTS = ("sent", "gone", "error")
+
+#: Why a task process was replaced (see :func:`activities._process.restart_reason`).
+RESTART_REASONS = ("crashed", "recycled", "stuck")
 
 
 def outcome_name(outcome: Outcome) -> str:
@@ -42,8 +63,15 @@ class Metrics:
     def task_started(self, task: Task) -> None:
         """``run()`` starts for ``task``: it waited since its poll returned."""
 
-    def task_ended(self, task: Task, outcome: Outcome, seconds: float) -> None:
-        """``run()`` ended for ``task`` after ``seconds`` with ``outcome``."""
+    def task_ran(self, task: Task, seconds: float) -> None:
+        """``task`` ran for ``seconds``: its input decoded, ``run()``, its result encoded."""
+
+    def task_ended(self, task: Task, outcome: Outcome) -> None:
+        """Step Functions took ``outcome`` for ``task`` (a :class:`Cancelled`: it was gone).
+
+        Counted once per task, where the outcome is reported: by a slot, or by the worker
+        for a task it failed itself (a crash, the shutdown grace).
+        """
 
     def heartbeat(self, task: Task, result: str) -> None:
         """A heartbeat for ``task`` was ``sent``, found it ``gone``, or ended in an ``error``."""

@@ -22,8 +22,7 @@ if TYPE_CHECKING:
 
     from activities._control import Control
     from activities._handoff import HandOff
-    from activities._metrics import Metrics
-    from activities._prometheus import MetricsDirectory
+    from activities._prometheus import MetricsDirectory, PrometheusMetrics
 
 __all__ = ["STALL_AFTER", "Operations", "count_before_imports"]
 
@@ -34,7 +33,7 @@ logger = logging.getLogger(__name__)
 STALL_AFTER = 10.0
 
 #: Seconds ``/healthz`` waits for the worker's lock before it counts as stalled.
-LOCK_WAIT = 2.0
+LOCK_WAIT = 1.0
 
 #: The directory :func:`count_before_imports` made, until a worker takes it.
 _early: list[MetricsDirectory] = []
@@ -103,7 +102,7 @@ class Operations:
         logger.debug("metrics of the worker's processes are in %s", self._directory.path)
         return self._directory.path
 
-    def metrics(self) -> Metrics:
+    def metrics(self) -> PrometheusMetrics:
         """What this process (the worker's) counts in."""
         from activities._prometheus import metrics_in  # noqa: PLC0415 - the optional extra
 
@@ -135,6 +134,7 @@ class Operations:
 
         assert self._directory is not None  # noqa: S101 - prepared
         directory, live = self._directory, LiveMetrics(control, names)
+        self.metrics().start_at_zero(sorted(set(names)))
 
         def alive() -> str | None:
             silent = time.monotonic() - handoff.looked_at

@@ -23,7 +23,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from activities._metrics import Metrics, outcome_name
+from activities._metrics import (
+    HEARTBEAT_RESULTS,
+    OUTCOMES,
+    POLL_RESULTS,
+    RESTART_REASONS,
+    Metrics,
+    outcome_name,
+)
 from activities.outcome import Failure
 
 if TYPE_CHECKING:
@@ -102,7 +109,8 @@ class PrometheusMetrics(Metrics):
         self._failed = False
         self.tasks = Counter(
             "tasks",
-            "Tasks that ended, by outcome: succeeded, failed or cancelled.",
+            "Tasks ended, by the outcome Step Functions took: succeeded, failed, or "
+            "cancelled (the task was gone).",
             ["activity", "outcome"],
             namespace=_NAMESPACE,
             registry=None,
@@ -116,7 +124,7 @@ class PrometheusMetrics(Metrics):
         )
         self.duration = Histogram(
             "task_duration_seconds",
-            "Seconds run() took, from its start to its end.",
+            "Seconds a task ran: its input decoded, run(), its result encoded.",
             ["activity"],
             buckets=DURATION_BUCKETS,
             namespace=_NAMESPACE,
@@ -159,6 +167,25 @@ class PrometheusMetrics(Metrics):
             registry=None,
         )
 
+    def start_at_zero(self, activities: list[str]) -> None:
+        """Show every series the worker will count as 0 from now on, not at its first count.
+
+        So that ``rate()`` and ``increase()`` see a first poll error or restart. Failures
+        by error name cannot be listed ahead.
+        """
+        for activity in activities:
+            for outcome in OUTCOMES:
+                self.tasks.labels(activity, outcome)
+            for result in POLL_RESULTS:
+                self.polls.labels(activity, result)
+            for result in HEARTBEAT_RESULTS:
+                self.heartbeats.labels(activity, result)
+            self.delivery_retries.labels(activity)
+            self.duration.labels(activity)
+            self.wait.labels(activity)
+        for reason in RESTART_REASONS:
+            self.restarts.labels(reason)
+
     def polled(self, arn: str, result: str) -> None:
         """Count a poll of ``arn``."""
         self._count(self.polls, arn.rpartition(":")[2], result)
@@ -171,16 +198,19 @@ class PrometheusMetrics(Metrics):
         except Exception:  # noqa: BLE001 - see the class
             self._uncounted()
 
-    def task_ended(self, task: Task, outcome: Outcome, seconds: float) -> None:
-        """Count the task's outcome and observe its duration."""
+    def task_ran(self, task: Task, seconds: float) -> None:
+        """Observe the task's duration."""
+        try:
+            self.duration.labels(task.activity_name).observe(seconds)
+        except Exception:  # noqa: BLE001 - see the class
+            self._uncounted()
+
+    def task_ended(self, task: Task, outcome: Outcome) -> None:
+        """Count the task's outcome."""
         activity = task.activity_name
         self._count(self.tasks, activity, outcome_name(outcome))
         if isinstance(outcome, Failure):
             self._count(self.failures, activity, outcome.error)
-        try:
-            self.duration.labels(activity).observe(seconds)
-        except Exception:  # noqa: BLE001 - see the class
-            self._uncounted()
 
     def heartbeat(self, task: Task, result: str) -> None:
         """Count a heartbeat."""

@@ -38,6 +38,11 @@ class Held:
         """The start of the token, to name the task in logs."""
         return self.token[:TOKEN_PREFIX_LENGTH]
 
+    @property
+    def activity_name(self) -> str:
+        """The activity's name in Step Functions, the end of its ARN."""
+        return self.activity_arn.rpartition(":")[2]
+
     def as_task(self, worker_name: str) -> Task:
         """The task, as far as reporting it goes (its input is not kept)."""
         return Task(

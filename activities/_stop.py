@@ -200,8 +200,8 @@ def stop_on_signals(*, graceful: Callable[[], None], at_once: Callable[[], None]
             logger.warning("%s again: stopping at once", signal.Signals(signum).name)
             threading.Thread(target=at_once, daemon=True).start()
         else:
-            graceful()
             logger.info("%s: stopping gracefully", signal.Signals(signum).name)
+            graceful()
 
     previous = {
         signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)

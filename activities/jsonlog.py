@@ -22,9 +22,10 @@ import logging
 
 __all__ = ["TASK_FIELDS", "JsonFormatter"]
 
-#: The fields of a line about one task, where they apply: the activity's name in Step
-#: Functions (its task list), the start of the task token, ``succeeded``, ``failed`` or
-#: ``cancelled``, the Step Functions error name of a failure, and ``run()``'s seconds.
+#: The fields of a line about one task, where they apply, in this order. The activity's
+#: name in Step Functions (its task list), the start of the task token, ``succeeded``,
+#: ``failed`` or ``cancelled``, the Step Functions error name of a failure, and the
+#: seconds the task ran.
 TASK_FIELDS = ("activity", "token_prefix", "outcome", "error", "duration")
 
 #: What every record has: not written as fields of their own.

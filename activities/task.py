@@ -35,7 +35,7 @@ class Task:
 
     @property
     def activity_name(self) -> str:
-        """The activity's name in Step Functions: the end of its ARN (a prefix included)."""
+        """The activity's name in Step Functions, the end of its ARN (a prefix included)."""
         return self.activity_arn.rpartition(":")[2]
 
     @property

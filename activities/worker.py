@@ -409,7 +409,8 @@ class Worker:
         taken = take_all(unit, delivering=True)
         for held in taken:
             error = WorkerCrashed(f"the {unit.kind} running the task died ({reason})")
-            logger.error("task %s: %s", held.token_prefix, error)
+            fields = {"activity": held.activity_name, "token_prefix": held.token_prefix}
+            logger.error("task %s: %s", held.token_prefix, error, extra=fields)
             self._fail(held, error)
         if not taken and not was_ready and not self._stopping.is_set():
             self._restart_failures += 1

@@ -31,7 +31,7 @@ napoleon_use_ivar = True
 nitpick_ignore_regex = [
     (
         r"py:.*",
-        r"(cattrs|botocore|boto3|mypy_boto3_stepfunctions|attrs|inspect|datetime|collections\.abc|typing|dt)\..*",
+        r"(cattrs|botocore|boto3|mypy_boto3_stepfunctions|attrs|inspect|datetime|collections\.abc|typing|dt|logging)\..*",
     ),
     (
         r"py:.*",

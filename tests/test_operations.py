@@ -205,8 +205,16 @@ def completed(endpoint: str) -> int:
     return int(stats.get("succeeded", 0)) + int(stats.get("failed", 0))
 
 
+def counted(address: tuple[str, int], name: str, **labels: str) -> float:
+    """One sample's value in a scrape now."""
+    return value(samples(address), name, **labels)
+
+
+TASKS, FAILURES = "sfn_activities_tasks_total", "sfn_activities_task_failures_total"
+
+
 def test_a_worker_of_two_processes(bench_endpoint: str, tmp_path: Path) -> None:
-    """Totals exact across processes, a replaced one's included; probes through a drain."""
+    """Totals exact across processes, replaced ones' included; probes through a drain."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -221,44 +229,29 @@ def test_a_worker_of_two_processes(bench_endpoint: str, tmp_path: Path) -> None:
         assert wait_until(lambda: _status(address, "/readyz") == 200), "never ready"
         directories = list(tmp_path.glob("sfn-activities-metrics-*"))
         assert len(directories) == 1
+        assert counted(address, TASKS, activity=JUDGE, outcome="failed") == 0  # there, at 0
 
         load(bench_endpoint, 20, verdict="ok")
         load(bench_endpoint, 3, verdict="out-of-stock")
         load(bench_endpoint, 2, verdict="invalid")
         assert wait_until(lambda: completed(bench_endpoint) == 25)
-        found = samples(address)
-        assert value(found, "sfn_activities_tasks_total", activity=JUDGE, outcome="succeeded") == 20
-        assert value(found, "sfn_activities_tasks_total", activity=JUDGE, outcome="failed") == 5
+        # Counted once Step Functions took the outcome: a moment after the endpoint saw it.
+        assert wait_until(lambda: counted(address, TASKS, activity=JUDGE, outcome="failed") == 5)
+        assert counted(address, TASKS, activity=JUDGE, outcome="succeeded") == 20
 
-        killed = task_processes(worker.pid)[0]
-        os.kill(killed, signal.SIGKILL)
-        assert wait_until(
-            lambda: (
-                killed not in task_processes(worker.pid) and len(task_processes(worker.pid)) == 2
-            )
-        )
-        assert wait_until(
-            lambda: (
-                value(samples(address), "sfn_activities_process_restarts_total", reason="crashed")
-                == 1
-            )
-        )
-        assert wait_until(lambda: _status(address, "/readyz") == 200)
-        # The killed process's last poll is abandoned: it ends empty after the endpoint's
-        # poll wait (1 s) only if no task is queued meanwhile.
-        threading.Event().wait(1.5)
+        _crash(worker.pid, bench_endpoint, address)
 
         load(bench_endpoint, 20, verdict="ok")
         load(bench_endpoint, 2, verdict="out-of-stock")
         load(bench_endpoint, 3, verdict="invalid")
-        assert wait_until(lambda: completed(bench_endpoint) == 50)
+        assert wait_until(lambda: completed(bench_endpoint) == 51)
+        assert wait_until(lambda: counted(address, TASKS, activity=JUDGE, outcome="failed") == 11)
         found = samples(address)
-        tasks, failures = "sfn_activities_tasks_total", "sfn_activities_task_failures_total"
-        assert value(found, tasks, activity=JUDGE, outcome="succeeded") == 40
-        assert value(found, tasks, activity=JUDGE, outcome="failed") == 10
-        assert value(found, failures, activity=JUDGE, error="Inventory.OutOfStock") == 5
-        assert value(found, failures, activity=JUDGE, error="ValueError") == 5
-        assert value(found, "sfn_activities_polls_total", activity=JUDGE, result="task") == 50
+        assert value(found, TASKS, activity=JUDGE, outcome="succeeded") == 40
+        assert value(found, FAILURES, activity=JUDGE, error="Inventory.OutOfStock") == 5
+        assert value(found, FAILURES, activity=JUDGE, error="ValueError") == 5
+        assert value(found, FAILURES, activity=JUDGE, error="activities.WorkerCrashed") == 1
+        assert value(found, "sfn_activities_polls_total", activity=JUDGE, result="task") == 51
         assert value(found, "sfn_activities_task_duration_seconds_count", activity=JUDGE) == 50
         assert value(found, "it_judged_total", verdict="invalid") == 5, "the user's own metric"
 
@@ -270,6 +263,25 @@ def test_a_worker_of_two_processes(bench_endpoint: str, tmp_path: Path) -> None:
         worker.wait()
 
     _check_json_lines(log)
+
+
+def _crash(worker: int, endpoint: str, address: tuple[str, int]) -> None:
+    """Kill both task processes while one runs a task: the worker fails it, replaces them."""
+    load(endpoint, 1, verdict="ok", seconds=60)
+    assert wait_until(lambda: counted(address, "sfn_activities_tasks_running", activity=JUDGE) == 1)
+    killed = task_processes(worker)
+    assert len(killed) == 2
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: completed(endpoint) == 26), "the task held was not failed"
+    assert wait_until(
+        lambda: counted(address, "sfn_activities_process_restarts_total", reason="crashed") == 2
+    )
+    assert wait_until(lambda: len(set(task_processes(worker)) - set(killed)) == 2)
+    assert wait_until(lambda: _status(address, "/readyz") == 200)
+    # The killed processes' last polls are abandoned: they end empty after the endpoint's
+    # poll wait (1 s) if no task is queued meanwhile.
+    threading.Event().wait(1.5)
 
 
 def _drain(worker: subprocess.Popen[bytes], endpoint: str, address: tuple[str, int]) -> None:
@@ -284,7 +296,7 @@ def _drain(worker: subprocess.Popen[bytes], endpoint: str, address: tuple[str, i
     assert get(address, "/readyz") == (503, "not ready: the worker is stopping\n")
     assert get(address, "/healthz") == (200, "ok\n")  # draining: not to be killed
     assert worker.wait(timeout=60) == 0
-    assert completed(endpoint) == 51
+    assert completed(endpoint) == 52
     assert _status(address, "/healthz") is None  # gone with the worker
 
 
@@ -294,8 +306,10 @@ def _check_json_lines(log: Path) -> None:
     assert {"time", "level", "logger", "process", "pid", "message"} <= set(lines[0])
     started = [line for line in lines if line["message"].endswith(f"started: {JUDGE}")]
     ended = [line for line in lines if "outcome" in line]
-    assert len(started) == 51
+    assert len(started) == 52
     assert all(line["activity"] == JUDGE and line["token_prefix"] for line in started)
+    crashed = [line for line in lines if "died" in line["message"]]
+    assert [(line["level"], line["activity"]) for line in crashed] == [("ERROR", JUDGE)]
     outcomes = [line["outcome"] for line in ended]
     assert outcomes.count("succeeded") == 41
     assert outcomes.count("failed") == 10

@@ -24,7 +24,7 @@ from activities._prometheus import (
     exposition,
     metrics_in,
 )
-from activities.outcome import Cancelled, Failure, Success
+from activities.outcome import Cancelled, Failure, Outcome, Success
 from activities.task import Task
 
 if TYPE_CHECKING:
@@ -50,6 +50,12 @@ def a_task(arn: str = ECHO_ARN, *, waited: float = 0.0) -> Task:
         input="{}",
         started_at=started_at,
     )
+
+
+def ended(metrics: Metrics, task: Task, outcome: Outcome, seconds: float) -> None:
+    """What a slot tells its metrics of a task that ran and whose outcome was taken."""
+    metrics.task_ran(task, seconds)
+    metrics.task_ended(task, outcome)
 
 
 class NothingLive:
@@ -170,11 +176,11 @@ class TestMetricsDirectory:
 class TestCounted:
     def test_tasks_are_counted_by_activity_and_outcome(self, directory: MetricsDirectory) -> None:
         metrics = PrometheusMetrics()
-        metrics.task_ended(a_task(), Success("{}"), 0.002)
-        metrics.task_ended(a_task(), Success("{}"), 3.0)
-        metrics.task_ended(a_task(), Cancelled("gone"), 1.0)
-        metrics.task_ended(a_task(JUDGE_ARN), Failure("ValueError", "not a quantity"), 0.2)
-        metrics.task_ended(a_task(JUDGE_ARN), Failure("Inventory.OutOfStock"), 0.2)
+        ended(metrics, a_task(), Success("{}"), 0.002)
+        ended(metrics, a_task(), Success("{}"), 3.0)
+        ended(metrics, a_task(), Cancelled("gone"), 1.0)
+        ended(metrics, a_task(JUDGE_ARN), Failure("ValueError", "not a quantity"), 0.2)
+        ended(metrics, a_task(JUDGE_ARN), Failure("Inventory.OutOfStock"), 0.2)
         text = exposition(directory, NothingLive()).decode()
         lines = text.splitlines()
         assert 'sfn_activities_tasks_total{activity="it-Echo",outcome="succeeded"} 2.0' in lines
@@ -196,6 +202,18 @@ class TestCounted:
         assert found[key(f"{duration}_bucket", activity="it-Echo", le="5.0")] == 3.0
         assert found[key(f"{duration}_bucket", activity="it-Echo", le="+Inf")] == 3.0
         assert found[key(f"{duration}_count", activity="it-Judge")] == 2.0
+
+    def test_every_series_starts_at_zero(self, directory: MetricsDirectory) -> None:
+        """A first poll error or restart is an increase, not the start of a series."""
+        PrometheusMetrics().start_at_zero(["it-Echo"])
+        found = scrape(directory)
+        assert found[key("sfn_activities_polls_total", activity="it-Echo", result="error")] == 0
+        assert found[key("sfn_activities_tasks_total", activity="it-Echo", outcome="failed")] == 0
+        assert found[key("sfn_activities_process_restarts_total", reason="stuck")] == 0
+        assert found[key("sfn_activities_task_wait_seconds_count", activity="it-Echo")] == 0
+        counted = {name for name, _ in found}
+        assert "sfn_activities_heartbeats_total" in counted
+        assert "sfn_activities_delivery_retries_total" in counted
 
     def test_the_wait_for_a_slot_is_observed(self, directory: MetricsDirectory) -> None:
         metrics = PrometheusMetrics()
@@ -255,7 +273,7 @@ class TestCounted:
     def test_every_event_of_metrics_is_counted(self) -> None:
         """A new event on Metrics that PrometheusMetrics does not count would count nothing."""
         events = [name for name in vars(Metrics) if not name.startswith("_")]
-        assert len(events) == 6
+        assert len(events) == 7
         for name in events:
             assert getattr(PrometheusMetrics, name) is not getattr(Metrics, name), name
 
@@ -266,7 +284,7 @@ def count_in_child(path: str, parent: PrometheusMetrics, times: int) -> None:
     assert metrics is not parent, "the child counts in metrics of its own"
     assert metrics_in(path) is metrics
     for _ in range(times):
-        metrics.task_ended(a_task(), Success("{}"), 0.5)
+        ended(metrics, a_task(), Success("{}"), 0.5)
         metrics.heartbeat(a_task(), "sent")
     metrics.process_restarted("crashed")
 
@@ -275,14 +293,14 @@ class TestProcesses:
     def test_the_counts_of_another_process_add_up(self, directory: MetricsDirectory) -> None:
         parent = metrics_in(directory.path)
         assert metrics_in(directory.path) is parent
-        parent.task_ended(a_task(), Success("{}"), 0.5)
+        ended(parent, a_task(), Success("{}"), 0.5)
         parent.heartbeat(a_task(), "sent")
         context = multiprocessing.get_context("fork")
         child = context.Process(target=count_in_child, args=(directory.path, parent, 4))
         child.start()
         child.join(30)
         assert child.exitcode == 0
-        parent.task_ended(a_task(), Success("{}"), 0.5)
+        ended(parent, a_task(), Success("{}"), 0.5)
         assert len(os.listdir(directory.path)) >= 4, "counters and histograms of both"
         tasks = key("sfn_activities_tasks_total", activity="it-Echo", outcome="succeeded")
         beats = key("sfn_activities_heartbeats_total", activity="it-Echo", result="sent")
@@ -315,11 +333,11 @@ class TestNeverRaises:
         self, directory: MetricsDirectory
     ) -> None:
         metrics = PrometheusMetrics()
-        metrics.task_ended(a_task(), Success("{}"), 0.1)
+        ended(metrics, a_task(), Success("{}"), 0.1)
         directory.remove()
         assert not os.path.exists(directory.path)
-        metrics.task_ended(a_task(), Success("{}"), 0.1)
-        metrics.task_ended(a_task(JUDGE_ARN), Failure("ValueError"), 0.1)
+        ended(metrics, a_task(), Success("{}"), 0.1)
+        ended(metrics, a_task(JUDGE_ARN), Failure("ValueError"), 0.1)
         metrics.polled(ECHO_ARN, "empty")
 
     def test_a_count_that_fails_is_dropped_and_logged_once(
@@ -333,7 +351,7 @@ class TestNeverRaises:
         with caplog.at_level(logging.DEBUG, logger="activities._prometheus"):
             metrics.polled(ECHO_ARN, "empty")
             metrics.task_started(a_task())
-            metrics.task_ended(a_task(), Failure("ValueError"), 0.1)
+            ended(metrics, a_task(), Failure("ValueError"), 0.1)
             metrics.heartbeat(a_task(), "sent")
             metrics.delivery_retried(a_task())
             metrics.process_restarted("crashed")
