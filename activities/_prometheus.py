@@ -4,8 +4,11 @@ Needs ``prometheus_client`` (``pip install 'sfn-activities[prometheus]'``), in i
 multiprocess mode: every process of the worker (task processes, the worker's own)
 counts in files of its own under the worker's :class:`MetricsDirectory`, which
 :func:`exposition` adds up at each scrape, so that processes that ended or were replaced
-still count. What the worker knows at any moment (slots busy and free, tasks running and
-waiting) is read from its shared state at the scrape instead (:class:`LiveMetrics`).
+still count; the files of a process that ended are added into one file of ended
+processes' counts (:meth:`MetricsDirectory.process_ended`), so that the directory does
+not grow with every process a worker replaces over weeks. What the worker knows at any
+moment (slots busy and free, tasks running and waiting) is read from its shared state at
+the scrape instead (:class:`LiveMetrics`).
 
 The metrics and their labels are listed in ``docs/operations.md``.
 """
@@ -17,9 +20,17 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    mmap_dict,
+    values,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
@@ -59,6 +70,16 @@ WAIT_BUCKETS += (10, 30, 60, float("inf"))
 
 _NAMESPACE = "sfn_activities"
 
+#: The kinds of metric files whose values add up across processes.
+_SUMMED = ("counter", "histogram", "summary")
+
+#: The name, in place of a pid, of the files that hold the counts of ended processes.
+_ENDED = "ended"
+
+#: prometheus_client's file of one process's values (the format its collector reads);
+#: untyped.
+_Values: Any = mmap_dict.MmapedDict
+
 
 class MetricsDirectory:
     """The worker's own multiprocess directory: made at start, removed at stop.
@@ -69,6 +90,8 @@ class MetricsDirectory:
 
     def __init__(self) -> None:
         self.path = tempfile.mkdtemp(prefix="sfn-activities-metrics-")
+        #: Held while the files are read (a scrape) or merged (a process ended).
+        self.lock = threading.Lock()
         self._previous: tuple[str | None, type] | None = None
 
     def use(self) -> None:
@@ -94,8 +117,27 @@ class MetricsDirectory:
         shutil.rmtree(self.path, ignore_errors=True)
 
     def process_ended(self, pid: int) -> None:
-        """Drop the live gauges (the user's) of a process that ended."""
-        mark_process_dead(pid, self.path)  # type: ignore[no-untyped-call]
+        """Add the counts of a process that ended into those of ended processes.
+
+        Its counters and histograms go into one file per kind (``counter_ended.db``,
+        ``histogram_ended.db``), under the lock a scrape holds, so that no scrape counts
+        them twice or not at all; its live gauges (the user's) are dropped. Gauges of
+        other modes stay, one series per process, as ``prometheus_client`` keeps them.
+        """
+        with self.lock:
+            mark_process_dead(pid, self.path)  # type: ignore[no-untyped-call]
+            for kind in _SUMMED:
+                ended = os.path.join(self.path, f"{kind}_{pid}.db")
+                if not os.path.exists(ended):
+                    continue
+                archive = _Values(os.path.join(self.path, f"{kind}_{_ENDED}.db"))
+                try:
+                    for key, value, _, _ in _Values.read_all_values_from_file(ended):
+                        total, _ = archive.read_value(key)
+                        archive.write_value(key, total + value, 0.0)
+                finally:
+                    archive.close()
+                os.remove(ended)
 
 
 class PrometheusMetrics(Metrics):
@@ -288,7 +330,8 @@ def exposition(directory: MetricsDirectory, live: Collector) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     MultiProcessCollector(registry, path=directory.path)  # type: ignore[no-untyped-call]
     registry.register(live)
-    return generate_latest(registry)
+    with directory.lock:
+        return generate_latest(registry)
 
 
 _in_this_process: dict[tuple[str, int], PrometheusMetrics] = {}

@@ -311,8 +311,24 @@ class TestProcesses:
         assert found[beats] == 1 + 4
         assert found[restarts] == 1
         assert found[count] == 2 + 4
-        directory.process_ended(child.pid or 0)
+        assert child.pid is not None
+        directory.process_ended(child.pid)
         assert scrape(directory) == found, "an ended process's counts still count"
+        names = os.listdir(directory.path)
+        assert f"counter_{child.pid}.db" not in names, "added into the ended processes' file"
+        assert {"counter_ended.db", "histogram_ended.db"} <= set(names)
+
+        second = context.Process(target=count_in_child, args=(directory.path, parent, 3))
+        second.start()
+        second.join(30)
+        assert second.exitcode == 0
+        assert second.pid is not None
+        directory.process_ended(second.pid)
+        found = scrape(directory)
+        assert found[tasks] == 2 + 4 + 3
+        assert found[count] == 2 + 4 + 3
+        assert found[restarts] == 2
+        assert len(os.listdir(directory.path)) == len(names), "no file more per ended process"
 
     def test_metrics_of_a_directory_are_those_counted_in_it(
         self, directory: MetricsDirectory
