@@ -325,3 +325,47 @@ def _status(address: tuple[str, int], path: str) -> int | None:
         return get(address, path)[0]
     except OSError:
         return None
+
+
+def test_recycled_processes_still_count_and_leave_no_files(
+    bench_endpoint: str, tmp_path: Path
+) -> None:
+    """A process replaced every 3 tasks: exact totals, and a directory that does not grow."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = ("127.0.0.1", port)
+    environment = {**bench_environment(bench_endpoint), "TMPDIR": str(tmp_path)}
+    command = [sys.executable, "-m", "activities", "worker", "tests.metrics_workload"]
+    command += ["--processes", "2", "--max-tasks-per-process", "3"]
+    command += ["--metrics-port", str(port), "--log-level", "WARNING"]
+    worker = subprocess.Popen(command, cwd=ROOT, env=environment)
+    try:
+        assert wait_until(lambda: _status(address, "/readyz") == 200), "never ready"
+        load(bench_endpoint, 30, verdict="ok")
+        assert wait_until(lambda: completed(bench_endpoint) == 30)
+        assert wait_until(
+            lambda: counted(address, TASKS, activity=JUDGE, outcome="succeeded") == 30
+        )
+        assert wait_until(
+            lambda: (
+                counted(address, "sfn_activities_process_restarts_total", reason="recycled") >= 8
+            )
+        )
+        (directory,) = tmp_path.glob("sfn-activities-metrics-*")
+
+        def owners() -> set[str]:
+            """Whose files the directory holds: pids, and "ended" for ended processes."""
+            return {name.rpartition("_")[2].removesuffix(".db") for name in os.listdir(directory)}
+
+        # The worker's own process and the two task processes alive (a replacement may
+        # be on its way), and the ended ones' file.
+        assert wait_until(lambda: len(owners() - {"ended"}) <= 3), sorted(owners())
+        assert "ended" in owners()
+        assert counted(address, "sfn_activities_task_duration_seconds_count", activity=JUDGE) == 30
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+    finally:
+        if running(worker.pid):
+            worker.kill()
+        worker.wait()
