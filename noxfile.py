@@ -55,6 +55,13 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def claimcheck(session: nox.Session) -> None:
+    """Measure a task process's memory while 50 MB go through the claim-check transport."""
+    session.install(".")
+    session.run("python", "-m", "benchmarks.claimcheck", *session.posargs)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation, failing on any warning (broken links, bad references)."""
     install_group(session, "docs")

@@ -102,7 +102,7 @@ def _execute(activity: Activity, task: Task, heartbeat: Heartbeat) -> Outcome:  
         return Cancelled(heartbeat.cancelled.message)
     try:
         return success_from_result(activity._serialize_result, result)
-    except ActivityError as exc:
+    except Exception as exc:  # noqa: BLE001 - an ActivityError, or a transport's named error
         return failure_from_exception(exc)
 
 

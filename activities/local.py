@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
 
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_stepfunctions import SFNClient
 
 __all__ = [
@@ -90,6 +91,9 @@ STOP_TIMEOUT = 10.0
 #: The account, Region and credentials LocalStack accepts.
 ACCOUNT_ID = "000000000000"
 REGION = "us-east-1"
+
+#: The services LocalStack runs: Step Functions, and S3 for the claim-check transport.
+SERVICES = ("stepfunctions", "s3")
 ACCESS_KEY_ID = "test"
 SECRET_ACCESS_KEY = "test"  # noqa: S105 - LocalStack's fixed stand-in
 
@@ -224,6 +228,15 @@ class LocalStepFunctions:
         """A Step Functions client for this endpoint (see :func:`~activities.make_client`)."""
         return local_client(self.endpoint_url, **kwargs)
 
+    def s3_client(self) -> S3Client:
+        """An S3 client for this endpoint (LocalStack serves S3 too, for claim checks)."""
+        session = boto3.Session(
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+            region_name=REGION,
+        )
+        return session.client("s3", endpoint_url=self.endpoint_url)
+
     def client_factory(self, **kwargs: Any) -> Callable[[], SFNClient]:
         """A picklable function that makes clients like :meth:`client`, for worker processes.
 
@@ -246,7 +259,7 @@ class LocalStepFunctions:
         env = {
             **os.environ,
             "GATEWAY_LISTEN": f"127.0.0.1:{self.port}",
-            "SERVICES": "stepfunctions",
+            "SERVICES": ",".join(SERVICES),
             "EAGER_SERVICE_LOADING": "1",
             "DISABLE_EVENTS": "1",
             "SKIP_SSL_CERT_DOWNLOAD": "1",
@@ -281,19 +294,20 @@ class LocalStepFunctions:
             assert self._process is not None  # noqa: S101 - start() set it
             if self._process.poll() is not None:
                 self._fail(f"LocalStack exited at start with code {self._process.returncode}")
-            if self._stepfunctions_ready():
+            if self._services_ready():
                 return
             time.sleep(0.2)
         self._fail(f"Step Functions was not ready within {self.startup_timeout:.0f} s")
 
-    def _stepfunctions_ready(self) -> bool:
+    def _services_ready(self) -> bool:
         url = f"{self.endpoint_url}/_localstack/health"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our loopback URL
                 health = json.load(response)
         except (OSError, urllib.error.URLError, ValueError):
             return False
-        return health.get("services", {}).get("stepfunctions") in {"running", "available"}
+        states = health.get("services", {})
+        return all(states.get(service) in {"running", "available"} for service in SERVICES)
 
     def _fail(self, reason: str) -> None:
         log = self.log_path.read_text(errors="replace")[-3000:] if self.log_path else ""

@@ -193,10 +193,14 @@ def success_from_result(serialize: Callable[[Any], str], result: Any) -> Success
     Raises:
         SerializationError: ``serialize`` failed; the message says why.
         ResultTooLarge: the output exceeds :data:`MAX_OUTPUT_BYTES` UTF-8 bytes.
+        Exception: an exception of ``serialize``'s that names its Step Functions error
+            (an ``error`` attribute, e.g. ``transport.S3ClaimCheckError``), as it is.
     """
     try:
         output: object = serialize(result)
     except Exception as exc:
+        if _names_its_error(exc):
+            raise
         msg = f"the result of type {type(result).__name__} cannot be serialized: {exc}"
         raise SerializationError(msg) from exc
     if not isinstance(output, str):
@@ -215,6 +219,11 @@ def success_from_result(serialize: Callable[[Any], str], result: Any) -> Success
         )
         raise ResultTooLarge(msg, size=size, limit=MAX_OUTPUT_BYTES)
     return Success(output)
+
+
+def _names_its_error(exc: Exception) -> bool:
+    error = getattr(exc, "error", None)
+    return isinstance(error, str) and bool(error)
 
 
 def refused_output(refusal: Exception) -> Failure:
