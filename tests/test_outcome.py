@@ -4,10 +4,18 @@ import functools
 import json
 import logging
 import traceback
+from typing import TYPE_CHECKING
 
 import pytest
 
-from activities import ActivityError, Failure, ResultTooLarge, SerializationError, Success
+from activities import (
+    Activity,
+    ActivityError,
+    Failure,
+    ResultTooLarge,
+    SerializationError,
+    Success,
+)
 from activities.outcome import (
     MAX_CAUSE_LENGTH,
     MAX_ERROR_LENGTH,
@@ -15,6 +23,10 @@ from activities.outcome import (
     failure_from_exception,
     success_from_result,
 )
+from transport import EncodeError, Transport
+
+if TYPE_CHECKING:
+    from activities.testing import ActivityEnvironment
 
 
 def raised(exc: BaseException) -> BaseException:
@@ -179,3 +191,45 @@ class TestSuccess:
         """Output that is not valid Unicode could not be sent: it fails clearly instead."""
         with pytest.raises(SerializationError, match="not valid Unicode"):
             success_from_result(lambda result: '"\ud800"', 1)
+
+
+class Unstorable(EncodeError):
+    """An error of a transport's that names its Step Functions error."""
+
+    error = "storage.Unavailable"
+
+
+def test_an_encoding_error_that_names_itself_keeps_its_name() -> None:
+    def serialize(_: object) -> str:
+        raise Unstorable("no room")
+
+    with pytest.raises(Unstorable):
+        success_from_result(serialize, 1)
+
+
+def test_other_encoding_errors_are_serialization_errors() -> None:
+    def serialize(_: object) -> str:
+        raise ValueError("no room")
+
+    with pytest.raises(SerializationError, match="no room"):
+        success_from_result(serialize, 1)
+
+
+def test_a_task_fails_with_the_name_an_encoding_error_gives(env: ActivityEnvironment) -> None:
+    class Store(Transport):
+        def encode(self, value: object) -> str:
+            raise Unstorable("no room for the result")
+
+        def decode(self, data: str) -> object:
+            return json.loads(data)
+
+    class Save(Activity):
+        transport = Store()
+
+        def run(self) -> int:
+            return 1
+
+    report = env.run(Save)
+    assert report.error == "storage.Unavailable"
+    assert report.cause is not None
+    assert "no room for the result" in report.cause
