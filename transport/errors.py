@@ -7,7 +7,9 @@
     +-- EncodeError        Python values could not be turned into data
 
 ``transport`` is independent of ``activities``; the worker maps these to task failures
-(``activities.InvalidInput`` and ``activities.SerializationError``) at its boundary.
+(``activities.InvalidInput`` and ``activities.SerializationError``) at its boundary. An
+``EncodeError`` with an ``error`` attribute (a Step Functions error name, such as
+``transport.S3ClaimCheckError``'s) fails the task with that name instead.
 """
 
 from __future__ import annotations
