@@ -10,6 +10,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import botocore.awsrequest
+import botocore.retries.standard
 import pytest
 
 from activities import Activity, Worker
@@ -333,6 +334,56 @@ class TestFailures:
 
 def _no_client() -> S3Client:
     pytest.fail("S3 was called")
+
+
+class TestRetries:
+    def test_throttling_is_retried(
+        self,
+        local_sfn: LocalStepFunctions,
+        bucket: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """S3 answers 503 SlowDown six times: the transport's own client retries past it."""
+        for name, value in local_sfn.environment().items():
+            monkeypatch.setenv(name, value)
+        # botocore's backoff would take up to a minute: no waiting between attempts here.
+        monkeypatch.setattr(botocore.retries.standard.ExponentialBackoff, "delay_amount", _now)
+        transport = S3ClaimCheck(bucket, threshold=10)  # boto3's chain: its own client
+        reference = transport.encode("t" * 100)
+        answered: list[int] = []
+
+        def slow_down(request: Any, **_: Any) -> Any:
+            if request.method != "GET" or len(answered) >= 6:
+                return None
+            answered.append(503)
+            body = b"<Error><Code>SlowDown</Code><Message>Reduce your rate.</Message></Error>"
+            return botocore.awsrequest.AWSResponse(request.url, 503, {}, _Raw(body))
+
+        client = transport.client()
+        client.meta.events.register("before-send.s3", slow_down)
+        try:
+            assert transport.decode(reference) == "t" * 100
+        finally:
+            client.meta.events.unregister("before-send.s3", slow_down)
+        assert answered == [503] * 6, "more than botocore's default 4 retries"
+
+
+def _now(*_: Any) -> float:
+    return 0.0
+
+
+class _Raw:
+    """The raw body of a made-up HTTP response."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_: Any) -> Any:
+        yield self._body
+
+    def read(self, *_: Any) -> bytes:
+        body, self._body = self._body, b""
+        return body
 
 
 class Big(Activity):
