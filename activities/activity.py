@@ -161,6 +161,16 @@ class Activity:
                     f"it has no {method}() method (subclass transport.Transport)"
                 )
                 raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="transport")
+        run = inspect.unwrap(cls.__dict__.get("run", _no_run))
+        if isinstance(run, staticmethod | classmethod):
+            run = run.__func__
+        if inspect.iscoroutinefunction(run) or inspect.isasyncgenfunction(run):
+            msg = (
+                f"{cls.__qualname__}.run is async: async activities are not supported yet "
+                f"(its coroutine would never be awaited); define run() with def, and call "
+                f"asyncio.run() inside it if the work is async"
+            )
+            raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="run")
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Do the work of one task; override it. The return value is the task's output."""
@@ -246,6 +256,10 @@ class Activity:
     def _is_generator(cls) -> bool:
         """Whether ``run()`` is a generator function, whose every ``yield`` is a heartbeat."""
         return inspect.isgeneratorfunction(cls.run)
+
+
+def _no_run() -> None:
+    """What a class that does not define ``run`` has of its own: nothing async."""
 
 
 #: The type of the function a :class:`FunctionActivity` runs.

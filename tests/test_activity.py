@@ -219,3 +219,35 @@ class TestTaskContext:
         assert "password" not in repr(task)
         assert "x" * 20 not in repr(task)
         assert task.token_prefix == "secret-token"
+
+
+class TestAsyncRun:
+    """Until async activities are served, an async run() is refused when the class is made."""
+
+    def test_async_def_run_is_refused(self) -> None:
+        with pytest.raises(ActivityDefinitionError, match=r"Fetch\.run is async") as info:
+
+            class Fetch(Activity):
+                async def run(self, url: str) -> str:
+                    return url
+
+        assert info.value.setting == "run"
+        assert "asyncio.run()" in str(info.value)
+
+    def test_an_async_generator_run_is_refused(self) -> None:
+        with pytest.raises(ActivityDefinitionError, match="is async"):
+
+            class Stream(Activity):
+                async def run(self) -> Any:
+                    yield 1
+
+    def test_a_sync_run_and_its_subclasses_are_made(self) -> None:
+
+        class Plain(Activity):
+            def run(self) -> int:
+                return 1
+
+        class Child(Plain):
+            pass
+
+        assert Child().run() == 1
