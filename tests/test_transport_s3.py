@@ -138,10 +138,51 @@ class TestReference:
         """A retried task writes no second copy; other bytes, another key."""
         transport = claim_check(s3, bucket, threshold=10)
         first = transport.encode(["a"] * 100)
-        assert transport.encode(["a"] * 100) == first
+        with recorded(s3) as sent:
+            assert transport.encode(["a"] * 100) == first
+        assert [operation for operation, _ in sent] == ["HeadObject"], "found, not sent again"
         assert len(keys(s3, bucket)) == 1
         assert transport.encode(["b"] * 100) != first
         assert len(keys(s3, bucket)) == 2
+
+    def test_an_object_another_tool_wrote_is_taken_as_it_is(
+        self, s3: S3Client, bucket: str
+    ) -> None:
+        """Without the metadata, the key (its digest) and the size say it is the same bytes."""
+        transport = claim_check(s3, bucket, threshold=10)
+        data = JSONTransport().encode(["f"] * 100).encode()
+        key = transport.reference(data)[REFERENCE_KEY]["key"]
+        s3.put_object(Bucket=bucket, Key=key, Body=data)
+        reference = transport.encode(["f"] * 100)
+        assert json.loads(reference)[REFERENCE_KEY]["key"] == key
+        assert transport.decode(reference) == ["f"] * 100
+
+    def test_map_output_references_are_resolved(self, s3: S3Client, bucket: str) -> None:
+        """A Map or Parallel state's output is an array of the references its items made."""
+        transport = claim_check(s3, bucket, threshold=10)
+        items = [json.loads(transport.encode(f"{n}" * 100)) for n in range(3)]
+        assert transport.decode(json.dumps([*items, "small"])) == [
+            "0" * 100,
+            "1" * 100,
+            "2" * 100,
+            "small",
+        ]
+        deeper = {"outer": {"inner": items[0]}}
+        assert transport.decode(json.dumps(deeper)) == deeper, "two levels down: left as is"
+
+    def test_a_multipart_round_trip(self, s3: S3Client, bucket: str) -> None:
+        """Over 8 MiB: uploaded and read in parts, every part with its settings."""
+        transport = claim_check(s3, bucket, threshold=10, sse="AES256")
+        value = "m" * (20 * 2**20)
+        with recorded(s3) as sent:
+            reference = transport.serialize_result(value)
+            assert transport.deserialize_result(reference) == value
+        operations = [operation for operation, _ in sent]
+        assert "CreateMultipartUpload" in operations
+        assert operations.count("UploadPart") == 3
+        assert operations.count("GetObject") >= 3, "ranged reads"
+        key = json.loads(reference)[REFERENCE_KEY]["key"]
+        assert s3.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "AES256"
 
     def test_an_object_is_never_overwritten_with_other_bytes(
         self, s3: S3Client, bucket: str
@@ -169,7 +210,7 @@ class TestReference:
         transport = claim_check(s3, bucket, threshold=10)
         reference = json.loads(transport.serialize_result({"text": "w" * 1000}))
         assert resolve(reference, client=s3) == {"text": "w" * 1000}
-        assert S3ClaimCheck.resolve(reference, client=s3) == {"text": "w" * 1000}
+        assert transport.resolve(reference) == {"text": "w" * 1000}
         assert resolve({"not": "a reference"}, client=s3) == {"not": "a reference"}
         assert resolve([1, 2], client=s3) == [1, 2]
 
@@ -214,9 +255,9 @@ class TestSettings:
 
     def test_every_call_names_the_expected_bucket_owner(self, s3: S3Client, bucket: str) -> None:
         """S3 refuses a bucket of another account (LocalStack does not check it)."""
-        sent = record_calls(s3)
         transport = claim_check(s3, bucket, threshold=10, expected_bucket_owner=ACCOUNT)
-        assert transport.decode(transport.encode("o" * 100)) == "o" * 100
+        with recorded(s3) as sent:
+            assert transport.decode(transport.encode("o" * 100)) == "o" * 100
         operations = {operation for operation, _ in sent}
         assert {"HeadObject", "PutObject", "GetObject"} <= operations
         assert all(params.get("ExpectedBucketOwner") == ACCOUNT for _, params in sent)
@@ -262,15 +303,19 @@ class TestSettings:
         assert len(made) == 2
 
 
-def record_calls(s3: S3Client) -> list[tuple[str, dict[str, Any]]]:
-    """The operations and parameters of the calls ``s3`` makes from now on."""
+@contextlib.contextmanager
+def recorded(s3: S3Client) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """The operations and parameters of the calls ``s3`` makes while the block runs."""
     sent: list[tuple[str, dict[str, Any]]] = []
 
     def record(params: dict[str, Any], model: Any, **_: Any) -> None:
         sent.append((model.name, dict(params)))
 
     s3.meta.events.register("provide-client-params.s3", record)
-    return sent
+    try:
+        yield sent
+    finally:
+        s3.meta.events.unregister("provide-client-params.s3", record)
 
 
 @contextlib.contextmanager
@@ -328,7 +373,31 @@ class TestFailures:
     )
     def test_a_bad_reference_is_refused_before_any_download(self, fields: dict[str, Any]) -> None:
         transport = S3ClaimCheck("b", client=_no_client)
-        with pytest.raises(DecodeError):
+        with pytest.raises(DecodeError, match=r"claim-check reference|encoding 'x'"):
+            transport.decode(json.dumps({REFERENCE_KEY: fields}))
+        with pytest.raises(DecodeError, match=r"claim-check reference|encoding 'x'"):
+            transport.decode(json.dumps({"document": {REFERENCE_KEY: fields}}))
+
+    def test_an_object_not_in_its_encoding_names_it(self, s3: S3Client, bucket: str) -> None:
+        data = b"not json"
+        transport = claim_check(s3, bucket, threshold=10)
+        fields = transport.reference(data)[REFERENCE_KEY]
+        s3.put_object(Bucket=bucket, Key=fields["key"], Body=data)
+        with pytest.raises(DecodeError, match=f"s3://{bucket}/.* is not valid in its encoding"):
+            transport.decode(json.dumps({REFERENCE_KEY: fields}))
+        with pytest.raises(DecodeError, match=f"s3://{bucket}/.* is not valid in its encoding"):
+            resolve({REFERENCE_KEY: fields}, client=s3)
+
+    def test_a_client_that_cannot_be_made_names_the_object(self, bucket: str) -> None:
+        def broken() -> S3Client:
+            msg = "no credentials here"
+            raise RuntimeError(msg)
+
+        transport = S3ClaimCheck(bucket, client=broken, threshold=10)
+        with pytest.raises(S3ClaimCheckError, match=f"s3://{bucket}/.*no credentials here"):
+            transport.encode("n" * 100)
+        fields = transport.reference(b'"x"')[REFERENCE_KEY]
+        with pytest.raises(DecodeError, match=f"s3://{bucket}/.*no credentials here"):
             transport.decode(json.dumps({REFERENCE_KEY: fields}))
 
 
@@ -346,6 +415,9 @@ class TestRetries:
         """S3 answers 503 SlowDown six times: the transport's own client retries past it."""
         for name, value in local_sfn.environment().items():
             monkeypatch.setenv(name, value)
+        # Only S3 is pointed at LocalStack, as boto3's chain allows (AWS_ENDPOINT_URL_S3).
+        monkeypatch.delenv("AWS_ENDPOINT_URL")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", local_sfn.endpoint_url)
         # botocore's backoff would take up to a minute: no waiting between attempts here.
         monkeypatch.setattr(botocore.retries.standard.ExponentialBackoff, "delay_amount", _now)
         transport = S3ClaimCheck(bucket, threshold=10)  # boto3's chain: its own client
@@ -365,7 +437,7 @@ class TestRetries:
             assert transport.decode(reference) == "t" * 100
         finally:
             client.meta.events.unregister("before-send.s3", slow_down)
-        assert answered == [503] * 6, "more than botocore's default 4 retries"
+        assert answered == [503] * 6, "all six answered: more than botocore's default retries"
 
 
 def _now(*_: Any) -> float:

@@ -24,6 +24,7 @@ import io
 import json
 import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from transport.base import Transport
@@ -154,6 +155,8 @@ class S3ClaimCheck(Transport):
         self._client_factory = client
         self._clients: dict[int, S3Client] = {}
         self._lock = threading.Lock()
+        this = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _forked(this))
 
     def __repr__(self) -> str:
         return (
@@ -189,22 +192,14 @@ class S3ClaimCheck(Transport):
         return json.dumps(self._put(data), separators=(",", ":"))
 
     def decode(self, data: str) -> Any:
-        """Decode ``data``; a reference in it (the whole, or a top-level key's value) is fetched.
+        """Decode ``data``; the references in it are fetched (see :func:`resolve_within`).
 
         Raises:
             DecodeError: the data is not valid, or a reference cannot be resolved (the
-                object is missing, its digest differs, access is denied); the message
-                names the object.
+                object is missing, of another size or digest, not readable, or not valid
+                in its encoding); the message names the object.
         """
-        value = self.inner.decode(data)
-        if is_reference(value):
-            return self._get(value)
-        if isinstance(value, dict) and any(is_reference(field) for field in value.values()):
-            return {
-                name: self._get(field) if is_reference(field) else field
-                for name, field in value.items()
-            }
-        return value
+        return resolve_within(self.inner.decode(data), self._get)
 
     # -- S3 -----------------------------------------------------------------------------
 
@@ -217,6 +212,17 @@ class S3ClaimCheck(Transport):
                 factory = self._client_factory or _default_client
                 client = self._clients[pid] = factory()
             return client
+
+    def resolve(self, value: Any) -> Any:
+        """What ``value`` stands for, its references fetched with this transport's settings.
+
+        As :meth:`decode` does with an input, for a value decoded already (see
+        :func:`resolve_within`); the module's :func:`resolve` needs no transport.
+
+        Raises:
+            DecodeError: a reference cannot be resolved; the message names the object.
+        """
+        return resolve_within(value, self._get)
 
     def reference(self, data: bytes) -> dict[str, Any]:
         """The reference of ``data`` as this transport stores it (nothing is written)."""
@@ -232,14 +238,32 @@ class S3ClaimCheck(Transport):
             }
         }
 
+    def _forked(self) -> None:
+        """In a child made by ``os.fork()``: a lock no thread holds, no client of the parent."""
+        self._lock = threading.Lock()
+        self._clients = {}
+
     def _put(self, data: bytes) -> dict[str, Any]:
-        """Store ``data`` under its digest unless it is there already; its reference."""
+        """Store ``data`` under its digest unless it is there already; its reference.
+
+        Raises:
+            S3ClaimCheckError: it could not be stored; the message names the object.
+        """
+        reference = self.reference(data)
+        where = f"s3://{self.bucket}/{reference[REFERENCE_KEY]['key']}"
+        try:
+            self._store(data, reference[REFERENCE_KEY])
+        except S3ClaimCheckError:
+            raise
+        except Exception as exc:  # botocore's, s3transfer's, a client factory's
+            msg = f"cannot store the result at {where}: {_said(exc)}"
+            raise S3ClaimCheckError(msg) from exc
+        return reference
+
+    def _store(self, data: bytes, fields: dict[str, Any]) -> None:
         import botocore.exceptions  # noqa: PLC0415 - boto3 is needed only here
 
-        reference = self.reference(data)
-        fields = reference[REFERENCE_KEY]
         key, digest = fields["key"], fields["sha256"]
-        where = f"s3://{self.bucket}/{key}"
         client = self.client()
         owner: dict[str, Any] = _owner(self.expected_bucket_owner)
         try:
@@ -247,18 +271,14 @@ class S3ClaimCheck(Transport):
         except botocore.exceptions.ClientError as exc:
             # Without s3:ListBucket, S3 answers a missing key with 403: upload all the same.
             if _code(exc) not in {"404", "NoSuchKey", "NotFound", "403", "AccessDenied"}:
-                msg = f"cannot store the result at {where}: {_said(exc)}"
-                raise S3ClaimCheckError(msg) from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            msg = f"cannot store the result at {where}: {exc}"
-            raise S3ClaimCheckError(msg) from exc
+                raise
         else:
             there = found.get("Metadata", {}).get("sha256")
-            if found.get("ContentLength") == len(data) and there == digest:
-                return reference  # stored already, by an earlier attempt or another task
+            if found.get("ContentLength") == len(data) and there in (digest, None):
+                return  # stored already (by an earlier attempt, another task, another tool)
             msg = (
-                f"{where} holds other bytes than its name says (sha256 {there!r}); "
-                "it is not overwritten"
+                f"s3://{self.bucket}/{key} holds other bytes than its name says "
+                f"({found.get('ContentLength')} bytes, sha256 {there!r}); it is not overwritten"
             )
             raise S3ClaimCheckError(msg)
         extra: dict[str, Any] = {
@@ -270,32 +290,22 @@ class S3ClaimCheck(Transport):
             extra["ServerSideEncryption"] = self.sse
         if self.kms_key_id is not None:
             extra["SSEKMSKeyId"] = self.kms_key_id
-        try:
-            client.upload_fileobj(
-                io.BytesIO(data), self.bucket, key, ExtraArgs=extra, Config=_transfers()
-            )
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            msg = f"cannot store the result at {where}: {_said(exc)}"
-            raise S3ClaimCheckError(msg) from exc
-        except Exception as exc:  # s3transfer wraps errors of its own threads
-            msg = f"cannot store the result at {where}: {exc}"
-            raise S3ClaimCheckError(msg) from exc
-        return reference
+        client.upload_fileobj(
+            io.BytesIO(data), self.bucket, key, ExtraArgs=extra, Config=_transfers()
+        )
 
     def _get(self, reference: dict[str, Any]) -> Any:
         fields = reference[REFERENCE_KEY]
         mine = fields.get("encoding") == self.encoding
         decode = self.inner.decode if mine else _decoder(fields)
         where = _Where.of(fields)
-        data = fetch(self.client(), where, expected_bucket_owner=self.expected_bucket_owner)
-        return decode(_text(data, where))
-
-    @staticmethod
-    def resolve(
-        value: Any, *, client: S3Client | None = None, expected_bucket_owner: str | None = None
-    ) -> Any:
-        """The value a reference stands for; any other value as it is (see :func:`resolve`)."""
-        return resolve(value, client=client, expected_bucket_owner=expected_bucket_owner)
+        try:
+            client = self.client()
+        except Exception as exc:  # a client factory's, botocore's (region, profile)
+            msg = f"cannot read {where}: {exc}"
+            raise DecodeError(msg) from exc
+        data = fetch(client, where, expected_bucket_owner=self.expected_bucket_owner)
+        return _decoded(decode, _text(data, where), where)
 
 
 def is_reference(value: object) -> bool:
@@ -305,13 +315,30 @@ def is_reference(value: object) -> bool:
     )
 
 
+def resolve_within(value: Any, get: Callable[[dict[str, Any]], Any]) -> Any:
+    """``value`` with its references replaced by what ``get`` makes of them.
+
+    A reference is resolved as the whole value, or as an item of it one level down: the
+    value of a top-level key of an object (a state's ``Parameters`` such as
+    ``{"document.$": "$.result"}``) or an element of an array (the output of a ``Map``
+    or ``Parallel`` state). A reference deeper is left as it is.
+    """
+    if is_reference(value):
+        return get(value)
+    if isinstance(value, dict) and any(is_reference(item) for item in value.values()):
+        return {name: get(item) if is_reference(item) else item for name, item in value.items()}
+    if isinstance(value, list) and any(is_reference(item) for item in value):
+        return [get(item) if is_reference(item) else item for item in value]
+    return value
+
+
 def resolve(
     value: Any,
     *,
     client: S3Client | None = None,
     expected_bucket_owner: str | None = None,
 ) -> Any:
-    """The value a reference stands for; any other value as it is.
+    """What ``value`` stands for, its references fetched (see :func:`resolve_within`).
 
     For code that has only ``transport`` and boto3 (a Lambda function, a script)::
 
@@ -319,20 +346,29 @@ def resolve(
         document = resolve(event)      # the reference an activity returned
 
     Args:
-        value: a reference, or any other value (returned unchanged).
-        client: the S3 client to read with; boto3's usual chain by default.
+        value: a reference, a value that holds some, or any other value (returned as it
+            is).
+        client: the S3 client to read with; boto3's usual chain by default, made once
+            per process.
         expected_bucket_owner: the account that must own the bucket.
 
     Raises:
-        DecodeError: the reference cannot be resolved; the message names the object.
+        DecodeError: a reference cannot be resolved; the message names the object.
     """
-    if not is_reference(value):
-        return value
-    fields = value[REFERENCE_KEY]
-    decode = _decoder(fields)
-    where = _Where.of(fields)
-    data = fetch(client or _default_client(), where, expected_bucket_owner=expected_bucket_owner)
-    return decode(_text(data, where))
+
+    def get(reference: dict[str, Any]) -> Any:
+        fields = reference[REFERENCE_KEY]
+        decode = _decoder(fields)
+        where = _Where.of(fields)
+        try:
+            reader = client or _shared_client()
+        except Exception as exc:  # botocore's (region, profile)
+            msg = f"cannot read {where}: {exc}"
+            raise DecodeError(msg) from exc
+        data = fetch(reader, where, expected_bucket_owner=expected_bucket_owner)
+        return _decoded(decode, _text(data, where), where)
+
+    return resolve_within(value, get)
 
 
 class _Where:
@@ -351,58 +387,89 @@ class _Where:
         Raises:
             DecodeError: a field is missing or of the wrong type, or the version unknown.
         """
-        try:
-            version = fields["version"]
-            bucket, key = str(fields["bucket"]), str(fields["key"])
-            size, digest = int(fields["size"]), str(fields["sha256"])
-        except (KeyError, TypeError, ValueError):
+        version = fields.get("version")
+        names = (fields.get("bucket"), fields.get("key"), fields.get("sha256"))
+        size = fields.get("size")
+        if not all(isinstance(name, str) and name for name in names) or type(size) is not int:
             msg = f"a claim-check reference needs version, bucket, key, size and sha256: {fields!r}"
-            raise DecodeError(msg) from None
-        if version != REFERENCE_VERSION:
+            raise DecodeError(msg)
+        if type(version) is not int or version != REFERENCE_VERSION:
             msg = f"claim-check reference version {version!r} is unknown: {REFERENCE_VERSION} is"
             raise DecodeError(msg)
+        bucket, key, digest = (str(name) for name in names)
         return cls(bucket, key, size, digest)
 
 
 def fetch(client: S3Client, where: _Where, *, expected_bucket_owner: str | None) -> memoryview:
     """Download the object ``where`` names, checked against its size and digest.
 
-    A view of the downloaded buffer, not a copy (a large object is held once); release
-    it when done.
+    The size is checked before the download, so a reference cannot make the process read
+    more than it says. A view of the downloaded buffer, not a copy (a large object is
+    held once); release it when done.
 
     Raises:
         DecodeError: the object is missing, of another size or digest, or cannot be
             read; the message names it.
     """
-    import botocore.exceptions  # noqa: PLC0415 - boto3 is needed only here
-
     buffer = io.BytesIO()
-    owner = _owner(expected_bucket_owner)
+    owner: dict[str, Any] = _owner(expected_bucket_owner)
     try:
-        client.download_fileobj(
-            where.bucket, where.key, buffer, ExtraArgs=owner, Config=_transfers()
-        )
-    except botocore.exceptions.ClientError as exc:
+        size = client.head_object(Bucket=where.bucket, Key=where.key, **owner)["ContentLength"]
+        if size == where.size:
+            client.download_fileobj(
+                where.bucket, where.key, buffer, ExtraArgs=owner, Config=_transfers()
+            )
+    except Exception as exc:  # botocore's (after its retries), s3transfer's own
         msg = f"cannot read {where}: {_said(exc)}"
         raise DecodeError(msg) from exc
-    except Exception as exc:  # network errors after retries, s3transfer's own
-        msg = f"cannot read {where}: {exc}"
-        raise DecodeError(msg) from exc
-    data = buffer.getbuffer()
-    if len(data) != where.size:
-        msg = f"{where} is {len(data)} bytes, not the {where.size} its reference says"
+    if size != where.size:
+        msg = f"{where} is {size} bytes, not the {where.size} its reference says"
         raise DecodeError(msg)
-    found = hashlib.sha256(data).hexdigest()
-    if found != where.sha256:
-        msg = f"{where} does not match its reference: sha256 {found}, not {where.sha256}"
+    data = buffer.getbuffer()
+    found_digest = hashlib.sha256(data).hexdigest()
+    if len(data) != where.size or found_digest != where.sha256:
+        got = len(data)
+        data.release()
+        msg = (
+            f"{where} does not match its reference: {got} bytes of sha256 {found_digest}, "
+            f"not {where.size} of {where.sha256}"
+        )
         raise DecodeError(msg)
     return data
+
+
+def _decoded(decode: Callable[[str], Any], text: str, where: _Where) -> Any:
+    try:
+        return decode(text)
+    except Exception as exc:  # noqa: BLE001 - whatever the encoding's decoder raises
+        msg = f"{where} is not valid in its encoding: {exc}"
+        raise DecodeError(msg) from None
+
+
+def _forked(transport: weakref.ref[S3ClaimCheck]) -> None:
+    alive = transport()
+    if alive is not None:
+        alive._forked()
+
+
+_shared: dict[int, S3Client] = {}
+_shared_lock = threading.Lock()
+
+
+def _shared_client() -> S3Client:
+    """The S3 client :func:`resolve` reads with by default: one per process."""
+    pid = os.getpid()
+    with _shared_lock:
+        client = _shared.get(pid)
+        if client is None:
+            client = _shared[pid] = _default_client()
+        return client
 
 
 def _decoder(fields: dict[str, Any]) -> Callable[[str], Any]:
     """What decodes the text of a reference's encoding (checked before any download)."""
     encoding = fields.get("encoding", "json")
-    make = ENCODINGS.get(encoding)
+    make = ENCODINGS.get(encoding) if isinstance(encoding, str) else None
     if make is None:
         msg = (
             f"s3://{fields.get('bucket')}/{fields.get('key')} is in encoding {encoding!r}, "
@@ -427,11 +494,14 @@ def _transfers() -> Any:
     """How boto3's managed transfer splits an object (see :data:`PART_SIZE`)."""
     from boto3.s3.transfer import TransferConfig  # noqa: PLC0415 - boto3 is needed only here
 
-    return TransferConfig(
+    config = TransferConfig(
         multipart_threshold=PART_SIZE,
         multipart_chunksize=PART_SIZE,
         max_concurrency=PARTS_IN_FLIGHT,
     )
+    # Parts read ahead of the uploads in flight (10 by default) are copies of the payload.
+    config.max_in_memory_upload_chunks = PARTS_IN_FLIGHT
+    return config
 
 
 def _default_client() -> S3Client:
