@@ -46,6 +46,7 @@ __all__ = [
     "S3ClaimCheckError",
     "is_reference",
     "resolve",
+    "resolve_within",
 ]
 
 #: The one key of a reference object.
