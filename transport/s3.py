@@ -193,7 +193,9 @@ class S3ClaimCheck(Transport):
         return json.dumps(self._put(data), separators=(",", ":"))
 
     def decode(self, data: str) -> Any:
-        """Decode ``data``; the references in it are fetched (see :func:`~transport.s3.resolve_within`).
+        """Decode ``data``, fetching the references in it.
+
+        Which are resolved: see :func:`~transport.s3.resolve_within`.
 
         Raises:
             DecodeError: the data is not valid, or a reference cannot be resolved (the
@@ -218,7 +220,8 @@ class S3ClaimCheck(Transport):
         """What ``value`` stands for, its references fetched with this transport's settings.
 
         As :meth:`decode` does with an input, for a value decoded already (see
-        :func:`~transport.s3.resolve_within`); the module's :func:`~transport.s3.resolve` needs no transport.
+        :func:`~transport.s3.resolve_within`); the module's :func:`~transport.s3.resolve`
+        needs no transport.
 
         Raises:
             DecodeError: a reference cannot be resolved; the message names the object.
