@@ -409,8 +409,6 @@ class Worker:
         taken = take_all(unit, delivering=True)
         for held in taken:
             error = WorkerCrashed(f"the {unit.kind} running the task died ({reason})")
-            fields = {"activity": held.activity_name, "token_prefix": held.token_prefix}
-            logger.error("task %s: %s", held.token_prefix, error, extra=fields)
             self._fail(held, error)
         if not taken and not was_ready and not self._stopping.is_set():
             self._restart_failures += 1
@@ -460,11 +458,30 @@ class Worker:
         self._fail_task(held.as_task(self.client.worker_name), error)
 
     def _fail_task(self, task: Task, error: Exception) -> None:
-        """Fail a task on the worker's behalf, in the background."""
+        """Fail a task on the worker's behalf, in the background; say which, and why.
+
+        A line per task, with its activity and token prefix: an ERROR for a crash, a
+        WARNING for a stop.
+        """
         assert self._failures is not None  # noqa: S101 - started
         if isinstance(error, WorkerShutdown):
             self.clean = False
-        self._failures.send(task, failure_from_exception(error))
+        failure = failure_from_exception(error)
+        logger.log(
+            logging.ERROR if isinstance(error, WorkerCrashed) else logging.WARNING,
+            "task %s of %s failed with %s: %s",
+            task.token_prefix,
+            task.activity_name,
+            failure.error,
+            error,
+            extra={
+                "activity": task.activity_name,
+                "token_prefix": task.token_prefix,
+                "outcome": "failed",
+                "error": failure.error,
+            },
+        )
+        self._failures.send(task, failure)
 
     def _finish(self) -> None:
         if self._handoff is not None:

@@ -287,6 +287,23 @@ class TestMachinery:
         assert token not in fake.successes
         assert not worker.clean
 
+    def test_a_task_the_worker_fails_is_named_in_the_log(
+        self, fake: FakeStepFunctions, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Not only the exit code says that the grace expired: a line per task does."""
+        token = fake.add_task("it-Sleepy", '{"seconds": 1.5}')
+        with thread_worker(fake, workloads.Sleepy, shutdown_grace=0.1) as worker:
+            assert wait_until(lambda: worker_busy(worker))
+            with caplog.at_level(logging.WARNING, logger="activities.worker"):
+                worker.request_stop()
+                assert fake.wait_for(1)
+                assert worker.join(timeout=10)
+        named = [record for record in caplog.records if token[:12] in record.getMessage()]
+        assert [record.levelno for record in named] == [logging.WARNING]
+        assert named[0].activity == "it-Sleepy"
+        assert named[0].error == "activities.WorkerShutdown"
+        assert "it-Sleepy failed with activities.WorkerShutdown" in named[0].getMessage()
+
 
 def worker_busy(worker: Worker) -> bool:
     return any(slot.state.answering() for slot in worker._current_slots())
