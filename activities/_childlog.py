@@ -34,7 +34,18 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from multiprocessing.connection import Connection
 
-__all__ = ["LogPlan", "StreamSpec", "log_levels", "log_plan", "start_logging"]
+__all__ = [
+    "LOG_FORMAT",
+    "LogPlan",
+    "StreamSpec",
+    "log_levels",
+    "log_plan",
+    "say_to_stderr",
+    "start_logging",
+]
+
+#: How the ``activities`` command's lines look: time, level, process, logger, message.
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s"
 
 #: The standard streams a task process can write to in place, by file descriptor.
 _STREAMS = {1: "stdout", 2: "stderr"}
@@ -160,6 +171,25 @@ def start_logging(plan: LogPlan, conn: Connection, lock: threading.Lock) -> None
     for logger_name, level in plan.levels.items():
         logging.getLogger(logger_name or None).setLevel(level)
     logging.disable(plan.disabled)
+
+
+def say_to_stderr(plan: LogPlan, logger: logging.Logger, level: int, message: str) -> None:
+    """Log ``message`` where it cannot be lost when the worker's process is gone.
+
+    Written in place, it goes through this process's handlers as any line; forwarded, the
+    worker's process would be the one to write it, so it is written to this process's
+    standard error instead, in the command's format (or the first of the plan's).
+    """
+    if not logger.isEnabledFor(level):
+        return
+    record = logger.makeRecord(logger.name, level, __file__, 0, message, (), None)
+    if plan.in_place:
+        logger.handle(record)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.handle(record)
+    handler.flush()
 
 
 class _PipeQueue:

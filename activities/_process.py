@@ -32,7 +32,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from activities._childlog import start_logging
+from activities._childlog import say_to_stderr, start_logging
 from activities._forkserver import STOP_SIGNALS, StartState, rename
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.context import ForkServerContext, ForkServerProcess
 
+    from activities._childlog import LogPlan
     from activities._control import Control
     from activities._heartbeats import Job
     from activities._loop import SlotSettings
@@ -237,18 +238,19 @@ class ProcessSlot:
         return True
 
 
-def _stop_when_orphaned(control: Control) -> None:
+def _stop_when_orphaned(control: Control, plan: LogPlan) -> None:
     """Stop polling once the worker's process is gone: nobody would drain or replace us.
 
-    The tasks in hand are finished and reported first; every slot sees the flag.
+    The tasks in hand are finished and reported first; every slot sees the flag. Every
+    task process says so itself, where the line cannot be lost with the worker.
     """
     parent = multiprocessing.parent_process()
     if parent is None:
         return
     multiprocessing.connection.wait([parent.sentinel])
-    if not control.stopping.is_set():
-        logger.error("the worker's process is gone: ending this task process after its tasks")
-        control.stopping.set()
+    message = "the worker's process is gone: ending this task process after its tasks"
+    say_to_stderr(plan, logger, logging.ERROR, message)
+    control.stopping.set()  # shared: the other task processes stop too
     control.drained.set()  # nobody will hand over a task any more
 
 
@@ -271,7 +273,10 @@ def _child_main(
     lock = threading.Lock()
     start_logging(settings.log_plan, conn, lock)
     threading.Thread(
-        target=_stop_when_orphaned, args=(control,), name="sfn-activities-orphan", daemon=True
+        target=_stop_when_orphaned,
+        args=(control, settings.log_plan),
+        name="sfn-activities-orphan",
+        daemon=True,
     ).start()
     try:
         factory = settings.client_factory
@@ -308,9 +313,12 @@ def _child_main(
         # tasks of its other slots, and the outcomes in flight, are done.
         loop.state.take(delivering=False)
         logger.warning(
-            "task %s did not stop when cancelled: replacing %s once its other tasks are done",
+            "task %s of %s did not stop when cancelled: replacing %s once its other tasks "
+            "are done",
             job.task.token_prefix,
+            job.task.activity_name,
             name,
+            extra={"activity": job.task.activity_name, "token_prefix": job.task.token_prefix},
         )
         first = not stuck_loops
         stuck_loops.add(loop)

@@ -26,6 +26,7 @@ import boto3
 import botocore.exceptions
 
 from activities._arguments import EXIT_USAGE, command_line
+from activities._childlog import LOG_FORMAT
 from activities._invoke import LOCAL_ROLE_ARN, invoke
 from activities._operations import count_before_imports
 from activities._process import CONNECTIONS_PER_SLOT
@@ -45,9 +46,6 @@ if TYPE_CHECKING:
     from activities.activity import Activity
 
 __all__ = ["main"]
-
-#: How log lines look: time, level, process, logger, message.
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+import pytest
+
 from activities._control import Control
 from activities._forkserver import FRAMEWORK_MODULES, task_process_context
 from activities._loop import SlotSettings
@@ -25,6 +27,8 @@ from tests.processes import (
 from tests.waiting import wait_until
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from activities._slot import Unit
     from activities.task import Task
 
@@ -77,3 +81,67 @@ def test_task_processes_end_when_the_worker_process_is_killed(bench_endpoint: st
         for pid in pids:
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+ORPHANED = "the worker's process is gone: ending this task process after its tasks"
+
+#: A worker whose records are forwarded to its own process (a file handler of the user's).
+FORWARDING_WORKER = """
+import logging, sys
+from activities import Worker
+from benchmarks import workloads
+logging.basicConfig(filename=sys.argv[1], level=logging.INFO)
+Worker([workloads.Nothing], processes=2).run()
+"""
+
+
+@pytest.mark.parametrize("run", range(10))
+def test_every_orphaned_task_process_says_so(bench_endpoint: str, tmp_path: Path, run: int) -> None:
+    """Each task process of a killed worker writes its line itself: 10 runs of 10."""
+    lines = _orphaned_lines(
+        [sys.executable, "-m", "benchmarks.serve", "Nothing", "--processes", "2"],
+        bench_endpoint,
+        tmp_path,
+    )
+    assert len(lines) == 2, lines
+    assert all(" ERROR   sfn-activities-process-" in line for line in lines)
+
+
+def test_an_orphan_whose_records_were_forwarded_writes_to_stderr(
+    bench_endpoint: str, tmp_path: Path
+) -> None:
+    """The worker's process would have written the line: it is gone, so stderr has it."""
+    log = tmp_path / "user.log"
+    command = [sys.executable, "-c", FORWARDING_WORKER, str(log)]
+    lines = _orphaned_lines(command, bench_endpoint, tmp_path, ready_in=log)
+    assert len(lines) == 2, lines
+    assert all(" ERROR   sfn-activities-process-" in line for line in lines), "the usual format"
+    assert ORPHANED not in log.read_text(), "not the file: the worker's process wrote it"
+
+
+def _orphaned_lines(
+    command: list[str], endpoint: str, tmp_path: Path, ready_in: Path | None = None
+) -> list[str]:
+    """Start ``command``, kill it once its slots are up; the orphan lines on its stderr.
+
+    It says it is ready in ``ready_in``, or on its stderr.
+    """
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("w") as file:
+        worker = subprocess.Popen(command, cwd=ROOT, env=bench_environment(endpoint), stderr=file)
+    pids: list[int] = []
+    try:
+        assert wait_until(lambda: len(task_processes(worker.pid)) == 2), "no task processes"
+        ready = ready_in or stderr
+        assert wait_until(lambda: "ready: all 2 slots are up" in ready.read_text()), "not ready"
+        pids = task_processes(worker.pid)
+        worker.kill()
+        worker.wait()
+        assert wait_until(lambda: not any(running(pid) for pid in pids)), "orphans poll on"
+    finally:
+        worker.kill()
+        worker.wait()
+        for pid in pids:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+    return [line for line in stderr.read_text().splitlines() if ORPHANED in line]
