@@ -313,8 +313,7 @@ def _child_main(
         # tasks of its other slots, and the outcomes in flight, are done.
         loop.state.take(delivering=False)
         logger.warning(
-            "task %s of %s did not stop when cancelled: replacing %s once its other tasks "
-            "are done",
+            "task %s of %s did not stop when cancelled: replacing %s once its other tasks are done",
             job.task.token_prefix,
             job.task.activity_name,
             name,
