@@ -29,6 +29,10 @@ RETRY_BASE = 0.5
 #: Longest pause, in seconds, between retries of an outcome.
 RETRY_CAP = 30.0
 
+#: Errors of an attempt that may have reached Step Functions all the same: the request
+#: was sent, but no answer came back.
+_UNANSWERED = frozenset({"ReadTimeoutError", "ConnectionClosedError"})
+
 
 def backoff(attempt: int, base: float = RETRY_BASE, cap: float = RETRY_CAP) -> float:
     """Exponential backoff with full jitter: a random pause up to ``base * 2**attempt``."""
@@ -56,10 +60,21 @@ def deliver(
     if not isinstance(outcome, Success | Failure):
         return False
     attempt = 0
+    unanswered = False  # an earlier attempt was sent but got no answer
     while True:
         try:
             client.send_outcome(task.token, outcome)
         except TaskGone as exc:
+            if unanswered or _retried_by_botocore(exc):
+                # Not news that the outcome was lost: an attempt before may have landed.
+                logger.warning(
+                    "task %s is no longer known to Step Functions (%s): an earlier attempt "
+                    "of its outcome, unanswered or retried, may have delivered it",
+                    task.token_prefix,
+                    exc,
+                )
+                metrics.task_ended(task, outcome)
+                return False
             logger.warning(
                 "task %s was closed by Step Functions before its outcome arrived: %s",
                 task.token_prefix,
@@ -89,11 +104,21 @@ def deliver(
                 pause,
             )
             attempt += 1
+            unanswered = unanswered or exc.code in _UNANSWERED
             metrics.delivery_retried(task)
             give_up.wait(pause)
             continue
         metrics.task_ended(task, outcome)
         return True
+
+
+def _retried_by_botocore(exc: Exception) -> bool:
+    """Whether botocore retried the call that raised ``exc`` (one attempt may have landed)."""
+    cause = exc.__cause__
+    response = getattr(cause, "response", None)
+    if not isinstance(response, dict):
+        return False
+    return bool(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
 
 
 class BackgroundDelivery:

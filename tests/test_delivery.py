@@ -11,6 +11,7 @@ from botocore.stub import ANY
 from activities import _delivery
 from activities._control import Flag
 from activities._delivery import BackgroundDelivery, deliver
+from activities.errors import ServiceError, TaskGone, Throttled
 from activities.outcome import Cancelled, Failure, Success
 from activities.task import Task
 
@@ -95,3 +96,63 @@ def test_background_deliveries_are_waited_for(
     background = BackgroundDelivery(client, give_up)
     background.send(TASK, Failure("Custom.Error", ""))
     assert background.wait(timeout=10)
+
+
+class Unanswered:
+    """A client whose first outcome gets no answer, and whose second finds the task gone."""
+
+    def __init__(self, first: Exception) -> None:
+        self.calls: list[str] = []
+        self._first = first
+
+    def send_outcome(self, token: str, outcome: object) -> None:
+        self.calls.append(token)
+        if len(self.calls) == 1:
+            raise self._first
+        raise TaskGone(
+            "SendTaskSuccess: TaskDoesNotExist: gone",
+            code="TaskDoesNotExist",
+            operation="SendTaskSuccess",
+        )
+
+
+def test_gone_after_an_unanswered_attempt_says_it_may_have_been_delivered(
+    give_up: Flag, caplog: pytest.LogCaptureFixture
+) -> None:
+    timed_out = ServiceError(
+        "SendTaskSuccess: ReadTimeoutError: read timeout",
+        code="ReadTimeoutError",
+        operation="SendTaskSuccess",
+    )
+    client = Unanswered(timed_out)
+    assert not deliver(client, TASK, Success("1"), give_up=give_up)  # type: ignore[arg-type]
+    assert len(client.calls) == 2
+    assert "an earlier attempt of its outcome, unanswered or retried, may have" in caplog.text
+    assert "closed by Step Functions before its outcome arrived" not in caplog.text
+
+
+def test_gone_after_a_throttled_attempt_is_closed_before_it_arrived(
+    give_up: Flag, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A throttled call was refused, not lost: the task was closed before the outcome came."""
+    throttled = Throttled(
+        "SendTaskSuccess: ThrottlingException: slow down",
+        code="ThrottlingException",
+        operation="SendTaskSuccess",
+    )
+    assert not deliver(Unanswered(throttled), TASK, Success("1"), give_up=give_up)  # type: ignore[arg-type]
+    assert "closed by Step Functions before its outcome arrived" in caplog.text
+    assert "may have delivered" not in caplog.text
+
+
+def test_gone_after_botocores_own_retries_may_have_been_delivered(
+    stubbed: tuple[ActivityClient, Stubber], give_up: Flag, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, stubber = stubbed
+    stubber.add_client_error(
+        "send_task_success",
+        service_error_code="TaskDoesNotExist",
+        response_meta={"RetryAttempts": 1},
+    )
+    assert not deliver(client, TASK, Success("1"), give_up=give_up)
+    assert "may have delivered it" in caplog.text
