@@ -177,9 +177,9 @@ def _register(args: argparse.Namespace, served: dict[str, type[Activity]]) -> in
 def _local(args: argparse.Namespace) -> int:
     local = LocalStepFunctions(port=args.port)
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     with local:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
         print("Local Step Functions is ready. Point boto3 and workers at it with:")
         for name, value in local.environment().items():
             print(f"  export {name}={value}")

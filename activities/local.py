@@ -176,6 +176,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _check_port_free(port: int) -> None:
+    """Refuse a port something listens on already, at once (LocalStack would retry it)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            msg = f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}; choose another --port"
+            raise LocalStepFunctionsError(msg) from None
+
+
 class LocalStepFunctions:
     """A LocalStack Step Functions endpoint on 127.0.0.1, for tests and demos.
 
@@ -250,10 +260,12 @@ class LocalStepFunctions:
         """Install if needed, start, and wait until Step Functions answers.
 
         Raises:
-            LocalStepFunctionsError: it did not become ready; the message holds the log's end.
+            LocalStepFunctionsError: the port is in use, or it did not become ready (the
+                message holds the log's end).
         """
         if self._process is not None:
             return
+        _check_port_free(self.port)
         python = install_localstack(self.home)
         self._state = Path(tempfile.mkdtemp(prefix="sfn-activities-localstack-"))
         env = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from activities import Activity, ActivityClient, Success, TaskGone
+from activities.cli import main
 from activities.local import LocalStepFunctions, LocalStepFunctionsError, default_home
 from tests.stepfunctions import create_machine, start, task_state, unique, wait_for
 
@@ -87,6 +89,22 @@ class TestLocalStepFunctions:
         (home / ".sfn-activities-installed").write_text("fake")
         with pytest.raises(LocalStepFunctionsError, match="exited at start with code 1"):
             LocalStepFunctions(home=home).start()
+
+    def test_a_port_in_use_is_refused_at_once(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Not after LocalStack's own 90 s of retries: before anything is installed."""
+        home = tmp_path / "never-installed"
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            with pytest.raises(LocalStepFunctionsError, match=f"cannot listen on 127.0.0.1:{port}"):
+                LocalStepFunctions(port=port, home=home).start()
+            assert main(["local", "--port", str(port)]) == 2
+        assert not home.exists(), "refused before installing"
+        error = capsys.readouterr().err
+        assert error.startswith(f"activities local: error: cannot listen on 127.0.0.1:{port}")
 
 
 class TestActivityClientAgainstStepFunctions:
