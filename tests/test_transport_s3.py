@@ -18,7 +18,8 @@ from activities.testing import ActivityEnvironment
 from tests import claim_check_workload
 from tests.stepfunctions import create_machine, history, start, task_state, wait_for
 from transport import CompressedTransport, DecodeError, JSONTransport, S3ClaimCheck
-from transport.s3 import REFERENCE_KEY, S3ClaimCheckError, is_reference, resolve
+from transport.reference import REFERENCE_KEY, is_reference, resolve
+from transport.s3 import S3ClaimCheckError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

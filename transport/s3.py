@@ -8,13 +8,11 @@ written to S3, and the task's output is a reference to it (the *claim check*)::
                       "key": "sfn-activities/9f86d0...0a08", "size": 5242880,
                       "sha256": "9f86d0...0a08", "encoding": "json"}}
 
-An input that is such a reference (or holds one as the value of a top-level key) is
-fetched, checked against its digest and decoded before ``run()`` sees it, so two
+A reference in an input (see :func:`~transport.reference.resolve_within`) is fetched,
+checked against its size and digest and decoded before ``run()`` sees it, so two
 activities with this transport pass large data through a state machine without a line
-of S3 code. :func:`resolve` reads a reference anywhere else (a Lambda function, a
-script) with only ``transport`` and boto3.
-
-The reference's format is stable: see ``docs/transports.md``.
+of S3 code. The reference, and :func:`~transport.reference.resolve` that reads one
+anywhere else, are in :mod:`transport.reference`; this module re-exports them.
 """
 
 from __future__ import annotations
@@ -32,6 +30,23 @@ from transport.compressed import ENCODING as COMPRESSED_ENCODING
 from transport.compressed import CompressedTransport
 from transport.default import JSONTransport
 from transport.errors import DecodeError, EncodeError
+from transport.reference import (
+    REFERENCE_KEY,
+    REFERENCE_VERSION,
+    Where,
+    decoded,
+    decoder_of,
+    default_client,
+    error_code,
+    fetch,
+    is_reference,
+    owner_args,
+    resolve,
+    resolve_within,
+    said,
+    text_of,
+    transfer_config,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,12 +64,6 @@ __all__ = [
     "resolve_within",
 ]
 
-#: The one key of a reference object.
-REFERENCE_KEY = "s3ClaimCheck"
-
-#: The version of the reference's format this module writes and reads.
-REFERENCE_VERSION = 1
-
 #: Step Functions' limit on a task's input and output, in UTF-8 bytes.
 STEP_FUNCTIONS_LIMIT = 256 * 1024
 
@@ -64,20 +73,6 @@ DEFAULT_THRESHOLD = 192 * 1024
 
 #: The key prefix objects are written under by default.
 DEFAULT_PREFIX = "sfn-activities/"
-
-#: The encoding names a reference may carry, and the transports that read them.
-ENCODINGS: dict[str, Callable[[], Transport]] = {
-    "json": JSONTransport,
-    COMPRESSED_ENCODING: CompressedTransport,
-}
-
-#: Attempts of each S3 call (botocore's standard retry mode: throttling, 5xx, network).
-S3_ATTEMPTS = 10
-
-#: Parts of a managed transfer: 8 MiB each, 4 in flight. What a transfer holds beyond the
-#: payload is at most the parts in flight (32 MiB), whatever the payload's size.
-PART_SIZE = 8 * 1024 * 1024
-PARTS_IN_FLIGHT = 4
 
 
 class S3ClaimCheckError(EncodeError):
@@ -195,7 +190,7 @@ class S3ClaimCheck(Transport):
     def decode(self, data: str) -> Any:
         """Decode ``data``, fetching the references in it.
 
-        Which are resolved: see :func:`~transport.s3.resolve_within`.
+        Which are resolved: see :func:`~transport.reference.resolve_within`.
 
         Raises:
             DecodeError: the data is not valid, or a reference cannot be resolved (the
@@ -212,7 +207,7 @@ class S3ClaimCheck(Transport):
         with self._lock:
             client = self._clients.get(pid)
             if client is None:
-                factory = self._client_factory or _default_client
+                factory = self._client_factory or default_client
                 client = self._clients[pid] = factory()
             return client
 
@@ -220,8 +215,8 @@ class S3ClaimCheck(Transport):
         """What ``value`` stands for, its references fetched with this transport's settings.
 
         As :meth:`decode` does with an input, for a value decoded already (see
-        :func:`~transport.s3.resolve_within`); the module's :func:`~transport.s3.resolve`
-        needs no transport.
+        :func:`~transport.reference.resolve_within`);
+        :func:`~transport.reference.resolve` needs no transport.
 
         Raises:
             DecodeError: a reference cannot be resolved; the message names the object.
@@ -260,7 +255,7 @@ class S3ClaimCheck(Transport):
         except S3ClaimCheckError:
             raise
         except Exception as exc:  # botocore's, s3transfer's, a client factory's
-            msg = f"cannot store the result at {where}: {_said(exc)}"
+            msg = f"cannot store the result at {where}: {said(exc)}"
             raise S3ClaimCheckError(msg) from exc
         return reference
 
@@ -269,12 +264,12 @@ class S3ClaimCheck(Transport):
 
         key, digest = fields["key"], fields["sha256"]
         client = self.client()
-        owner: dict[str, Any] = _owner(self.expected_bucket_owner)
+        owner: dict[str, Any] = owner_args(self.expected_bucket_owner)
         try:
             found = client.head_object(Bucket=self.bucket, Key=key, **owner)
         except botocore.exceptions.ClientError as exc:
             # Without s3:ListBucket, S3 answers a missing key with 403: upload all the same.
-            if _code(exc) not in {"404", "NoSuchKey", "NotFound", "403", "AccessDenied"}:
+            if error_code(exc) not in {"404", "NoSuchKey", "NotFound", "403", "AccessDenied"}:
                 raise
         else:
             there = found.get("Metadata", {}).get("sha256")
@@ -295,235 +290,24 @@ class S3ClaimCheck(Transport):
         if self.kms_key_id is not None:
             extra["SSEKMSKeyId"] = self.kms_key_id
         client.upload_fileobj(
-            io.BytesIO(data), self.bucket, key, ExtraArgs=extra, Config=_transfers()
+            io.BytesIO(data), self.bucket, key, ExtraArgs=extra, Config=transfer_config()
         )
 
     def _get(self, reference: dict[str, Any]) -> Any:
         fields = reference[REFERENCE_KEY]
         mine = fields.get("encoding") == self.encoding
-        decode = self.inner.decode if mine else _decoder(fields)
-        where = _Where.of(fields)
+        decode = self.inner.decode if mine else decoder_of(fields)
+        where = Where.of(fields)
         try:
             client = self.client()
         except Exception as exc:  # a client factory's, botocore's (region, profile)
             msg = f"cannot read {where}: {exc}"
             raise DecodeError(msg) from exc
         data = fetch(client, where, expected_bucket_owner=self.expected_bucket_owner)
-        return _decoded(decode, _text(data, where), where)
-
-
-def is_reference(value: object) -> bool:
-    """Whether ``value`` is a claim-check reference (an object of one key, ``s3ClaimCheck``)."""
-    return (
-        isinstance(value, dict) and len(value) == 1 and isinstance(value.get(REFERENCE_KEY), dict)
-    )
-
-
-def resolve_within(value: Any, get: Callable[[dict[str, Any]], Any]) -> Any:
-    """``value`` with its references replaced by what ``get`` makes of them.
-
-    A reference is resolved as the whole value, or as an item of it one level down: the
-    value of a top-level key of an object (a state's ``Parameters`` such as
-    ``{"document.$": "$.result"}``) or an element of an array (the output of a ``Map``
-    or ``Parallel`` state). A reference deeper is left as it is.
-    """
-    if is_reference(value):
-        return get(value)
-    if isinstance(value, dict) and any(is_reference(item) for item in value.values()):
-        return {name: get(item) if is_reference(item) else item for name, item in value.items()}
-    if isinstance(value, list) and any(is_reference(item) for item in value):
-        return [get(item) if is_reference(item) else item for item in value]
-    return value
-
-
-def resolve(
-    value: Any,
-    *,
-    client: S3Client | None = None,
-    expected_bucket_owner: str | None = None,
-) -> Any:
-    """What ``value`` stands for, its references fetched (see :func:`resolve_within`).
-
-    For code that has only ``transport`` and boto3 (a Lambda function, a script)::
-
-        from transport.s3 import resolve
-        document = resolve(event)      # the reference an activity returned
-
-    Args:
-        value: a reference, a value that holds some, or any other value (returned as it
-            is).
-        client: the S3 client to read with; boto3's usual chain by default, made once
-            per process.
-        expected_bucket_owner: the account that must own the bucket.
-
-    Raises:
-        DecodeError: a reference cannot be resolved; the message names the object.
-    """
-
-    def get(reference: dict[str, Any]) -> Any:
-        fields = reference[REFERENCE_KEY]
-        decode = _decoder(fields)
-        where = _Where.of(fields)
-        try:
-            reader = client or _shared_client()
-        except Exception as exc:  # botocore's (region, profile)
-            msg = f"cannot read {where}: {exc}"
-            raise DecodeError(msg) from exc
-        data = fetch(reader, where, expected_bucket_owner=expected_bucket_owner)
-        return _decoded(decode, _text(data, where), where)
-
-    return resolve_within(value, get)
-
-
-class _Where:
-    """The object a reference names, its fields checked before anything is downloaded."""
-
-    def __init__(self, bucket: str, key: str, size: int, sha256: str) -> None:
-        self.bucket, self.key, self.size, self.sha256 = bucket, key, size, sha256
-
-    def __str__(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-    @classmethod
-    def of(cls, fields: dict[str, Any]) -> _Where:
-        """The object a reference's fields name.
-
-        Raises:
-            DecodeError: a field is missing or of the wrong type, or the version unknown.
-        """
-        version = fields.get("version")
-        names = (fields.get("bucket"), fields.get("key"), fields.get("sha256"))
-        size = fields.get("size")
-        if not all(isinstance(name, str) and name for name in names) or type(size) is not int:
-            msg = f"a claim-check reference needs version, bucket, key, size and sha256: {fields!r}"
-            raise DecodeError(msg)
-        if type(version) is not int or version != REFERENCE_VERSION:
-            msg = f"claim-check reference version {version!r} is unknown: {REFERENCE_VERSION} is"
-            raise DecodeError(msg)
-        bucket, key, digest = (str(name) for name in names)
-        return cls(bucket, key, size, digest)
-
-
-def fetch(client: S3Client, where: _Where, *, expected_bucket_owner: str | None) -> memoryview:
-    """Download the object ``where`` names, checked against its size and digest.
-
-    The size is checked before the download, so a reference cannot make the process read
-    more than it says. A view of the downloaded buffer, not a copy (a large object is
-    held once); release it when done.
-
-    Raises:
-        DecodeError: the object is missing, of another size or digest, or cannot be
-            read; the message names it.
-    """
-    buffer = io.BytesIO()
-    owner: dict[str, Any] = _owner(expected_bucket_owner)
-    try:
-        size = client.head_object(Bucket=where.bucket, Key=where.key, **owner)["ContentLength"]
-        if size == where.size:
-            client.download_fileobj(
-                where.bucket, where.key, buffer, ExtraArgs=owner, Config=_transfers()
-            )
-    except Exception as exc:  # botocore's (after its retries), s3transfer's own
-        msg = f"cannot read {where}: {_said(exc)}"
-        raise DecodeError(msg) from exc
-    if size != where.size:
-        msg = f"{where} is {size} bytes, not the {where.size} its reference says"
-        raise DecodeError(msg)
-    data = buffer.getbuffer()
-    found_digest = hashlib.sha256(data).hexdigest()
-    if len(data) != where.size or found_digest != where.sha256:
-        got = len(data)
-        data.release()
-        msg = (
-            f"{where} does not match its reference: {got} bytes of sha256 {found_digest}, "
-            f"not {where.size} of {where.sha256}"
-        )
-        raise DecodeError(msg)
-    return data
-
-
-def _decoded(decode: Callable[[str], Any], text: str, where: _Where) -> Any:
-    try:
-        return decode(text)
-    except Exception as exc:  # noqa: BLE001 - whatever the encoding's decoder raises
-        msg = f"{where} is not valid in its encoding: {exc}"
-        raise DecodeError(msg) from None
+        return decoded(decode, text_of(data, where), where)
 
 
 def _forked(transport: weakref.ref[S3ClaimCheck]) -> None:
     alive = transport()
     if alive is not None:
         alive._forked()
-
-
-_shared: dict[int, S3Client] = {}
-_shared_lock = threading.Lock()
-
-
-def _shared_client() -> S3Client:
-    """The S3 client :func:`resolve` reads with by default: one per process."""
-    pid = os.getpid()
-    with _shared_lock:
-        client = _shared.get(pid)
-        if client is None:
-            client = _shared[pid] = _default_client()
-        return client
-
-
-def _decoder(fields: dict[str, Any]) -> Callable[[str], Any]:
-    """What decodes the text of a reference's encoding (checked before any download)."""
-    encoding = fields.get("encoding", "json")
-    make = ENCODINGS.get(encoding) if isinstance(encoding, str) else None
-    if make is None:
-        msg = (
-            f"s3://{fields.get('bucket')}/{fields.get('key')} is in encoding {encoding!r}, "
-            f"which only its own transport reads (known: {', '.join(ENCODINGS)})"
-        )
-        raise DecodeError(msg)
-    return make().decode
-
-
-def _text(data: memoryview, where: _Where) -> str:
-    """The downloaded bytes as text; the buffer is released (the text is the one copy)."""
-    try:
-        return str(data, "utf-8")
-    except UnicodeDecodeError as exc:
-        msg = f"{where} is not UTF-8 text: {exc}"
-        raise DecodeError(msg) from None
-    finally:
-        data.release()
-
-
-def _transfers() -> Any:
-    """How boto3's managed transfer splits an object (see :data:`PART_SIZE`)."""
-    from boto3.s3.transfer import TransferConfig  # noqa: PLC0415 - boto3 is needed only here
-
-    config = TransferConfig(
-        multipart_threshold=PART_SIZE,
-        multipart_chunksize=PART_SIZE,
-        max_concurrency=PARTS_IN_FLIGHT,
-    )
-    # Parts read ahead of the uploads in flight (10 by default) are copies of the payload.
-    config.max_in_memory_upload_chunks = PARTS_IN_FLIGHT
-    return config
-
-
-def _default_client() -> S3Client:
-    import boto3  # noqa: PLC0415 - boto3 is needed only here
-    import botocore.config  # noqa: PLC0415
-
-    config = botocore.config.Config(retries={"mode": "standard", "max_attempts": S3_ATTEMPTS})
-    return boto3.session.Session().client("s3", config=config)
-
-
-def _owner(account: str | None) -> dict[str, str]:
-    return {} if account is None else {"ExpectedBucketOwner": account}
-
-
-def _code(exc: Any) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _said(exc: Any) -> str:
-    code = _code(exc) if hasattr(exc, "response") else ""
-    return f"{code}: {exc}" if code else str(exc)
