@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from importlib.metadata import version as _version
 
+from activities._retry import RetryPolicy
 from activities.activity import Activity, FunctionActivity, function_activity
 from activities.client import ActivityClient, default_worker_name, make_client
 from activities.errors import (
@@ -55,6 +56,7 @@ __all__ = [
     "InvalidOutput",
     "Outcome",
     "ResultTooLarge",
+    "RetryPolicy",
     "SerializationError",
     "ServiceError",
     "Success",

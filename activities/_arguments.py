@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
-from activities._settings import SHUTDOWN_GRACE
+from activities._settings import SHUTDOWN_GRACE, SILENCE_WARNING
+from activities.client import CALL_TIMEOUT
 
 __all__ = ["EXIT_USAGE", "command_line"]
 
@@ -92,6 +93,26 @@ def command_line() -> argparse.ArgumentParser:
         help=(
             "import MODULES in each task process instead of once before they are forked "
             "(for modules with import-time side effects)"
+        ),
+    )
+    worker.add_argument(
+        "--call-timeout",
+        type=_some_seconds,
+        default=CALL_TIMEOUT,
+        metavar="SECONDS",
+        help=(
+            "time to wait for the answer to a call that is not a long poll (outcomes, "
+            f"heartbeats) before retrying it (default: {CALL_TIMEOUT:.0f})"
+        ),
+    )
+    worker.add_argument(
+        "--silence-warning",
+        type=_some_seconds,
+        default=SILENCE_WARNING,
+        metavar="SECONDS",
+        help=(
+            "warn when Step Functions has answered nothing for SECONDS while a call "
+            f"waits (default: {SILENCE_WARNING:.0f})"
         ),
     )
     worker.add_argument("--worker-name", help="the workerName of polls (default: host-pid)")
@@ -251,6 +272,14 @@ def _seconds(text: str) -> float:
     value = float(text)
     if not value >= 0:
         msg = f"must be a number of seconds >= 0, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _some_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        msg = f"must be a number of seconds > 0, not {text}"
         raise argparse.ArgumentTypeError(msg)
     return value
 

@@ -111,6 +111,12 @@ class Control:
         self._busy_until = context.RawArray(ctypes.c_double, [0.0] * size)
         self._paused_until = context.RawArray(ctypes.c_double, [0.0] * size)
         self._errors = context.RawArray(ctypes.c_int, [0] * size)
+        #: When each process last heard Step Functions answer, and since when a call of
+        #: it has been due an answer: a cell per slot position (a process uses its first
+        #: slot's), and one for the worker's own process, at ``slots`` (see
+        #: :mod:`activities._outage`).
+        self.answered = context.RawArray(ctypes.c_double, [0.0] * (slots + 1))
+        self.overdue = context.RawArray(ctypes.c_double, [0.0] * (slots + 1))
         self._limit_lock = context.Lock()
         self._permits = context.BoundedSemaphore(pollers) if pollers is not None else None
 

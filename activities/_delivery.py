@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from typing import TYPE_CHECKING
 
 from activities._metrics import NO_METRICS
-from activities.errors import InvalidOutput, ServiceError, TaskGone
+from activities.errors import InvalidOutput, ServiceError, TaskGone, Throttled
 from activities.outcome import Cancelled, Failure, Success, refused_output
 
 if TYPE_CHECKING:
@@ -19,24 +18,13 @@ if TYPE_CHECKING:
     from activities.outcome import Outcome
     from activities.task import Task
 
-__all__ = ["BackgroundDelivery", "backoff", "deliver"]
+__all__ = ["BackgroundDelivery", "deliver"]
 
 logger = logging.getLogger(__name__)
-
-#: First pause, in seconds, before retrying an outcome that could not be delivered.
-RETRY_BASE = 0.5
-
-#: Longest pause, in seconds, between retries of an outcome.
-RETRY_CAP = 30.0
 
 #: Errors of an attempt that may have reached Step Functions all the same: the request
 #: was sent, but no answer came back.
 _UNANSWERED = frozenset({"ReadTimeoutError", "ConnectionClosedError"})
-
-
-def backoff(attempt: int, base: float = RETRY_BASE, cap: float = RETRY_CAP) -> float:
-    """Exponential backoff with full jitter: a random pause up to ``base * 2**attempt``."""
-    return random.uniform(0, min(cap, base * 2**attempt))  # noqa: S311 - jitter, not crypto
 
 
 def deliver(
@@ -49,13 +37,15 @@ def deliver(
 ) -> bool:
     """Send ``outcome`` for ``task``; ``True`` once Step Functions has taken it.
 
-    Retried with exponential backoff and jitter (after botocore's own retries) until it
-    is taken, Step Functions says the task is gone, or ``give_up`` is set (an immediate
-    stop): then it gets one more attempt at most. An output Step Functions refuses becomes
-    an ``activities.SerializationError`` failure, so the task never hangs until its
-    timeout. A :class:`~activities.Cancelled` sends nothing. ``metrics`` counts each
-    retry, and the outcome Step Functions took (a :class:`~activities.Cancelled` when it
-    said the task was gone).
+    Retried with the client's policy (:class:`~activities.RetryPolicy`: exponential
+    backoff with full jitter, and pacing while throttled) until it is taken, Step
+    Functions says the task is gone, or ``give_up`` is set (an immediate stop): then it
+    gets one more attempt at most. Throttled attempts are logged at DEBUG (the client's
+    pacer warns of throttling as a whole), other failures at WARNING. An output Step
+    Functions refuses becomes an ``activities.SerializationError`` failure, so the task
+    never hangs until its timeout. A :class:`~activities.Cancelled` sends nothing.
+    ``metrics`` counts each retry, and the outcome Step Functions took (a
+    :class:`~activities.Cancelled` when it said the task was gone).
     """
     if not isinstance(outcome, Success | Failure):
         return False
@@ -63,7 +53,7 @@ def deliver(
     unanswered = False  # an earlier attempt was sent but got no answer
     while True:
         try:
-            client.send_outcome(task.token, outcome)
+            client.send_outcome(task.token, outcome, attempts=1)
         except TaskGone as exc:
             if unanswered or _retried_by_botocore(exc):
                 # Not news that the outcome was lost: an attempt before may have landed.
@@ -96,14 +86,15 @@ def deliver(
                     exc,
                 )
                 return False
-            pause = backoff(attempt)
-            logger.warning(
-                "task %s: outcome not delivered (%s); retrying in %.1f s",
+            attempt += 1
+            pause = client.retry.pause(attempt)
+            logger.log(
+                logging.DEBUG if isinstance(exc, Throttled) else logging.WARNING,
+                "task %s: outcome not delivered (%s); retrying in %.2f s",
                 task.token_prefix,
                 exc,
                 pause,
             )
-            attempt += 1
             unanswered = unanswered or exc.code in _UNANSWERED
             metrics.delivery_retried(task)
             give_up.wait(pause)

@@ -322,11 +322,17 @@ class HandOff:
                     if not permitted:
                         return
                     try:
-                        task = self._client.poll(arn)
+                        task = self._client.poll(arn, attempts=1)
                     except Exception as exc:  # noqa: BLE001 - polling never ends on an error
                         self._metrics.polled(arn, "error")
                         # Not logged when abandoned by a stop at once.
-                        poll_failed(control, index, exc, log=not control.give_up.is_set())
+                        poll_failed(
+                            control,
+                            index,
+                            exc,
+                            self._client.retry,
+                            log=not control.give_up.is_set(),
+                        )
                         return
                 self._metrics.polled(arn, "empty" if task is None else "task")
                 if task is None:

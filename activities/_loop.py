@@ -26,8 +26,10 @@ import attrs
 
 from activities import _runner
 from activities._childlog import LogPlan
-from activities._delivery import backoff, deliver
+from activities._delivery import deliver
 from activities._metrics import metrics_of, outcome_name
+from activities._retry import RetryPolicy
+from activities.client import CALL_TIMEOUT
 from activities.errors import ActivityDoesNotExist, ServiceError, Throttled, WorkerShutdown
 from activities.outcome import Cancelled, Failure, failure_from_exception
 
@@ -48,10 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["SlotLoop", "SlotSettings", "poll_failed"]
 
 logger = logging.getLogger(__name__)
-
-#: First and longest pause, in seconds, of a task list's polls after errors.
-POLL_BACKOFF_BASE = 1.0
-POLL_BACKOFF_CAP = 30.0
 
 #: Seconds a free slot waits before it looks again for a task list that needs a poll.
 IDLE_WAIT = 0.05
@@ -75,6 +73,8 @@ class SlotSettings:
         log_plan: how a process slot logs (see :mod:`activities._childlog`).
         metrics_dir: where the processes of a worker with ``metrics_port`` write their
             metrics (see :mod:`activities._prometheus`); ``None`` for none.
+        retry: how a process slot's client retries its calls.
+        call_timeout: seconds a process slot's client waits for a call that is not a poll.
     """
 
     by_arn: Mapping[str, type[Activity]]
@@ -85,6 +85,8 @@ class SlotSettings:
     max_memory: int | None = None
     log_plan: LogPlan = attrs.field(factory=LogPlan)
     metrics_dir: str | None = None
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    call_timeout: float = CALL_TIMEOUT
 
 
 class SlotLoop:
@@ -252,11 +254,11 @@ class SlotLoop:
                 return None
             arn = self._control.arns[index]
             try:
-                task = self._client.poll(arn)
+                task = self._client.poll(arn, attempts=1)
             except Exception as exc:  # noqa: BLE001 - polling never ends on an error
                 self._control.done_polling(self._position)
                 self._metrics.polled(arn, "error")
-                poll_failed(self._control, index, exc)
+                poll_failed(self._control, index, exc, self._client.retry)
                 return None
             try:
                 self._metrics.polled(arn, "empty" if task is None else "task")
@@ -334,19 +336,22 @@ class SlotLoop:
             return failure_from_exception(exc)
 
 
-def poll_failed(control: Control, index: int, exc: BaseException, *, log: bool = True) -> None:
-    """Pause the polls of task list ``index`` after ``exc``, with backoff; say so.
+def poll_failed(
+    control: Control, index: int, exc: BaseException, retry: RetryPolicy, *, log: bool = True
+) -> None:
+    """Pause the polls of task list ``index`` after ``exc``, with ``retry``'s backoff; say so.
 
-    A warning for what passes (throttling, service errors), an error for the rest.
+    Throttling is logged at DEBUG (the client's pacer warns of it as a whole), what else
+    passes (service and network errors) at WARNING, the rest at ERROR.
     """
     errors = control.poll_failed(index)
-    pause = backoff(errors, base=POLL_BACKOFF_BASE, cap=POLL_BACKOFF_CAP)
+    pause = retry.pause(errors)
     control.pause(index, pause)
     if not log:
         return
     name = control.arns[index].rpartition(":")[2]
     if isinstance(exc, Throttled):
-        logger.warning("polling %s throttled (%s); its next poll in %.1f s", name, exc, pause)
+        logger.debug("polling %s throttled (%s); its next poll in %.2f s", name, exc, pause)
     elif isinstance(exc, ActivityDoesNotExist):
         logger.error("polling %s failed: %s; its next poll in %.1f s", name, exc, pause)
     elif isinstance(exc, ServiceError):

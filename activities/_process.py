@@ -37,6 +37,7 @@ from activities._forkserver import STOP_SIGNALS, StartState, rename
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
 from activities._metrics import metrics_of
+from activities._outage import Hearing
 from activities._premade import take
 from activities._recycling import ProcessLife
 from activities._slot import heartbeat_threads
@@ -288,7 +289,13 @@ def _child_main(
             sfn = (
                 factory() if factory is not None else make_client(max_pool_connections=connections)
             )
-        client = ActivityClient(sfn, worker_name=settings.worker_name)
+        client = ActivityClient(
+            sfn,
+            worker_name=settings.worker_name,
+            retry=settings.retry,
+            call_timeout=settings.call_timeout,
+        )
+        client.hearing = Hearing(control.answered, control.overdue, slots[0][1])
     except Exception:
         logger.exception("%s could not make its Step Functions client", name)
         sys.exit(1)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from activities.client import make_client
+from activities.client import CALL_TIMEOUT, make_client
 from activities.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SHUTDOWN_GRACE",
+    "SILENCE_WARNING",
     "WorkerSettings",
     "check_positive",
     "client_and_factory",
@@ -35,6 +36,10 @@ __all__ = [
 
 #: Seconds running tasks may take to finish after a graceful stop begins.
 SHUTDOWN_GRACE = 30.0
+
+#: Seconds without an answer from Step Functions, while a call is due one, before the
+#: worker warns of it.
+SILENCE_WARNING = 15.0
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
@@ -68,6 +73,8 @@ class WorkerSettings:
     shutdown_grace: float = attrs.field(default=SHUTDOWN_GRACE, validator=_at_least_zero)
     max_tasks_per_process: int | None = attrs.field(default=None, validator=_positive)
     max_memory_per_process: int | None = attrs.field(default=None, validator=_positive)
+    call_timeout: float = attrs.field(default=CALL_TIMEOUT, validator=_positive)
+    silence_warning: float = attrs.field(default=SILENCE_WARNING, validator=_positive)
 
     @property
     def use_threads(self) -> bool:

@@ -253,5 +253,7 @@ def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
         preload=args.preload,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        call_timeout=args.call_timeout,
+        silence_warning=args.silence_warning,
     )
     return worker.run()

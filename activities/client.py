@@ -2,7 +2,8 @@
 
 For code that embeds task processing in a loop of its own instead of running the worker
 pool; the pool is built on it. Every botocore ``ClientError`` is mapped to the
-framework's :class:`~activities.ServiceError` tree here, and nowhere else.
+framework's :class:`~activities.ServiceError` tree here, and nowhere else, and every call
+is retried here with the framework's one policy (see :mod:`activities._retry`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
@@ -19,6 +21,8 @@ import botocore.loaders
 import botocore.session
 
 from activities import _runner
+from activities._outage import Hearing
+from activities._retry import Pacer, RetryPolicy
 from activities.errors import (
     ActivityDoesNotExist,
     ConfigurationError,
@@ -55,18 +59,35 @@ logger = logging.getLogger(__name__)
 #: a client that gives up at 60 s (botocore's default) abandons tasks in flight.
 READ_TIMEOUT = 70
 
+#: Seconds to wait for the answer to a call that is not a long poll (an outcome, a
+#: heartbeat, a registration): a hung call is retried instead of waited on for 70 s.
+#: Needs botocore 1.43.68 or later (per-call timeouts); older ones wait READ_TIMEOUT.
+CALL_TIMEOUT = 5.0
+
 #: Seconds to wait for a connection to be set up.
 CONNECT_TIMEOUT = 10
 
-#: Attempts per call, first included, in botocore's "standard" retry mode (exponential
-#: backoff with jitter on throttling, 5xx and connection errors).
-MAX_ATTEMPTS = 5
+#: The operations that are not long polls, which CALL_TIMEOUT applies to.
+SHORT_CALLS = (
+    "CreateActivity",
+    "SendTaskSuccess",
+    "SendTaskFailure",
+    "SendTaskHeartbeat",
+    "DescribeActivity",
+    "ListActivities",
+)
 
 #: The longest ``workerName`` Step Functions accepts.
 MAX_WORKER_NAME_LENGTH = 80
 
 _TASK_GONE = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
 _THROTTLED = frozenset({"ThrottlingException", "ActivityWorkerLimitExceeded"})
+
+#: Codes of errors that pass, besides throttling and 5xx answers.
+_PASSING = frozenset({"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"})
+
+#: botocore's errors of a call that got no answer, which another attempt may not meet.
+_NETWORK_ERRORS = (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError)
 
 
 def make_client(
@@ -76,6 +97,7 @@ def make_client(
     profile_name: str | None = None,
     max_pool_connections: int = 10,
     session: boto3.Session | None = None,
+    max_attempts: int = 1,
 ) -> SFNClient:
     """Make a Step Functions client fit for long polls.
 
@@ -83,8 +105,9 @@ def make_client(
     variables such as ``AWS_ENDPOINT_URL`` and ``AWS_DEFAULT_REGION``, the shared config
     files, instance roles) unless given here; ``AWS_REGION``, which other AWS SDKs read,
     is honoured too. The client waits ``READ_TIMEOUT`` (70) seconds for
-    a response, longer than a long poll, and retries throttling and transient errors with
-    botocore's standard mode.
+    a response, longer than a long poll. It makes one attempt per call:
+    :class:`ActivityClient` retries the activity calls with the framework's policy
+    (:class:`~activities.RetryPolicy`), and botocore's retries would stack under it.
 
     Raises:
         ConfigurationError: no Region is configured, or the profile does not exist.
@@ -97,11 +120,14 @@ def make_client(
             that run at once.
         session: the boto3 session to use instead of a new one (``profile_name`` and
             ``region_name`` are then ignored).
+        max_attempts: botocore's attempts per call (its "standard" retry mode), the first
+            included; more than 1 for a client used for other calls than the activity
+            API's (``StartExecution``, ...).
     """
     config = botocore.config.Config(
         read_timeout=READ_TIMEOUT,
         connect_timeout=CONNECT_TIMEOUT,
-        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         max_pool_connections=max_pool_connections,
     )
     try:
@@ -180,13 +206,36 @@ class ActivityClient:
         if task is not None:
             client.process(Echo(), task)  # run, heartbeat, send the outcome
 
+    Each call is retried when it fails for a reason that passes (throttling, a 5xx, a
+    timeout, a lost connection), up to ``retry.attempts`` attempts; calls of an operation
+    that Step Functions throttles are paced (see :mod:`activities._retry`). A client of
+    your own should not retry on its own (``retries={"total_max_attempts": 1}``), or its
+    retries stack under these.
+
     Args:
         client: a boto3 Step Functions client; :func:`make_client` by default.
         worker_name: the ``workerName`` of polls; :func:`default_worker_name` by default.
+        retry: how failed calls are retried.
+        call_timeout: seconds to wait for the answer to a call that is not a long poll
+            (set on ``client`` for those calls; botocore 1.43.68 or later).
     """
 
-    def __init__(self, client: SFNClient | None = None, *, worker_name: str | None = None) -> None:
+    def __init__(
+        self,
+        client: SFNClient | None = None,
+        *,
+        worker_name: str | None = None,
+        retry: RetryPolicy | None = None,
+        call_timeout: float = CALL_TIMEOUT,
+    ) -> None:
         self.client = client if client is not None else make_client()
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.call_timeout = call_timeout
+        #: Spaces this client's calls of an operation while it is throttled.
+        self.pacer = Pacer()
+        #: What this client's calls heard from Step Functions (see activities._outage).
+        self.hearing = Hearing()
+        _set_call_timeout(self.client, call_timeout)
         self.worker_name = worker_name if worker_name is not None else default_worker_name()
         if not 1 <= len(self.worker_name) <= MAX_WORKER_NAME_LENGTH:
             msg = (
@@ -203,11 +252,12 @@ class ActivityClient:
         response = self._call("CreateActivity", self.client.create_activity, **kwargs)
         return str(response["activityArn"])
 
-    def poll(self, activity_arn: str) -> Task | None:
+    def poll(self, activity_arn: str, *, attempts: int | None = None) -> Task | None:
         """Long-poll ``activity_arn`` once for a task; ``None`` when none came within 60 s.
 
         Only poll when the task can be run at once: its timeouts start when it is handed
-        out.
+        out. ``attempts`` (``retry.attempts`` by default) bounds the retries of a poll that
+        failed for a passing reason.
 
         Raises:
             ActivityDoesNotExist: the ARN is unknown.
@@ -217,6 +267,7 @@ class ActivityClient:
         response = self._call(
             "GetActivityTask",
             self.client.get_activity_task,
+            attempts=attempts,
             activityArn=activity_arn,
             workerName=self.worker_name,
         )
@@ -264,8 +315,10 @@ class ActivityClient:
             failure = Failure(error, cause)
         self.send_outcome(token, failure)
 
-    def send_outcome(self, token: str, outcome: Outcome) -> None:
+    def send_outcome(self, token: str, outcome: Outcome, *, attempts: int | None = None) -> None:
         """Send an :data:`~activities.Outcome` as it is; a ``Cancelled`` sends nothing.
+
+        ``attempts`` (``retry.attempts`` by default) bounds the retries.
 
         Raises:
             TaskGone: the task is no longer known.
@@ -275,6 +328,7 @@ class ActivityClient:
             self._call(
                 "SendTaskSuccess",
                 self.client.send_task_success,
+                attempts=attempts,
                 taskToken=token,
                 output=outcome.output,
             )
@@ -282,6 +336,7 @@ class ActivityClient:
             self._call(
                 "SendTaskFailure",
                 self.client.send_task_failure,
+                attempts=attempts,
                 taskToken=token,
                 error=outcome.error,
                 cause=outcome.cause,
@@ -311,16 +366,63 @@ class ActivityClient:
             return Cancelled(str(exc))
         return outcome
 
-    def _call(self, operation: str, method: Any, **kwargs: Any) -> Any:
+    def _call(
+        self, operation: str, method: Any, *, attempts: int | None = None, **kwargs: Any
+    ) -> Any:
+        """Call ``method``, retried with the policy while it fails for a passing reason."""
+        most = self.retry.attempts if attempts is None else attempts
+        failed = 0
+        while True:
+            self.pacer.wait(operation)
+            try:
+                response = self._attempt(operation, method, kwargs)
+            except ServiceError as exc:
+                if isinstance(exc, Throttled):
+                    self.pacer.throttled(operation)
+                failed += 1
+                if not exc.transient or failed >= most:
+                    raise
+                pause = self.retry.pause(failed)
+                logger.debug("%s; attempt %d in %.3f s", exc, failed + 1, pause)
+                time.sleep(pause)
+                continue
+            self.pacer.taken(operation)
+            return response
+
+    def _attempt(self, operation: str, method: Any, kwargs: dict[str, Any]) -> Any:
+        """One attempt of a call; what Step Functions said of it is noted in ``hearing``."""
+        attempt = self.hearing.started(operation)
         try:
-            return method(**kwargs)
+            response = method(**kwargs)
         except botocore.exceptions.ClientError as exc:
+            self.hearing.answered(attempt)
             _raise_service_error(operation, exc)
         except botocore.exceptions.BotoCoreError as exc:
-            # Connection errors and timeouts, after botocore's own retries.
+            self.hearing.unanswered(attempt)
             code = type(exc).__name__
             msg = f"{operation}: {code}: {exc}"
-            raise ServiceError(msg, code=code, operation=operation) from exc
+            transient = isinstance(exc, _NETWORK_ERRORS)
+            raise ServiceError(msg, code=code, operation=operation, transient=transient) from exc
+        self.hearing.answered(attempt)
+        return response
+
+
+def _set_call_timeout(client: SFNClient, seconds: float) -> None:
+    """Make ``client`` wait ``seconds`` for the answer to a call that is not a long poll.
+
+    botocore 1.43.68 and later take a read timeout per call from the request's context;
+    older ones ignore it and wait the client's own read timeout.
+    """
+
+    def set_timeout(context: dict[str, Any], **_: Any) -> None:
+        context["read_timeout"] = seconds
+
+    for operation in SHORT_CALLS:
+        client.meta.events.register(
+            f"before-call.sfn.{operation}",
+            set_timeout,
+            unique_id=f"sfn-activities-timeout-{operation}",
+        )
 
 
 def _raise_service_error(operation: str, exc: botocore.exceptions.ClientError) -> NoReturn:
@@ -328,6 +430,8 @@ def _raise_service_error(operation: str, exc: botocore.exceptions.ClientError) -
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
     message = f"{operation}: {code}: {error.get('Message', '')}"
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    transient = code in _THROTTLED or code in _PASSING or status >= 500  # noqa: PLR2004 - 5xx
     kind: type[ServiceError] = ServiceError
     if code in _TASK_GONE:
         kind = TaskGone
@@ -337,4 +441,4 @@ def _raise_service_error(operation: str, exc: botocore.exceptions.ClientError) -
         kind = ActivityDoesNotExist
     elif code == "InvalidOutput":
         kind = InvalidOutput
-    raise kind(message, code=code, operation=operation) from exc
+    raise kind(message, code=code, operation=operation, transient=transient) from exc

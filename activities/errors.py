@@ -188,12 +188,17 @@ class ServiceError(ActivitiesError):
         code: the service's error code, e.g. ``"TaskTimedOut"``; for a network error, the
             botocore exception's class name, e.g. ``"EndpointConnectionError"``.
         operation: the API operation that failed, e.g. ``"SendTaskHeartbeat"``.
+        transient: the failure passes (throttling, a 5xx, a timeout, a lost connection):
+            the same call may succeed later.
     """
 
-    def __init__(self, message: str = "", *, code: str = "", operation: str = "") -> None:
+    def __init__(
+        self, message: str = "", *, code: str = "", operation: str = "", transient: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.operation = operation
+        self.transient = transient
 
 
 class TaskGone(ServiceError):

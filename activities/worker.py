@@ -39,14 +39,20 @@ from activities._heartbeats import Heartbeats
 from activities._loop import SlotSettings
 from activities._metrics import NO_METRICS
 from activities._operations import Operations
+from activities._outage import Hearing, OutageWatch
 from activities._premade import premake
 from activities._process import CONNECTIONS_PER_SLOT, TaskProcess, restart_reason
-from activities._settings import SHUTDOWN_GRACE, WorkerSettings, client_and_factory
+from activities._settings import (
+    SHUTDOWN_GRACE,
+    SILENCE_WARNING,
+    WorkerSettings,
+    client_and_factory,
+)
 from activities._settings import concurrency_limits as concurrency_limits_of
 from activities._settings import heartbeat_intervals as heartbeat_intervals_of
 from activities._slot import ThreadSlot, take_all, thread_heartbeats
 from activities._stop import Stop, stop_on_signals
-from activities.client import ActivityClient
+from activities.client import CALL_TIMEOUT, ActivityClient
 from activities.errors import WorkerCrashed, WorkerShutdown
 from activities.outcome import failure_from_exception
 
@@ -56,6 +62,7 @@ if TYPE_CHECKING:
 
     from mypy_boto3_stepfunctions import SFNClient
 
+    from activities._retry import RetryPolicy
     from activities._slot import Slot, Unit
     from activities._slotstate import Held
     from activities.activity import Activity
@@ -119,6 +126,14 @@ class Worker:
             (readiness); 0 picks a free port (see :attr:`metrics_address`). Needs the
             ``prometheus`` extra: ``pip install 'sfn-activities[prometheus]'``.
         metrics_host: the address that port listens on; ``0.0.0.0`` in a container.
+        retry: how calls that failed for a passing reason (throttling, 5xx, timeouts)
+            are retried: :class:`~activities.RetryPolicy` by default. Outcomes are retried
+            until Step Functions takes them, polls as long as the worker runs.
+        call_timeout: seconds to wait for the answer to a call that is not a long poll
+            (outcomes, heartbeats, registration), so that a hung call is retried soon.
+        silence_warning: seconds without an answer from Step Functions, while a call is
+            due one, before a warning says so (repeated every minute while it lasts; an
+            INFO line says when it answers again).
 
     Raises:
         ConfigurationError: a setting is out of range, ``client`` is a client while
@@ -146,6 +161,9 @@ class Worker:
         preload: bool = True,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
+        retry: RetryPolicy | None = None,
+        call_timeout: float = CALL_TIMEOUT,
+        silence_warning: float = SILENCE_WARNING,
     ) -> None:
         self.served = registry.task_lists(activities, prefix=prefix, overrides=task_lists)
         self.activities = _by_name(self.served.values())
@@ -159,6 +177,8 @@ class Worker:
             shutdown_grace=shutdown_grace,
             max_tasks_per_process=max_tasks_per_process,
             max_memory_per_process=max_memory_per_process,
+            call_timeout=call_timeout,
+            silence_warning=silence_warning,
         )
         self._client_factory, sfn = client_and_factory(
             client,
@@ -167,7 +187,9 @@ class Worker:
             + PARENT_CONNECTIONS
             + (self.settings.concurrency if self.settings.use_threads else 0),
         )
-        self.client = ActivityClient(sfn, worker_name=worker_name)
+        self.client = ActivityClient(
+            sfn, worker_name=worker_name, retry=retry, call_timeout=call_timeout
+        )
         self.preload = preload
         self._operations = None if metrics_port is None else Operations(metrics_host, metrics_port)
         self._metrics = NO_METRICS
@@ -178,6 +200,7 @@ class Worker:
         self._handoff: HandOff | None = None
         self._failures: BackgroundDelivery | None = None
         self._stop: Stop | None = None
+        self._watch: OutageWatch | None = None
         self._units: set[Unit] = set()
         self._lock = threading.Lock()
         self._running = False
@@ -228,6 +251,10 @@ class Worker:
             groups=[names.index(activity.name) for activity in by_arn.values()],
             limits=[self.max_concurrency[name] for name in names],
         )
+        self.client.hearing = Hearing(control.answered, control.overdue, control.slots)
+        self._watch = OutageWatch(
+            control.answered, control.overdue, after=self.settings.silence_warning
+        )
         self._failures = BackgroundDelivery(
             self.client, self._control.give_up, metrics=self._metrics
         )
@@ -240,6 +267,8 @@ class Worker:
             max_memory=self.settings.max_memory_per_process,
             log_plan=log_plan(),
             metrics_dir=metrics_dir,
+            retry=self.client.retry,
+            call_timeout=self.client.call_timeout,
         )
         if forkserver is None:
             self._heartbeats = thread_heartbeats(
@@ -292,6 +321,7 @@ class Worker:
         for first in range(0, self.settings.concurrency, per_unit):
             self._start_unit(list(range(first, first + per_unit)))
         self._handoff.start()
+        self._watch.start()
         shortage = self.settings.short_of_polls(len(self.served))
         if shortage:
             logger.warning("%s", shortage)
@@ -484,6 +514,8 @@ class Worker:
         self._failures.send(task, failure)
 
     def _finish(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
         if self._handoff is not None:
             self._handoff.close()
         if self._heartbeats is not None:

@@ -10,7 +10,7 @@ import botocore.session
 import pytest
 from botocore.stub import Stubber
 
-from activities import ActivityClient, _delivery, _loop
+from activities import ActivityClient, RetryPolicy
 from activities.local import LocalStepFunctions, free_port
 from activities.testing import ActivityEnvironment
 from tests.fake_sfn import FakeStepFunctions
@@ -88,5 +88,4 @@ def fake() -> Iterator[FakeStepFunctions]:
 @pytest.fixture
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries of polls and outcomes wait a hundredth of a second: tests of retrying stay fast."""
-    monkeypatch.setattr(_loop, "backoff", lambda *_, **__: 0.01)
-    monkeypatch.setattr(_delivery, "backoff", lambda *_, **__: 0.01)
+    monkeypatch.setattr(RetryPolicy, "pause", lambda *_: 0.01)

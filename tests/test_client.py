@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import socket
 from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.config
 import botocore.session
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.stub import ANY, Stubber
 
 from activities import (
@@ -17,6 +19,7 @@ from activities import (
     Failure,
     InvalidOutput,
     ResultTooLarge,
+    RetryPolicy,
     ServiceError,
     Success,
     Task,
@@ -54,7 +57,9 @@ class TestMakeClient:
         config = make_client(region_name="us-east-1").meta.config
         assert READ_TIMEOUT >= 65
         assert config.read_timeout == READ_TIMEOUT
-        assert config.retries == {"mode": "standard", "total_max_attempts": 5}
+        assert config.retries == {"mode": "standard", "total_max_attempts": 1}, (
+            "retried by ActivityClient"
+        )
 
     def test_endpoint_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """AWS_ENDPOINT_URL is honoured, as everywhere in boto3."""
@@ -139,10 +144,11 @@ class TestPoll:
         client, stubber = stubbed
         stubber.add_client_error("get_activity_task", service_error_code=code, service_message="no")
         with pytest.raises(kind) as info:
-            client.poll(ARN)
+            client.poll(ARN, attempts=1)
         assert type(info.value) is kind
         assert (info.value.code, info.value.operation) == (code, "GetActivityTask")
         assert str(info.value) == f"GetActivityTask: {code}: no"
+        assert info.value.transient is (kind is Throttled)
 
 
 class TestNetworkErrors:
@@ -309,3 +315,109 @@ class TestProcess:
         stubber.add_client_error("send_task_success", service_error_code="TaskDoesNotExist")
         assert isinstance(client.process(Echo(), task), Cancelled)
         assert "ended after Step Functions closed it" in caplog.text
+
+
+class TestRetry:
+    """Each call is retried by ActivityClient, when its failure passes, with one policy."""
+
+    @pytest.fixture(autouse=True)
+    def no_pause(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(RetryPolicy, "pause", lambda *_: 0.0)
+
+    def test_throttled_calls_are_retried_and_paced(
+        self, stubbed: tuple[ActivityClient, Stubber]
+    ) -> None:
+        """Throttled twice, then taken: one call for the caller; the gap opens, then narrows."""
+        client, stubber = stubbed
+        for _ in range(2):
+            stubber.add_client_error(
+                "send_task_heartbeat", service_error_code="ThrottlingException"
+            )
+        stubber.add_response("send_task_heartbeat", {}, {"taskToken": TOKEN})
+        gaps = []
+        original = client.pacer.taken
+        client.pacer.taken = lambda operation: (  # type: ignore[method-assign]
+            gaps.append(client.pacer.gap(operation)),
+            original(operation),
+        )
+        client.send_heartbeat(TOKEN)
+        assert gaps[0] > 0, "the throttled attempts opened a gap between calls"
+        assert client.pacer.gap("SendTaskHeartbeat") < gaps[0], "a call taken narrows it"
+        assert client.pacer.gap("GetActivityTask") == 0, "other operations are not paced"
+
+    def test_server_errors_are_retried(self, stubbed: tuple[ActivityClient, Stubber]) -> None:
+        client, stubber = stubbed
+        stubber.add_client_error(
+            "send_task_success", service_error_code="ServiceUnavailable", http_status_code=503
+        )
+        stubber.add_response("send_task_success", {}, {"taskToken": TOKEN, "output": "1"})
+        client.send_success(TOKEN, 1)
+
+    def test_errors_that_stay_are_not_retried(
+        self, stubbed: tuple[ActivityClient, Stubber]
+    ) -> None:
+        """A 400 that is not throttling is raised at once: one attempt, no second stubbed."""
+        client, stubber = stubbed
+        stubber.add_client_error("get_activity_task", service_error_code="AccessDeniedException")
+        with pytest.raises(ServiceError) as info:
+            client.poll(ARN)
+        assert not info.value.transient
+
+    def test_the_last_error_is_raised_after_the_attempts(
+        self, stubbed: tuple[ActivityClient, Stubber]
+    ) -> None:
+        client, stubber = stubbed
+        client.retry = RetryPolicy(attempts=3)
+        for _ in range(3):
+            stubber.add_client_error("create_activity", service_error_code="ThrottlingException")
+        with pytest.raises(Throttled):
+            client.create_activity("Echo")
+
+    def test_a_hung_call_times_out_after_the_call_timeout(self) -> None:
+        """An outcome or heartbeat waits call_timeout for its answer, not the poll's 70 s."""
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen()  # accepts connections, never answers
+            sfn = boto3.Session(
+                aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+            ).client(
+                "stepfunctions",
+                endpoint_url=f"http://127.0.0.1:{server.getsockname()[1]}",
+                config=botocore.config.Config(
+                    read_timeout=READ_TIMEOUT, retries={"total_max_attempts": 1}
+                ),
+            )
+            client = ActivityClient(
+                sfn, worker_name="w", retry=RetryPolicy(attempts=1), call_timeout=0.2
+            )
+            with pytest.raises(ServiceError) as info:
+                client.send_heartbeat(TOKEN)
+        assert info.value.code == "ReadTimeoutError"
+        assert info.value.transient
+        assert client.hearing.overdue_cells[0] > 0, "an attempt went unanswered"
+
+    def test_the_call_timeout_is_not_set_on_polls(self) -> None:
+        sfn = boto3.Session(
+            aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+        ).client("stepfunctions")
+        client = ActivityClient(sfn, worker_name="w")
+        seen: dict[str, object] = {}
+
+        def answer(model: Any, context: dict[str, Any], **_: Any) -> tuple[AWSResponse, Any]:
+            # After the client's own handlers: what they set is in the context now.
+            seen[model.name] = context.get("read_timeout")
+            return AWSResponse("", 200, {}, None), {}
+
+        sfn.meta.events.register("before-call.sfn", answer)
+        client.poll(ARN)
+        client.send_heartbeat(TOKEN)
+        assert seen == {"GetActivityTask": None, "SendTaskHeartbeat": client.call_timeout}
+
+    def test_answers_are_heard(self, stubbed: tuple[ActivityClient, Stubber]) -> None:
+        """An error from the service is an answer too: nothing is overdue after it."""
+        client, stubber = stubbed
+        stubber.add_client_error("send_task_heartbeat", service_error_code="TaskTimedOut")
+        with pytest.raises(TaskGone):
+            client.send_heartbeat(TOKEN)
+        assert client.hearing.answered_cells[0] > 0
+        assert client.hearing.overdue_cells[0] == 0

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 from botocore.stub import ANY
 
-from activities import _delivery
+from activities import RetryPolicy
 from activities._control import Flag
 from activities._delivery import BackgroundDelivery, deliver
 from activities.errors import ServiceError, TaskGone, Throttled
@@ -29,7 +29,7 @@ SUCCESS = {"taskToken": TOKEN, "output": "1"}
 
 @pytest.fixture(autouse=True)
 def no_pause(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_delivery, "backoff", lambda *_, **__: 0.0)
+    monkeypatch.setattr(RetryPolicy, "pause", lambda *_: 0.0)
 
 
 @pytest.fixture

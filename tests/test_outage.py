@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from activities._outage import POLL_DUE, REPEAT, Hearing, OutageWatch
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def two_processes(clock: Clock) -> tuple[Hearing, Hearing, OutageWatch]:
+    answered, overdue = [0.0, 0.0], [0.0, 0.0]
+    watch = OutageWatch(answered, overdue, after=15, clock=clock)
+    return (
+        Hearing(answered, overdue, 0, clock=clock),
+        Hearing(answered, overdue, 1, clock=clock),
+        watch,
+    )
+
+
+def lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(record.levelno, record.getMessage()) for record in caplog.records]
+
+
+def test_idle_long_polls_are_not_a_silence(clock: Clock) -> None:
+    first, _, watch = two_processes(clock)
+    first.answered(first.started("CreateActivity"))
+    first.started("GetActivityTask")
+    clock.now += 50
+    assert watch.silence() == 0
+    clock.now += POLL_DUE
+    assert watch.silence() > 0, "a poll open past its minute is overdue"
+
+
+def test_a_silence_is_warned_of_once_a_minute_and_its_end_said(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second, watch = two_processes(clock)
+    first.answered(first.started("SendTaskSuccess"))
+    clock.now += 1
+    hung = second.started("SendTaskHeartbeat")
+    with caplog.at_level(logging.INFO, "activities.worker"):
+        for _ in range(14):
+            clock.now += 1
+            watch.look()
+        assert lines(caplog) == []
+        clock.now += 1
+        watch.look()
+        assert lines(caplog) == [
+            (
+                logging.WARNING,
+                (
+                    "Step Functions has answered none of the worker's calls for 15 s; they "
+                    "are retried, and no task is given up for it"
+                ),
+            )
+        ]
+        second.unanswered(hung)  # timed out: still overdue
+        for _ in range(int(REPEAT) - 1):
+            clock.now += 1
+            watch.look()
+        assert len(caplog.records) == 1, "not repeated within the minute"
+        clock.now += 1
+        watch.look()
+        assert (
+            caplog.records[-1]
+            .getMessage()
+            .startswith("Step Functions has answered none of the worker's calls for 75 s")
+        )
+        clock.now += 3
+        first.answered(first.started("SendTaskSuccess"))
+        watch.look()
+        assert lines(caplog)[-1] == (
+            logging.INFO,
+            "Step Functions answers again, after 78 s without an answer",
+        )
+        clock.now += 1
+        watch.look()
+        assert len(caplog.records) == 3
+
+
+def test_an_answer_elsewhere_is_no_silence(clock: Clock) -> None:
+    """One process's hung call while another hears answers: Step Functions answers."""
+    first, second, watch = two_processes(clock)
+    second.started("SendTaskSuccess")
+    for _ in range(30):
+        clock.now += 1
+        first.answered(first.started("SendTaskSuccess"))
+    assert watch.silence() < 1
