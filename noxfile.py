@@ -62,6 +62,13 @@ def claimcheck(session: nox.Session) -> None:
 
 
 @nox.session
+def faults(session: nox.Session) -> None:
+    """Throttling: how fast the worker recovers, how it backs off (benchmarks/faults.py)."""
+    session.install(".")
+    session.run("python", "-m", "benchmarks.faults", *session.posargs)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation, failing on any warning (broken links, bad references)."""
     install_group(session, "docs")

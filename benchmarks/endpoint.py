@@ -9,6 +9,15 @@ drive a benchmark: ``Load`` queues task inputs, ``Stats`` reads back what happen
 how many polls wait now), ``Reset`` forgets it all. ListActivities and DescribeActivity
 answer too, for peer libraries that look activities up.
 
+Faults, set by ``Fault`` (or on the command line) and kept until the next ``Fault`` or
+``Reset``: ``{"freeze": S}`` answers nothing for S seconds (requests that arrive, and
+answers ready, wait until it thaws, as a hung service would); ``{"throttle": P}`` refuses
+each activity call with ``ThrottlingException`` at random with probability P;
+``{"bucket": N, "refill": R}`` runs a token bucket of N calls refilled at R per second for
+each operation, as Step Functions does per account. ``Stats`` counts the calls throttled,
+and with ``"rates": true`` returns, for each whole second, the calls and the throttled
+calls of each operation.
+
 A ``Load`` with ``"record": true`` notes, for each of its tasks, the monotonic time it was
 queued, handed out (a GetActivityTask returned it) and completed (its SendTaskSuccess or
 SendTaskFailure arrived); ``Stats`` with ``"latencies": true`` returns the seconds from
@@ -23,12 +32,18 @@ import argparse
 import asyncio
 import itertools
 import json
+import random
 import socket
 import time
 from collections import defaultdict
 from typing import Any
 
 ARN_PREFIX = "arn:aws:states:us-east-1:123456789012:activity:"
+
+#: The operations of the activity API, which faults apply to.
+ACTIVITY_CALLS = frozenset(
+    {"GetActivityTask", "SendTaskSuccess", "SendTaskFailure", "SendTaskHeartbeat"}
+)
 
 OK = 200
 
@@ -60,12 +75,48 @@ class Endpoint:
         # Polls waiting now; those of a contender before the reset are not counted.
         self.generation += 1
         self.waiting = 0
+        self.fault({})
+
+    def fault(self, body: dict[str, Any]) -> None:
+        """Set the faults of ``body`` (see the module's docstring); the others end."""
+        self.frozen_until = time.monotonic() + body.get("freeze", 0.0)
+        self.throttle = float(body.get("throttle", 0.0))
+        self.bucket_size = float(body.get("bucket", 0.0))
+        self.refill = float(body.get("refill", 0.0))
+        self.tokens_left: dict[str, tuple[float, float]] = {}  # operation: (tokens, when)
+        # Per whole second: operation -> [calls, throttled].
+        self.rates: dict[int, dict[str, list[int]]] = defaultdict(
+            lambda: defaultdict(lambda: [0, 0])
+        )
+
+    async def thaw(self) -> None:
+        """Wait while the endpoint is frozen."""
+        while (left := self.frozen_until - time.monotonic()) > 0:
+            await asyncio.sleep(left)
+
+    def throttled(self, operation: str) -> bool:
+        """Whether this call of ``operation`` is refused by the faults set."""
+        now = time.monotonic()
+        counts = self.rates[int(now)][operation]
+        counts[0] += 1
+        refused = bool(self.throttle) and random.random() < self.throttle  # noqa: S311
+        if self.bucket_size and not refused:
+            tokens, then = self.tokens_left.get(operation, (self.bucket_size, now))
+            tokens = min(self.bucket_size, tokens + (now - then) * self.refill)
+            refused = tokens < 1
+            self.tokens_left[operation] = (tokens if refused else tokens - 1, now)
+        if refused:
+            counts[1] += 1
+            self.counts["throttled"] += 1
+        return refused
 
     async def call(self, operation: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Answer one call: (HTTP status, JSON body)."""
         handler = getattr(self, f"op_{operation}", None)
         if handler is None:
             return 400, {"__type": "UnknownOperationException", "message": operation}
+        if operation in ACTIVITY_CALLS and self.throttled(operation):
+            return 400, {"__type": "ThrottlingException", "message": "Rate exceeded"}
         result: tuple[int, dict[str, Any]] = await handler(body)
         return result
 
@@ -148,8 +199,18 @@ class Endpoint:
             "waiting": self.waiting,
             "connections": self.connections,
         }
+        stats["open"] = len(self.open)
+        stats["queued"] = sum(queue.qsize() for queue in self.queues.values())
+        stats["queued_by"] = {
+            arn.rpartition(":")[2]: queue.qsize() for arn, queue in self.queues.items()
+        }
         if body.get("outputs"):
             stats["outputs"] = self.outputs
+        if body.get("rates"):
+            stats["rates"] = {
+                str(second): {operation: list(pair) for operation, pair in ops.items()}
+                for second, ops in sorted(self.rates.items())
+            }
         if body.get("latencies"):
             stats["recorded"] = len(self.queued_at)
             stats["latencies"] = {
@@ -164,6 +225,10 @@ class Endpoint:
 
     async def op_Reset(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
         self.reset()
+        return 200, {}
+
+    async def op_Fault(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:  # noqa: N802
+        self.fault(body)
         return 200, {}
 
 
@@ -189,9 +254,14 @@ async def serve_connection(
                 elif name == b"x-amz-target":
                     target = value.strip().decode()
             body = json.loads(await reader.readexactly(length) or b"{}") if length else {}
-            if endpoint.delay and not target.startswith("Bench."):
+            ours = target.startswith("Bench.")
+            if not ours:
+                await endpoint.thaw()
+            if endpoint.delay and not ours:
                 await asyncio.sleep(endpoint.delay)
             status, payload = await endpoint.call(target.rpartition(".")[2], body)
+            if not ours:
+                await endpoint.thaw()  # frozen while it was answered
             data = json.dumps(payload).encode()
             head = (
                 f"HTTP/1.1 {status} {'OK' if status == OK else 'Bad Request'}\r\n"
@@ -207,9 +277,10 @@ async def serve_connection(
         writer.close()
 
 
-async def main(port: int, delay: float, poll_wait: float) -> None:
-    """Serve on 127.0.0.1:``port`` until killed."""
+async def main(port: int, delay: float, poll_wait: float, faults: dict[str, float]) -> None:
+    """Serve on 127.0.0.1:``port`` until killed, with ``faults`` (see ``Fault``) at first."""
     endpoint = Endpoint(delay=delay, poll_wait=poll_wait)
+    endpoint.fault(faults)
     server = await asyncio.start_server(
         lambda r, w: serve_connection(endpoint, r, w), "127.0.0.1", port, backlog=1024
     )
@@ -223,5 +294,9 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--poll-wait", type=float, default=1.0, help="longest empty poll, s")
+    parser.add_argument("--throttle", type=float, default=0.0, help="share of calls throttled")
+    parser.add_argument("--bucket", type=float, default=0.0, help="token bucket size, calls")
+    parser.add_argument("--refill", type=float, default=0.0, help="bucket refill, calls/s")
     args = parser.parse_args()
-    asyncio.run(main(args.port, args.delay, args.poll_wait))
+    faults = {"throttle": args.throttle, "bucket": args.bucket, "refill": args.refill}
+    asyncio.run(main(args.port, args.delay, args.poll_wait, faults))

@@ -101,11 +101,13 @@ def test_background_deliveries_are_waited_for(
 class Unanswered:
     """A client whose first outcome gets no answer, and whose second finds the task gone."""
 
+    retry = RetryPolicy()
+
     def __init__(self, first: Exception) -> None:
         self.calls: list[str] = []
         self._first = first
 
-    def send_outcome(self, token: str, outcome: object) -> None:
+    def send_outcome(self, token: str, outcome: object, *, attempts: int | None = None) -> None:
         self.calls.append(token)
         if len(self.calls) == 1:
             raise self._first
