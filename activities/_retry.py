@@ -150,8 +150,9 @@ class Pacer:
         )
         window = "so far" if since < 0 else f"in {now - since:.0f} s"
         logger.warning(
-            "Step Functions throttled %d calls %s: %s; they are retried, and paced while it lasts",
+            "Step Functions throttled %d call%s %s: %s; they are retried, and paced while it lasts",
             total,
+            "" if total == 1 else "s",
             window,
             each,
         )

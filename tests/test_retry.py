@@ -82,5 +82,5 @@ class TestPacer:
                 clock.now += 1
         lines = [record.getMessage() for record in caplog.records]
         assert len(lines) == 30 // int(REPORT_EVERY)
-        assert lines[0].startswith("Step Functions throttled 1 calls so far: GetActivityTask 1")
+        assert lines[0].startswith("Step Functions throttled 1 call so far: GetActivityTask 1")
         assert lines[1].startswith("Step Functions throttled 10 calls in 10 s: GetActivityTask 10")
