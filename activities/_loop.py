@@ -254,7 +254,7 @@ class SlotLoop:
                 return None
             arn = self._control.arns[index]
             try:
-                task = self._client.poll(arn, attempts=1)
+                task = self._client.poll(arn)
             except Exception as exc:  # noqa: BLE001 - polling never ends on an error
                 self._control.done_polling(self._position)
                 self._metrics.polled(arn, "error")
