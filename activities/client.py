@@ -3,7 +3,7 @@
 For code that embeds task processing in a loop of its own instead of running the worker
 pool; the pool is built on it. Every botocore ``ClientError`` is mapped to the
 framework's :class:`~activities.ServiceError` tree here, and nowhere else, and every call
-is retried here with the framework's one policy (see :mod:`activities._retry`).
+is retried here with the framework's one policy (see ``activities._retry``).
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ class ActivityClient:
 
     Each call is retried when it fails for a reason that passes (throttling, a 5xx, a
     timeout, a lost connection), up to ``retry.attempts`` attempts; calls of an operation
-    that Step Functions throttles are paced (see :mod:`activities._retry`). A client of
+    that Step Functions throttles are paced (see ``activities._retry``). A client of
     your own should not retry on its own (``retries={"total_max_attempts": 1}``), or its
     retries stack under these.
 

@@ -35,7 +35,7 @@ nitpick_ignore_regex = [
     ),
     (
         r"py:.*",
-        r"(SFNClient|S3Client|Transport|Task|Activity|Outcome|T|Any|Callable|Mapping|NoReturn|Generator|Path|Self)",
+        r"(SFNClient|S3Client|Transport|Task|Activity|Outcome|RetryPolicy|T|Any|Callable|Mapping|NoReturn|Generator|Path|Self)",
     ),
     (r"py:.*", r"(pathlib|types)\..*"),
     (
