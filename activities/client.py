@@ -377,8 +377,6 @@ class ActivityClient:
             try:
                 response = self._attempt(operation, method, kwargs)
             except ServiceError as exc:
-                if isinstance(exc, Throttled):
-                    self.pacer.throttled(operation)
                 failed += 1
                 if not exc.transient or failed >= most:
                     raise
@@ -386,16 +384,19 @@ class ActivityClient:
                 logger.debug("%s; attempt %d in %.3f s", exc, failed + 1, pause)
                 time.sleep(pause)
                 continue
-            self.pacer.taken(operation)
             return response
 
     def _attempt(self, operation: str, method: Any, kwargs: dict[str, Any]) -> Any:
-        """One attempt of a call; what Step Functions said of it is noted in ``hearing``."""
+        """One attempt of a call; what Step Functions said goes to the pacer and ``hearing``."""
         attempt = self.hearing.started(operation)
         try:
             response = method(**kwargs)
         except botocore.exceptions.ClientError as exc:
             self.hearing.answered(attempt)
+            if exc.response.get("Error", {}).get("Code") in _THROTTLED:
+                self.pacer.throttled(operation)
+            else:
+                self.pacer.taken(operation)  # answered, throttled or not: TaskGone, ...
             _raise_service_error(operation, exc)
         except botocore.exceptions.BotoCoreError as exc:
             self.hearing.unanswered(attempt)
@@ -404,6 +405,7 @@ class ActivityClient:
             transient = isinstance(exc, _NETWORK_ERRORS)
             raise ServiceError(msg, code=code, operation=operation, transient=transient) from exc
         self.hearing.answered(attempt)
+        self.pacer.taken(operation)
         return response
 
 

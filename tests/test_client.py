@@ -421,3 +421,14 @@ class TestRetry:
             client.send_heartbeat(TOKEN)
         assert client.hearing.answered_cells[0] > 0
         assert client.hearing.overdue_cells[0] == 0
+
+    def test_answers_that_are_errors_narrow_the_gap_too(
+        self, stubbed: tuple[ActivityClient, Stubber]
+    ) -> None:
+        """Answered, if not taken (the task is gone): not throttled, so pacing eases."""
+        client, stubber = stubbed
+        stubber.add_client_error("send_task_heartbeat", service_error_code="ThrottlingException")
+        stubber.add_client_error("send_task_heartbeat", service_error_code="TaskTimedOut")
+        with pytest.raises(TaskGone):
+            client.send_heartbeat(TOKEN)
+        assert client.pacer.gap("SendTaskHeartbeat") == 0
