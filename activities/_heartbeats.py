@@ -56,6 +56,9 @@ class Job:
         self.in_flight = False
         #: When a heartbeat found the task gone; its outcome is not sent.
         self.gone_at: float | None = None
+        #: Called (from a heartbeat's thread) when a heartbeat finds the task gone: an
+        #: async task's coroutine is cancelled by it.
+        self.on_gone: Callable[[], None] | None = None
         self.stuck = False
 
 
@@ -147,6 +150,8 @@ class Heartbeats:
                     exc,
                     job.activity.name,
                 )
+                if job.on_gone is not None:
+                    job.on_gone()
         except ServiceError as exc:
             self._metrics.heartbeat(job.task, "error")
             logger.warning("heartbeat for task %s failed: %s", job.task.token_prefix, exc)

@@ -27,11 +27,12 @@ import attrs
 from activities import _runner
 from activities._childlog import LogPlan
 from activities._delivery import deliver
+from activities._eventloop import event_loop
 from activities._metrics import metrics_of, outcome_name
 from activities._retry import RetryPolicy
 from activities.client import CALL_TIMEOUT
 from activities.errors import ActivityDoesNotExist, ServiceError, Throttled, WorkerShutdown
-from activities.outcome import Cancelled, Failure, failure_from_exception
+from activities.outcome import Cancelled, Failure, Success, failure_from_exception
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -331,9 +332,37 @@ class SlotLoop:
         try:
             if instance is None:
                 instance = self._instances[job.activity] = job.activity()
+            if instance._is_async():
+                return self._await(instance, job)
             return _runner.execute(instance, job.task, lambda: self._heartbeats.ask(job))
         except BaseException as exc:  # noqa: BLE001 - a failing __init__, or SystemExit from run()
             return failure_from_exception(exc)
+
+    def _await(self, instance: Activity, job: Job) -> Outcome:
+        """Run an async task on this process's event loop; wait here for its outcome.
+
+        It is cancelled at the ``await`` it is in as soon as a heartbeat finds the task
+        gone, and once the shutdown grace is over (the worker fails the task then).
+        """
+        coroutine = _runner.execute_async(instance, job.task, lambda: self._heartbeats.ask(job))
+        running = event_loop().start(
+            coroutine, f"task {job.task.token_prefix} of {job.activity.name}"
+        )
+        job.on_gone = running.cancel
+        assert running.future is not None  # noqa: S101 - started
+        cancelled = False
+        while True:
+            try:
+                outcome = running.future.result(timeout=IDLE_WAIT if not cancelled else None)
+            except concurrent.futures.TimeoutError:
+                if self._control.past_deadline.is_set():
+                    running.cancel()
+                    cancelled = True
+                continue
+            except concurrent.futures.CancelledError:
+                return Cancelled("the task's coroutine was cancelled before it started")
+            assert isinstance(outcome, Success | Failure | Cancelled)  # noqa: S101
+            return outcome
 
 
 def poll_failed(

@@ -1,11 +1,13 @@
 """Running one task to its outcome: decode the input, call run(), encode the result.
 
 Shared by every way of running a task (the worker, ``ActivityClient.process`` and
-``activities.testing``), so that they all map input, errors and output the same way.
+``activities.testing``), so that they all map input, errors and output the same way. An
+``async def run()`` is awaited by :func:`execute_async`, on whichever loop runs it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from activities.outcome import Outcome
     from activities.task import Task
 
-__all__ = ["execute"]
+__all__ = ["execute", "execute_async"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,31 +74,76 @@ def execute(activity: Activity, task: Task, send_heartbeat: Callable[[], None]) 
         task: the task.
         send_heartbeat: sends one heartbeat; raises :class:`TaskGone` (or
             :class:`TaskCancelled`) when the task is gone.
+
+    An ``async def run()`` runs to its end on a new event loop (``asyncio.run``), in
+    this thread.
     """
+    if activity._is_async():
+        return asyncio.run(execute_async(activity, task, send_heartbeat))
     heartbeat = Heartbeat(send_heartbeat, task)
     activity._task, activity._heartbeat = task, heartbeat
     try:
-        return _execute(activity, task, heartbeat)
+        arguments = _arguments(activity, task)
+        if not isinstance(arguments, tuple):
+            return arguments
+        try:
+            if activity._is_generator():
+                result = _drive(activity.run(*arguments[0], **arguments[1]), heartbeat)
+            else:
+                result = activity.run(*arguments[0], **arguments[1])
+        except Exception as exc:  # noqa: BLE001 - whatever run() raises fails the task
+            return _failed(exc, heartbeat)
+        return _succeeded(activity, result, heartbeat)
     finally:
         activity._task = activity._heartbeat = None
 
 
-def _execute(activity: Activity, task: Task, heartbeat: Heartbeat) -> Outcome:  # noqa: PLR0911 - one return per way a task ends
+async def execute_async(
+    activity: Activity, task: Task, send_heartbeat: Callable[[], None]
+) -> Outcome:
+    """Await ``task`` on an activity whose ``run()`` is ``async def``; what to report.
+
+    As :func:`execute`, on the running event loop. ``send_heartbeat`` must not block: it
+    runs in the loop. When the coroutine is cancelled (the task is gone, or the worker
+    stops), the outcome is :class:`Cancelled`, unless ``run()`` caught the cancellation
+    and returned: then it is what ``run()`` returned.
+    """
+    heartbeat = Heartbeat(send_heartbeat, task)
+    activity._task, activity._heartbeat = task, heartbeat
     try:
-        args, kwargs = activity._deserialize_arguments(task.input)
+        arguments = _arguments(activity, task)
+        if not isinstance(arguments, tuple):
+            return arguments
+        try:
+            result = await activity.run(*arguments[0], **arguments[1])
+        except asyncio.CancelledError:
+            return Cancelled("the task's coroutine was cancelled")
+        except Exception as exc:  # noqa: BLE001 - whatever run() raises fails the task
+            return _failed(exc, heartbeat)
+        return _succeeded(activity, result, heartbeat)
+    finally:
+        activity._task = activity._heartbeat = None
+
+
+def _arguments(activity: Activity, task: Task) -> tuple[tuple[Any, ...], dict[str, Any]] | Outcome:
+    """``run()``'s arguments from the task input, or the failure of input that does not fit."""
+    try:
+        return activity._deserialize_arguments(task.input)
     except (ActivityError, ActivityDefinitionError) as exc:
         return failure_from_exception(exc)
     except Exception as exc:  # noqa: BLE001 - any other decoding error is the input's fault
         return failure_from_exception(InvalidInput(str(exc)))
-    try:
-        if activity._is_generator():
-            result = _drive(activity.run(*args, **kwargs), heartbeat)
-        else:
-            result = activity.run(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - whatever run() raises fails the task
-        if heartbeat.cancelled is not None:
-            return Cancelled(heartbeat.cancelled.message)
-        return failure_from_exception(_without_runner_frames(exc))
+
+
+def _failed(exc: Exception, heartbeat: Heartbeat) -> Outcome:
+    """The outcome of ``run()`` raising ``exc``: cancelled if the task is gone, else failed."""
+    if heartbeat.cancelled is not None:
+        return Cancelled(heartbeat.cancelled.message)
+    return failure_from_exception(_without_runner_frames(exc))
+
+
+def _succeeded(activity: Activity, result: Any, heartbeat: Heartbeat) -> Outcome:
+    """The outcome of ``run()`` returning ``result``."""
     if heartbeat.cancelled is not None:
         # run() caught TaskCancelled and returned: the task is gone all the same.
         return Cancelled(heartbeat.cancelled.message)

@@ -17,7 +17,7 @@ from activities.errors import ActivityDefinitionError
 from transport import JSONTransport, Transport
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable, Generator
 
     from activities.task import Task
 
@@ -80,6 +80,10 @@ class Activity:
     ``return`` value is the result. When Step Functions answers that the task is gone,
     :class:`~activities.TaskCancelled` is raised at the ``yield`` (or from
     :meth:`heartbeat`) so that the work stops.
+
+    ``run()`` may be ``async def``: the worker runs it on its task process's event loop,
+    many at once (see docs/async.md), with ``await self.heartbeat()`` for a heartbeat;
+    when the task is gone its coroutine is cancelled at the ``await`` it is in.
 
     One instance serves many tasks, one at a time: set up expensive state (clients,
     models) in ``__init__``, which takes no arguments.
@@ -164,11 +168,11 @@ class Activity:
         run = inspect.unwrap(cls.__dict__.get("run", _no_run))
         if isinstance(run, staticmethod | classmethod):
             run = run.__func__
-        if inspect.iscoroutinefunction(run) or inspect.isasyncgenfunction(run):
+        if inspect.isasyncgenfunction(run):
             msg = (
-                f"{cls.__qualname__}.run is async: async activities are not supported yet "
-                f"(its coroutine would never be awaited); define run() with def, and call "
-                f"asyncio.run() inside it if the work is async"
+                f"{cls.__qualname__}.run is an async generator, which cannot return a "
+                f"result: define it with async def and no yield, and call "
+                f"`await self.heartbeat()` where a yield would be"
             )
             raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="run")
 
@@ -189,8 +193,12 @@ class Activity:
             raise RuntimeError(msg)
         return self._task
 
-    def heartbeat(self) -> None:
+    def heartbeat(self) -> Awaitable[None]:
         """Tell Step Functions the task is alive, resetting its ``HeartbeatSeconds`` clock.
+
+        The heartbeat is sent from a thread of the worker: this never waits for the
+        network. In an ``async def run()``, ``await self.heartbeat()``; in a sync one,
+        call it (what it returns needs no awaiting there).
 
         Raises:
             TaskCancelled: Step Functions no longer knows the task (it timed out or its
@@ -201,6 +209,7 @@ class Activity:
             msg = f"{type(self).__qualname__}.heartbeat() is only available while run() runs a task"
             raise RuntimeError(msg)
         self._heartbeat()
+        return _SENT
 
     def _deserialize_arguments(self, data: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Turn the task input into ``run()``'s ``(args, kwargs)``; override to customize.
@@ -256,6 +265,23 @@ class Activity:
     def _is_generator(cls) -> bool:
         """Whether ``run()`` is a generator function, whose every ``yield`` is a heartbeat."""
         return inspect.isgeneratorfunction(cls.run)
+
+    @classmethod
+    def _is_async(cls) -> bool:
+        """Whether ``run()`` is ``async def``: its tasks run on an event loop."""
+        return inspect.iscoroutinefunction(inspect.unwrap(cls.run))
+
+
+class _Sent:
+    """What :meth:`Activity.heartbeat` returns: awaiting it is over at once (it was sent)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return iter(())  # type: ignore[return-value]
+
+
+_SENT = _Sent()
 
 
 def _no_run() -> None:
@@ -339,8 +365,9 @@ def function_activity(
         that makes it.
 
     Raises:
-        ActivityDefinitionError: ``function`` is not a plain (non-async) function, or a
-            setting is invalid (e.g. a name Step Functions refuses).
+        ActivityDefinitionError: ``function`` is not a function (an ``async def`` is, an
+            async generator is not), or a setting is invalid (e.g. a name Step Functions
+            refuses).
     """
     settings: dict[str, Any] = {
         "task_lists": task_lists,
@@ -368,10 +395,10 @@ def _activity_class(
         if isinstance(function, type):
             msg += ": a class is an activity when it subclasses Activity"
         raise ActivityDefinitionError(msg, activity=qualname, setting="run")
-    if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+    if inspect.isasyncgenfunction(function):
         msg = (
-            f"{qualname} is an async function: activities are called synchronously, "
-            f"so its coroutine would never run"
+            f"{qualname} is an async generator, which cannot return a result: define it "
+            f"with async def and no yield"
         )
         raise ActivityDefinitionError(msg, activity=qualname, setting="run")
     namespace = {

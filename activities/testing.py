@@ -10,11 +10,14 @@
 
 The task goes through exactly what a worker does with it (the transport, the mapping of
 exceptions to failures, the output limits, heartbeats) with Step Functions replaced by a
-stand-in that counts heartbeats and can cancel the task.
+stand-in that counts heartbeats and can cancel the task. An ``async def run()`` runs
+too: :meth:`ActivityEnvironment.run` on a loop of its own, from a sync test, or ``await``
+:meth:`ActivityEnvironment.run_async` from an async one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
@@ -99,25 +102,71 @@ class ActivityEnvironment:
         cancel_after_heartbeats: answer the heartbeat after this many as Step Functions
             does for a task that timed out, so the activity sees
             :class:`~activities.TaskCancelled`; ``None`` never cancels.
+        cancel_after: for an ``async def run()``: seconds after which the task is gone, as
+            when a worker's automatic heartbeat finds it so: its coroutine is cancelled
+            at the ``await`` it is in. ``None`` never cancels.
         worker_name: the worker name the task reports.
     """
 
     def __init__(
-        self, *, cancel_after_heartbeats: int | None = None, worker_name: str = "test-worker"
+        self,
+        *,
+        cancel_after_heartbeats: int | None = None,
+        cancel_after: float | None = None,
+        worker_name: str = "test-worker",
     ) -> None:
         if cancel_after_heartbeats is not None and cancel_after_heartbeats < 0:
             msg = f"cancel_after_heartbeats must be >= 0 or None, got {cancel_after_heartbeats}"
             raise ValueError(msg)
+        if cancel_after is not None and not cancel_after >= 0:
+            msg = f"cancel_after must be >= 0 or None, got {cancel_after}"
+            raise ValueError(msg)
         self.cancel_after_heartbeats = cancel_after_heartbeats
+        self.cancel_after = cancel_after
         self.worker_name = worker_name
 
     def run(self, activity: type[Activity] | Activity, input: str = "") -> TaskReport:  # noqa: A002 - Step Functions' word
         """Run one task with ``input`` (JSON text, as a state machine sends it).
 
+        An ``async def run()`` runs on an event loop of its own (``asyncio.run``): call
+        this from a sync test, :meth:`run_async` from an async one.
+
         Args:
             activity: an Activity subclass (instantiated without arguments) or instance.
             input: the task input; empty means no arguments.
         """
+        if activity._is_async():
+            return asyncio.run(self.run_async(activity, input))
+        instance, task, heartbeats = self._prepare(activity, input)
+        outcome = _runner.execute(instance, task, heartbeats)
+        return TaskReport(outcome=outcome, heartbeats=heartbeats.sent, transport=instance.transport)
+
+    async def run_async(self, activity: type[Activity] | Activity, input: str = "") -> TaskReport:  # noqa: A002
+        """Run one task of an ``async def run()`` on the running event loop.
+
+        Args:
+            activity: an Activity subclass (instantiated without arguments) or instance.
+            input: the task input; empty means no arguments.
+
+        Raises:
+            TypeError: the activity's ``run()`` is not ``async def`` (use :meth:`run`).
+        """
+        instance, task, heartbeats = self._prepare(activity, input)
+        if not instance._is_async():
+            msg = f"{type(instance).__qualname__}.run is not async def: use run(), not run_async()"
+            raise TypeError(msg)
+        running = asyncio.ensure_future(_runner.execute_async(instance, task, heartbeats))
+        if self.cancel_after is not None:
+            later = asyncio.get_running_loop().call_later(self.cancel_after, running.cancel)
+            running.add_done_callback(lambda _: later.cancel())
+        outcome = await running
+        return TaskReport(outcome=outcome, heartbeats=heartbeats.sent, transport=instance.transport)
+
+    def _prepare(
+        self,
+        activity: type[Activity] | Activity,
+        input: str,  # noqa: A002
+    ) -> tuple[Activity, Task, _Heartbeats]:
         instance = activity() if isinstance(activity, type) else activity
         task = Task(
             token=TEST_TOKEN,
@@ -126,17 +175,18 @@ class ActivityEnvironment:
             input=input,
             started_at=dt.datetime.now(dt.UTC),
         )
-        heartbeats = 0
+        return instance, task, _Heartbeats(self.cancel_after_heartbeats)
 
-        def send_heartbeat() -> None:
-            nonlocal heartbeats
-            if (
-                self.cancel_after_heartbeats is not None
-                and heartbeats >= self.cancel_after_heartbeats
-            ):
-                msg = "SendTaskHeartbeat: TaskTimedOut: task timed out (simulated)"
-                raise TaskGone(msg, code="TaskTimedOut", operation="SendTaskHeartbeat")
-            heartbeats += 1
 
-        outcome = _runner.execute(instance, task, send_heartbeat)
-        return TaskReport(outcome=outcome, heartbeats=heartbeats, transport=instance.transport)
+class _Heartbeats:
+    """The stand-in Step Functions' side of heartbeats: counts them, says when it is gone."""
+
+    def __init__(self, cancel_after: int | None) -> None:
+        self.sent = 0
+        self._cancel_after = cancel_after
+
+    def __call__(self) -> None:
+        if self._cancel_after is not None and self.sent >= self._cancel_after:
+            msg = "SendTaskHeartbeat: TaskTimedOut: task timed out (simulated)"
+            raise TaskGone(msg, code="TaskTimedOut", operation="SendTaskHeartbeat")
+        self.sent += 1

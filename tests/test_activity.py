@@ -222,20 +222,22 @@ class TestTaskContext:
 
 
 class TestAsyncRun:
-    """Until async activities are served, an async run() is refused when the class is made."""
+    """An async def run() is an activity (tests/test_async.py); an async generator is not."""
 
-    def test_async_def_run_is_refused(self) -> None:
-        with pytest.raises(ActivityDefinitionError, match=r"Fetch\.run is async") as info:
+    def test_async_def_run_is_an_async_activity(self) -> None:
+        class Fetch(Activity):
+            async def run(self, url: str) -> str:
+                return url
 
-            class Fetch(Activity):
-                async def run(self, url: str) -> str:
-                    return url
+        class Plain(Activity):
+            def run(self, url: str) -> str:
+                return url
 
-        assert info.value.setting == "run"
-        assert "asyncio.run()" in str(info.value)
+        assert Fetch._is_async()
+        assert not Plain._is_async()
 
     def test_an_async_generator_run_is_refused(self) -> None:
-        with pytest.raises(ActivityDefinitionError, match="is async"):
+        with pytest.raises(ActivityDefinitionError, match=r"Stream\.run is an async generator"):
 
             class Stream(Activity):
                 async def run(self) -> Any:

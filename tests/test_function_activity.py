@@ -125,14 +125,20 @@ class TestDecorator:
         with pytest.raises(ActivityDefinitionError, match="decorates a function, not"):
             function_activity(thing)
 
-    def test_async_functions_are_refused(self) -> None:
-        """A coroutine function would never run: refused with a message that says why."""
+    def test_async_generators_are_refused(self) -> None:
+        """An async generator cannot return a result: refused with a message that says why."""
 
-        async def fetch() -> None: ...
+        async def fetch() -> Any:
+            yield 1
 
-        with pytest.raises(ActivityDefinitionError, match="async function") as info:
+        with pytest.raises(ActivityDefinitionError, match="async generator") as info:
             function_activity(fetch)
         assert info.value.setting == "run"
+
+    def test_async_functions_are_async_activities(self) -> None:
+        async def fetch() -> None: ...
+
+        assert function_activity(fetch)._is_async()
 
 
 class TestInput:

@@ -1,0 +1,83 @@
+"""Async activities for tests: ``activities worker tests.async_workload``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from activities import Activity, TaskCancelled
+
+
+class AsyncEcho(Activity):
+    """Awaits ``seconds``, then returns ``value``."""
+
+    name = "async-Echo"
+
+    async def run(self, value: Any, seconds: float = 0) -> Any:
+        await asyncio.sleep(seconds)
+        return value
+
+
+class AsyncBeats(Activity):
+    """Heartbeats ``beats`` times, ``every`` seconds apart; returns how many it sent."""
+
+    name = "async-Beats"
+
+    async def run(self, beats: int, every: float = 0) -> int:
+        for _ in range(beats):
+            await self.heartbeat()
+            await asyncio.sleep(every)
+        return beats
+
+
+class Flaky(Exception):
+    """Raised by :class:`AsyncFails`: a name a state machine's Retry matches."""
+
+
+class AsyncFails(Activity):
+    """Fails with ``Flaky`` after awaiting."""
+
+    name = "async-Fails"
+
+    async def run(self, message: str) -> None:
+        await asyncio.sleep(0)
+        raise Flaky(message)
+
+
+class Gathering(Activity):
+    """Returns once ``count`` tasks of it run at once (they only can on one loop)."""
+
+    name = "async-Gathering"
+    running = 0
+    most = 0  # the most that ran at once
+
+    async def run(self, count: int) -> int:
+        cls = type(self)
+        cls.running += 1
+        cls.most = max(cls.most, cls.running)
+        try:
+            for _ in range(1000):
+                if cls.most >= count:
+                    return count
+                await asyncio.sleep(0.01)
+            msg = f"only {cls.most} of {count} ran at once"
+            raise RuntimeError(msg)
+        finally:
+            type(self).running -= 1
+
+
+class Forever(Activity):
+    """Awaits for ever, heartbeating automatically; notes that it was cancelled."""
+
+    name = "async-Forever"
+    heartbeat_interval = 0.1
+    cancelled: ClassVar[list[str]] = []
+
+    async def run(self) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            type(self).cancelled.append(self.task.token)
+            raise
+        except TaskCancelled:
+            raise

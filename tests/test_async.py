@@ -1,0 +1,156 @@
+"""Async activities: ``async def run()`` mapped, run, heartbeated and cancelled as sync ones."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from activities import Activity, ActivityDefinitionError, function_activity
+from activities._eventloop import EventLoop
+from activities.testing import ActivityEnvironment
+from activities.worker import Worker
+from tests import async_workload, workloads
+from tests.waiting import wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tests.fake_sfn import FakeStepFunctions
+
+
+@contextlib.contextmanager
+def thread_worker(
+    fake: FakeStepFunctions, *activities: type[Activity], threads: int = 2, **options: Any
+) -> Iterator[Worker]:
+    """A started worker of ``threads`` threads, stopped at once when the block ends."""
+    worker = Worker(activities, threads=threads, client=fake, **options)  # type: ignore[arg-type]
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.terminate()
+        worker.join(10)
+
+
+class TestDefinition:
+    def test_an_async_generator_is_refused(self) -> None:
+        with pytest.raises(ActivityDefinitionError, match="async generator"):
+
+            class Beats(Activity):
+                async def run(self):  # type: ignore[no-untyped-def]
+                    yield
+
+    def test_an_async_function_activity(self) -> None:
+        @function_activity
+        async def doubled(n: int) -> int:
+            await asyncio.sleep(0)
+            return 2 * n
+
+        assert ActivityEnvironment().run(doubled, '{"n": 21}').result == 42
+
+
+class TestEnvironment:
+    def test_from_a_sync_test(self) -> None:
+        report = ActivityEnvironment().run(async_workload.AsyncEcho, '{"value": [1, 2]}')
+        assert report.result == [1, 2]
+
+    def test_from_an_async_test(self) -> None:
+        async def test() -> None:
+            report = await ActivityEnvironment().run_async(async_workload.AsyncEcho, '{"value": 3}')
+            assert report.result == 3
+
+        asyncio.run(test())
+
+    def test_run_async_refuses_a_sync_activity(self) -> None:
+        class Sync(Activity):
+            def run(self) -> None: ...
+
+        with pytest.raises(TypeError, match="not async def"):
+            asyncio.run(ActivityEnvironment().run_async(Sync))
+
+    def test_input_is_typed_as_for_sync_run(self) -> None:
+        report = ActivityEnvironment().run(async_workload.AsyncBeats, '{"beats": "two"}')
+        assert report.error == "activities.InvalidInput"
+
+    def test_an_exception_fails_the_task_by_name(self) -> None:
+        report = ActivityEnvironment().run(async_workload.AsyncFails, '{"message": "no"}')
+        assert report.error == "Flaky"
+        assert "no" in (report.cause or "")
+
+    def test_awaited_heartbeats_are_sent(self) -> None:
+        report = ActivityEnvironment().run(async_workload.AsyncBeats, '{"beats": 3}')
+        assert (report.result, report.heartbeats) == (3, 3)
+
+    def test_a_heartbeat_that_finds_the_task_gone_cancels_it(self) -> None:
+        environment = ActivityEnvironment(cancel_after_heartbeats=2)
+        report = environment.run(async_workload.AsyncBeats, '{"beats": 5}')
+        assert report.cancelled
+        assert report.heartbeats == 2
+
+    def test_the_coroutine_is_cancelled_at_its_await(self) -> None:
+        async_workload.Forever.cancelled.clear()
+        report = ActivityEnvironment(cancel_after=0.05).run(async_workload.Forever)
+        assert report.cancelled
+        assert async_workload.Forever.cancelled == ["test-task-token"]
+
+
+class TestWorker:
+    def test_async_tasks_of_one_process_run_at_once(self, fake: FakeStepFunctions) -> None:
+        """Three threads, three tasks that return only once all three run together."""
+        tokens = [fake.add_task("async-Gathering", '{"count": 3}') for _ in range(3)]
+        with thread_worker(fake, async_workload.Gathering, threads=3) as worker:
+            assert fake.wait_for(3)
+            assert worker.stop(timeout=10)
+        assert {token: fake.successes.get(token) for token in tokens} == dict.fromkeys(tokens, "3")
+
+    def test_a_worker_serves_sync_and_async_activities(self, fake: FakeStepFunctions) -> None:
+        sync = fake.add_task("it-Echo", '{"value": "s"}')
+        coroutine = fake.add_task("async-Echo", '{"value": "a"}')
+        with thread_worker(fake, workloads.Echo, async_workload.AsyncEcho) as worker:
+            assert fake.wait_for(2)
+            assert worker.stop(timeout=10)
+        assert (fake.successes[sync], fake.successes[coroutine]) == ('"s"', '"a"')
+
+    def test_a_gone_task_is_cancelled_at_its_await(self, fake: FakeStepFunctions) -> None:
+        """Its automatic heartbeat finds it gone: cancelled at once, nothing sent, slot free."""
+        async_workload.Forever.cancelled.clear()
+        token = fake.add_task("async-Forever", "{}")
+        fake.gone.add(token)
+        with thread_worker(fake, async_workload.Forever) as worker:
+            assert wait_until(lambda: token in async_workload.Forever.cancelled)
+            echo = fake.add_task("async-Forever", "{}")
+            assert wait_until(lambda: echo in fake.handed_out), "the slot was not freed"
+            worker.terminate()
+        assert token not in fake.successes
+        assert token not in fake.failures
+
+    def test_past_the_grace_a_coroutine_is_cancelled_and_its_task_failed(
+        self, fake: FakeStepFunctions
+    ) -> None:
+        async_workload.Forever.cancelled.clear()
+        token = fake.add_task("async-Forever", "{}")
+        with thread_worker(fake, async_workload.Forever, shutdown_grace=0.2) as worker:
+            assert wait_until(lambda: token in fake.handed_out)
+            assert worker.stop(timeout=30)
+        assert fake.failures[token][0] == "activities.WorkerShutdown"
+        assert token in async_workload.Forever.cancelled
+
+
+class TestBlockedLoop:
+    def test_a_task_that_blocks_the_loop_is_named(self, caplog: pytest.LogCaptureFixture) -> None:
+        async def blocking() -> None:
+            time.sleep(0.6)
+
+        loop = EventLoop(blocked_after=0.2)
+        with caplog.at_level(logging.WARNING, "activities._eventloop"):
+            running = loop.start(blocking(), "task AAAA of Blocker")
+            assert running.future is not None
+            running.future.result(timeout=10)
+            assert wait_until(lambda: caplog.records)
+        message = caplog.records[0].getMessage()
+        assert message.startswith("task AAAA of Blocker has blocked this process's event loop")
