@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any, ClassVar
 
 from activities import Activity, TaskCancelled
@@ -80,4 +81,31 @@ class Forever(Activity):
             type(self).cancelled.append(self.task.token)
             raise
         except TaskCancelled:
+            raise
+
+
+class AsyncFlaky(Activity):
+    """Fails with ``Flaky`` until the attempt ``succeed_on``; then returns the attempt."""
+
+    name = "async-Flaky"
+
+    async def run(self, attempt: int, succeed_on: int) -> dict[str, int]:
+        await asyncio.sleep(0)
+        if attempt < succeed_on:
+            msg = f"attempt {attempt}"
+            raise Flaky(msg)
+        return {"attempt": attempt}
+
+
+class AsyncWaits(Activity):
+    """Awaits for ever with automatic heartbeats; writes ``marker`` when it is cancelled."""
+
+    name = "async-Waits"
+    heartbeat_interval = 0.2
+
+    async def run(self, marker: str) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            Path(marker).write_text("cancelled")
             raise
