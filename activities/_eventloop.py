@@ -9,7 +9,9 @@ heartbeats) stay in the slots' threads: nothing of the framework blocks the loop
 What user code does can: a call that does not await (``time.sleep``, a sync client)
 inside an ``async def run()`` stops every async task of the process while it runs. A
 watchdog thread notices when the loop has not come round for :data:`BLOCKED_AFTER`
-seconds and logs a warning naming the task that holds it.
+seconds and logs a warning naming the task that holds it; it also cancels the
+coroutines whose flag is set (the worker's shutdown grace is over), so that the slots
+waiting for them need not look.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     import concurrent.futures
     from collections.abc import Coroutine
+
+    from activities._control import Flag
 
 __all__ = ["EventLoop", "Running", "event_loop"]
 
@@ -40,8 +44,11 @@ R = TypeVar("R")
 class Running:
     """A coroutine handed to the loop: wait for its result, or cancel it from any thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, label: str) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, label: str, cancel_when: Flag | None
+    ) -> None:
         self.label = label
+        self.cancel_when = cancel_when
         self._loop = loop
         self._task: asyncio.Task[object] | None = None
         self._cancelled = False
@@ -69,9 +76,18 @@ class EventLoop:
         self._thread.start()
         threading.Thread(target=self._watch, name="sfn-activities-loop-watch", daemon=True).start()
 
-    def start(self, coroutine: Coroutine[object, object, R], label: str) -> Running:
-        """Start ``coroutine`` on the loop; ``label`` names it in the watchdog's warnings."""
-        running = Running(self._loop, label)
+    def start(
+        self,
+        coroutine: Coroutine[object, object, R],
+        label: str,
+        *,
+        cancel_when: Flag | None = None,
+    ) -> Running:
+        """Start ``coroutine`` on the loop; ``label`` names it in the watchdog's warnings.
+
+        The watchdog cancels it once ``cancel_when`` is set (the shutdown grace is over).
+        """
+        running = Running(self._loop, label, cancel_when)
 
         async def run() -> object:
             task = asyncio.current_task()
@@ -102,6 +118,10 @@ class EventLoop:
         reported = 0.0  # when the block reported began
         while True:
             time.sleep(TICK)
+            for each in list(self._tasks.values()):
+                if each.cancel_when is not None and each.cancel_when.is_set():
+                    each.cancel_when = None  # once
+                    each.cancel()
             since = self._came_round
             blocked = time.monotonic() - since
             if blocked < self._blocked_after or since == reported:

@@ -346,23 +346,18 @@ class SlotLoop:
         """
         coroutine = _runner.execute_async(instance, job.task, lambda: self._heartbeats.ask(job))
         running = event_loop().start(
-            coroutine, f"task {job.task.token_prefix} of {job.activity.name}"
+            coroutine,
+            f"task {job.task.token_prefix} of {job.activity.name}",
+            cancel_when=self._control.past_deadline,
         )
         job.on_gone = running.cancel
         assert running.future is not None  # noqa: S101 - started
-        cancelled = False
-        while True:
-            try:
-                outcome = running.future.result(timeout=IDLE_WAIT if not cancelled else None)
-            except concurrent.futures.TimeoutError:
-                if self._control.past_deadline.is_set():
-                    running.cancel()
-                    cancelled = True
-                continue
-            except concurrent.futures.CancelledError:
-                return Cancelled("the task's coroutine was cancelled before it started")
-            assert isinstance(outcome, Success | Failure | Cancelled)  # noqa: S101
-            return outcome
+        try:
+            outcome = running.future.result()
+        except concurrent.futures.CancelledError:
+            return Cancelled("the task's coroutine was cancelled before it started")
+        assert isinstance(outcome, Success | Failure | Cancelled)  # noqa: S101
+        return outcome
 
 
 def poll_failed(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import threading
+import time
 
 import boto3
 import botocore.config
@@ -35,7 +36,9 @@ def loop(arn: str, work: str, connections: int) -> None:
         task = client.get_activity_task(activityArn=arn, workerName="bare")
         token = task.get("taskToken")
         if token:
-            output = task["input"] if work == "zero" else str(burn())
+            if work == "sleep":
+                time.sleep(1)  # a second of I/O, the sync way
+            output = task["input"] if work in ("zero", "sleep") else str(burn())
             client.send_task_success(taskToken=token, output=output)
 
 
@@ -55,7 +58,7 @@ if __name__ == "__main__":
     parser.add_argument("--activity", required=True, nargs="+")
     parser.add_argument("--threads", type=int, default=1, help="per activity")
     parser.add_argument("--processes", type=int, default=1)
-    parser.add_argument("--work", choices=["zero", "cpu"], default="zero")
+    parser.add_argument("--work", choices=["zero", "cpu", "sleep"], default="zero")
     args = parser.parse_args()
     arns = [ARN_PREFIX + activity for activity in args.activity]
     if args.processes == 1:

@@ -37,6 +37,10 @@ LATENCY_TARGET = 1.0
 #: ... with at most this share of the PSS of the worker's best processes-only configuration.
 LATENCY_MEMORY = 1 / 3
 
+#: The async scenario's targets: tasks a second of one task process, and its PSS.
+ASYNC_RATE = 400
+ASYNC_PSS = 100 * 2**20
+
 #: The footprint scenario's targets: by task processes, the most PSS of the worker's whole
 #: process tree, in bare boto3 client processes.
 FOOTPRINT_TARGETS = {4: 3.0, 16: 6.0}
@@ -174,6 +178,8 @@ def _targets(scenario: Scenario) -> list[str]:
         return [_overhead_target(scenario), ""]
     if scenario.key == "latency":
         return [_latency_target(scenario), ""]
+    if scenario.key == "async":
+        return [_async_target(scenario), ""]
     return []
 
 
@@ -232,6 +238,24 @@ def _latency_target(scenario: Scenario) -> str:
         f"{target} {status}: {mixed[0]} at {ratio:.2f}x {bare[0]}; its PSS, "
         f"{pss / 2**20:.0f} MiB, is {share:.2f} of that of {alone[0]} "
         f"({reference / 2**20:.0f} MiB){against_bare}."
+    )
+
+
+def _async_target(scenario: Scenario) -> str:
+    target = (
+        f"Target: one task process of sfn-activities running async activities serves at "
+        f"least {ASYNC_RATE} tasks/s with under {ASYNC_PSS // 2**20} MiB PSS (the worker's "
+        "process, its forkserver and the task process); the sync rows are extras."
+    )
+    ours = _best(scenario, lambda c: c.kind == "worker" and c.headline and c.processes == 1)
+    if ours is None:
+        return f"{target} Not measured: no async worker ran."
+    pss = (ours[1].get("memory") or {}).get("pss")
+    if pss is None:
+        return f"{target} Not measured: {ours[0]} at {ours[1]['rate']:.0f} tasks/s, memory unknown."
+    status = "Met" if ours[1]["rate"] >= ASYNC_RATE and pss < ASYNC_PSS else "Not met"
+    return (
+        f"{target} {status}: {ours[0]} at {ours[1]['rate']:.0f} tasks/s, {pss / 2**20:.0f} MiB PSS."
     )
 
 

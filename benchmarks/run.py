@@ -73,7 +73,17 @@ DIAGNOSE = 15.0
 SWEEP = (1, 4, 16, 32)
 
 #: The scenarios by the key ``--only`` takes, in the report's order.
-KEYS = ("overhead", "latency", "sweep", "cpu", "dispatch", "heartbeat", "many", "footprint")
+KEYS = (
+    "overhead",
+    "latency",
+    "sweep",
+    "cpu",
+    "dispatch",
+    "heartbeat",
+    "many",
+    "footprint",
+    "async",
+)
 
 #: Seconds the feeding of arrivals may overrun its duration before it stops anyway.
 FEED_SLACK = 10.0
@@ -239,6 +249,19 @@ def cli_worker(
     )
 
 
+def bare_async(activity: str, tasks: int) -> Contender:
+    """One asyncio loop of ``tasks`` coroutines, boto3 calls in threads (benchmarks.bare_async)."""
+    command = ["-m", "benchmarks.bare_async", "--activity", activity, "--tasks", str(tasks)]
+    return Contender(
+        f"bare asyncio + boto3 in threads, 1 proc x {tasks} coroutines",
+        command,
+        "bare",
+        polls=1,
+        concurrency=tasks,
+        processes=1,
+    )
+
+
 def pool_label(processes: int | None, threads: int | None) -> str:
     """A worker's pool as a label says it; processes and threads as the bare loops' say it."""
     if processes and threads:
@@ -320,11 +343,12 @@ def scenarios(quick: bool, only: str | None = None) -> list[Scenario]:
     peers' virtualenvs among them, are not set up.
     """
     scale = 4 if quick else 1
-    nothing, burn, dispatch, chatty = (
+    nothing, burn, dispatch, chatty, awaiting = (
         "bench-Nothing",
         "bench-Burn",
         "bench-Dispatch",
         "bench-Chatty",
+        "bench-Await",
     )
     builders: dict[str, Callable[[], Scenario]] = {
         "overhead": lambda: Scenario(
@@ -415,6 +439,34 @@ def scenarios(quick: bool, only: str | None = None) -> list[Scenario]:
             [worker(chatty, processes=4)],
         ),
         "many": lambda: many_task_lists(quick),
+        "async": lambda: Scenario(
+            "9. Tasks that await 1 s of I/O, 20 ms simulated round trip",
+            awaiting,
+            4000 // scale,
+            0.020,
+            [
+                bare_async(awaiting, 500),
+                bare(awaiting, "sleep", 500),
+                worker(awaiting, processes=1, threads=500),
+                worker(awaiting, processes=1, threads=250),
+                worker(
+                    "bench-Sleep",
+                    processes=1,
+                    threads=500,
+                    options=("--task-list", f"bench-Sleep={awaiting}"),
+                    note="the same wait as time.sleep in a sync run()",
+                ),
+                replace(
+                    worker(
+                        "bench-Sleep",
+                        processes=16,
+                        options=("--task-list", f"bench-Sleep={awaiting}"),
+                        note="the same wait as time.sleep in a sync run()",
+                    ),
+                    max_tasks=400,
+                ),
+            ],
+        ),
         "footprint": lambda: Scenario(
             "8. Footprint: memory of the worker's processes after serving tasks",
             nothing,

@@ -9,12 +9,14 @@ user's worker would.
 
 from __future__ import annotations
 
+from benchmarks.workloads.awaiting import Await
 from benchmarks.workloads.burn import Burn
 from benchmarks.workloads.chatty import Chatty
 from benchmarks.workloads.dispatch import Dispatch
 from benchmarks.workloads.nothing import Nothing
+from benchmarks.workloads.sleeping import Sleep
 
-__all__ = ["Burn", "Chatty", "Dispatch", "Nothing"]
+__all__ = ["Await", "Burn", "Chatty", "Dispatch", "Nothing", "Sleep"]
 
 #: The module serving each benchmark activity, by the activity's name.
 MODULES = {
@@ -22,4 +24,6 @@ MODULES = {
     Burn.name: Burn.__module__,
     Dispatch.name: Dispatch.__module__,
     Chatty.name: Chatty.__module__,
+    Await.name: Await.__module__,
+    Sleep.name: Sleep.__module__,
 }
