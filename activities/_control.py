@@ -101,6 +101,8 @@ class Control:
         self.give_up = Flag(context)
         #: Set once stopping, no poll is open and no task waits: slots may end.
         self.drained = Flag(context)
+        #: Set by the first task process that finds the worker's process gone.
+        self.orphaned = Flag(context)
         # The task list each position polls now; -1 when it does not poll.
         self._polling = context.RawArray(ctypes.c_int, [-1] * (slots + size))
         # The task list of the task each slot runs; -1 when it runs none.

@@ -239,20 +239,47 @@ class ProcessSlot:
         return True
 
 
-def _stop_when_orphaned(control: Control, plan: LogPlan) -> None:
-    """Stop polling once the worker's process is gone: nobody would drain or replace us.
+class _Orphan:
+    """Stops the process's polls once the worker's process is gone, and says so, once.
 
-    The tasks in hand are finished and reported first; every slot sees the flag. Every
-    task process says so itself, where the line cannot be lost with the worker.
+    Nobody would drain the process or replace it. The tasks in hand are finished and
+    reported first; every slot, in every task process, sees the shared flag. Each task
+    process says so itself, where the line cannot be lost with the worker: the first to
+    notice sets ``control.orphaned``, and a process stopped by it before it noticed on
+    its own says so as it ends.
     """
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-    multiprocessing.connection.wait([parent.sentinel])
-    message = "the worker's process is gone: ending this task process after its tasks"
-    say_to_stderr(plan, logger, logging.ERROR, message)
-    control.stopping.set()  # shared: the other task processes stop too
-    control.drained.set()  # nobody will hand over a task any more
+
+    def __init__(self, control: Control, plan: LogPlan) -> None:
+        self._control = control
+        self._plan = plan
+        self._lock = threading.Lock()
+        self._said = False
+
+    def watch(self) -> _Orphan:
+        """Wait, in a thread of its own, until the worker's process is gone; then stop."""
+        threading.Thread(target=self._wait, name="sfn-activities-orphan", daemon=True).start()
+        return self
+
+    def _wait(self) -> None:
+        parent = multiprocessing.parent_process()
+        if parent is None:
+            return
+        multiprocessing.connection.wait([parent.sentinel])
+        self._control.orphaned.set()
+        self.say()
+        self._control.stopping.set()  # shared: the other task processes stop too
+        self._control.drained.set()  # nobody will hand over a task any more
+
+    def say(self) -> None:
+        """Log, once, that the worker's process is gone, if it is."""
+        if not self._control.orphaned.is_set():
+            return
+        with self._lock:
+            if self._said:
+                return
+            self._said = True
+        message = "the worker's process is gone: ending this task process after its tasks"
+        say_to_stderr(self._plan, logger, logging.ERROR, message)
 
 
 def _child_main(
@@ -273,12 +300,7 @@ def _child_main(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     lock = threading.Lock()
     start_logging(settings.log_plan, conn, lock)
-    threading.Thread(
-        target=_stop_when_orphaned,
-        args=(control, settings.log_plan),
-        name="sfn-activities-orphan",
-        daemon=True,
-    ).start()
+    orphan = _Orphan(control, settings.log_plan).watch()
     try:
         factory = settings.client_factory
         connections = CONNECTIONS_PER_SLOT * len(slots)
@@ -375,6 +397,7 @@ def _child_main(
         runner.start()
     for runner in runners.values():
         runner.join()
+    orphan.say()  # stopped by another orphan's flag before noticing: say it too
 
 
 def _exit_stuck(
