@@ -246,6 +246,7 @@ def cli_worker(
         processes=processes or 0,
         threads=threads or 0,
         log_level=log_level,
+        note=note,
     )
 
 
