@@ -351,6 +351,8 @@ class SlotLoop:
             cancel_when=self._control.past_deadline,
         )
         job.on_gone = running.cancel
+        if job.gone_at is not None:  # found gone before the hook was set
+            running.cancel()
         assert running.future is not None  # noqa: S101 - started
         try:
             outcome = running.future.result()
