@@ -53,6 +53,10 @@ class Flag:
         """Whether the flag is set."""
         return bool(self._value.value)
 
+    def is_unset(self) -> bool:
+        """Whether the flag is not set (yet)."""
+        return not self._value.value
+
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the flag; whether it is set."""
         deadline = time.monotonic() + timeout

@@ -322,7 +322,7 @@ class HandOff:
                     if not permitted:
                         return
                     try:
-                        task = self._client.poll(arn)
+                        task = self._client.poll(arn, keep_trying=control.stopping.is_unset)
                     except Exception as exc:  # noqa: BLE001 - polling never ends on an error
                         self._metrics.polled(arn, "error")
                         # Not logged when abandoned by a stop at once.

@@ -255,7 +255,7 @@ class SlotLoop:
                 return None
             arn = self._control.arns[index]
             try:
-                task = self._client.poll(arn)
+                task = self._client.poll(arn, keep_trying=self._control.stopping.is_unset)
             except Exception as exc:  # noqa: BLE001 - polling never ends on an error
                 self._control.done_polling(self._position)
                 self._metrics.polled(arn, "error")
@@ -357,8 +357,16 @@ class SlotLoop:
         try:
             outcome = running.future.result()
         except concurrent.futures.CancelledError:
-            return Cancelled("the task's coroutine was cancelled before it started")
+            outcome = Cancelled("the task's coroutine was cancelled before it started")
         assert isinstance(outcome, Success | Failure | Cancelled)  # noqa: S101
+        if (
+            isinstance(outcome, Cancelled)
+            and job.gone_at is None
+            and self._control.past_deadline.is_set()
+        ):
+            # Cancelled by the grace's end: failed as the worker would, unless it did first.
+            error = WorkerShutdown("the task was still running when the shutdown grace expired")
+            return failure_from_exception(error)
         return outcome
 
 
@@ -371,7 +379,8 @@ def poll_failed(
     passes (service and network errors) at WARNING, the rest at ERROR.
     """
     errors = control.poll_failed(index)
-    pause = retry.pause(errors)
+    # After the attempts a poll made in place, or an error that stays: from where they left off.
+    pause = retry.pause(errors + retry.attempts - 1)
     control.pause(index, pause)
     if not log:
         return

@@ -79,6 +79,7 @@ class Hearing:
         self._ids = itertools.count()
         self._open: dict[int, float] = {}  # attempt -> when its answer is due
         self._missed: float | None = None  # the earliest due of attempts that got none
+        self.overdue_cells[index] = 0.0  # what a process before this one left
 
     def started(self, operation: str) -> int:
         """An attempt of ``operation`` starts; returns its handle."""
@@ -103,6 +104,12 @@ class Hearing:
             due = self._open.pop(attempt, None)
             if due is not None:
                 self._missed = due if self._missed is None else min(self._missed, due)
+            self._publish()
+
+    def forget(self, attempt: int) -> None:
+        """``attempt`` never reached Step Functions (no credentials, bad parameters)."""
+        with self._lock:
+            self._open.pop(attempt, None)
             self._publish()
 
     def _publish(self) -> None:

@@ -106,7 +106,8 @@ async def execute_async(
     As :func:`execute`, on the running event loop. ``send_heartbeat`` must not block: it
     runs in the loop. When the coroutine is cancelled (the task is gone, or the worker
     stops), the outcome is :class:`Cancelled`, unless ``run()`` caught the cancellation
-    and returned: then it is what ``run()`` returned.
+    and returned: then it is what ``run()`` returned. A ``CancelledError`` of something
+    else ``run()`` awaited fails the task, as ``SystemExit`` does: never the loop.
     """
     heartbeat = Heartbeat(send_heartbeat, task)
     activity._task, activity._heartbeat = task, heartbeat
@@ -116,10 +117,16 @@ async def execute_async(
             return arguments
         try:
             result = await activity.run(*arguments[0], **arguments[1])
-        except asyncio.CancelledError:
-            return Cancelled("the task's coroutine was cancelled")
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                return Cancelled("the task's coroutine was cancelled")
+            # Not cancelled itself: something it awaited was (a task, a library's future).
+            return failure_from_exception(exc)
         except Exception as exc:  # noqa: BLE001 - whatever run() raises fails the task
             return _failed(exc, heartbeat)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit would end the loop of every task
+            return failure_from_exception(exc)
         return _succeeded(activity, result, heartbeat)
     finally:
         activity._task = activity._heartbeat = None

@@ -196,9 +196,10 @@ class Activity:
     def heartbeat(self) -> Awaitable[None]:
         """Tell Step Functions the task is alive, resetting its ``HeartbeatSeconds`` clock.
 
-        The heartbeat is sent from a thread of the worker: this never waits for the
-        network. In an ``async def run()``, ``await self.heartbeat()``; in a sync one,
-        call it (what it returns needs no awaiting there).
+        In a worker the heartbeat is sent from a thread of its own: this never waits for
+        the network (``ActivityClient.process`` sends it in place). In an ``async def
+        run()``, ``await self.heartbeat()``; in a sync one, call it (what it returns needs
+        no awaiting there).
 
         Raises:
             TaskCancelled: Step Functions no longer knows the task (it timed out or its

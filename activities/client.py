@@ -43,7 +43,7 @@ from activities.task import Task
 from transport import JSONTransport
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -252,12 +252,19 @@ class ActivityClient:
         response = self._call("CreateActivity", self.client.create_activity, **kwargs)
         return str(response["activityArn"])
 
-    def poll(self, activity_arn: str, *, attempts: int | None = None) -> Task | None:
+    def poll(
+        self,
+        activity_arn: str,
+        *,
+        attempts: int | None = None,
+        keep_trying: Callable[[], bool] | None = None,
+    ) -> Task | None:
         """Long-poll ``activity_arn`` once for a task; ``None`` when none came within 60 s.
 
         Only poll when the task can be run at once: its timeouts start when it is handed
         out. ``attempts`` (``retry.attempts`` by default) bounds the retries of a poll that
-        failed for a passing reason.
+        failed for a passing reason; ``keep_trying``, asked before each, ends them sooner
+        (e.g. when the worker stops: a poll retried then could bring a task nobody runs).
 
         Raises:
             ActivityDoesNotExist: the ARN is unknown.
@@ -268,6 +275,7 @@ class ActivityClient:
             "GetActivityTask",
             self.client.get_activity_task,
             attempts=attempts,
+            keep_trying=keep_trying,
             activityArn=activity_arn,
             workerName=self.worker_name,
         )
@@ -367,9 +375,18 @@ class ActivityClient:
         return outcome
 
     def _call(
-        self, operation: str, method: Any, *, attempts: int | None = None, **kwargs: Any
+        self,
+        operation: str,
+        method: Any,
+        *,
+        attempts: int | None = None,
+        keep_trying: Callable[[], bool] | None = None,
+        **kwargs: Any,
     ) -> Any:
-        """Call ``method``, retried with the policy while it fails for a passing reason."""
+        """Call ``method``, retried with the policy while it fails for a passing reason.
+
+        ``keep_trying`` is asked before each retry: no more attempts once it says no.
+        """
         most = self.retry.attempts if attempts is None else attempts
         failed = 0
         while True:
@@ -379,6 +396,8 @@ class ActivityClient:
             except ServiceError as exc:
                 failed += 1
                 if not exc.transient or failed >= most:
+                    raise
+                if keep_trying is not None and not keep_trying():
                     raise
                 pause = self.retry.pause(failed)
                 logger.debug("%s; attempt %d in %.3f s", exc, failed + 1, pause)
@@ -399,11 +418,17 @@ class ActivityClient:
                 self.pacer.taken(operation)  # answered, throttled or not: TaskGone, ...
             _raise_service_error(operation, exc)
         except botocore.exceptions.BotoCoreError as exc:
-            self.hearing.unanswered(attempt)
+            transient = isinstance(exc, _NETWORK_ERRORS)
+            if transient:
+                self.hearing.unanswered(attempt)
+            else:
+                self.hearing.forget(attempt)  # never sent: credentials, parameters
             code = type(exc).__name__
             msg = f"{operation}: {code}: {exc}"
-            transient = isinstance(exc, _NETWORK_ERRORS)
             raise ServiceError(msg, code=code, operation=operation, transient=transient) from exc
+        except BaseException:
+            self.hearing.forget(attempt)
+            raise
         self.hearing.answered(attempt)
         self.pacer.taken(operation)
         return response
@@ -426,7 +451,7 @@ def _set_call_timeout(client: SFNClient, seconds: float) -> None:
         events.register(
             f"before-call.sfn.{operation}",
             set_timeout,
-            unique_id=f"sfn-activities-timeout-{operation}",
+            unique_id=f"sfn-activities-timeout-{operation}-{seconds}",
         )
 
 

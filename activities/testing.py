@@ -156,10 +156,21 @@ class ActivityEnvironment:
             msg = f"{type(instance).__qualname__}.run is not async def: use run(), not run_async()"
             raise TypeError(msg)
         running = asyncio.ensure_future(_runner.execute_async(instance, task, heartbeats))
+        gone = False
+
+        def go() -> None:
+            nonlocal gone
+            gone = True
+            heartbeats.gone()
+            running.cancel()
+
         if self.cancel_after is not None:
-            later = asyncio.get_running_loop().call_later(self.cancel_after, running.cancel)
+            later = asyncio.get_running_loop().call_later(self.cancel_after, go)
             running.add_done_callback(lambda _: later.cancel())
         outcome = await running
+        if gone and not isinstance(outcome, Cancelled):
+            # Caught the cancellation and returned: nothing is sent for a gone task.
+            outcome = Cancelled("the task was gone (cancel_after)")
         return TaskReport(outcome=outcome, heartbeats=heartbeats.sent, transport=instance.transport)
 
     def _prepare(
@@ -184,6 +195,10 @@ class _Heartbeats:
     def __init__(self, cancel_after: int | None) -> None:
         self.sent = 0
         self._cancel_after = cancel_after
+
+    def gone(self) -> None:
+        """The task is gone from now on: every heartbeat finds it so."""
+        self._cancel_after = self.sent
 
     def __call__(self) -> None:
         if self._cancel_after is not None and self.sent >= self._cancel_after:

@@ -436,6 +436,7 @@ class Worker:
             for slot in unit.slots:
                 self._control.done_polling(slot.position)  # a poll it died in is over
                 self._control.set_running(slot.position, -1)
+                self._control.overdue[slot.position] = 0.0  # its calls are over too
         taken = take_all(unit, delivering=True)
         for held in taken:
             error = WorkerCrashed(f"the {unit.kind} running the task died ({reason})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -109,3 +110,38 @@ class AsyncWaits(Activity):
         except asyncio.CancelledError:
             Path(marker).write_text("cancelled")
             raise
+
+
+class AsyncExits(Activity):
+    """Calls ``sys.exit`` from an async ``run()``: the task fails, the loop goes on."""
+
+    name = "async-Exits"
+
+    async def run(self) -> None:
+        await asyncio.sleep(0)
+        sys.exit(3)
+
+
+class AsyncAwaitsCancelled(Activity):
+    """Awaits a task that something else cancelled: not the framework's cancellation."""
+
+    name = "async-AwaitsCancelled"
+
+    async def run(self) -> None:
+        other = asyncio.ensure_future(asyncio.sleep(3600))
+        await asyncio.sleep(0)
+        other.cancel()
+        await other
+
+
+class AsyncIgnoresCancel(Activity):
+    """Catches its cancellation and returns as if done."""
+
+    name = "async-IgnoresCancel"
+
+    async def run(self) -> str:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            return "done anyway"
+        return "slept"

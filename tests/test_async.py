@@ -99,7 +99,33 @@ class TestEnvironment:
         assert async_workload.Forever.cancelled == ["test-task-token"]
 
 
+class TestWhatIsNotACancellation:
+    def test_a_cancelled_error_of_something_awaited_fails_the_task(self) -> None:
+        report = ActivityEnvironment().run(async_workload.AsyncAwaitsCancelled)
+        assert report.error == "CancelledError"
+
+    def test_system_exit_fails_the_task(self) -> None:
+        assert ActivityEnvironment().run(async_workload.AsyncExits).error == "SystemExit"
+
+    def test_a_run_that_ignores_its_cancellation_is_cancelled_all_the_same(self) -> None:
+        report = ActivityEnvironment(cancel_after=0.05).run(async_workload.AsyncIgnoresCancel)
+        assert report.cancelled
+
+
 class TestWorker:
+    def test_system_exit_leaves_the_loop_running(self, fake: FakeStepFunctions) -> None:
+        """One task's sys.exit() fails that task; the next async task runs on the same loop."""
+        exits = fake.add_task("async-Exits", "{}")
+        with thread_worker(
+            fake, async_workload.AsyncExits, async_workload.AsyncEcho, threads=1
+        ) as worker:
+            assert fake.wait_for(1)
+            echo = fake.add_task("async-Echo", '{"value": "after"}')
+            assert fake.wait_for(2)
+            assert worker.stop(timeout=10)
+        assert fake.failures[exits][0] == "SystemExit"
+        assert fake.successes[echo] == '"after"'
+
     def test_async_tasks_of_one_process_run_at_once(self, fake: FakeStepFunctions) -> None:
         """Three threads, three tasks that return only once all three run together."""
         tokens = [fake.add_task("async-Gathering", '{"count": 3}') for _ in range(3)]

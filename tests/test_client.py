@@ -432,3 +432,12 @@ class TestRetry:
         with pytest.raises(TaskGone):
             client.send_heartbeat(TOKEN)
         assert client.pacer.gap("SendTaskHeartbeat") == 0
+
+    def test_no_more_attempts_once_told_to_stop(
+        self, stubbed: tuple[ActivityClient, Stubber]
+    ) -> None:
+        """A stopping worker's poll is not retried: the retry could bring a task nobody runs."""
+        client, stubber = stubbed
+        stubber.add_client_error("get_activity_task", service_error_code="ThrottlingException")
+        with pytest.raises(Throttled):
+            client.poll(ARN, keep_trying=lambda: False)

@@ -99,3 +99,19 @@ def test_an_answer_elsewhere_is_no_silence(clock: Clock) -> None:
         clock.now += 1
         first.answered(first.started("SendTaskSuccess"))
     assert watch.silence() < 1
+
+
+def test_an_attempt_that_never_left_is_not_overdue(clock: Clock) -> None:
+    """No credentials, bad parameters: the call never reached Step Functions."""
+    first, _, watch = two_processes(clock)
+    first.forget(first.started("SendTaskSuccess"))
+    clock.now += 60
+    assert watch.silence() == 0
+
+
+def test_a_new_process_clears_what_the_one_before_left(clock: Clock) -> None:
+    answered, overdue = [0.0], [0.0]
+    Hearing(answered, overdue, 0, clock=clock).started("SendTaskSuccess")  # then it died
+    assert overdue[0] > 0
+    Hearing(answered, overdue, 0, clock=clock)
+    assert overdue[0] == 0
