@@ -379,8 +379,11 @@ def poll_failed(
     passes (service and network errors) at WARNING, the rest at ERROR.
     """
     errors = control.poll_failed(index)
-    # After the attempts a poll made in place, or an error that stays: from where they left off.
-    pause = retry.pause(errors + retry.attempts - 1)
+    # An error that passes was retried in place already, and the pacer slows a throttled
+    # operation: a short pause. One that stays (a missing activity, a denied permission)
+    # starts where the in-place attempts would have ended, so as not to poll every few ms.
+    transient = isinstance(exc, ServiceError) and exc.transient
+    pause = retry.pause(errors if transient else errors + retry.attempts - 1)
     control.pause(index, pause)
     if not log:
         return
