@@ -9,7 +9,7 @@ import argparse
 from typing import Any, NoReturn
 
 from activities._settings import SHUTDOWN_GRACE, SILENCE_WARNING
-from activities.client import CALL_TIMEOUT
+from activities._sfnclient import CALL_TIMEOUT
 
 __all__ = ["EXIT_USAGE", "command_line"]
 

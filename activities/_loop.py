@@ -30,7 +30,7 @@ from activities._delivery import deliver
 from activities._eventloop import event_loop
 from activities._metrics import metrics_of, outcome_name
 from activities._retry import RetryPolicy
-from activities.client import CALL_TIMEOUT
+from activities._sfnclient import CALL_TIMEOUT
 from activities.errors import ActivityDoesNotExist, ServiceError, Throttled, WorkerShutdown
 from activities.outcome import Cancelled, Failure, Success, failure_from_exception
 

@@ -11,7 +11,7 @@ In order:
    ``if __name__ == "__main__":`` block does not run;
 3. reads what every task process's Step Functions client needs from botocore's data
    files (the service model, endpoints, partitions, retry rules) into the process's
-   shared loader (:func:`activities.client.shared_loader`), by making a client no one
+   shared loader (:func:`activities._sfnclient.shared_loader`), by making a client no one
    uses, with placeholder credentials: no call, no lookup of credentials;
 4. freezes the heap (:func:`gc.freeze`): the collector leaves alone what the imports
    made, so that the pages a task process shares with the forkserver stay shared.
@@ -31,7 +31,7 @@ import signal
 import botocore.session
 
 from activities._forkserver import PRELOAD_MAIN, STOP_SIGNALS
-from activities.client import shared_loader
+from activities._sfnclient import shared_loader
 
 
 def _read_botocore_data() -> None:

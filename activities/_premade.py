@@ -33,7 +33,7 @@ import botocore.credentials
 import botocore.exceptions
 
 from activities._forkserver import StartState
-from activities.client import make_client, new_session
+from activities._sfnclient import make_client, new_session
 
 if TYPE_CHECKING:
     from collections.abc import Callable

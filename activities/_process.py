@@ -40,9 +40,10 @@ from activities._metrics import metrics_of
 from activities._outage import Hearing
 from activities._premade import take
 from activities._recycling import ProcessLife
+from activities._sfnclient import READ_TIMEOUT, make_client
 from activities._slot import heartbeat_threads
 from activities._slotstate import SlotState
-from activities.client import READ_TIMEOUT, ActivityClient, make_client
+from activities.client import ActivityClient
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

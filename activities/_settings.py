@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from activities.client import CALL_TIMEOUT, make_client
+from activities._sfnclient import CALL_TIMEOUT, make_client
 from activities.errors import ConfigurationError
 
 if TYPE_CHECKING:

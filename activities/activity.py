@@ -114,6 +114,7 @@ class Activity:
 
     _task: Task | None = None
     _heartbeat: Callable[[], None] | None = None
+    _run_is_async: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -168,6 +169,7 @@ class Activity:
         run = inspect.unwrap(cls.__dict__.get("run", _no_run))
         if isinstance(run, staticmethod | classmethod):
             run = run.__func__
+        cls._run_is_async = inspect.iscoroutinefunction(inspect.unwrap(cls.run))
         if inspect.isasyncgenfunction(run):
             msg = (
                 f"{cls.__qualname__}.run is an async generator, which cannot return a "
@@ -269,8 +271,11 @@ class Activity:
 
     @classmethod
     def _is_async(cls) -> bool:
-        """Whether ``run()`` is ``async def``: its tasks run on an event loop."""
-        return inspect.iscoroutinefunction(inspect.unwrap(cls.run))
+        """Whether ``run()`` is ``async def``: its tasks run on an event loop.
+
+        Asked for every task: known once the class is defined (see ``__init_subclass__``).
+        """
+        return cls._run_is_async
 
 
 class _Sent:

@@ -14,18 +14,14 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import boto3
-import botocore.config
 import botocore.exceptions
-import botocore.loaders
-import botocore.session
 
 from activities import _runner
 from activities._outage import Hearing
 from activities._retry import Pacer, RetryPolicy
+from activities._sfnclient import CALL_TIMEOUT, make_client, set_call_timeout
 from activities.errors import (
     ActivityDoesNotExist,
-    ConfigurationError,
     InvalidOutput,
     ServiceError,
     TaskGone,
@@ -55,28 +51,6 @@ __all__ = ["ActivityClient", "default_worker_name", "make_client"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds to wait for a response. GetActivityTask holds a poll open for up to 60 s:
-#: a client that gives up at 60 s (botocore's default) abandons tasks in flight.
-READ_TIMEOUT = 70
-
-#: Seconds to wait for the answer to a call that is not a long poll (an outcome, a
-#: heartbeat, a registration): a hung call is retried instead of waited on for 70 s.
-#: Needs botocore 1.43.68 or later (per-call timeouts); older ones wait READ_TIMEOUT.
-CALL_TIMEOUT = 5.0
-
-#: Seconds to wait for a connection to be set up.
-CONNECT_TIMEOUT = 10
-
-#: The operations that are not long polls, which CALL_TIMEOUT applies to.
-SHORT_CALLS = (
-    "CreateActivity",
-    "SendTaskSuccess",
-    "SendTaskFailure",
-    "SendTaskHeartbeat",
-    "DescribeActivity",
-    "ListActivities",
-)
-
 #: The longest ``workerName`` Step Functions accepts.
 MAX_WORKER_NAME_LENGTH = 80
 
@@ -88,105 +62,6 @@ _PASSING = frozenset({"RequestTimeout", "RequestTimeoutException", "PriorRequest
 
 #: botocore's errors of a call that got no answer, which another attempt may not meet.
 _NETWORK_ERRORS = (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError)
-
-
-def make_client(
-    *,
-    endpoint_url: str | None = None,
-    region_name: str | None = None,
-    profile_name: str | None = None,
-    max_pool_connections: int = 10,
-    session: boto3.Session | None = None,
-    max_attempts: int = 1,
-) -> SFNClient:
-    """Make a Step Functions client fit for long polls.
-
-    Credentials, Region and endpoint come from boto3's usual chain (environment
-    variables such as ``AWS_ENDPOINT_URL`` and ``AWS_DEFAULT_REGION``, the shared config
-    files, instance roles) unless given here; ``AWS_REGION``, which other AWS SDKs read,
-    is honoured too. The client waits ``READ_TIMEOUT`` (70) seconds for
-    a response, longer than a long poll. It makes one attempt per call:
-    :class:`ActivityClient` retries the activity calls with the framework's policy
-    (:class:`~activities.RetryPolicy`), and botocore's retries would stack under it.
-
-    Raises:
-        ConfigurationError: no Region is configured, or the profile does not exist.
-
-    Args:
-        endpoint_url: e.g. a local Step Functions endpoint.
-        region_name: the AWS Region.
-        profile_name: a profile of the shared AWS config files.
-        max_pool_connections: HTTP connections kept; at least the polls plus the sends
-            that run at once.
-        session: the boto3 session to use instead of a new one (``profile_name`` and
-            ``region_name`` are then ignored).
-        max_attempts: botocore's attempts per call (its "standard" retry mode), the first
-            included; more than 1 for a client used for other calls than the activity
-            API's (``StartExecution``, ...).
-    """
-    config = botocore.config.Config(
-        read_timeout=READ_TIMEOUT,
-        connect_timeout=CONNECT_TIMEOUT,
-        retries={"mode": "standard", "total_max_attempts": max_attempts},
-        max_pool_connections=max_pool_connections,
-    )
-    try:
-        if session is None:
-            session = new_session(profile_name, region_name)
-        return session.client("stepfunctions", endpoint_url=endpoint_url, config=config)
-    except botocore.exceptions.NoRegionError:
-        msg = (
-            "no AWS Region is configured: set AWS_REGION or AWS_DEFAULT_REGION (or a "
-            "profile's region), or pass region_name (--region on the command line)"
-        )
-        raise ConfigurationError(msg) from None
-    except botocore.exceptions.ProfileNotFound as exc:
-        raise ConfigurationError(str(exc)) from None
-
-
-def new_session(profile_name: str | None, region_name: str | None) -> boto3.Session:
-    """A new boto3 session of :func:`make_client`'s, sharing the botocore data it reads.
-
-    ``AWS_REGION`` is the Region when neither ``region_name`` nor botocore's own chain
-    (``AWS_DEFAULT_REGION``, the profile) gives one.
-
-    Raises:
-        botocore.exceptions.ProfileNotFound: the profile does not exist.
-    """
-    session = _session(profile_name, region_name)
-    if not session.region_name and os.environ.get("AWS_REGION"):
-        # botocore reads AWS_DEFAULT_REGION only; the other SDKs use AWS_REGION.
-        session = _session(profile_name, os.environ["AWS_REGION"])
-    return session
-
-
-def _session(profile_name: str | None, region_name: str | None) -> boto3.Session:
-    """A new boto3 session whose botocore data (service models, endpoints) is shared.
-
-    Every session reads and parses botocore's data files again unless it shares a loader:
-    the loader of this process (and, in task processes, of the process they were forked
-    from, see :mod:`activities._forkserver`) keeps what it read.
-    """
-    loader = shared_loader()
-    core = botocore.session.Session()
-    core.register_component("data_loader", loader)
-    session = boto3.Session(
-        profile_name=profile_name, region_name=region_name, botocore_session=core
-    )
-    paths = loader.search_paths  # boto3 adds its own to them, for each session
-    paths[:] = dict.fromkeys(paths)
-    return session
-
-
-_loader: botocore.loaders.Loader | None = None
-
-
-def shared_loader() -> botocore.loaders.Loader:
-    """The botocore data loader of this process's clients made by :func:`make_client`."""
-    global _loader  # noqa: PLW0603 - one per process, made when first needed
-    if _loader is None:
-        _loader = botocore.loaders.create_loader()
-    return _loader
 
 
 def default_worker_name() -> str:
@@ -235,7 +110,7 @@ class ActivityClient:
         self.pacer = Pacer()
         #: What this client's calls heard from Step Functions (see activities._outage).
         self.hearing = Hearing()
-        _set_call_timeout(self.client, call_timeout)
+        set_call_timeout(self.client, call_timeout)
         self.worker_name = worker_name if worker_name is not None else default_worker_name()
         if not 1 <= len(self.worker_name) <= MAX_WORKER_NAME_LENGTH:
             msg = (
@@ -432,27 +307,6 @@ class ActivityClient:
         self.hearing.answered(attempt)
         self.pacer.taken(operation)
         return response
-
-
-def _set_call_timeout(client: SFNClient, seconds: float) -> None:
-    """Make ``client`` wait ``seconds`` for the answer to a call that is not a long poll.
-
-    botocore 1.43.68 and later take a read timeout per call from the request's context;
-    older ones ignore it and wait the client's own read timeout.
-    """
-    events = getattr(getattr(client, "meta", None), "events", None)
-    if events is None:  # a stand-in for a botocore client, in tests
-        return
-
-    def set_timeout(context: dict[str, Any], **_: Any) -> None:
-        context["read_timeout"] = seconds
-
-    for operation in SHORT_CALLS:
-        events.register(
-            f"before-call.sfn.{operation}",
-            set_timeout,
-            unique_id=f"sfn-activities-timeout-{operation}-{seconds}",
-        )
 
 
 def _raise_service_error(operation: str, exc: botocore.exceptions.ClientError) -> NoReturn:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import boto3
 
-from activities.client import make_client
+from activities._sfnclient import make_client
 from activities.errors import ActivitiesError
 
 if TYPE_CHECKING:

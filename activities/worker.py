@@ -50,9 +50,10 @@ from activities._settings import (
 )
 from activities._settings import concurrency_limits as concurrency_limits_of
 from activities._settings import heartbeat_intervals as heartbeat_intervals_of
+from activities._sfnclient import CALL_TIMEOUT
 from activities._slot import ThreadSlot, take_all, thread_heartbeats
 from activities._stop import Stop, stop_on_signals
-from activities.client import CALL_TIMEOUT, ActivityClient
+from activities.client import ActivityClient
 from activities.errors import WorkerCrashed, WorkerShutdown
 from activities.outcome import failure_from_exception
 

@@ -28,7 +28,7 @@ from activities import (
     default_worker_name,
     make_client,
 )
-from activities.client import READ_TIMEOUT
+from activities._sfnclient import READ_TIMEOUT
 from activities.local import free_port
 from transport import CompressedTransport
 
