@@ -168,9 +168,15 @@ def start_logging(plan: LogPlan, conn: Connection, lock: threading.Lock) -> None
             handler.setLevel(spec.level)
             handler.setFormatter(spec.formatter)
             root.addHandler(handler)
+    # Only what differs: setting a level, or the disabled level, visits every logger of the
+    # process (to clear its cache), which copies the pages of all of them out of the heap
+    # a forked process shares.
     for logger_name, level in plan.levels.items():
-        logging.getLogger(logger_name or None).setLevel(level)
-    logging.disable(plan.disabled)
+        logger = logging.getLogger(logger_name or None)
+        if logger.level != level:
+            logger.setLevel(level)
+    if logging.root.manager.disable != plan.disabled:
+        logging.disable(plan.disabled)
 
 
 def say_to_stderr(plan: LogPlan, logger: logging.Logger, level: int, message: str) -> None:

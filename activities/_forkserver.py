@@ -73,8 +73,24 @@ logger = logging.getLogger(__name__)
 FORKSERVER_NAME = "sfn-forkserver"
 TRACKER_NAME = "sfn-tracker"
 
+#: The modules of multiprocessing that a task process needs to unpickle what it is started
+#: with (its pipes, the shared flags and their locks), which the worker's process has not
+#: imported yet when it forks the forkserver: imported by each task process instead, they
+#: would cost it about 2 MB of pages of its own (the import writes to the shared heap).
+UNPICKLING_MODULES = (
+    "multiprocessing.heap",
+    "multiprocessing.popen_forkserver",
+    "multiprocessing.sharedctypes",
+    "multiprocessing.synchronize",
+)
+
 #: What the forkserver imports for every worker, last of all (it freezes the heap).
-FRAMEWORK_MODULES = ("activities._process", "activities.cli", "activities._preload")
+FRAMEWORK_MODULES = (
+    *UNPICKLING_MODULES,
+    "activities._process",
+    "activities.cli",
+    "activities._preload",
+)
 
 #: The environment variable that tells the forkserver the script to import as
 #: ``__mp_main__``: the worker's own, when it defines activities.

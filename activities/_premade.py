@@ -33,7 +33,7 @@ import botocore.credentials
 import botocore.exceptions
 
 from activities._forkserver import StartState
-from activities._sfnclient import make_client, new_session
+from activities._sfnclient import CALL_TIMEOUT, make_client, new_session, set_call_timeout
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -115,12 +115,20 @@ def _make_client_arguments(
 _premade: tuple[dict[str, Any], StartState, SFNClient] | None = None
 
 
-def premake(factory: Callable[[], SFNClient] | None, *, connections: int) -> bool:
+def premake(
+    factory: Callable[[], SFNClient] | None,
+    *,
+    connections: int,
+    call_timeout: float = CALL_TIMEOUT,
+) -> bool:
     """Make, in the worker before the fork, the client its task processes would make.
 
     ``factory`` and ``connections`` as a task process has them (``connections`` is used
     when there is no factory). Nothing is made for a factory of the user's own, and
     nothing when making it fails: each task process then makes its own and says why.
+    The client waits ``call_timeout`` for short calls already (see
+    :func:`~activities._sfnclient.set_call_timeout`): registered in a task process, the
+    handlers would copy the pages of botocore's event tables out of the shared heap.
     Returns whether a client was made.
     """
     global _premade  # noqa: PLW0603 - one per process, taken by the first task process
@@ -138,6 +146,7 @@ def premake(factory: Callable[[], SFNClient] | None, *, connections: int) -> boo
             if key not in {"profile_name", "region_name"}  # the session's, above
         }
         client = make_client(session=session, **others)
+        set_call_timeout(client, call_timeout)
         _premade = (arguments, StartState.now(), client)
         return True
     return False

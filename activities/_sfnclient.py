@@ -156,6 +156,10 @@ def shared_loader() -> botocore.loaders.Loader:
     return _loader
 
 
+#: The attribute of a client that says which call timeout :func:`set_call_timeout` set.
+_CALL_TIMEOUT_SET = "_sfn_activities_call_timeout"
+
+
 def set_call_timeout(client: SFNClient, seconds: float) -> None:
     """Make ``client`` wait ``seconds`` for the answer to a call that is not a long poll.
 
@@ -164,6 +168,10 @@ def set_call_timeout(client: SFNClient, seconds: float) -> None:
     """
     events = getattr(getattr(client, "meta", None), "events", None)
     if events is None:  # a stand-in for a botocore client, in tests
+        return
+    if getattr(client, _CALL_TIMEOUT_SET, None) == seconds:
+        # Set before the fork (see activities._premade): registering again would be a
+        # no-op that still inspects the handler's signature.
         return
 
     def set_timeout(context: dict[str, Any], **_: Any) -> None:
@@ -175,3 +183,4 @@ def set_call_timeout(client: SFNClient, seconds: float) -> None:
             set_timeout,
             unique_id=f"sfn-activities-timeout-{operation}-{seconds}",
         )
+    setattr(client, _CALL_TIMEOUT_SET, seconds)

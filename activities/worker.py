@@ -346,7 +346,11 @@ class Worker:
             # client opens new ones as it needs them.
             self.client.client.close()
             connections = CONNECTIONS_PER_SLOT * self.settings.slots_per_unit
-            premake(self._client_factory, connections=connections)
+            premake(
+                self._client_factory,
+                connections=connections,
+                call_timeout=self.client.call_timeout,
+            )
         return task_process_context(modules, fork=fork)
 
     def stop(self, timeout: float | None = None) -> bool:

@@ -8,11 +8,12 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
 
-from activities._childlog import LogPlan, StreamSpec, log_levels, log_plan
+from activities._childlog import LogPlan, StreamSpec, log_levels, log_plan, start_logging
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -151,3 +152,29 @@ def test_a_task_process_writes_its_own_lines_in_place() -> None:
         timeout=60,
     )
     assert done.stderr == "<task started>\n"
+
+
+def test_levels_already_set_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setting a level visits every logger (logging clears their caches): in a forked task
+    process that copies their pages out of the shared heap, so only what differs is set."""
+    cleared: list[object] = []
+
+    def clear(manager: logging.Manager) -> None:  # bound as a method, unlike list.append
+        cleared.append(manager)
+
+    monkeypatch.setattr(logging.Manager, "_clear_cache", clear)
+    monkeypatch.setattr(logging.getLogger("tests.same"), "level", logging.WARNING)
+    monkeypatch.setattr(logging.getLogger("tests.other"), "level", logging.WARNING)
+    conn, lock = object(), threading.Lock()
+    with plain_root() as root:
+        same = LogPlan(
+            levels={"": root.level, "tests.same": logging.WARNING},
+            handlers=(),
+            disabled=logging.root.manager.disable,
+        )
+        start_logging(same, conn, lock)  # type: ignore[arg-type]
+        assert cleared == []
+        differs = LogPlan(levels={"tests.other": logging.ERROR}, handlers=())
+        start_logging(differs, conn, lock)  # type: ignore[arg-type]
+        assert len(cleared) == 1
+    assert logging.getLogger("tests.other").level == logging.ERROR

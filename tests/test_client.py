@@ -28,7 +28,7 @@ from activities import (
     default_worker_name,
     make_client,
 )
-from activities._sfnclient import READ_TIMEOUT
+from activities._sfnclient import READ_TIMEOUT, set_call_timeout
 from activities.local import free_port
 from transport import CompressedTransport
 
@@ -412,6 +412,32 @@ class TestRetry:
         client.poll(ARN)
         client.send_heartbeat(TOKEN)
         assert seen == {"GetActivityTask": None, "SendTaskHeartbeat": client.call_timeout}
+
+    def test_a_call_timeout_already_set_is_not_registered_again(self) -> None:
+        """The client made before the fork has it: a task process only takes it.
+
+        Registering again would be a no-op of botocore's that still inspects the handler,
+        which in a forked process copies pages out of the shared heap; another value is
+        registered.
+        """
+        sfn = boto3.Session(
+            aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+        ).client("stepfunctions")
+        registered: list[str] = []
+        register = sfn.meta.events.register
+
+        def counting(event_name: str, *args: Any, **kwargs: Any) -> None:
+            registered.append(event_name)
+            register(event_name, *args, **kwargs)
+
+        sfn.meta.events.register = counting  # type: ignore[method-assign]
+        set_call_timeout(sfn, 3.0)
+        first = len(registered)
+        assert first > 0
+        ActivityClient(sfn, worker_name="w", call_timeout=3.0)
+        assert len(registered) == first
+        ActivityClient(sfn, worker_name="w", call_timeout=4.0)
+        assert len(registered) == 2 * first
 
     def test_answers_are_heard(self, stubbed: tuple[ActivityClient, Stubber]) -> None:
         """An error from the service is an answer too: nothing is overdue after it."""

@@ -34,6 +34,72 @@ def test_without_preload_only_the_framework_is_imported() -> None:
     assert preload_modules(["app.a"], preload=False) == list(FRAMEWORK_MODULES)
 
 
+def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
+    """Every module the pickle of its pipes, flags and slot states names is imported by the
+    framework's modules already: imported in a forked task process, a module costs it the
+    pages its import writes to (see ``UNPICKLING_MODULES``)."""
+    script = textwrap.dedent(
+        """
+        import importlib, io, pickletools, sys
+        from activities._forkserver import FRAMEWORK_MODULES
+        for module in FRAMEWORK_MODULES[:-1]:
+            importlib.import_module(module)
+        before = set(sys.modules)
+        import multiprocessing
+        from multiprocessing import context, popen_forkserver, reduction
+        from activities._control import Control
+        from activities._slotstate import SlotState
+
+        class Popen:  # what multiprocessing pickles a forkserver child's arguments under
+            def duplicate_for_child(self, fd):
+                return fd
+            def DupFd(self, fd):
+                return popen_forkserver._DupFd(fd)
+
+        forkserver = multiprocessing.get_context("forkserver")
+        control = Control(forkserver, ["arn:a", "arn:b"], slots=2, pollers=None)
+        started_with = (forkserver.Pipe(duplex=False), control, SlotState(forkserver, control, 0))
+        buffer = io.BytesIO()
+        context.set_spawning_popen(Popen())
+        try:
+            reduction.ForkingPickler(buffer).dump(started_with)
+        finally:
+            context.set_spawning_popen(None)
+        # The modules named by the pickle: STACK_GLOBAL takes the two strings pushed last,
+        # as such or from the memo; None stands for anything else pushed.
+        pushed, memo, named = [], {}, set()
+        for opcode, argument, _ in pickletools.genops(buffer.getvalue()):
+            if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                pushed.append(argument)
+            elif opcode.name in ("BINGET", "LONG_BINGET", "GET"):
+                pushed.append(memo.get(int(argument)))
+            elif opcode.name == "MEMOIZE":
+                memo[len(memo)] = pushed[-1]
+            elif opcode.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[int(argument)] = pushed[-1]
+            elif opcode.name == "STACK_GLOBAL":
+                named.add(pushed[-2])
+                pushed.append(None)
+            elif opcode.name == "GLOBAL":
+                named.add(argument.split(" ")[0])
+                pushed.append(None)
+            elif opcode.name not in ("PROTO", "FRAME", "STOP"):
+                pushed.append(None)
+        print(" ".join(sorted(named - before)) or "-")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["-"]
+
+
 def test_a_task_process_gets_the_environment_and_directory_of_its_start(
     tmp_path: Path,
 ) -> None:
