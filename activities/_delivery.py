@@ -22,10 +22,6 @@ __all__ = ["BackgroundDelivery", "deliver"]
 
 logger = logging.getLogger(__name__)
 
-#: Errors of an attempt that may have reached Step Functions all the same: the request
-#: was sent, but no answer came back.
-_UNANSWERED = frozenset({"ReadTimeoutError", "ConnectionClosedError"})
-
 
 def deliver(
     client: ActivityClient,
@@ -95,7 +91,7 @@ def deliver(
                 exc,
                 pause,
             )
-            unanswered = unanswered or exc.code in _UNANSWERED
+            unanswered = unanswered or exc.unanswered
             metrics.delivery_retried(task)
             give_up.wait(pause)
             continue

@@ -229,7 +229,9 @@ class ActivityClient:
         """Run ``task`` on ``activity``, heartbeating, then send its outcome.
 
         Returns the outcome sent, or :class:`~activities.Cancelled` when Step Functions
-        said (to a heartbeat or to the outcome) that the task is gone. An output Step
+        said (to a heartbeat or to the outcome) that the task is gone; the outcome when
+        it said so only after an attempt of it got no answer (that attempt may have
+        delivered it, a warning says so). An output Step
         Functions refuses as invalid is replaced by an ``activities.SerializationError``
         failure, so the task never hangs until its timeout.
         """
@@ -241,6 +243,14 @@ class ActivityClient:
                 outcome = refused_output(exc)
                 self.send_outcome(task.token, outcome)
         except TaskGone as exc:
+            if exc.earlier_unanswered:
+                logger.warning(
+                    "task %s is no longer known to Step Functions (%s): an earlier attempt "
+                    "of its outcome, unanswered, may have delivered it",
+                    task.token_prefix,
+                    exc,
+                )
+                return outcome
             logger.warning(
                 "task %s ended after Step Functions closed it; its outcome was dropped: %s",
                 task.token_prefix,
@@ -264,11 +274,14 @@ class ActivityClient:
         """
         most = self.retry.attempts if attempts is None else attempts
         failed = 0
+        unanswered = False  # an attempt before was sent but got no answer
         while True:
             self.pacer.wait(operation)
             try:
                 response = self._attempt(operation, method, kwargs)
             except ServiceError as exc:
+                exc.earlier_unanswered = unanswered
+                unanswered = unanswered or exc.unanswered
                 failed += 1
                 if not exc.transient or failed >= most:
                     raise

@@ -190,6 +190,10 @@ class ServiceError(ActivitiesError):
         operation: the API operation that failed, e.g. ``"SendTaskHeartbeat"``.
         transient: the failure passes (throttling, a 5xx, a timeout, a lost connection):
             the same call may succeed later.
+        earlier_unanswered: an earlier attempt of the same call, retried by
+            :class:`~activities.ActivityClient`, was sent but got no answer: it may have
+            reached Step Functions all the same (a ``TaskGone`` then may mean that the
+            outcome it carried was taken).
     """
 
     def __init__(
@@ -199,6 +203,16 @@ class ServiceError(ActivitiesError):
         self.code = code
         self.operation = operation
         self.transient = transient
+        self.earlier_unanswered = False
+
+    @property
+    def unanswered(self) -> bool:
+        """Whether the request was sent but no answer came back (it may have landed)."""
+        return self.code in _UNANSWERED
+
+
+#: Codes of a failure whose request was sent but got no answer.
+_UNANSWERED = frozenset({"ReadTimeoutError", "ConnectionClosedError"})
 
 
 class TaskGone(ServiceError):

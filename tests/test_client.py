@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.config
+import botocore.exceptions
 import botocore.session
 import pytest
 from botocore.awsrequest import AWSResponse
@@ -315,6 +316,33 @@ class TestProcess:
         stubber.add_client_error("send_task_success", service_error_code="TaskDoesNotExist")
         assert isinstance(client.process(Echo(), task), Cancelled)
         assert "ended after Step Functions closed it" in caplog.text
+
+    def test_gone_after_an_unanswered_attempt_is_not_called_dropped(
+        self,
+        stubbed: tuple[ActivityClient, Stubber],
+        caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The first attempt timed out waiting for its answer, the retry hears TaskTimedOut:
+        the first may have delivered the outcome, so process() does not report it lost."""
+        monkeypatch.setattr(RetryPolicy, "pause", lambda *_: 0.0)
+        client, stubber = stubbed
+        task = Task(token=TOKEN, activity_arn=ARN, worker_name="w", input="[1]")
+        stubber.add_client_error("send_task_success", service_error_code="TaskTimedOut")
+        calls = []
+        send = client.client.send_task_success
+
+        def timed_out_first(**kwargs: Any) -> Any:
+            calls.append(kwargs)
+            if len(calls) == 1:
+                raise botocore.exceptions.ReadTimeoutError(endpoint_url="https://states")
+            return send(**kwargs)
+
+        monkeypatch.setattr(client.client, "send_task_success", timed_out_first)
+        assert client.process(Echo(), task) == Success("1")
+        assert len(calls) == 2
+        assert "may have delivered it" in caplog.text
+        assert "was dropped" not in caplog.text
 
 
 class TestRetry:

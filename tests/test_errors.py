@@ -73,3 +73,20 @@ class TestPickling:
             errors.TaskCancelled,
             NotFound,
         }
+
+
+@pytest.mark.parametrize(
+    ("code", "unanswered"),
+    [
+        ("ReadTimeoutError", True),
+        ("ConnectionClosedError", True),
+        ("EndpointConnectionError", False),  # never reached Step Functions
+        ("ThrottlingException", False),  # an answer
+    ],
+)
+def test_a_service_error_says_whether_its_request_may_have_landed(
+    code: str, unanswered: bool
+) -> None:
+    error = errors.ServiceError("x", code=code, operation="SendTaskSuccess", transient=True)
+    assert error.unanswered is unanswered
+    assert error.earlier_unanswered is False  # set by ActivityClient when it retried
