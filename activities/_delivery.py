@@ -51,7 +51,7 @@ def deliver(
         try:
             client.send_outcome(task.token, outcome, attempts=1)
         except TaskGone as exc:
-            if unanswered or _retried_by_botocore(exc):
+            if unanswered or exc.earlier_may_have_landed:
                 # Not news that the outcome was lost: an attempt before may have landed.
                 logger.warning(
                     "task %s is no longer known to Step Functions (%s): an earlier attempt "
@@ -97,15 +97,6 @@ def deliver(
             continue
         metrics.task_ended(task, outcome)
         return True
-
-
-def _retried_by_botocore(exc: Exception) -> bool:
-    """Whether botocore retried the call that raised ``exc`` (one attempt may have landed)."""
-    cause = exc.__cause__
-    response = getattr(cause, "response", None)
-    if not isinstance(response, dict):
-        return False
-    return bool(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
 
 
 class BackgroundDelivery:

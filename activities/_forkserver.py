@@ -76,7 +76,7 @@ TRACKER_NAME = "sfn-tracker"
 #: The modules of multiprocessing that a task process needs to unpickle what it is started
 #: with (its pipes, the shared flags and their locks), which the worker's process has not
 #: imported yet when it forks the forkserver: imported by each task process instead, they
-#: would cost it about 2 MB of pages of its own (the import writes to the shared heap).
+#: would cost it about 1 MB of pages of its own (the import writes to the shared heap).
 UNPICKLING_MODULES = (
     "multiprocessing.heap",
     "multiprocessing.popen_forkserver",

@@ -230,8 +230,8 @@ class ActivityClient:
 
         Returns the outcome sent, or :class:`~activities.Cancelled` when Step Functions
         said (to a heartbeat or to the outcome) that the task is gone; the outcome when
-        it said so only after an attempt of it got no answer (that attempt may have
-        delivered it, a warning says so). An output Step
+        it said so only after an earlier attempt that got no answer, or that botocore
+        retried (that attempt may have delivered it, a warning says so). An output Step
         Functions refuses as invalid is replaced by an ``activities.SerializationError``
         failure, so the task never hangs until its timeout.
         """
@@ -243,10 +243,10 @@ class ActivityClient:
                 outcome = refused_output(exc)
                 self.send_outcome(task.token, outcome)
         except TaskGone as exc:
-            if exc.earlier_unanswered:
+            if exc.earlier_may_have_landed:
                 logger.warning(
                     "task %s is no longer known to Step Functions (%s): an earlier attempt "
-                    "of its outcome, unanswered, may have delivered it",
+                    "of its outcome, unanswered or retried, may have delivered it",
                     task.token_prefix,
                     exc,
                 )

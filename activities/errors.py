@@ -197,18 +197,38 @@ class ServiceError(ActivitiesError):
     """
 
     def __init__(
-        self, message: str = "", *, code: str = "", operation: str = "", transient: bool = False
+        self,
+        message: str = "",
+        *,
+        code: str = "",
+        operation: str = "",
+        transient: bool = False,
+        earlier_unanswered: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.operation = operation
         self.transient = transient
-        self.earlier_unanswered = False
+        self.earlier_unanswered = earlier_unanswered
 
     @property
     def unanswered(self) -> bool:
         """Whether the request was sent but no answer came back (it may have landed)."""
         return self.code in _UNANSWERED
+
+    @property
+    def earlier_may_have_landed(self) -> bool:
+        """Whether an earlier attempt of the same call may have reached Step Functions.
+
+        One got no answer (:attr:`earlier_unanswered`), or botocore retried the call
+        itself before it raised this (a client of the user's own that retries).
+        """
+        if self.earlier_unanswered:
+            return True
+        response = getattr(self.__cause__, "response", None)
+        if not isinstance(response, dict):
+            return False
+        return bool(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
 
 
 #: Codes of a failure whose request was sent but got no answer.

@@ -174,7 +174,20 @@ def test_levels_already_set_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> N
         )
         start_logging(same, conn, lock)  # type: ignore[arg-type]
         assert cleared == []
-        differs = LogPlan(levels={"tests.other": logging.ERROR}, handlers=())
+        differs = LogPlan(
+            levels={"tests.other": logging.ERROR},
+            handlers=(),
+            disabled=logging.root.manager.disable,
+        )
         start_logging(differs, conn, lock)  # type: ignore[arg-type]
         assert len(cleared) == 1
     assert logging.getLogger("tests.other").level == logging.ERROR
+
+
+def test_a_disabled_level_that_differs_is_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    """logging.disable() in the worker holds in its task processes too."""
+    monkeypatch.setattr(logging.root.manager, "disable", logging.NOTSET)
+    with plain_root():
+        start_logging(LogPlan(handlers=(), disabled=logging.INFO), object(), threading.Lock())  # type: ignore[arg-type]
+        assert logging.root.manager.disable == logging.INFO
+        assert not logging.getLogger("tests.quiet").isEnabledFor(logging.INFO)

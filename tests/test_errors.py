@@ -54,6 +54,12 @@ class TestPickling:
             errors.TaskCancelled("gone"),
             errors.ServiceError("boom", code="InternalError", operation="GetActivityTask"),
             errors.TaskGone("gone", code="TaskTimedOut", operation="SendTaskHeartbeat"),
+            errors.TaskGone(
+                "gone after a timeout",
+                code="TaskTimedOut",
+                operation="SendTaskSuccess",
+                earlier_unanswered=True,
+            ),
             errors.Throttled("slow", code="ThrottlingException", operation="GetActivityTask"),
             NotFound("no such order"),
         ],
@@ -87,6 +93,8 @@ class TestPickling:
 def test_a_service_error_says_whether_its_request_may_have_landed(
     code: str, unanswered: bool
 ) -> None:
+    """A request sent but never answered may have been taken: a retry's TaskGone is no news."""
     error = errors.ServiceError("x", code=code, operation="SendTaskSuccess", transient=True)
     assert error.unanswered is unanswered
     assert error.earlier_unanswered is False  # set by ActivityClient when it retried
+    assert not error.earlier_may_have_landed

@@ -35,19 +35,26 @@ def test_without_preload_only_the_framework_is_imported() -> None:
 
 
 def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
-    """Every module the pickle of its pipes, flags and slot states names is imported by the
-    framework's modules already: imported in a forked task process, a module costs it the
-    pages its import writes to (see ``UNPICKLING_MODULES``)."""
+    """Every module the pickle of a task process names (its pipes, the shared flags, its
+    slots' states, the settings, the activities) is imported by the worker before the
+    fork: imported in a forked task process, a module costs it the pages its import
+    writes to (see ``UNPICKLING_MODULES``)."""
     script = textwrap.dedent(
         """
-        import importlib, io, pickletools, sys
+        import functools, importlib, io, pickletools, sys
         from activities._forkserver import FRAMEWORK_MODULES
+        import tests.preload_workload  # an activity's module: the worker imported it
         for module in FRAMEWORK_MODULES[:-1]:
             importlib.import_module(module)
         before = set(sys.modules)
         import multiprocessing
         from multiprocessing import context, popen_forkserver, reduction
+        from activities._childlog import log_plan
         from activities._control import Control
+        from activities._forkserver import StartState
+        from activities._loop import SlotSettings
+        from activities._process import _child_main
+        from activities._sfnclient import make_client
         from activities._slotstate import SlotState
 
         class Popen:  # what multiprocessing pickles a forkserver child's arguments under
@@ -58,11 +65,26 @@ def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
 
         forkserver = multiprocessing.get_context("forkserver")
         control = Control(forkserver, ["arn:a", "arn:b"], slots=2, pollers=None)
-        started_with = (forkserver.Pipe(duplex=False), control, SlotState(forkserver, control, 0))
+        settings = SlotSettings(
+            by_arn={"arn:a": tests.preload_workload.Recorded},
+            heartbeat_intervals={"preload-Recorded": None},
+            worker_name="w",
+            client_factory=functools.partial(make_client, region_name="us-east-1"),
+            log_plan=log_plan(),
+        )
+        process = forkserver.Process(  # as activities._process.TaskProcess makes it
+            target=_child_main,
+            args=(*forkserver.Pipe(duplex=False), "process-1", StartState.now()),
+            kwargs={
+                "settings": settings,
+                "control": control,
+                "slots": [("process-1", 0, SlotState(forkserver, control, 0))],
+            },
+        )
         buffer = io.BytesIO()
         context.set_spawning_popen(Popen())
         try:
-            reduction.ForkingPickler(buffer).dump(started_with)
+            reduction.ForkingPickler(buffer).dump(process)
         finally:
             context.set_spawning_popen(None)
         # The modules named by the pickle: STACK_GLOBAL takes the two strings pushed last,
@@ -85,6 +107,7 @@ def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
                 pushed.append(None)
             elif opcode.name not in ("PROTO", "FRAME", "STOP"):
                 pushed.append(None)
+        print(" ".join(sorted(named)))
         print(" ".join(sorted(named - before)) or "-")
         """
     )
@@ -97,7 +120,18 @@ def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["-"]
+    named, missing = done.stdout.splitlines()
+    # The scan finds what the pickle names (it would pass on finding nothing at all).
+    assert {
+        "activities._control",
+        "activities._loop",
+        "activities._process",
+        "multiprocessing.connection",
+        "multiprocessing.popen_forkserver",
+        "multiprocessing.sharedctypes",
+        "tests.preload_workload",
+    } <= set(named.split())
+    assert missing == "-"
 
 
 def test_a_task_process_gets_the_environment_and_directory_of_its_start(

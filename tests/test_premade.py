@@ -10,7 +10,7 @@ import botocore.credentials
 import botocore.exceptions
 import pytest
 
-from activities import _premade, make_client
+from activities import ActivityClient, _premade, make_client
 from activities._forkserver import StartState
 from activities._premade import ProcessCredentials, premake, take
 
@@ -44,6 +44,19 @@ class TestPremake:
         assert client is not None
         assert client.meta.region_name == "eu-west-1"
         assert take(None, start, connections=4) is None
+
+    def test_its_call_timeout_is_set_before_the_fork(self) -> None:
+        """A task process's ActivityClient with the same timeout registers nothing more:
+        registering in a forked process copies pages of botocore's event tables."""
+        assert premake(None, connections=4, call_timeout=3.0)
+        client = take(None, StartState.now(), connections=4)
+        assert client is not None
+        registered: list[str] = []
+        client.meta.events.register = lambda name, *_, **__: registered.append(name)  # type: ignore[method-assign]
+        ActivityClient(client, worker_name="w", call_timeout=3.0)
+        assert registered == []
+        ActivityClient(client, worker_name="w", call_timeout=4.0)
+        assert registered, "another timeout is registered"
 
     def test_a_partial_of_make_client_is_made_with_its_arguments(self) -> None:
         """What `activities worker` passes: the same call the task process would make."""
