@@ -16,7 +16,7 @@ from __future__ import annotations
 from importlib.metadata import version as _version
 
 from activities._retry import RetryPolicy
-from activities.activity import Activity, FunctionActivity, function_activity
+from activities.activity import Activity
 from activities.client import ActivityClient, default_worker_name, make_client
 from activities.errors import (
     ActivitiesError,
@@ -35,6 +35,7 @@ from activities.errors import (
     WorkerCrashed,
     WorkerShutdown,
 )
+from activities.function import FunctionActivity, function_activity
 from activities.outcome import Cancelled, Failure, Outcome, Success, failure_from_exception
 from activities.task import Task
 from activities.worker import Worker
