@@ -42,7 +42,7 @@ nitpick_ignore_regex = [
         r"py:class",
         r"(str|int|bool|float|object|type|tuple|dict|list|BaseException|Exception|TypeError|ValueError|None)",
     ),
-    (r"py:.*", r"activities\.(outcome|task|activity|client|errors|testing|local)\..*"),
+    (r"py:.*", r"activities\.(outcome|task|activity|function|client|errors|testing|local)\..*"),
     (r"py:.*", r"transport\.(base|converter|default|compressed|errors)\..*"),
 ]
 
