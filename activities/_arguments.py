@@ -43,6 +43,15 @@ def command_line() -> argparse.ArgumentParser:
         ),
     )
     worker.add_argument(
+        "--async-tasks",
+        type=_positive,
+        metavar="N",
+        help=(
+            "tasks of async def run() activities each task process runs at once on its event "
+            "loop, besides its threads (default: async tasks run on the threads)"
+        ),
+    )
+    worker.add_argument(
         "--pollers", type=_positive, help="the most long polls open at once (default: no cap)"
     )
     worker.add_argument(

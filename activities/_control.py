@@ -12,6 +12,7 @@ list, at ``slots + index``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import time
@@ -130,13 +131,9 @@ class Control:
 
     def polls_open(self) -> list[int]:
         """How many polls are open on each task list now."""
-        counts = [0] * len(self.arns)
-        for index in self._polling:
-            if index >= 0:
-                counts[index] += 1
-        return counts
+        return _counts(self._polling, len(self.arns))
 
-    def choose(self, turn: int) -> int:
+    def choose(self, turn: int, among: Sequence[int] | None = None) -> int:
         """The busy task list a free slot should poll now, or -1 if none is busy.
 
         A task list is busy when a poll brought a task within :data:`BUSY_WINDOW`: then
@@ -146,14 +143,16 @@ class Control:
         is free for the first task that comes. Task lists pausing after errors, and those
         of an activity at its ``max_concurrency``, are left alone. The counts are read
         without a lock: two slots choosing at once may pick the same one, and later
-        choices even it out.
+        choices even it out. ``among`` limits the choice to those task lists (an async
+        position polls those of async activities only).
         """
         now = time.monotonic()
         counts = self.polls_open()
-        size = len(counts)
+        indices = range(len(counts)) if among is None else among
+        size = len(indices)
         best, fewest = -1, 1 << 30
         for step in range(size):
-            index = (turn + step) % size
+            index = indices[(turn + step) % size]
             count = counts[index]
             if (
                 count < fewest
@@ -217,7 +216,8 @@ class Control:
 
     def _running_of(self, group: int) -> int:
         groups = self.groups
-        return sum(1 for index in self._running if index >= 0 and groups[index] == group)
+        counts = _counts(self._running, len(self.arns))
+        return sum(count for index, count in enumerate(counts) if groups[index] == group)
 
     def mark_busy(self, index: int) -> None:
         """A poll of task list ``index`` brought a task."""
@@ -263,11 +263,7 @@ class Control:
 
     def running_by_task_list(self) -> list[int]:
         """How many slots run a task of each task list now."""
-        counts = [0] * len(self.arns)
-        for index in self._running:
-            if index >= 0:
-                counts[index] += 1
-        return counts
+        return _counts(self._running, len(self.arns))
 
     def buffered_by_task_list(self) -> list[int]:
         """How many tasks of each task list wait in the worker's buffer now."""
@@ -279,8 +275,8 @@ class Control:
 
     def slots_in_use(self) -> int:
         """Slots' tasks running plus slots' polls open: each may hold a task."""
-        running = sum(1 for index in self._running if index >= 0)
-        polling = sum(1 for position in range(self.slots) if self._polling[position] >= 0)
+        running = self.slots - _cells(self._running).count(-1)
+        polling = self.slots - _cells(self._polling)[: self.slots].count(-1)
         return running + polling
 
     @contextlib.contextmanager
@@ -300,3 +296,17 @@ class Control:
             yield not self.stopping.is_set()
         finally:
             self._permits.release()
+
+
+def _cells(array: ctypes.Array[ctypes.c_int]) -> list[int]:
+    """The values of a shared array of ints, read at once (a worker may have hundreds)."""
+    return memoryview(array).cast("B").cast("i").tolist()
+
+
+def _counts(array: ctypes.Array[ctypes.c_int], size: int) -> list[int]:
+    """How often each of ``0 .. size - 1`` is in ``array`` (its -1s not counted)."""
+    counts = [0] * size
+    for index, count in collections.Counter(_cells(array)).items():
+        if index >= 0:
+            counts[index] = count
+    return counts

@@ -216,7 +216,7 @@ class HandOff:
             index = self._index[task.activity_arn]
             if not self._control.may_run(index):
                 continue  # its activity runs its max_concurrency: the next one may go
-            slot = self._pick(free, now - job.started)
+            slot = self._pick(free, now - job.started, asynchronous=job.activity._is_async())
             if slot is None:
                 if free:  # passed over for now: look again when the patience is over
                     self._next_look = min(self._next_look, PATIENCE)
@@ -237,13 +237,21 @@ class HandOff:
                 slot.name,
             )
 
-    def _pick(self, free: list[Slot], waited: float) -> Slot | None:
+    def _pick(self, free: list[Slot], waited: float, *, asynchronous: bool) -> Slot | None:
         """The free slot to hand a task to: one that does not poll, if there is one.
 
         A slot polling a busy task list is likely to get a task of its own at once: it
         is passed over for :data:`PATIENCE`, so that tasks do not go round through the
-        buffer while every slot is busy.
+        buffer while every slot is busy. An async task goes to an async position before
+        a slot (a slot would give it a thread); a sync one never goes to a position.
         """
+        if asynchronous:
+            first = self._pick_among([slot for slot in free if not slot.takes_sync], waited)
+            if first is not None:
+                return first
+        return self._pick_among([slot for slot in free if slot.takes_sync], waited)
+
+    def _pick_among(self, free: list[Slot], waited: float) -> Slot | None:
         fallback = None
         for slot in free:
             polling = self._control.polling(slot.position)

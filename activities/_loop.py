@@ -18,7 +18,6 @@ import concurrent.futures
 import logging
 import queue
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -28,10 +27,11 @@ from activities import _runner
 from activities._childlog import LogPlan
 from activities._delivery import deliver
 from activities._eventloop import event_loop
-from activities._metrics import metrics_of, outcome_name
+from activities._metrics import metrics_of
 from activities._retry import RetryPolicy
+from activities._serving import arrived_late, begin, conclude, past_grace, settle
 from activities._sfnclient import CALL_TIMEOUT
-from activities.errors import ActivityDoesNotExist, ServiceError, Throttled, WorkerShutdown
+from activities.errors import ActivityDoesNotExist, ServiceError, Throttled
 from activities.outcome import Cancelled, Failure, Success, failure_from_exception
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from activities._control import Control
     from activities._heartbeats import Heartbeats, Job
+    from activities._metrics import Metrics
     from activities._recycling import ProcessLife
     from activities._slotstate import SlotState
     from activities.activity import Activity
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from activities.outcome import Outcome
     from activities.task import Task
 
-__all__ = ["SlotLoop", "SlotSettings", "poll_failed"]
+__all__ = ["SlotLoop", "SlotSettings", "poll_failed", "poll_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -250,70 +251,45 @@ class SlotLoop:
 
         The task it brings is held by the slot; returned if it is to run in this thread.
         """
-        with self._control.poll_permit() as permitted:
-            if not permitted or not self._state.claim_poll(index):
-                return None
-            arn = self._control.arns[index]
-            try:
-                task = self._client.poll(arn, keep_trying=self._control.stopping.is_unset)
-            except Exception as exc:  # noqa: BLE001 - polling never ends on an error
-                self._control.done_polling(self._position)
-                self._metrics.polled(arn, "error")
-                poll_failed(self._control, index, exc, self._client.retry)
-                return None
-            try:
-                self._metrics.polled(arn, "empty" if task is None else "task")
-                if task is None:
-                    self._control.poll_succeeded(index)
-                    return None
-                self._control.mark_busy(index)
-                if not self._state.try_hold(task.activity_arn, task.token, index):
-                    self._overflow(task)  # handed a task from the buffer meanwhile
-                else:
-                    return task  # it runs in this thread, at once: no thread switch
-                return None
-            finally:
-                self._control.done_polling(self._position)
+        return poll_once(
+            self._client,
+            self._control,
+            self._state,
+            self._position,
+            index,
+            metrics=self._metrics,
+            overflow=self._overflow,
+        )
 
     # -- the runner -----------------------------------------------------------------------
 
     def _serve(self, task: Task) -> None:
         activity = self._settings.by_arn[task.activity_arn]
-        fields = {"activity": task.activity_name, "token_prefix": task.token_prefix}
-        if self._control.past_deadline.is_set():
-            error = WorkerShutdown("the task arrived after the worker's shutdown grace")
-            logger.warning("task %s: %s: %s", task.token_prefix, activity.name, error, extra=fields)
+        late = arrived_late(task, activity, self._control)
+        if late is not None:
             self.finish_delivery()
             if self._state.start_delivering():
-                self._deliver(task, failure_from_exception(error))
+                self._deliver(task, late)
             return
-        logger.info("task %s started: %s", task.token_prefix, activity.name, extra=fields)
-        interval = self._settings.heartbeat_intervals[activity.name]
-        job = self.job = self._heartbeats.begin(task, activity, interval)
-        self._metrics.task_started(task)
+        job = self.job = begin(
+            task,
+            activity,
+            interval=self._settings.heartbeat_intervals[activity.name],
+            heartbeats=self._heartbeats,
+            metrics=self._metrics,
+        )
         try:
             outcome = self._run(job)
         finally:
-            self._heartbeats.end(job)
             self.job = None
-        if job.gone_at is not None and not isinstance(outcome, Cancelled):
-            outcome = Cancelled("the task was gone before it ended")
-        seconds = time.monotonic() - job.started
-        self._metrics.task_ran(task, seconds)
-        _log_end(job, outcome, seconds, fields)
+        outcome = conclude(job, outcome, heartbeats=self._heartbeats, metrics=self._metrics)
         # A slot of a process being recycled is retired as it frees, so that no task is
         # handed to it after.
         retire = self._life is not None and self._life.task_done()
         self.finish_delivery()  # one outcome in flight at most
-        if isinstance(outcome, Cancelled):
-            self._metrics.task_ended(task, outcome)
-            self._state.release(retire=retire)
-        elif not self._state.start_delivering(retire=retire):
-            logger.info(
-                "task %s: the worker failed it at shutdown; its outcome is dropped",
-                task.token_prefix,
-            )
-        elif self._sender is None:
+        if not settle(self._state, task, outcome, retire=retire, metrics=self._metrics):
+            return
+        if self._sender is None:
             self._deliver(task, outcome)
         else:
             self._pending = self._sender.submit(self._deliver, task, outcome)
@@ -359,15 +335,50 @@ class SlotLoop:
         except concurrent.futures.CancelledError:
             outcome = Cancelled("the task's coroutine was cancelled before it started")
         assert isinstance(outcome, Success | Failure | Cancelled)  # noqa: S101
-        if (
-            isinstance(outcome, Cancelled)
-            and job.gone_at is None
-            and self._control.past_deadline.is_set()
-        ):
-            # Cancelled by the grace's end: failed as the worker would, unless it did first.
-            error = WorkerShutdown("the task was still running when the shutdown grace expired")
-            return failure_from_exception(error)
-        return outcome
+        # Cancelled by the grace's end: failed as the worker would, unless it did first.
+        return past_grace(outcome, job, self._control)
+
+
+def poll_once(
+    client: ActivityClient,
+    control: Control,
+    state: SlotState,
+    position: int,
+    index: int,
+    *,
+    metrics: Metrics,
+    overflow: Callable[[Task], None],
+) -> Task | None:
+    """Long-poll task list ``index`` once for the free slot (or async position) ``position``.
+
+    The task it brings is held in ``state`` and returned, to run at once; ``None`` when
+    the poll brought none, failed (its task list pauses), or could not start (stopping,
+    the slot was handed a task meanwhile). A task brought while the slot was handed one
+    goes to ``overflow`` (the worker's buffer).
+    """
+    with control.poll_permit() as permitted:
+        if not permitted or not state.claim_poll(index):
+            return None
+        arn = control.arns[index]
+        try:
+            task = client.poll(arn, keep_trying=control.stopping.is_unset)
+        except Exception as exc:  # noqa: BLE001 - polling never ends on an error
+            control.done_polling(position)
+            metrics.polled(arn, "error")
+            poll_failed(control, index, exc, client.retry)
+            return None
+        try:
+            metrics.polled(arn, "empty" if task is None else "task")
+            if task is None:
+                control.poll_succeeded(index)
+                return None
+            control.mark_busy(index)
+            if state.try_hold(task.activity_arn, task.token, index):
+                return task  # it runs at once, in the thread that polled: no thread switch
+            overflow(task)  # handed a task from the buffer meanwhile
+            return None
+        finally:
+            control.done_polling(position)
 
 
 def poll_failed(
@@ -396,20 +407,3 @@ def poll_failed(
         logger.warning("polling %s failed: %s; its next poll in %.1f s", name, exc, pause)
     else:
         logger.error("polling %s failed; its next poll in %.1f s", name, pause, exc_info=exc)
-
-
-def _log_end(job: Job, outcome: Outcome, seconds: float, fields: Mapping[str, object]) -> None:
-    name = outcome_name(outcome)
-    extra = {**fields, "outcome": name, "duration": round(seconds, 6)}
-    result = name
-    if isinstance(outcome, Failure):
-        result = f"failed with {outcome.error}"
-        extra["error"] = outcome.error
-    logger.info(
-        "task %s %s: %s in %.3f s",
-        job.task.token_prefix,
-        result,
-        job.activity.name,
-        seconds,
-        extra=extra,
-    )

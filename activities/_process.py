@@ -20,6 +20,7 @@ it tasks through another.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import itertools
 import logging
@@ -32,6 +33,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from activities._asyncslots import AsyncSlots, async_threads
 from activities._childlog import say_to_stderr, start_logging
 from activities._forkserver import STOP_SIGNALS, StartState, rename
 from activities._heartbeats import Heartbeats
@@ -41,12 +43,12 @@ from activities._outage import Hearing
 from activities._premade import take
 from activities._recycling import ProcessLife
 from activities._sfnclient import READ_TIMEOUT, make_client
-from activities._slot import heartbeat_threads
+from activities._slot import HEARTBEAT_THREADS, heartbeat_threads
 from activities._slotstate import SlotState
 from activities.client import ActivityClient
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from multiprocessing.connection import Connection
     from multiprocessing.context import ForkServerContext, ForkServerProcess
 
@@ -57,7 +59,7 @@ if TYPE_CHECKING:
     from activities._slot import Slot, SlotOwner
     from activities.task import Task
 
-__all__ = ["ProcessSlot", "TaskProcess"]
+__all__ = ["ProcessSlot", "TaskProcess", "task_process_connections"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +87,8 @@ class TaskProcess:
         owner: told when the process is ready and when it ended.
         context: the forkserver context the process starts in.
         positions: the positions of its slots in ``control``, one per slot.
+        async_positions: the positions of its async positions (``async_tasks``; see
+            :mod:`activities._asyncslots`), which run async tasks only.
     """
 
     kind = "process"
@@ -97,6 +101,7 @@ class TaskProcess:
         context: ForkServerContext,
         *,
         positions: Sequence[int],
+        async_positions: Sequence[int] = (),
     ) -> None:
         self.name = f"process-{next(_ids)}"
         self.ready = False
@@ -110,6 +115,16 @@ class TaskProcess:
             )
             for number, position in enumerate(positions, 1)
         ]
+        self._async = [
+            ProcessSlot(
+                self,
+                position,
+                SlotState(context, control, position),
+                name=f"{self.name}.async-{number}",
+                takes_sync=False,
+            )
+            for number, position in enumerate(async_positions, 1)
+        ]
         self._conn, child_conn = context.Pipe(duplex=False)
         inbox, self._inbox = context.Pipe(duplex=False)
         self._child_conns: list[Connection] = [child_conn, inbox]
@@ -121,6 +136,7 @@ class TaskProcess:
                 "settings": settings,
                 "control": control,
                 "slots": [(slot.name, slot.position, slot.state) for slot in self._slots],
+                "async_slots": [(slot.name, slot.position, slot.state) for slot in self._async],
             },
             name=f"sfn-activities-{self.name}",
             daemon=True,
@@ -131,8 +147,8 @@ class TaskProcess:
 
     @property
     def slots(self) -> Sequence[Slot]:
-        """The process's slots."""
-        return self._slots
+        """The process's slots, and its async positions after them."""
+        return [*self._slots, *self._async]
 
     def start(self) -> None:
         """Start the process and the thread that hears from it."""
@@ -186,7 +202,7 @@ class TaskProcess:
         self.process.join()
         self._conn.close()
         self._inbox.close()
-        for slot in self._slots:
+        for slot in self.slots:
             slot.state.retire()  # no task is handed to a dead process from now on
         self._owner.on_exit(self, exit_reason(self.process.exitcode), was_ready=self.ready)
 
@@ -210,14 +226,27 @@ def restart_reason(reason: str) -> str:
 
 
 class ProcessSlot:
-    """One slot of a task process: where the worker hands it a task."""
+    """One slot of a task process (or an async position): where the worker hands it a task.
+
+    An async position (``takes_sync=False``) takes only tasks of ``async def run()``
+    activities.
+    """
 
     kind = "process"
 
-    def __init__(self, process: TaskProcess, position: int, state: SlotState, *, name: str) -> None:
+    def __init__(
+        self,
+        process: TaskProcess,
+        position: int,
+        state: SlotState,
+        *,
+        name: str,
+        takes_sync: bool = True,
+    ) -> None:
         self.name = name
         self.position = position
         self.state = state
+        self.takes_sync = takes_sync
         self._process = process
 
     def __repr__(self) -> str:
@@ -292,8 +321,9 @@ def _child_main(
     settings: SlotSettings,
     control: Control,
     slots: list[tuple[str, int, SlotState]],
+    async_slots: list[tuple[str, int, SlotState]] | None = None,
 ) -> None:
-    """A task process: set signals and logging up, make a client, run the slots' loops."""
+    """A task process: set signals and logging up, make a client, serve the slots."""
     start.apply()
     rename(TASK_PROCESS_NAME)
     for signum in STOP_SIGNALS:
@@ -302,107 +332,192 @@ def _child_main(
     lock = threading.Lock()
     start_logging(settings.log_plan, conn, lock)
     orphan = _Orphan(control, settings.log_plan).watch()
+    async_slots = async_slots or []
     try:
-        factory = settings.client_factory
-        connections = CONNECTIONS_PER_SLOT * len(slots)
-        sfn = take(factory, start, connections=connections)
-        if sfn is not None:
-            logger.debug("%s uses the Step Functions client made before the fork", name)
-        else:
-            sfn = (
-                factory() if factory is not None else make_client(max_pool_connections=connections)
-            )
-        client = ActivityClient(
-            sfn,
-            worker_name=settings.worker_name,
-            retry=settings.retry,
-            call_timeout=settings.call_timeout,
+        client = _make_client(
+            name,
+            start,
+            settings,
+            connections=task_process_connections(len(slots), len(async_slots)),
         )
-        client.hearing = Hearing(control.answered, control.overdue, slots[0][1])
     except Exception:
         logger.exception("%s could not make its Step Functions client", name)
         sys.exit(1)
+    client.hearing = Hearing(control.answered, control.overdue, (slots or async_slots)[0][1])
+    serving = _Serving(name, client, conn, lock, settings=settings, control=control)
+    serving.run(inbox, slots, async_slots)
+    orphan.say()  # stopped by another orphan's flag before noticing: say it too
+    if serving.stuck_async():
+        logging.shutdown()
+        os._exit(EXIT_STUCK)
 
-    life = ProcessLife(name, settings.max_tasks, settings.max_memory)
 
-    def overflow(task: Task) -> None:
-        with lock:
-            conn.send(("overflow", task))
+def task_process_connections(slots: int, async_positions: int) -> int:
+    """HTTP connections of a task process's client: for its slots and async positions."""
+    connections = CONNECTIONS_PER_SLOT * slots
+    if async_positions:
+        # Their pollers, their outcome threads, the heartbeats.
+        connections += 2 * async_threads(async_positions) + HEARTBEAT_THREADS
+    return connections
 
-    def freed() -> None:
-        with lock:
-            conn.send(("free",))
 
-    stuck_loops: set[SlotLoop] = set()
+def _make_client(
+    name: str, start: StartState, settings: SlotSettings, *, connections: int
+) -> ActivityClient:
+    """The task process's client: made before the fork if it can be, else here."""
+    factory = settings.client_factory
+    sfn = take(factory, start, connections=connections)
+    if sfn is not None:
+        logger.debug("%s uses the Step Functions client made before the fork", name)
+    else:
+        sfn = factory() if factory is not None else make_client(max_pool_connections=connections)
+    return ActivityClient(
+        sfn,
+        worker_name=settings.worker_name,
+        retry=settings.retry,
+        call_timeout=settings.call_timeout,
+    )
 
-    def stuck(job: Job) -> None:
-        loop = next((loop for loop in loops if loop.job is job), None)
-        if loop is None:
+
+class _Serving:
+    """What a task process runs: its slots' loops and its async positions, until they end.
+
+    It also says what the slots say to the worker (a task to keep, a slot freed), and
+    handles a task found gone that does not stop (the process is replaced).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        client: ActivityClient,
+        conn: Connection,
+        lock: threading.Lock,
+        *,
+        settings: SlotSettings,
+        control: Control,
+    ) -> None:
+        self._name = name
+        self._client = client
+        self._conn = conn
+        self._lock = lock
+        self._settings = settings
+        self._control = control
+        self._life = ProcessLife(name, settings.max_tasks, settings.max_memory)
+        self._loops: list[SlotLoop] = []
+        self._async: AsyncSlots | None = None
+        self._runners: dict[object, threading.Thread] = {}
+        self._stuck_loops: set[SlotLoop] = set()
+
+    def run(
+        self,
+        inbox: Connection,
+        slots: list[tuple[str, int, SlotState]],
+        async_slots: list[tuple[str, int, SlotState]],
+    ) -> None:
+        """Start the slots' loops and the async positions; return once they all ended."""
+        settings = self._settings
+        heartbeats = Heartbeats(
+            self._client,
+            on_stuck=self._stuck,
+            threads=heartbeat_threads(len(slots) + len(async_slots)),
+            metrics=metrics_of(settings.metrics_dir),
+        )
+        self._loops = [
+            SlotLoop(
+                slot_name,
+                self._client,
+                settings=settings,
+                control=self._control,
+                state=state,
+                heartbeats=heartbeats,
+                overflow=self._overflow,
+                freed=self._freed,
+                position=position,
+                life=self._life,
+                send_in_background=len(slots) == 1,
+            )
+            for slot_name, position, state in slots
+        ]
+        takers: dict[int, Callable[[Task], None]] = {
+            loop.position: loop.hand for loop in self._loops
+        }
+        if async_slots:
+            positions = self._async = AsyncSlots(
+                f"{self._name}.async",
+                self._client,
+                settings=settings,
+                control=self._control,
+                positions=async_slots,
+                heartbeats=heartbeats,
+                overflow=self._overflow,
+                freed=self._freed,
+                life=self._life,
+            )
+            for position in positions.positions:
+                takers[position] = functools.partial(positions.hand, position)
+        threading.Thread(
+            target=_receive_tasks, args=(inbox, takers), name="sfn-activities-inbox", daemon=True
+        ).start()
+        # What the imports made lives as long as the process: keep the collector off it.
+        gc.freeze()
+        with self._lock:
+            self._conn.send(("ready",))
+        # Tasks run in threads, as in a thread slot: the main thread only waits.
+        servers: list[SlotLoop | AsyncSlots] = [*self._loops]
+        if self._async is not None:
+            servers.append(self._async)
+        self._runners = {
+            server: threading.Thread(target=server.run, name=f"sfn-activities-{server.name}-run")
+            for server in servers
+        }
+        for runner in self._runners.values():
+            runner.start()
+        for runner in self._runners.values():
+            runner.join()
+
+    def stuck_async(self) -> bool:
+        """Whether an async task found gone ran on past its cancellation."""
+        return self._async is not None and self._async.stuck
+
+    def _overflow(self, task: Task) -> None:
+        with self._lock:
+            self._conn.send(("overflow", task))
+
+    def _freed(self) -> None:
+        with self._lock:
+            self._conn.send(("free",))
+
+    def _stuck(self, job: Job) -> None:
+        loop = next((loop for loop in self._loops if loop.job is job), None)
+        if loop is not None:
+            # The task is gone: nobody is to report it.
+            loop.state.take(delivering=False)
+        elif self._async is None or not self._async.give_up(job):
             return  # the task ended meanwhile
-        # The task is gone: nobody is to report it. The process is replaced once the
-        # tasks of its other slots, and the outcomes in flight, are done.
-        loop.state.take(delivering=False)
+        # The process is replaced once the tasks of its other slots, and the outcomes in
+        # flight, are done.
         logger.warning(
             "task %s of %s did not stop when cancelled: replacing %s once its other tasks are done",
             job.task.token_prefix,
             job.task.activity_name,
-            name,
+            self._name,
             extra={"activity": job.task.activity_name, "token_prefix": job.task.token_prefix},
         )
-        first = not stuck_loops
-        stuck_loops.add(loop)
-        life.recycle()
+        self._life.recycle()
+        if loop is None:
+            return  # an async task's coroutine: the process ends when the others are done
+        first = not self._stuck_loops
+        self._stuck_loops.add(loop)
         if first:
             threading.Thread(
                 target=_exit_stuck,
-                args=(stuck_loops, runners, control),
+                args=(self._stuck_loops, self._runners, self._control),
                 name="sfn-activities-stuck",
             ).start()
 
-    heartbeats = Heartbeats(
-        client,
-        on_stuck=stuck,
-        threads=heartbeat_threads(len(slots)),
-        metrics=metrics_of(settings.metrics_dir),
-    )
-    loops = [
-        SlotLoop(
-            slot_name,
-            client,
-            settings=settings,
-            control=control,
-            state=state,
-            heartbeats=heartbeats,
-            overflow=overflow,
-            freed=freed,
-            position=position,
-            life=life,
-            send_in_background=len(slots) == 1,
-        )
-        for slot_name, position, state in slots
-    ]
-    by_position = {loop.position: loop for loop in loops}
-    threading.Thread(
-        target=_receive_tasks, args=(inbox, by_position), name="sfn-activities-inbox", daemon=True
-    ).start()
-    # What the imports made lives as long as the process: keep the collector off it.
-    gc.freeze()
-    with lock:
-        conn.send(("ready",))
-    # Tasks run in threads, as in a thread slot: the main thread only waits.
-    runners = {
-        loop: threading.Thread(target=loop.run, name=f"sfn-activities-{loop.name}-run")
-        for loop in loops
-    }
-    for runner in runners.values():
-        runner.start()
-    for runner in runners.values():
-        runner.join()
-    orphan.say()  # stopped by another orphan's flag before noticing: say it too
-
 
 def _exit_stuck(
-    stuck: set[SlotLoop], runners: dict[SlotLoop, threading.Thread], control: Control
+    stuck: set[SlotLoop], runners: dict[object, threading.Thread], control: Control
 ) -> None:
     """End the process once its other slots ended; the stuck tasks' threads die with it.
 
@@ -423,11 +538,11 @@ def _exit_stuck(
     os._exit(EXIT_STUCK)
 
 
-def _receive_tasks(inbox: Connection, loops: dict[int, SlotLoop]) -> None:
-    """Pass the tasks the worker hands over to the runners of the slots they are for."""
+def _receive_tasks(inbox: Connection, takers: dict[int, Callable[[Task], None]]) -> None:
+    """Pass the tasks the worker hands over to the slots (or async positions) they are for."""
     while True:
         try:
             position, task = inbox.recv()
         except (EOFError, OSError):
             return
-        loops[position].hand(task)
+        takers[position](task)

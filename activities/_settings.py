@@ -68,6 +68,7 @@ class WorkerSettings:
 
     processes: int | None = attrs.field(default=None, validator=_positive)
     threads: int | None = attrs.field(default=None, validator=_positive)
+    async_tasks: int | None = attrs.field(default=None, validator=_positive)
     pollers: int | None = attrs.field(default=None, validator=_positive)
     buffer: int | None = attrs.field(default=None, validator=_positive)
     shutdown_grace: float = attrs.field(default=SHUTDOWN_GRACE, validator=_at_least_zero)
@@ -75,6 +76,15 @@ class WorkerSettings:
     max_memory_per_process: int | None = attrs.field(default=None, validator=_positive)
     call_timeout: float = attrs.field(default=CALL_TIMEOUT, validator=_positive)
     silence_warning: float = attrs.field(default=SILENCE_WARNING, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.async_tasks is not None and self.use_threads:
+            msg = (
+                "async_tasks: async positions live in task processes: give processes too "
+                "(e.g. processes=1, async_tasks=500), or leave async_tasks out to run async "
+                "tasks on the threads"
+            )
+            raise ConfigurationError(msg)
 
     @property
     def use_threads(self) -> bool:
@@ -87,20 +97,39 @@ class WorkerSettings:
         return (self.threads or 1) if self.processes is not None else 1
 
     @property
+    def positions_per_unit(self) -> int:
+        """The slots of one unit and, in a task process, its async positions after them."""
+        return self.slots_per_unit + (self.async_tasks or 0)
+
+    @property
     def concurrency(self) -> int:
-        """How many slots: processes x threads, the threads, or the processes (the CPUs)."""
-        if self.processes is not None:
-            return self.processes * (self.threads or 1)
-        return self.threads or os.cpu_count() or 1
+        """How many slots and async positions: their positions in the worker's Control.
+
+        Processes x (threads + async tasks), the threads, or the processes (the CPUs).
+        """
+        if self.use_threads:
+            return self.threads or 1
+        processes = self.processes or os.cpu_count() or 1
+        return processes * self.positions_per_unit
+
+    def is_async_position(self, position: int) -> bool:
+        """Whether ``position`` is an async position (see :mod:`activities._asyncslots`)."""
+        if not self.async_tasks:
+            return False
+        return position % self.positions_per_unit >= self.slots_per_unit
 
     def describe(self) -> str:
         """The pool's shape, for the log: ``4 processes``, ``2 processes x 8 threads``."""
         if self.use_threads:
             return plural(self.concurrency, "thread")
-        processes = plural(self.processes or self.concurrency, "process")
-        if self.threads is None:
-            return processes
-        return f"{processes} x {plural(self.threads, 'thread')}"
+        count = self.processes or self.concurrency // self.positions_per_unit
+        shape = plural(count, "process")
+        if self.threads is not None:
+            shape = f"{shape} x {plural(self.threads, 'thread')}"
+        if self.async_tasks:
+            each = " each" if count > 1 else ""
+            shape = f"{shape} + {plural(self.async_tasks, 'async task')}{each}"
+        return shape
 
     def short_of_polls(self, task_lists: int) -> str | None:
         """Why ``task_lists`` cannot all have a poll open at all times, if they cannot."""

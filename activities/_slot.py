@@ -78,6 +78,8 @@ class Slot(Protocol):
     kind: str
     position: int
     state: SlotState
+    #: Whether it takes tasks of sync activities (an async position takes async ones only).
+    takes_sync: bool
 
     @property
     def ready(self) -> bool:
@@ -116,6 +118,7 @@ class ThreadSlot:
     """
 
     kind = "thread"
+    takes_sync = True
 
     def __init__(
         self,

@@ -77,7 +77,7 @@ class SlotState:
 
     def free(self) -> bool:
         """Whether the slot runs nothing now (read without the lock)."""
-        return not self._running.value
+        return self._running[0] == b"\x00"  # without copying the task's token
 
     def try_hold(self, activity_arn: str, token: str, index: int) -> bool:
         """The slot is to run this task of task list ``index``.

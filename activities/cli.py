@@ -29,7 +29,7 @@ from activities._arguments import EXIT_USAGE, command_line
 from activities._childlog import LOG_FORMAT
 from activities._invoke import LOCAL_ROLE_ARN, invoke
 from activities._operations import count_before_imports
-from activities._process import CONNECTIONS_PER_SLOT
+from activities._process import task_process_connections
 from activities.client import ActivityClient, make_client
 from activities.errors import ActivitiesError, ConfigurationError
 from activities.jsonlog import JsonFormatter
@@ -224,19 +224,20 @@ def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
     # own process keeps a poll open on every task list that has none.
     # The same factory makes the worker's client and those of the task processes: room
     # for the polls, outcomes and heartbeats of either.
-    slots = args.threads or 1
+    connections = task_process_connections(args.threads or 1, args.async_tasks or 0)
     served = task_lists(activities, prefix=args.prefix, overrides=args.task_list)
     client = functools.partial(
         make_client,
         endpoint_url=args.endpoint_url,
         region_name=args.region,
         profile_name=args.profile,
-        max_pool_connections=CONNECTIONS_PER_SLOT * slots + len(served) + 8,
+        max_pool_connections=connections + len(served) + 8,
     )
     worker = Worker(
         activities,
         processes=args.processes,
         threads=args.threads,
+        async_tasks=args.async_tasks,
         pollers=args.pollers,
         buffer=args.buffer,
         client=client,

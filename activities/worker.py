@@ -41,7 +41,7 @@ from activities._metrics import NO_METRICS
 from activities._operations import Operations
 from activities._outage import Hearing, OutageWatch
 from activities._premade import premake
-from activities._process import CONNECTIONS_PER_SLOT, TaskProcess, restart_reason
+from activities._process import TaskProcess, restart_reason, task_process_connections
 from activities._settings import (
     SHUTDOWN_GRACE,
     SILENCE_WARNING,
@@ -91,6 +91,11 @@ class Worker:
         threads: with ``processes``, the task threads of each process (``processes`` x
             ``threads`` tasks at once, for I/O-bound work at real round trips); alone,
             run tasks in this many threads of the worker's own process instead.
+        async_tasks: with task processes, how many tasks of ``async def run()``
+            activities each process runs at once on its event loop, besides its slots
+            (``threads``): *async positions*, served by a few threads of the process
+            instead of a thread each (see docs/async.md). Without it, async tasks run on
+            the slots, one per slot.
         pollers: the most long polls open at once (slots' and the worker's own); no cap
             by default. Fewer than the task lists served leaves some without a poll.
         buffer: how many received tasks may wait for a free slot (polls that may bring
@@ -148,6 +153,7 @@ class Worker:
         *,
         processes: int | None = None,
         threads: int | None = None,
+        async_tasks: int | None = None,
         pollers: int | None = None,
         buffer: int | None = None,
         client: SFNClient | Callable[[], SFNClient] | None = None,
@@ -173,6 +179,7 @@ class Worker:
         self.settings = WorkerSettings(
             processes=processes,
             threads=threads,
+            async_tasks=async_tasks,
             pollers=pollers,
             buffer=buffer,
             shutdown_grace=shutdown_grace,
@@ -290,7 +297,11 @@ class Worker:
                 self.client, on_stuck=lambda _: None, metrics=self._metrics
             )
             process = functools.partial(TaskProcess, settings, control, self, forkserver)
-            self._new_unit = lambda positions: process(positions=positions)
+            is_async = self.settings.is_async_position
+            self._new_unit = lambda positions: process(
+                positions=[at for at in positions if not is_async(at)],
+                async_positions=[at for at in positions if is_async(at)],
+            )
         self._handoff = HandOff(
             self.client,
             self._control,
@@ -318,7 +329,7 @@ class Worker:
                 lock=self._lock,
             )
         self._running = True
-        per_unit = self.settings.slots_per_unit
+        per_unit = self.settings.positions_per_unit
         for first in range(0, self.settings.concurrency, per_unit):
             self._start_unit(list(range(first, first + per_unit)))
         self._handoff.start()
@@ -345,7 +356,9 @@ class Worker:
             # A copy of the worker's process must hold none of its connections; its
             # client opens new ones as it needs them.
             self.client.client.close()
-            connections = CONNECTIONS_PER_SLOT * self.settings.slots_per_unit
+            connections = task_process_connections(
+                self.settings.slots_per_unit, self.settings.async_tasks or 0
+            )
             premake(
                 self._client_factory,
                 connections=connections,

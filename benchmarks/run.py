@@ -182,6 +182,7 @@ def worker(
     *,
     processes: int | None = None,
     threads: int | None = None,
+    async_tasks: int | None = None,
     log_level: str | None = None,
     options: tuple[str, ...] = (),
     note: str = "",
@@ -196,6 +197,7 @@ def worker(
         1,
         processes=processes,
         threads=threads,
+        async_tasks=async_tasks,
         log_level=log_level,
         options=options,
         note=note,
@@ -208,6 +210,7 @@ def cli_worker(
     *,
     processes: int | None = None,
     threads: int | None = None,
+    async_tasks: int | None = None,
     log_level: str | None = None,
     options: tuple[str, ...] = (),
     note: str = "",
@@ -215,7 +218,7 @@ def cli_worker(
     """The ``activities worker`` command serving ``module``, as users run it.
 
     With ``processes`` and ``threads`` both, ``threads`` task threads in each of
-    ``processes`` processes. Its log level is the command's default (INFO) unless
+    ``processes`` processes; ``async_tasks`` async positions in each process besides. Its log level is the command's default (INFO) unless
     ``log_level`` says otherwise, which the label then says too: such a row is an extra,
     not a headline; so is one with more ``options``, which ``note`` says in the label.
     ``polls`` is how many polls the runner waits for before it feeds tasks.
@@ -226,6 +229,9 @@ def cli_worker(
     if threads:
         command += ["--threads", str(threads)]
     label = f"sfn-activities, {pool_label(processes, threads)}"
+    if async_tasks:
+        command += ["--async-tasks", str(async_tasks)]
+        label += f" + {async_tasks} async tasks"
     if log_level:
         command += ["--log-level", log_level]
         label += f" (log level {log_level})"
@@ -448,6 +454,7 @@ def scenarios(quick: bool, only: str | None = None) -> list[Scenario]:
             [
                 bare_async(awaiting, 500),
                 bare(awaiting, "sleep", 500),
+                worker(awaiting, processes=1, async_tasks=500),
                 worker(awaiting, processes=1, threads=500),
                 worker(awaiting, processes=1, threads=250),
                 worker(

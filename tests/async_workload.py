@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -145,3 +146,33 @@ class AsyncIgnoresCancel(Activity):
         except asyncio.CancelledError:
             return "done anyway"
         return "slept"
+
+
+class AsyncStubborn(Activity):
+    """Catches every cancellation and awaits on, until the test sets ``released``."""
+
+    name = "async-Stubborn"
+    heartbeat_interval = 0.1
+    released = threading.Event()
+    refused: ClassVar[list[str]] = []
+
+    async def run(self) -> str:
+        while not type(self).released.is_set():
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                type(self).refused.append(self.task.token)
+        return "released"
+
+
+class AsyncBrokenInit(Activity):
+    """Cannot be made: its ``__init__`` raises, so each of its tasks fails."""
+
+    name = "async-BrokenInit"
+
+    def __init__(self) -> None:
+        msg = "no instance today"
+        raise RuntimeError(msg)
+
+    async def run(self) -> None:
+        await asyncio.sleep(0)

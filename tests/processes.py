@@ -11,6 +11,7 @@ import json
 import os
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,10 +76,18 @@ def task_processes(worker: int) -> list[int]:
     return [child for server in forkservers(worker) for child in children(server)]
 
 
-def polls_waiting(endpoint: str) -> int:
-    """How many polls the benchmarks' endpoint holds open now."""
+def bench(endpoint: str, operation: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Call one of the benchmarks' endpoint's own operations (``Load``, ``Stats``, ``Fault``)."""
     request = urllib.request.Request(  # noqa: S310 - a local http URL
-        endpoint, data=b"{}", headers={"X-Amz-Target": "Bench.Stats"}
+        endpoint,
+        data=json.dumps(body or {}).encode(),
+        headers={"X-Amz-Target": f"Bench.{operation}"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        return int(json.load(response)["waiting"])
+        result: dict[str, Any] = json.load(response)
+        return result
+
+
+def polls_waiting(endpoint: str) -> int:
+    """How many polls the benchmarks' endpoint holds open now."""
+    return int(bench(endpoint, "Stats")["waiting"])

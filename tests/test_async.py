@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import subprocess
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +18,12 @@ from activities._eventloop import EventLoop
 from activities.testing import ActivityEnvironment
 from activities.worker import Worker
 from tests import async_workload, workloads
+from tests.processes import ROOT, bench, bench_environment, polls_waiting
 from tests.waiting import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from tests.fake_sfn import FakeStepFunctions
 
@@ -181,3 +186,36 @@ class TestBlockedLoop:
             assert wait_until(lambda: caplog.records)
         message = caplog.records[0].getMessage()
         assert message.startswith("task AAAA of Blocker has blocked this process's event loop")
+
+
+class TestAsyncPositions:
+    """``--async-tasks``: a task process's async positions, as users run the worker."""
+
+    def test_one_process_runs_many_async_tasks_at_once(
+        self, bench_endpoint: str, tmp_path: Path
+    ) -> None:
+        """Twenty tasks that return only once twenty run together: one process, one slot."""
+        log = tmp_path / "worker.log"
+        command = [sys.executable, "-m", "activities", "worker", "tests.async_workload"]
+        command += ["--processes", "1", "--async-tasks", "20"]
+        with log.open("w") as file:
+            worker = subprocess.Popen(
+                command, cwd=ROOT, env=bench_environment(bench_endpoint), stderr=file
+            )
+        try:
+            assert wait_until(lambda: polls_waiting(bench_endpoint) >= 1), log.read_text()
+            load = {"activity": "async-Gathering", "count": 20, "input": '{"count": 20}'}
+            bench(bench_endpoint, "Load", load)
+            assert wait_until(
+                lambda: bench(bench_endpoint, "Stats").get("succeeded", 0) == 20, timeout=30
+            ), log.read_text()
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(30) == 0
+        finally:
+            worker.kill()
+            worker.wait()
+        stats = bench(bench_endpoint, "Stats", {"outputs": True})
+        assert stats["outputs"] == ["20"] * 20
+        text = log.read_text()
+        assert "1 process + 20 async tasks" in text
+        assert text.count("succeeded: async-Gathering") == 20

@@ -27,8 +27,8 @@ SERVED = [async_workload.AsyncFlaky, async_workload.AsyncBeats, async_workload.A
 
 @pytest.fixture(scope="module")
 def worker(local_sfn: LocalStepFunctions) -> Iterator[Worker]:
-    """One task process of three threads: the async tasks share its event loop."""
-    worker = Worker(SERVED, processes=1, threads=3, client=local_sfn.client_factory())
+    """One task process of three async positions: the async tasks share its event loop."""
+    worker = Worker(SERVED, processes=1, async_tasks=3, client=local_sfn.client_factory())
     worker.start()
     yield worker
     worker.terminate()

@@ -73,7 +73,12 @@ class TestList:
 class TestWorkerOptions:
     @pytest.mark.parametrize(
         "options",
-        [["--processes", "0"], ["--threads", "-1"], ["--processes", "2", "--threads", "0"]],
+        [
+            ["--processes", "0"],
+            ["--threads", "-1"],
+            ["--processes", "2", "--threads", "0"],
+            ["--async-tasks", "0"],
+        ],
     )
     def test_bad_pool_options_are_refused(self, options: list[str]) -> None:
         """Non-positive sizes are usage errors."""
@@ -119,15 +124,15 @@ class TestWorkerOptions:
                 return 0
 
         monkeypatch.setattr(cli, "Worker", Recorder)
-        pool = ["--processes", "2", "--threads", "8"]
+        pool = ["--processes", "2", "--threads", "8", "--async-tasks", "100"]
         options = ["--buffer", "3", "--max-concurrency", "Echo=2", "--max-concurrency", "B=none"]
         assert main(["worker", "examples", "--region", "us-east-1", *options]) == 0
         assert seen["buffer"] == 3
         assert seen["max_concurrency"] == {"Echo": 2, "B": None}
         assert seen["preload"] is True
-        assert (seen["processes"], seen["threads"]) == (None, None)
+        assert (seen["processes"], seen["threads"], seen["async_tasks"]) == (None, None, None)
         assert main(["worker", "examples", "--region", "us-east-1", *pool]) == 0
-        assert (seen["processes"], seen["threads"]) == (2, 8)
+        assert (seen["processes"], seen["threads"], seen["async_tasks"]) == (2, 8, 100)
         assert main(["worker", "examples", "--region", "us-east-1", "--no-preload"]) == 0
         assert seen["preload"] is False
 

@@ -7,34 +7,20 @@ How fast the worker recovers is measured by ``nox -s faults`` (benchmarks/faults
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from tests.processes import ROOT, bench_environment, polls_waiting
+from tests.processes import ROOT, bench, bench_environment, polls_waiting
 from tests.waiting import wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 ACTIVITY = "faults-Pause"
-
-
-def bench(endpoint: str, operation: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Call one of the endpoint's own operations (``Load``, ``Stats``, ``Fault``)."""
-    request = urllib.request.Request(  # noqa: S310 - a local http URL
-        endpoint,
-        data=json.dumps(body or {}).encode(),
-        headers={"X-Amz-Target": f"Bench.{operation}"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        result: dict[str, Any] = json.load(response)
-        return result
 
 
 def finished(endpoint: str) -> int:

@@ -8,18 +8,24 @@ make a task wait, it lasts longer than the test waits for the task.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import threading
 import time
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from activities import Activity, Worker
+from activities._control import Control
+from activities._handoff import HandOff
 from tests.fake_sfn import ARN_PREFIX, FakeStepFunctions
 from tests.waiting import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from activities._slot import Slot
 
 #: Seconds an empty poll lasts where a task list without a poll would show.
 LONG_POLL = 30.0
@@ -279,3 +285,38 @@ class TestDrain:
         assert fake.polling[ARN_PREFIX + "ho-Quick"] == 0
         assert late in fake.failures or late in fake.successes
         assert not fake.outstanding(), "a task was received and forgotten"
+
+
+class TestPick:
+    """Which free slot a waiting task goes to: async positions take async tasks only."""
+
+    @staticmethod
+    def handoff(slots: int) -> HandOff:
+        control = Control(
+            multiprocessing.get_context("spawn"), ["arn:a"], slots=slots, pollers=None
+        )
+        return HandOff(
+            None,  # type: ignore[arg-type]
+            control,
+            by_arn={},
+            capacity=1,
+            heartbeats=None,  # type: ignore[arg-type]
+            slots=list,
+            fail=lambda *_: None,
+        )
+
+    @staticmethod
+    def slot(position: int, *, takes_sync: bool) -> Slot:
+        return SimpleNamespace(position=position, takes_sync=takes_sync)  # type: ignore[return-value]
+
+    def test_an_async_task_goes_to_an_async_position_first(self) -> None:
+        sync, position = self.slot(0, takes_sync=True), self.slot(1, takes_sync=False)
+        pick = self.handoff(2)._pick
+        assert pick([sync, position], 0.0, asynchronous=True) is position
+        assert pick([sync], 0.0, asynchronous=True) is sync
+
+    def test_a_sync_task_never_goes_to_an_async_position(self) -> None:
+        sync, position = self.slot(0, takes_sync=True), self.slot(1, takes_sync=False)
+        pick = self.handoff(2)._pick
+        assert pick([position, sync], 0.0, asynchronous=False) is sync
+        assert pick([position], 0.0, asynchronous=False) is None

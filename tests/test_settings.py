@@ -35,6 +35,14 @@ def test_threads_and_a_cap_on_polls() -> None:
         ({"threads": 8}, 8, 1, True, "8 threads"),
         ({"processes": 2, "threads": 8}, 16, 8, False, "2 processes x 8 threads"),
         ({"processes": 3, "threads": 1}, 3, 1, False, "3 processes x 1 thread"),
+        ({"processes": 1, "async_tasks": 500}, 501, 1, False, "1 process + 500 async tasks"),
+        (
+            {"processes": 2, "threads": 4, "async_tasks": 50},
+            108,
+            4,
+            False,
+            "2 processes x 4 threads + 50 async tasks each",
+        ),
     ],
 )
 def test_the_pools_shape(
@@ -48,6 +56,25 @@ def test_the_pools_shape(
     assert settings.describe() == shape
 
 
+def test_async_positions_follow_the_slots_of_each_process() -> None:
+    """Positions 0-1 and 5-6 are slots, 2-4 and 7-9 async positions."""
+    settings = WorkerSettings(processes=2, threads=2, async_tasks=3)
+    assert settings.positions_per_unit == 5
+    assert [settings.is_async_position(at) for at in range(10)] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ] * 2
+    assert not WorkerSettings(processes=2).is_async_position(1)
+
+
+def test_async_tasks_need_task_processes() -> None:
+    with pytest.raises(ConfigurationError, match="async_tasks: async positions live in task"):
+        WorkerSettings(threads=8, async_tasks=100)
+
+
 @pytest.mark.parametrize(
     ("setting", "value"),
     [
@@ -56,6 +83,7 @@ def test_the_pools_shape(
         ("buffer", 0),
         ("shutdown_grace", float("inf")),
         ("processes", 0.0),
+        ("async_tasks", 0),
     ],
 )
 def test_a_bad_setting_names_itself(setting: str, value: float) -> None:

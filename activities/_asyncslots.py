@@ -1,0 +1,370 @@
+"""Async positions: many tasks of ``async def run()`` activities at once in one task process.
+
+With ``async_tasks=N`` (``--async-tasks N``) each task process has, besides its slots, N
+*async positions*. A position holds one async task at a time, as a slot does, and has a
+:class:`~activities._slotstate.SlotState` the worker sees, so that a crash, a stop or a
+task handed over from the worker's buffer are handled as for a slot. What a position has
+not is threads: :class:`AsyncSlots` serves all of a process's positions with
+
+- a few *poller* threads, which long-poll the busy task lists of async activities for
+  whichever position is free and start the coroutine a poll brings on the process's
+  event loop (:mod:`activities._eventloop`) at once;
+- the thread that receives the tasks the worker hands over, which starts them the same
+  way (a position in a long poll takes a handed task at once: its poll's task, if it
+  brings one, goes back to the worker's buffer);
+- a small pool of *outcome* threads, which send what each coroutine returns.
+
+Nothing of the framework blocks the loop: polls, outcomes and heartbeats are boto3 calls
+in those threads. A coroutine is cancelled at the ``await`` it is in when a heartbeat
+finds its task gone, and past the shutdown grace (its task then fails with
+``activities.WorkerShutdown``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from activities import _runner
+from activities._delivery import deliver
+from activities._eventloop import event_loop
+from activities._loop import HANDOFF_WAIT, IDLE_WAIT, poll_once
+from activities._metrics import metrics_of
+from activities._serving import arrived_late, begin, conclude, past_grace, settle
+from activities.outcome import Cancelled, Failure, Success, failure_from_exception
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Sequence
+
+    from activities._control import Control
+    from activities._heartbeats import Heartbeats, Job
+    from activities._loop import SlotSettings
+    from activities._recycling import ProcessLife
+    from activities._slotstate import SlotState
+    from activities.activity import Activity
+    from activities.client import ActivityClient
+    from activities.outcome import Outcome
+    from activities.task import Task
+
+__all__ = ["ASYNC_POLLERS", "AsyncSlots", "async_threads"]
+
+logger = logging.getLogger(__name__)
+
+#: Poller threads (and outcome threads) of one process's async positions, at most: at a
+#: 20 ms round trip, 16 of them keep up with 800 tasks a second.
+ASYNC_POLLERS = 16
+
+
+def async_threads(positions: int) -> int:
+    """How many poller threads, and how many outcome threads, serve ``positions``."""
+    return max(1, min(positions, ASYNC_POLLERS))
+
+
+class AsyncSlots:
+    """The async positions of one task process: poll for them, run their coroutines, report.
+
+    Args:
+        name: the positions' name, for logs and thread names.
+        client: the client to poll and report with.
+        settings: the worker's settings.
+        control: the worker's shared flags.
+        positions: each position's name, its place in ``control``, and its state.
+        heartbeats: the heartbeats of this process.
+        overflow: takes a task a poll brought for a position handed one meanwhile (it
+            goes to the worker's hand-off buffer).
+        freed: tells the worker a position is free while tasks wait for one.
+        life: the process may be recycled: then positions take no new task, and
+            :meth:`run` ends once none runs one.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        client: ActivityClient,
+        *,
+        settings: SlotSettings,
+        control: Control,
+        positions: Sequence[tuple[str, int, SlotState]],
+        heartbeats: Heartbeats,
+        overflow: Callable[[Task], None],
+        freed: Callable[[], None] = lambda: None,
+        life: ProcessLife | None = None,
+    ) -> None:
+        self.name = name
+        self._client = client
+        self._settings = settings
+        self._control = control
+        self._states = {position: state for _, position, state in positions}
+        self._heartbeats = heartbeats
+        self._overflow = overflow
+        self._freed = freed
+        self._life = life
+        self._metrics = metrics_of(settings.metrics_dir)
+        #: Task lists the pollers may poll: those of async activities.
+        self._among = tuple(
+            index for index, arn in enumerate(control.arns) if settings.by_arn[arn]._is_async()
+        )
+        self._changed = threading.Condition()
+        # Positions free for a poll; the last freed is taken first (dict order), so that
+        # the positions that poll are few and the others stay free for handed tasks.
+        self._free: dict[int, None] = dict.fromkeys(reversed(self._states))
+        self._jobs: dict[int, Job] = {}
+        self._stuck: set[int] = set()
+        self._reporting = {position: threading.Lock() for position in self._states}
+        self._instances: dict[tuple[int, type[Activity]], Activity] = {}
+        threads = async_threads(len(self._states))
+        self._pollers = [
+            threading.Thread(
+                target=self._poll_loop, name=f"sfn-activities-{name}-poll-{number}", daemon=True
+            )
+            for number in range(1, threads + 1)
+        ]
+        self._sender = ThreadPoolExecutor(threads, thread_name_prefix="sfn-activities-outcome")
+        self._reason = "stopped"
+
+    @property
+    def positions(self) -> Sequence[int]:
+        """The positions served, in ``control``."""
+        return tuple(self._states)
+
+    @property
+    def stuck(self) -> bool:
+        """Whether a task found gone went on running past its cancellation (see :meth:`give_up`)."""
+        return bool(self._stuck)
+
+    def run(self) -> str:
+        """Serve the positions until the worker stops or the process is recycled; why it ended.
+
+        Returns once the pollers ended, no task can reach a position any more, and every
+        coroutine has ended and its outcome been sent (a stuck one excepted).
+        """
+        for poller in self._pollers:
+            poller.start()
+        for poller in self._pollers:
+            poller.join()
+        # Stopping: tasks in the worker's buffer may still come here, until it is empty.
+        while self._control.stopping.is_set() and not (
+            self._control.drained.is_set() or self._control.past_deadline.is_set()
+        ):
+            self._control.drained.wait(IDLE_WAIT)
+        with self._changed:
+            while not self._quiet():
+                self._changed.wait(IDLE_WAIT)
+        self._sender.shutdown(wait=True)
+        return self._reason
+
+    def hand(self, position: int, task: Task) -> None:
+        """Start ``task`` at ``position`` now; the position holds it already."""
+        self._start(position, task)
+
+    def give_up(self, job: Job) -> bool:
+        """``job``'s task was found gone and runs on: let it, but answer for it no more.
+
+        ``False`` if it is not a task of these positions. Its position is taken by
+        nobody again; the process is to be replaced once the other tasks are done.
+        """
+        with self._changed:
+            position = next((at for at, each in self._jobs.items() if each is job), None)
+            if position is None:
+                return False
+            self._stuck.add(position)
+            self._changed.notify_all()
+        self._states[position].take(delivering=False)
+        return True
+
+    # -- the pollers ----------------------------------------------------------------------
+
+    def _quiet(self) -> bool:
+        """Whether no position runs a task or sends an outcome (stuck ones aside)."""
+        return all(
+            state.free() or state.retired()
+            for position, state in self._states.items()
+            if position not in self._stuck
+        ) and not any(lock.locked() for lock in self._reporting.values())
+
+    def _poll_loop(self) -> None:
+        control = self._control
+        turn = 0
+        expected = False  # waited once for a task being handed over
+        try:
+            while not control.stopping.is_set():
+                if self._life is not None and self._life.recycling.is_set():
+                    self._retire_free()
+                    if self._all_retired():
+                        self._reason = "worn out"
+                        return
+                position = self._take_free()
+                if position is None:
+                    self._idle()
+                    continue
+                if control.tasks_waiting() and not expected:
+                    # A waiting task is about to be handed to a free position, maybe this
+                    # one: a poll now could bring a second task with nowhere to go.
+                    expected = True
+                    self._put_free(position)
+                    self._idle(HANDOFF_WAIT)
+                    continue
+                expected = False
+                index = control.choose(turn, self._among)
+                turn += 1
+                if index < 0:
+                    self._put_free(position)
+                    self._idle()
+                    continue
+                task = poll_once(
+                    self._client,
+                    control,
+                    self._states[position],
+                    position,
+                    index,
+                    metrics=self._metrics,
+                    overflow=self._overflow,
+                )
+                if task is not None:
+                    self._start(position, task)
+                elif self._states[position].free():
+                    self._put_free(position)
+                # else: the worker handed the position a task meanwhile; it comes by hand()
+        except Exception:
+            logger.exception("%s: a poller failed; the process is replaced", self.name)
+            self._reason = "poller failed"
+            if self._life is not None:
+                # Its positions take no new task; the process ends once their tasks are done.
+                self._life.recycle(f"{self.name}: a poller failed: replacing its process")
+
+    def _all_retired(self) -> bool:
+        """Whether every position retired (one whose task was given up aside)."""
+        with self._changed:
+            stuck = set(self._stuck)
+        return all(
+            state.retired() for position, state in self._states.items() if position not in stuck
+        )
+
+    def _take_free(self) -> int | None:
+        with self._changed:
+            while self._free:
+                position, _ = self._free.popitem()
+                if self._states[position].free():
+                    return position
+                # Held meanwhile: by a task handed over, or retired. Back once it frees.
+            return None
+
+    def _put_free(self, position: int) -> None:
+        with self._changed:
+            self._free[position] = None
+            self._changed.notify()
+
+    def _retire_free(self) -> None:
+        with self._changed:
+            for position in list(self._free):
+                if self._states[position].retire():
+                    del self._free[position]
+
+    def _idle(self, timeout: float = IDLE_WAIT) -> None:
+        with self._changed:
+            self._changed.wait(timeout)
+
+    # -- running a task -------------------------------------------------------------------
+
+    def _start(self, position: int, task: Task) -> None:
+        """Start the coroutine of ``task``, held at ``position``, on the loop (or report it)."""
+        activity = self._settings.by_arn[task.activity_arn]
+        with self._changed:
+            self._free.pop(position, None)
+        late = arrived_late(task, activity, self._control)
+        if late is not None:
+            self._sender.submit(self._report_late, position, task, late)
+            return
+        job = begin(
+            task,
+            activity,
+            interval=self._settings.heartbeat_intervals[activity.name],
+            heartbeats=self._heartbeats,
+            metrics=self._metrics,
+        )
+        with self._changed:
+            self._jobs[position] = job
+        try:
+            coroutine = self._coroutine(position, job)
+        except BaseException as exc:  # noqa: BLE001 - a failing __init__ fails the task
+            self._sender.submit(self._finish, position, job, failure_from_exception(exc))
+            return
+        running = event_loop().start(
+            coroutine,
+            f"task {task.token_prefix} of {activity.name}",
+            cancel_when=self._control.past_deadline,
+        )
+        job.on_gone = running.cancel
+        if job.gone_at is not None:  # found gone before the hook was set
+            running.cancel()
+        assert running.future is not None  # noqa: S101 - started
+        running.future.add_done_callback(functools.partial(self._ended, position, job))
+
+    def _coroutine(self, position: int, job: Job) -> Coroutine[object, object, Outcome]:
+        key = (position, job.activity)
+        instance = self._instances.get(key)
+        if instance is None:
+            instance = self._instances[key] = job.activity()
+        heartbeat = functools.partial(self._heartbeats.ask, job)
+        if instance._is_async():
+            return _runner.execute_async(instance, job.task, heartbeat)
+        # Not handed here by the worker (it keeps sync tasks to slots); run it all the same.
+        return asyncio.to_thread(_runner.execute, instance, job.task, heartbeat)
+
+    def _ended(self, position: int, job: Job, future: concurrent.futures.Future[object]) -> None:
+        """The coroutine ended (called in the loop's thread): report it from an outcome thread."""
+        try:
+            result = future.result()
+        except concurrent.futures.CancelledError:
+            result = Cancelled("the task's coroutine was cancelled before it started")
+        except BaseException as exc:  # noqa: BLE001 - execute_async returns its failures
+            result = failure_from_exception(exc)
+        assert isinstance(result, Success | Failure | Cancelled)  # noqa: S101
+        self._sender.submit(self._finish, position, job, result)
+
+    def _finish(self, position: int, job: Job, outcome: Outcome) -> None:
+        # Cancelled by the grace's end: failed as the worker would, unless it did first.
+        outcome = past_grace(outcome, job, self._control)
+        outcome = conclude(job, outcome, heartbeats=self._heartbeats, metrics=self._metrics)
+        retire = self._life is not None and self._life.task_done()
+        state = self._states[position]
+        with self._changed:
+            self._jobs.pop(position, None)
+            self._stuck.discard(position)
+        # One outcome in flight per position: a task handed over as this one's outcome
+        # goes may end before it is sent.
+        with self._reporting[position]:
+            if settle(state, job.task, outcome, retire=retire, metrics=self._metrics):
+                self._deliver(state, job.task, outcome)
+        self._freed_position(position)
+
+    def _report_late(self, position: int, task: Task, failure: Failure) -> None:
+        state = self._states[position]
+        with self._reporting[position]:
+            if state.start_delivering():
+                self._deliver(state, task, failure)
+        self._freed_position(position)
+
+    def _deliver(self, state: SlotState, task: Task, outcome: Outcome) -> None:
+        try:
+            deliver(
+                self._client, task, outcome, give_up=self._control.give_up, metrics=self._metrics
+            )
+        finally:
+            state.done_delivering()
+
+    def _freed_position(self, position: int) -> None:
+        with self._changed:
+            if self._states[position].free():
+                self._free[position] = None
+            self._changed.notify_all()
+        if self._control.tasks_waiting():
+            self._freed()
+
+    def __repr__(self) -> str:
+        return f"<AsyncSlots {self.name} x {len(self._states)}>"
