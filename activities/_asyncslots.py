@@ -23,7 +23,6 @@ finds its task gone, and past the shutdown grace (its task then fails with
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import threading
@@ -32,13 +31,21 @@ from typing import TYPE_CHECKING
 
 from activities import _runner
 from activities._delivery import deliver
-from activities._eventloop import event_loop
 from activities._loop import HANDOFF_WAIT, IDLE_WAIT, poll_once
 from activities._metrics import metrics_of
-from activities._serving import arrived_late, begin, conclude, past_grace, settle
-from activities.outcome import Cancelled, Failure, Success, failure_from_exception
+from activities._serving import (
+    arrived_late,
+    begin,
+    conclude,
+    outcome_of,
+    past_grace,
+    settle,
+    start_on_loop,
+)
+from activities.outcome import Failure, failure_from_exception
 
 if TYPE_CHECKING:
+    import concurrent.futures
     from collections.abc import Callable, Coroutine, Sequence
 
     from activities._control import Control
@@ -294,16 +301,8 @@ class AsyncSlots:
         except BaseException as exc:  # noqa: BLE001 - a failing __init__ fails the task
             self._sender.submit(self._finish, position, job, failure_from_exception(exc))
             return
-        running = event_loop().start(
-            coroutine,
-            f"task {task.token_prefix} of {activity.name}",
-            cancel_when=self._control.past_deadline,
-        )
-        job.on_gone = running.cancel
-        if job.gone_at is not None:  # found gone before the hook was set
-            running.cancel()
-        assert running.future is not None  # noqa: S101 - started
-        running.future.add_done_callback(functools.partial(self._ended, position, job))
+        future = start_on_loop(coroutine, job, self._control)
+        future.add_done_callback(functools.partial(self._ended, position, job))
 
     def _coroutine(self, position: int, job: Job) -> Coroutine[object, object, Outcome]:
         key = (position, job.activity)
@@ -318,14 +317,11 @@ class AsyncSlots:
 
     def _ended(self, position: int, job: Job, future: concurrent.futures.Future[object]) -> None:
         """The coroutine ended (called in the loop's thread): report it from an outcome thread."""
+        result = outcome_of(future)
         try:
-            result = future.result()
-        except concurrent.futures.CancelledError:
-            result = Cancelled("the task's coroutine was cancelled before it started")
-        except BaseException as exc:  # noqa: BLE001 - execute_async returns its failures
-            result = failure_from_exception(exc)
-        assert isinstance(result, Success | Failure | Cancelled)  # noqa: S101
-        self._sender.submit(self._finish, position, job, result)
+            self._sender.submit(self._finish, position, job, result)
+        except RuntimeError:  # a task given up that ended after the positions did
+            logger.debug("task %s ended after its process's positions", job.task.token_prefix)
 
     def _finish(self, position: int, job: Job, outcome: Outcome) -> None:
         # Cancelled by the grace's end: failed as the worker would, unless it did first.

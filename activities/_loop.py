@@ -26,13 +26,20 @@ import attrs
 from activities import _runner
 from activities._childlog import LogPlan
 from activities._delivery import deliver
-from activities._eventloop import event_loop
 from activities._metrics import metrics_of
 from activities._retry import RetryPolicy
-from activities._serving import arrived_late, begin, conclude, past_grace, settle
+from activities._serving import (
+    arrived_late,
+    begin,
+    conclude,
+    outcome_of,
+    past_grace,
+    settle,
+    start_on_loop,
+)
 from activities._sfnclient import CALL_TIMEOUT
 from activities.errors import ActivityDoesNotExist, ServiceError, Throttled
-from activities.outcome import Cancelled, Failure, Success, failure_from_exception
+from activities.outcome import failure_from_exception
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -321,20 +328,9 @@ class SlotLoop:
         gone, and once the shutdown grace is over (the worker fails the task then).
         """
         coroutine = _runner.execute_async(instance, job.task, lambda: self._heartbeats.ask(job))
-        running = event_loop().start(
-            coroutine,
-            f"task {job.task.token_prefix} of {job.activity.name}",
-            cancel_when=self._control.past_deadline,
-        )
-        job.on_gone = running.cancel
-        if job.gone_at is not None:  # found gone before the hook was set
-            running.cancel()
-        assert running.future is not None  # noqa: S101 - started
-        try:
-            outcome = running.future.result()
-        except concurrent.futures.CancelledError:
-            outcome = Cancelled("the task's coroutine was cancelled before it started")
-        assert isinstance(outcome, Success | Failure | Cancelled)  # noqa: S101
+        future = start_on_loop(coroutine, job, self._control)
+        concurrent.futures.wait([future])
+        outcome = outcome_of(future)
         # Cancelled by the grace's end: failed as the worker would, unless it did first.
         return past_grace(outcome, job, self._control)
 

@@ -10,16 +10,18 @@ task (and sends its outcome) or the worker took it meanwhile.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from typing import TYPE_CHECKING
 
+from activities._eventloop import event_loop
 from activities._metrics import outcome_name
 from activities.errors import WorkerShutdown
-from activities.outcome import Cancelled, Failure, failure_from_exception
+from activities.outcome import Cancelled, Failure, Success, failure_from_exception
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Coroutine, Mapping
 
     from activities._control import Control
     from activities._heartbeats import Heartbeats, Job
@@ -29,7 +31,15 @@ if TYPE_CHECKING:
     from activities.outcome import Outcome
     from activities.task import Task
 
-__all__ = ["arrived_late", "begin", "conclude", "past_grace", "settle"]
+__all__ = [
+    "arrived_late",
+    "begin",
+    "conclude",
+    "outcome_of",
+    "past_grace",
+    "settle",
+    "start_on_loop",
+]
 
 logger = logging.getLogger("activities._loop")  # one logger for the lines of every task
 
@@ -63,6 +73,38 @@ def begin(
     job = heartbeats.begin(task, activity, interval)
     metrics.task_started(task)
     return job
+
+
+def start_on_loop(
+    coroutine: Coroutine[object, object, Outcome], job: Job, control: Control
+) -> concurrent.futures.Future[object]:
+    """Start an async task's coroutine on this process's loop; its outcome's future.
+
+    It is cancelled at the ``await`` it is in as soon as a heartbeat finds the task gone,
+    and once the shutdown grace is over (see :func:`past_grace`).
+    """
+    running = event_loop().start(
+        coroutine,
+        f"task {job.task.token_prefix} of {job.activity.name}",
+        cancel_when=control.past_deadline,
+    )
+    job.on_gone = running.cancel
+    if job.gone_at is not None:  # found gone before the hook was set
+        running.cancel()
+    assert running.future is not None  # noqa: S101 - started
+    return running.future
+
+
+def outcome_of(future: concurrent.futures.Future[object]) -> Outcome:
+    """The outcome of a coroutine started by :func:`start_on_loop`, once it is done."""
+    try:
+        outcome = future.result()
+    except concurrent.futures.CancelledError:
+        return Cancelled("the task's coroutine was cancelled before it started")
+    except BaseException as exc:  # noqa: BLE001 - execute_async returns its failures
+        return failure_from_exception(exc)
+    assert isinstance(outcome, Success | Failure | Cancelled)  # noqa: S101
+    return outcome
 
 
 def past_grace(outcome: Outcome, job: Job, control: Control) -> Outcome:
