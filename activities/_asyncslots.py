@@ -358,7 +358,7 @@ class AsyncSlots:
         with self._changed:
             if self._states[position].free():
                 self._free[position] = None
-            self._changed.notify_all()
+            self._changed.notify()  # one poller: the position is one poll's
         if self._control.tasks_waiting():
             self._freed()
 

@@ -218,9 +218,10 @@ def cli_worker(
     """The ``activities worker`` command serving ``module``, as users run it.
 
     With ``processes`` and ``threads`` both, ``threads`` task threads in each of
-    ``processes`` processes; ``async_tasks`` async positions in each process besides. Its log level is the command's default (INFO) unless
-    ``log_level`` says otherwise, which the label then says too: such a row is an extra,
-    not a headline; so is one with more ``options``, which ``note`` says in the label.
+    ``processes`` processes; ``async_tasks`` async positions in each process besides. Its
+    log level is the command's default (INFO) unless ``log_level`` says otherwise, which
+    the label then says too: such a row is an extra, not a headline; so is one with more
+    ``options``, which ``note`` says in the label.
     ``polls`` is how many polls the runner waits for before it feeds tasks.
     """
     command = ["-m", "activities", "worker", module]
