@@ -274,7 +274,9 @@ def pool_label(processes: int | None, threads: int | None) -> str:
     """A worker's pool as a label says it; processes and threads as the bare loops' say it."""
     if processes and threads:
         return f"{processes} proc x {threads} thread{'s' * (threads > 1)}"
-    return f"{processes} processes" if processes else f"{threads} threads"
+    if processes:
+        return f"{processes} process{'es' * (processes > 1)}"
+    return f"{threads} threads"
 
 
 def bare_per_activity(activities: tuple[str, ...]) -> Contender:
@@ -456,6 +458,7 @@ def scenarios(quick: bool, only: str | None = None) -> list[Scenario]:
                 bare_async(awaiting, 500),
                 bare(awaiting, "sleep", 500),
                 worker(awaiting, processes=1, async_tasks=500),
+                worker(awaiting, processes=2, async_tasks=500),
                 worker(awaiting, processes=1, threads=500),
                 worker(awaiting, processes=1, threads=250),
                 worker(
