@@ -26,10 +26,10 @@ import boto3
 import botocore.exceptions
 
 from activities._arguments import EXIT_USAGE, command_line
+from activities._child import task_process_connections
 from activities._childlog import LOG_FORMAT
 from activities._invoke import LOCAL_ROLE_ARN, invoke
 from activities._operations import count_before_imports
-from activities._process import task_process_connections
 from activities.client import ActivityClient, make_client
 from activities.errors import ActivitiesError, ConfigurationError
 from activities.jsonlog import JsonFormatter

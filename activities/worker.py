@@ -30,6 +30,7 @@ import time
 from typing import TYPE_CHECKING
 
 from activities import registry
+from activities._child import task_process_connections
 from activities._childlog import log_plan
 from activities._control import Control
 from activities._delivery import BackgroundDelivery
@@ -41,7 +42,7 @@ from activities._metrics import NO_METRICS
 from activities._operations import Operations
 from activities._outage import Hearing, OutageWatch
 from activities._premade import premake
-from activities._process import TaskProcess, restart_reason, task_process_connections
+from activities._process import TaskProcess, restart_reason
 from activities._settings import (
     SHUTDOWN_GRACE,
     SILENCE_WARNING,

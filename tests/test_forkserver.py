@@ -53,7 +53,7 @@ def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
         from activities._control import Control
         from activities._forkserver import StartState
         from activities._loop import SlotSettings
-        from activities._process import _child_main
+        from activities._child import child_main
         from activities._sfnclient import make_client
         from activities._slotstate import SlotState
 
@@ -73,7 +73,7 @@ def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
             log_plan=log_plan(),
         )
         process = forkserver.Process(  # as activities._process.TaskProcess makes it
-            target=_child_main,
+            target=child_main,
             args=(*forkserver.Pipe(duplex=False), "process-1", StartState.now()),
             kwargs={
                 "settings": settings,
@@ -125,7 +125,7 @@ def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
     assert {
         "activities._control",
         "activities._loop",
-        "activities._process",
+        "activities._child",
         "multiprocessing.connection",
         "multiprocessing.popen_forkserver",
         "multiprocessing.sharedctypes",

@@ -1,0 +1,350 @@
+"""Inside a task process: its signals, logging and client, and the slots it serves.
+
+:func:`child_main` is what the worker's forkserver runs in a new task process
+(:class:`~activities._process.TaskProcess` is the worker's side of it): it ignores SIGINT
+and SIGTERM (the worker alone decides how to drain), sends its log records to the
+worker, makes its client, then runs a :class:`~activities._loop.SlotLoop` per slot and
+its async positions (:class:`~activities._asyncslots.AsyncSlots`), and passes them the
+tasks the worker hands over. It ends when they have: the worker stopped, the process is
+recycled, or the worker's process is gone (the process then finishes its tasks first).
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from activities._asyncslots import AsyncSlots, async_threads
+from activities._childlog import say_to_stderr, start_logging
+from activities._forkserver import STOP_SIGNALS, rename
+from activities._heartbeats import Heartbeats
+from activities._loop import SlotLoop
+from activities._metrics import metrics_of
+from activities._outage import Hearing
+from activities._premade import take
+from activities._recycling import ProcessLife
+from activities._sfnclient import READ_TIMEOUT, make_client
+from activities._slot import HEARTBEAT_THREADS, heartbeat_threads
+from activities.client import ActivityClient
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from multiprocessing.connection import Connection
+
+    from activities._childlog import LogPlan
+    from activities._control import Control
+    from activities._forkserver import StartState
+    from activities._heartbeats import Job
+    from activities._loop import SlotSettings
+    from activities._slotstate import SlotState
+    from activities.task import Task
+
+__all__ = [
+    "CONNECTIONS_PER_SLOT",
+    "EXIT_STUCK",
+    "TASK_PROCESS_NAME",
+    "child_main",
+    "task_process_connections",
+]
+
+logger = logging.getLogger(__name__)
+
+#: HTTP connections of a task process's client per slot: its poll or outcome, heartbeats.
+CONNECTIONS_PER_SLOT = 4
+
+#: The name a task process goes by (``ps -o comm``, ``top``).
+TASK_PROCESS_NAME = "sfn-task"
+
+#: Exit code of a process that stopped itself because a task was gone and would not stop.
+EXIT_STUCK = 75
+
+#: Seconds such a process waits for outcomes it is still sending before it exits.
+STUCK_DELIVERY_TIMEOUT = 10.0
+
+
+class _Orphan:
+    """Stops the process's polls once the worker's process is gone, and says so, once.
+
+    Nobody would drain the process or replace it. The tasks in hand are finished and
+    reported first; every slot, in every task process, sees the shared flag. Each task
+    process says so itself, where the line cannot be lost with the worker: the first to
+    notice sets ``control.orphaned``, and a process stopped by it before it noticed on
+    its own says so as it ends.
+    """
+
+    def __init__(self, control: Control, plan: LogPlan) -> None:
+        self._control = control
+        self._plan = plan
+        self._lock = threading.Lock()
+        self._said = False
+
+    def watch(self) -> _Orphan:
+        """Wait, in a thread of its own, until the worker's process is gone; then stop."""
+        threading.Thread(target=self._wait, name="sfn-activities-orphan", daemon=True).start()
+        return self
+
+    def _wait(self) -> None:
+        parent = multiprocessing.parent_process()
+        if parent is None:
+            return
+        multiprocessing.connection.wait([parent.sentinel])
+        self._control.orphaned.set()
+        self.say()
+        self._control.stopping.set()  # shared: the other task processes stop too
+        self._control.drained.set()  # nobody will hand over a task any more
+
+    def say(self) -> None:
+        """Log, once, that the worker's process is gone, if it is."""
+        if not self._control.orphaned.is_set():
+            return
+        with self._lock:
+            if self._said:
+                return
+            self._said = True
+        message = "the worker's process is gone: ending this task process after its tasks"
+        say_to_stderr(self._plan, logger, logging.ERROR, message)
+
+
+def child_main(
+    conn: Connection,
+    inbox: Connection,
+    name: str,
+    start: StartState,
+    *,
+    settings: SlotSettings,
+    control: Control,
+    slots: list[tuple[str, int, SlotState]],
+    async_slots: list[tuple[str, int, SlotState]] | None = None,
+) -> None:
+    """A task process: set signals and logging up, make a client, serve the slots."""
+    start.apply()
+    rename(TASK_PROCESS_NAME)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    lock = threading.Lock()
+    start_logging(settings.log_plan, conn, lock)
+    orphan = _Orphan(control, settings.log_plan).watch()
+    async_slots = async_slots or []
+    try:
+        client = _make_client(
+            name,
+            start,
+            settings,
+            connections=task_process_connections(len(slots), len(async_slots)),
+        )
+    except Exception:
+        logger.exception("%s could not make its Step Functions client", name)
+        sys.exit(1)
+    client.hearing = Hearing(control.answered, control.overdue, (slots or async_slots)[0][1])
+    serving = _Serving(name, client, conn, lock, settings=settings, control=control)
+    serving.run(inbox, slots, async_slots)
+    orphan.say()  # stopped by another orphan's flag before noticing: say it too
+    if serving.stuck_async():
+        logging.shutdown()
+        os._exit(EXIT_STUCK)
+
+
+def task_process_connections(slots: int, async_positions: int) -> int:
+    """HTTP connections of a task process's client: for its slots and async positions."""
+    connections = CONNECTIONS_PER_SLOT * slots
+    if async_positions:
+        # Their pollers, their outcome threads, the heartbeats.
+        connections += 2 * async_threads(async_positions) + HEARTBEAT_THREADS
+    return connections
+
+
+def _make_client(
+    name: str, start: StartState, settings: SlotSettings, *, connections: int
+) -> ActivityClient:
+    """The task process's client: made before the fork if it can be, else here."""
+    factory = settings.client_factory
+    sfn = take(factory, start, connections=connections)
+    if sfn is not None:
+        logger.debug("%s uses the Step Functions client made before the fork", name)
+    else:
+        sfn = factory() if factory is not None else make_client(max_pool_connections=connections)
+    return ActivityClient(
+        sfn,
+        worker_name=settings.worker_name,
+        retry=settings.retry,
+        call_timeout=settings.call_timeout,
+    )
+
+
+class _Serving:
+    """What a task process runs: its slots' loops and its async positions, until they end.
+
+    It also says what the slots say to the worker (a task to keep, a slot freed), and
+    handles a task found gone that does not stop (the process is replaced).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        client: ActivityClient,
+        conn: Connection,
+        lock: threading.Lock,
+        *,
+        settings: SlotSettings,
+        control: Control,
+    ) -> None:
+        self._name = name
+        self._client = client
+        self._conn = conn
+        self._lock = lock
+        self._settings = settings
+        self._control = control
+        self._life = ProcessLife(name, settings.max_tasks, settings.max_memory)
+        self._loops: list[SlotLoop] = []
+        self._async: AsyncSlots | None = None
+        self._runners: dict[object, threading.Thread] = {}
+        self._stuck_loops: set[SlotLoop] = set()
+
+    def run(
+        self,
+        inbox: Connection,
+        slots: list[tuple[str, int, SlotState]],
+        async_slots: list[tuple[str, int, SlotState]],
+    ) -> None:
+        """Start the slots' loops and the async positions; return once they all ended."""
+        settings = self._settings
+        heartbeats = Heartbeats(
+            self._client,
+            on_stuck=self._stuck,
+            threads=heartbeat_threads(len(slots) + len(async_slots)),
+            metrics=metrics_of(settings.metrics_dir),
+        )
+        self._loops = [
+            SlotLoop(
+                slot_name,
+                self._client,
+                settings=settings,
+                control=self._control,
+                state=state,
+                heartbeats=heartbeats,
+                overflow=self._overflow,
+                freed=self._freed,
+                position=position,
+                life=self._life,
+                send_in_background=len(slots) == 1,
+            )
+            for slot_name, position, state in slots
+        ]
+        takers: dict[int, Callable[[Task], None]] = {
+            loop.position: loop.hand for loop in self._loops
+        }
+        if async_slots:
+            positions = self._async = AsyncSlots(
+                f"{self._name}.async",
+                self._client,
+                settings=settings,
+                control=self._control,
+                positions=async_slots,
+                heartbeats=heartbeats,
+                overflow=self._overflow,
+                freed=self._freed,
+                life=self._life,
+            )
+            for position in positions.positions:
+                takers[position] = functools.partial(positions.hand, position)
+        threading.Thread(
+            target=_receive_tasks, args=(inbox, takers), name="sfn-activities-inbox", daemon=True
+        ).start()
+        # What the imports made lives as long as the process: keep the collector off it.
+        gc.freeze()
+        with self._lock:
+            self._conn.send(("ready",))
+        # Tasks run in threads, as in a thread slot: the main thread only waits.
+        servers: list[SlotLoop | AsyncSlots] = [*self._loops]
+        if self._async is not None:
+            servers.append(self._async)
+        self._runners = {
+            server: threading.Thread(target=server.run, name=f"sfn-activities-{server.name}-run")
+            for server in servers
+        }
+        for runner in self._runners.values():
+            runner.start()
+        for runner in self._runners.values():
+            runner.join()
+
+    def stuck_async(self) -> bool:
+        """Whether an async task found gone ran on past its cancellation."""
+        return self._async is not None and self._async.stuck
+
+    def _overflow(self, task: Task) -> None:
+        with self._lock:
+            self._conn.send(("overflow", task))
+
+    def _freed(self) -> None:
+        with self._lock:
+            self._conn.send(("free",))
+
+    def _stuck(self, job: Job) -> None:
+        loop = next((loop for loop in self._loops if loop.job is job), None)
+        if loop is not None:
+            # The task is gone: nobody is to report it.
+            loop.state.take(delivering=False)
+        elif self._async is None or not self._async.give_up(job):
+            return  # the task ended meanwhile
+        # The process is replaced once the tasks of its other slots, and the outcomes in
+        # flight, are done.
+        logger.warning(
+            "task %s of %s did not stop when cancelled: replacing %s once its other tasks are done",
+            job.task.token_prefix,
+            job.task.activity_name,
+            self._name,
+            extra={"activity": job.task.activity_name, "token_prefix": job.task.token_prefix},
+        )
+        self._life.recycle()
+        if loop is None:
+            return  # an async task's coroutine: the process ends when the others are done
+        first = not self._stuck_loops
+        self._stuck_loops.add(loop)
+        if first:
+            threading.Thread(
+                target=_exit_stuck,
+                args=(self._stuck_loops, self._runners, self._control),
+                name="sfn-activities-stuck",
+            ).start()
+
+
+def _exit_stuck(
+    stuck: set[SlotLoop], runners: dict[object, threading.Thread], control: Control
+) -> None:
+    """End the process once its other slots ended; the stuck tasks' threads die with it.
+
+    ``stuck`` may grow meanwhile: another task of the process found gone that does not
+    stop is not waited for either.
+    """
+    while any(runner.is_alive() for loop, runner in runners.items() if loop not in stuck):
+        time.sleep(0.05)
+    for loop in list(stuck):
+        loop.finish_delivery(STUCK_DELIVERY_TIMEOUT)
+    # A poll of a stuck slot's that is still open may bring a task: it must not be lost.
+    deadline = time.monotonic() + READ_TIMEOUT
+    while time.monotonic() < deadline and any(
+        control.polling(loop.position) >= 0 for loop in list(stuck)
+    ):
+        time.sleep(0.05)
+    logging.shutdown()
+    os._exit(EXIT_STUCK)
+
+
+def _receive_tasks(inbox: Connection, takers: dict[int, Callable[[Task], None]]) -> None:
+    """Pass the tasks the worker hands over to the slots (or async positions) they are for."""
+    while True:
+        try:
+            position, task = inbox.recv()
+        except (EOFError, OSError):
+            return
+        takers[position](task)
