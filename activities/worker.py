@@ -432,7 +432,10 @@ class Worker:
         if first_time_all:
             self._all_started.set()
             slots = self.settings.concurrency
-            logger.info("ready: %s up", "the slot is" if slots == 1 else f"all {slots} slots are")
+            positions = sum(map(self.settings.is_async_position, range(slots)))
+            ready = "the slot is" if slots == 1 else f"all {slots} slots are"
+            among = f" ({positions} of them async positions)" if positions else ""
+            logger.info("ready: %s up%s", ready, among)
 
     def on_overflow(self, task: Task) -> None:
         """A slot's own poll brought a task while the slot ran another: it waits for one."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from activities._eventloop import EventLoop
 from activities.testing import ActivityEnvironment
 from activities.worker import Worker
 from tests import async_workload, workloads
-from tests.processes import ROOT, bench, bench_environment, polls_waiting
+from tests.processes import ROOT, bench, bench_environment, polls_waiting, task_processes
 from tests.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -191,19 +192,25 @@ class TestBlockedLoop:
 class TestAsyncPositions:
     """``--async-tasks``: a task process's async positions, as users run the worker."""
 
+    @staticmethod
+    def serve(endpoint: str, log: Path, positions: int) -> subprocess.Popen[bytes]:
+        """``activities worker tests.async_workload --processes 1 --async-tasks N``, polling."""
+        command = [sys.executable, "-m", "activities", "worker", "tests.async_workload"]
+        command += ["--processes", "1", "--async-tasks", str(positions)]
+        with log.open("w") as file:
+            worker = subprocess.Popen(
+                command, cwd=ROOT, env=bench_environment(endpoint), stderr=file
+            )
+        assert wait_until(lambda: polls_waiting(endpoint) >= 1), log.read_text()
+        return worker
+
     def test_one_process_runs_many_async_tasks_at_once(
         self, bench_endpoint: str, tmp_path: Path
     ) -> None:
         """Twenty tasks that return only once twenty run together: one process, one slot."""
         log = tmp_path / "worker.log"
-        command = [sys.executable, "-m", "activities", "worker", "tests.async_workload"]
-        command += ["--processes", "1", "--async-tasks", "20"]
-        with log.open("w") as file:
-            worker = subprocess.Popen(
-                command, cwd=ROOT, env=bench_environment(bench_endpoint), stderr=file
-            )
+        worker = self.serve(bench_endpoint, log, 20)
         try:
-            assert wait_until(lambda: polls_waiting(bench_endpoint) >= 1), log.read_text()
             load = {"activity": "async-Gathering", "count": 20, "input": '{"count": 20}'}
             bench(bench_endpoint, "Load", load)
             assert wait_until(
@@ -218,4 +225,30 @@ class TestAsyncPositions:
         assert stats["outputs"] == ["20"] * 20
         text = log.read_text()
         assert "1 process + 20 async tasks" in text
+        assert "ready: all 21 slots are up (20 of them async positions)" in text
         assert text.count("succeeded: async-Gathering") == 20
+
+    def test_a_crash_fails_every_task_its_positions_held(
+        self, bench_endpoint: str, tmp_path: Path
+    ) -> None:
+        log = tmp_path / "worker.log"
+        worker = self.serve(bench_endpoint, log, 10)
+        try:
+            load = {"activity": "async-Echo", "count": 10, "input": '{"value": 1, "seconds": 60}'}
+            bench(bench_endpoint, "Load", load)
+            assert wait_until(lambda: log.read_text().count("started: async-Echo") == 10), (
+                log.read_text()
+            )
+            [process] = task_processes(worker.pid)
+            os.kill(process, signal.SIGKILL)
+            assert wait_until(
+                lambda: bench(bench_endpoint, "Stats").get("failed", 0) == 10, timeout=30
+            ), log.read_text()
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
+        finally:
+            worker.kill()
+            worker.wait()
+        stats = bench(bench_endpoint, "Stats", {"outputs": True})
+        assert stats["outputs"] == ["activities.WorkerCrashed"] * 10
+        assert stats.get("succeeded", 0) == 0
