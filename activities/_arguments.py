@@ -47,8 +47,9 @@ def command_line() -> argparse.ArgumentParser:
         type=_positive,
         metavar="N",
         help=(
-            "tasks of async def run() activities each task process runs at once on its event "
-            "loop, besides its threads (default: async tasks run on the threads)"
+            "tasks of async def run() activities each task process (with --threads alone: the "
+            "worker's process) runs at once on its event loop, besides its threads (default: "
+            "async tasks run on the threads)"
         ),
     )
     worker.add_argument(

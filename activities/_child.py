@@ -52,6 +52,7 @@ __all__ = [
     "CONNECTIONS_PER_SLOT",
     "EXIT_STUCK",
     "TASK_PROCESS_NAME",
+    "async_connections",
     "child_main",
     "task_process_connections",
 ]
@@ -156,11 +157,15 @@ def child_main(
 
 def task_process_connections(slots: int, async_positions: int) -> int:
     """HTTP connections of a task process's client: for its slots and async positions."""
-    connections = CONNECTIONS_PER_SLOT * slots
-    if async_positions:
-        # Their pollers, their outcome threads, the heartbeats.
-        connections += 2 * async_threads(async_positions) + HEARTBEAT_THREADS
-    return connections
+    return CONNECTIONS_PER_SLOT * slots + async_connections(async_positions)
+
+
+def async_connections(positions: int) -> int:
+    """HTTP connections the calls of ``positions`` async positions need at once, at most."""
+    if not positions:
+        return 0
+    # Their pollers, their outcome threads, the heartbeats.
+    return 2 * async_threads(positions) + HEARTBEAT_THREADS
 
 
 def _make_client(

@@ -77,15 +77,6 @@ class WorkerSettings:
     call_timeout: float = attrs.field(default=CALL_TIMEOUT, validator=_positive)
     silence_warning: float = attrs.field(default=SILENCE_WARNING, validator=_positive)
 
-    def __attrs_post_init__(self) -> None:
-        if self.async_tasks is not None and self.use_threads:
-            msg = (
-                "async_tasks: async positions live in task processes: give processes too "
-                "(e.g. processes=1, async_tasks=500), or leave async_tasks out to run async "
-                "tasks on the threads"
-            )
-            raise ConfigurationError(msg)
-
     @property
     def use_threads(self) -> bool:
         """Whether tasks run in threads of the worker's own process (``threads`` alone)."""
@@ -108,7 +99,7 @@ class WorkerSettings:
         Processes x (threads + async tasks), the threads, or the processes (the CPUs).
         """
         if self.use_threads:
-            return self.threads or 1
+            return (self.threads or 1) + (self.async_tasks or 0)
         processes = self.processes or os.cpu_count() or 1
         return processes * self.positions_per_unit
 
@@ -116,12 +107,34 @@ class WorkerSettings:
         """Whether ``position`` is an async position (see :mod:`activities._asyncslots`)."""
         if not self.async_tasks:
             return False
+        if self.use_threads:
+            return position >= (self.threads or 1)
         return position % self.positions_per_unit >= self.slots_per_unit
+
+    def units(self) -> list[list[int]]:
+        """The positions of each unit the worker starts.
+
+        A task process's slots and async positions; or, in the worker's own process
+        (``threads`` alone), a thread slot each, and its async positions together.
+        """
+        if self.use_threads:
+            threads = self.threads or 1
+            units = [[position] for position in range(threads)]
+            if self.async_tasks:
+                units.append(list(range(threads, threads + self.async_tasks)))
+            return units
+        per_unit = self.positions_per_unit
+        return [
+            list(range(first, first + per_unit)) for first in range(0, self.concurrency, per_unit)
+        ]
 
     def describe(self) -> str:
         """The pool's shape, for the log: ``4 processes``, ``2 processes x 8 threads``."""
         if self.use_threads:
-            return plural(self.concurrency, "thread")
+            threads = plural(self.threads or 1, "thread")
+            if self.async_tasks:
+                return f"{threads} + {plural(self.async_tasks, 'async task')}"
+            return threads
         count = self.processes or self.concurrency // self.positions_per_unit
         shape = plural(count, "process")
         if self.threads is not None:

@@ -7,7 +7,9 @@ all slots run side by side. Slots live in *units* the worker starts, replaces an
 - a task process (:mod:`activities._process`) holds one slot, or several with
   ``threads``: a crash or a leak stays inside it, and it is replaced when it dies;
 - a :class:`ThreadSlot` is a thread of the worker's own process, one slot, for I/O-bound
-  work.
+  work;
+- an :class:`AsyncUnit` holds the async positions of the worker's own process
+  (``threads`` alone with ``async_tasks``; see :mod:`activities._asyncslots`).
 
 What the worker sees of a slot is its :class:`~activities._slotstate.SlotState`; it hears
 from a unit when it is ready and when it ended (:class:`SlotOwner`).
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import threading
 from typing import TYPE_CHECKING, Protocol
 
+from activities._asyncslots import AsyncSlots
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
 from activities._metrics import NO_METRICS
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEARTBEAT_THREADS",
+    "AsyncUnit",
     "Slot",
     "SlotOwner",
     "ThreadSlot",
@@ -188,6 +193,125 @@ class ThreadSlot:
             reason = f"{type(exc).__name__}: {exc}"
         self.state.retire()  # no task is handed to an ended thread from now on
         self._owner.on_exit(self, reason, was_ready=True)
+
+
+class AsyncUnit:
+    """The async positions of the worker's own process: async tasks on its event loop.
+
+    As a task process's (:mod:`activities._asyncslots`), without the process: a task
+    found gone that ignores its cancellation runs on, as in a thread slot.
+    """
+
+    kind = "thread"
+
+    def __init__(
+        self,
+        settings: SlotSettings,
+        control: Control,
+        owner: SlotOwner,
+        context: BaseContext,
+        *,
+        client: ActivityClient,
+        heartbeats: Heartbeats,
+        positions: Sequence[int],
+    ) -> None:
+        self.name = f"async-{next(_ids)}"
+        self.ready = False
+        self._owner = owner
+        self._slots = [
+            AsyncPosition(self, f"{self.name}.{number}", position, context, control)
+            for number, position in enumerate(positions, 1)
+        ]
+        self._positions = AsyncSlots(
+            self.name,
+            client,
+            settings=settings,
+            control=control,
+            positions=[(slot.name, slot.position, slot.state) for slot in self._slots],
+            heartbeats=heartbeats,
+            overflow=owner.on_overflow,
+            freed=owner.on_free,
+        )
+        # Tasks handed over start in a thread of the unit's, not the hand-off's: starting
+        # one may run the activity's __init__.
+        self._inbox: queue.SimpleQueue[tuple[int, Task] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._main, name=f"sfn-activities-{self.name}", daemon=True
+        )
+
+    def __repr__(self) -> str:
+        return f"<AsyncUnit {self.name} x {len(self._slots)}>"
+
+    @property
+    def slots(self) -> Sequence[Slot]:
+        """The async positions."""
+        return self._slots
+
+    def start(self) -> None:
+        """Start the positions' pollers and the thread that starts handed tasks."""
+        threading.Thread(
+            target=self._receive, name=f"sfn-activities-{self.name}-inbox", daemon=True
+        ).start()
+        self._thread.start()
+
+    def terminate(self) -> bool:
+        """Threads cannot be stopped from outside."""
+        return False
+
+    def is_alive(self) -> bool:
+        """Whether the positions are still served."""
+        return self._thread.is_alive()
+
+    def hand(self, position: int, task: Task) -> None:
+        """Start ``task``, held at ``position`` already, as soon as the inbox thread can."""
+        self._inbox.put((position, task))
+
+    def _receive(self) -> None:
+        while (handed := self._inbox.get()) is not None:
+            self._positions.hand(*handed)
+
+    def _main(self) -> None:
+        self.ready = True
+        self._owner.on_ready(self)
+        try:
+            reason = self._positions.run()
+        except Exception as exc:
+            logger.exception("%s failed", self.name)
+            reason = f"{type(exc).__name__}: {exc}"
+        for slot in self._slots:
+            slot.state.retire()  # no task is handed to an ended unit from now on
+        self._inbox.put(None)
+        self._owner.on_exit(self, reason, was_ready=True)
+
+
+class AsyncPosition:
+    """One async position of an :class:`AsyncUnit`: where the worker hands it a task."""
+
+    kind = "thread"
+    takes_sync = False
+
+    def __init__(
+        self, unit: AsyncUnit, name: str, position: int, context: BaseContext, control: Control
+    ) -> None:
+        self.name = name
+        self.position = position
+        self.state = SlotState(context, control, position)
+        self._unit = unit
+
+    def __repr__(self) -> str:
+        return f"<AsyncPosition {self.name}>"
+
+    @property
+    def ready(self) -> bool:
+        """Whether the unit's positions are served."""
+        return self._unit.ready
+
+    def offer(self, task: Task, index: int) -> bool:
+        """Hold ``task`` in the position's state and start it; ``False`` if it is busy."""
+        if not self.state.try_hold(task.activity_arn, task.token, index):
+            return False
+        self._unit.hand(self.position, task)
+        return True
 
 
 def thread_heartbeats(

@@ -30,7 +30,7 @@ import time
 from typing import TYPE_CHECKING
 
 from activities import registry
-from activities._child import task_process_connections
+from activities._child import async_connections, task_process_connections
 from activities._childlog import log_plan
 from activities._control import Control
 from activities._delivery import BackgroundDelivery
@@ -52,7 +52,7 @@ from activities._settings import (
 from activities._settings import concurrency_limits as concurrency_limits_of
 from activities._settings import heartbeat_intervals as heartbeat_intervals_of
 from activities._sfnclient import CALL_TIMEOUT
-from activities._slot import ThreadSlot, take_all, thread_heartbeats
+from activities._slot import AsyncUnit, ThreadSlot, take_all, thread_heartbeats
 from activities._stop import Stop, stop_on_signals
 from activities.client import ActivityClient
 from activities.errors import WorkerCrashed, WorkerShutdown
@@ -92,11 +92,11 @@ class Worker:
         threads: with ``processes``, the task threads of each process (``processes`` x
             ``threads`` tasks at once, for I/O-bound work at real round trips); alone,
             run tasks in this many threads of the worker's own process instead.
-        async_tasks: with task processes, how many tasks of ``async def run()``
-            activities each process runs at once on its event loop, besides its slots
-            (``threads``): *async positions*, served by a few threads of the process
-            instead of a thread each (see docs/async.md). Without it, async tasks run on
-            the slots, one per slot.
+        async_tasks: how many tasks of ``async def run()`` activities each task process
+            (with ``threads`` alone: the worker's own process) runs at once on its event
+            loop, besides its slots: *async positions*, served by a few threads of the
+            process instead of a thread each (see docs/async.md). Without it, async tasks
+            run on the slots, one per slot.
         pollers: the most long polls open at once (slots' and the worker's own); no cap
             by default. Fewer than the task lists served leaves some without a poll.
         buffer: how many received tasks may wait for a free slot (polls that may bring
@@ -194,7 +194,7 @@ class Worker:
             use_threads=self.settings.use_threads,
             connections=len(self.served)
             + PARENT_CONNECTIONS
-            + (self.settings.concurrency if self.settings.use_threads else 0),
+            + (self._thread_connections() if self.settings.use_threads else 0),
         )
         self.client = ActivityClient(
             sfn, worker_name=worker_name, retry=retry, call_timeout=call_timeout
@@ -221,6 +221,10 @@ class Worker:
         self._started_slots = 0
         self._all_started = threading.Event()
         self.clean = True
+
+    def _thread_connections(self) -> int:
+        """HTTP connections of the calls of thread slots and async positions in this process."""
+        return (self.settings.threads or 1) + async_connections(self.settings.async_tasks or 0)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -292,7 +296,21 @@ class Worker:
                 client=self.client,
                 heartbeats=self._heartbeats,
             )
-            self._new_unit = lambda positions: thread(position=positions[0])
+            async_unit = functools.partial(
+                AsyncUnit,
+                settings,
+                control,
+                self,
+                self._context,
+                client=self.client,
+                heartbeats=self._heartbeats,
+            )
+            is_async = self.settings.is_async_position
+            self._new_unit = lambda positions: (
+                async_unit(positions=positions)
+                if is_async(positions[0])
+                else thread(position=positions[0])
+            )
         else:
             self._heartbeats = Heartbeats(
                 self.client, on_stuck=lambda _: None, metrics=self._metrics
@@ -330,9 +348,8 @@ class Worker:
                 lock=self._lock,
             )
         self._running = True
-        per_unit = self.settings.positions_per_unit
-        for first in range(0, self.settings.concurrency, per_unit):
-            self._start_unit(list(range(first, first + per_unit)))
+        for positions in self.settings.units():
+            self._start_unit(positions)
         self._handoff.start()
         self._watch.start()
         shortage = self.settings.short_of_polls(len(self.served))

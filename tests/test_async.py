@@ -174,6 +174,50 @@ class TestWorker:
         assert wait_until(lambda: token in async_workload.Forever.cancelled)
 
 
+class TestAsyncPositionsInTheWorkersProcess:
+    """``threads`` alone with ``async_tasks``: the worker's own process has the positions."""
+
+    def test_many_async_tasks_run_at_once_beside_one_thread(self, fake: FakeStepFunctions) -> None:
+        """Eight tasks that return only once eight run together: one thread slot, 8 positions."""
+        tokens = [fake.add_task("async-Gathering", '{"count": 8}') for _ in range(8)]
+        with thread_worker(fake, async_workload.Gathering, threads=1, async_tasks=8) as worker:
+            assert fake.wait_for(8)
+            assert worker.stop(timeout=10)
+        assert [fake.successes.get(token) for token in tokens] == ["8"] * 8
+
+    def test_sync_tasks_keep_to_the_thread_slots(self, fake: FakeStepFunctions) -> None:
+        """A sync task that holds the only thread: the async tasks run on the positions."""
+        workloads.Blocker.release.clear()
+        blocked = fake.add_task("it-Blocker", "{}")
+        try:
+            with thread_worker(
+                fake, workloads.Blocker, async_workload.AsyncEcho, threads=1, async_tasks=2
+            ) as worker:
+                assert wait_until(lambda: blocked in fake.handed_out)
+                echoes = [fake.add_task("async-Echo", f'{{"value": {n}}}') for n in range(4)]
+                assert fake.wait_for(4)
+                assert [fake.successes[token] for token in echoes] == ["0", "1", "2", "3"]
+                assert blocked not in fake.successes
+                workloads.Blocker.release.set()
+                assert fake.wait_for(5)
+                assert worker.stop(timeout=10)
+        finally:
+            workloads.Blocker.release.set()
+
+    def test_a_stop_past_the_grace_fails_the_running_coroutines(
+        self, fake: FakeStepFunctions
+    ) -> None:
+        async_workload.Forever.cancelled.clear()
+        tokens = [fake.add_task("async-Forever", "{}") for _ in range(3)]
+        with thread_worker(
+            fake, async_workload.Forever, threads=1, async_tasks=3, shutdown_grace=0.2
+        ) as worker:
+            assert wait_until(lambda: all(token in fake.handed_out for token in tokens))
+            assert worker.stop(timeout=30)
+        assert [fake.failures[token][0] for token in tokens] == ["activities.WorkerShutdown"] * 3
+        assert wait_until(lambda: set(tokens) <= set(async_workload.Forever.cancelled))
+
+
 class TestBlockedLoop:
     def test_a_task_that_blocks_the_loop_is_named(self, caplog: pytest.LogCaptureFixture) -> None:
         async def blocking() -> None:

@@ -70,9 +70,17 @@ def test_async_positions_follow_the_slots_of_each_process() -> None:
     assert not WorkerSettings(processes=2).is_async_position(1)
 
 
-def test_async_tasks_need_task_processes() -> None:
-    with pytest.raises(ConfigurationError, match="async_tasks: async positions live in task"):
-        WorkerSettings(threads=8, async_tasks=100)
+def test_threads_alone_put_the_async_positions_after_the_thread_slots() -> None:
+    settings = WorkerSettings(threads=2, async_tasks=3)
+    assert settings.concurrency == 5
+    assert [settings.is_async_position(at) for at in range(5)] == [False, False, True, True, True]
+    assert settings.units() == [[0], [1], [2, 3, 4]]
+    assert settings.describe() == "2 threads + 3 async tasks"
+
+
+def test_each_task_process_is_a_unit_of_its_slots_and_positions() -> None:
+    settings = WorkerSettings(processes=2, threads=2, async_tasks=1)
+    assert settings.units() == [[0, 1, 2], [3, 4, 5]]
 
 
 @pytest.mark.parametrize(

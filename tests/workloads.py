@@ -156,3 +156,16 @@ class Rendezvous(Activity):
         while len(os.listdir(directory)) < count and time.monotonic() < deadline:
             time.sleep(0.05)
         return {**here, "met": len(os.listdir(directory)) >= count}
+
+
+class Blocker(Activity):
+    """Holds its slot until the test sets ``release`` (a thread slot's test only)."""
+
+    name = "it-Blocker"
+    release = threading.Event()
+
+    def run(self) -> str:
+        if not type(self).release.wait(60):
+            msg = "the test never released the blocker"
+            raise RuntimeError(msg)
+        return "released"
