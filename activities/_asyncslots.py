@@ -58,13 +58,27 @@ if TYPE_CHECKING:
     from activities.outcome import Outcome
     from activities.task import Task
 
-__all__ = ["ASYNC_POLLERS", "AsyncSlots", "async_threads"]
+__all__ = ["ASYNC_POLLERS", "AsyncSlots", "async_threads", "task_lists_of"]
 
 logger = logging.getLogger(__name__)
 
 #: Poller threads (and outcome threads) of one process's async positions, at most: at a
 #: 20 ms round trip, 16 of them keep up with 800 tasks a second.
 ASYNC_POLLERS = 16
+
+
+def task_lists_of(
+    control: Control, settings: SlotSettings, *, asynchronous: bool
+) -> tuple[int, ...]:
+    """The task lists (indices in ``control``) of the async activities, or of the sync ones.
+
+    Where a process has async positions, they poll the first, its slots the second.
+    """
+    return tuple(
+        index
+        for index, arn in enumerate(control.arns)
+        if settings.by_arn[arn]._is_async() == asynchronous
+    )
 
 
 def async_threads(positions: int) -> int:
@@ -113,13 +127,12 @@ class AsyncSlots:
         self._life = life
         self._metrics = metrics_of(settings.metrics_dir)
         #: Task lists the pollers may poll: those of async activities.
-        self._among = tuple(
-            index for index, arn in enumerate(control.arns) if settings.by_arn[arn]._is_async()
-        )
+        self._among = task_lists_of(control, settings, asynchronous=True)
         self._changed = threading.Condition()
         # Positions free for a poll; the last freed is taken first (dict order), so that
         # the positions that poll are few and the others stay free for handed tasks.
         self._free: dict[int, None] = dict.fromkeys(reversed(self._states))
+        self._polling: set[int] = set()  # positions a poller holds, not free to another
         self._jobs: dict[int, Job] = {}
         self._stuck: set[int] = set()
         self._reporting = {position: threading.Lock() for position in self._states}
@@ -159,8 +172,9 @@ class AsyncSlots:
             self._control.drained.is_set() or self._control.past_deadline.is_set()
         ):
             self._control.drained.wait(IDLE_WAIT)
+        # No position takes a task from now on: each retires once its task is done.
         with self._changed:
-            while not self._quiet():
+            while not self._retired_all():
                 self._changed.wait(IDLE_WAIT)
         self._sender.shutdown(wait=True)
         return self._reason
@@ -175,24 +189,33 @@ class AsyncSlots:
         ``False`` if it is not a task of these positions. Its position is taken by
         nobody again; the process is to be replaced once the other tasks are done.
         """
-        with self._changed:
+        with self._changed:  # the job stays its position's while its task is taken
             position = next((at for at, each in self._jobs.items() if each is job), None)
             if position is None:
                 return False
             self._stuck.add(position)
+            self._states[position].take(delivering=False)
             self._changed.notify_all()
-        self._states[position].take(delivering=False)
         return True
 
     # -- the pollers ----------------------------------------------------------------------
 
-    def _quiet(self) -> bool:
-        """Whether no position runs a task or sends an outcome (stuck ones aside)."""
-        return all(
-            state.free() or state.retired()
-            for position, state in self._states.items()
-            if position not in self._stuck
-        ) and not any(lock.locked() for lock in self._reporting.values())
+    def _retired_all(self) -> bool:
+        """Retire every free position; whether all are done (called under ``_changed``).
+
+        Done: retired, or running a task the worker answers for already (given up, or
+        taken at the end of the shutdown grace: its coroutine may ignore its
+        cancellation), and no outcome is being sent.
+        """
+        done = True
+        for position, state in self._states.items():
+            if position in self._polling:
+                done = False  # its poll's task, if any, goes to the worker's buffer
+            elif state.retire() or state.retired() or state.running_taken():
+                self._free.pop(position, None)
+            elif position not in self._stuck:
+                done = False
+        return done and not any(lock.locked() for lock in self._reporting.values())
 
     def _poll_loop(self) -> None:
         control = self._control
@@ -201,76 +224,69 @@ class AsyncSlots:
         try:
             while not control.stopping.is_set():
                 if self._life is not None and self._life.recycling.is_set():
-                    self._retire_free()
-                    if self._all_retired():
-                        self._reason = "worn out"
-                        return
-                position = self._take_free()
-                if position is None:
-                    self._idle()
-                    continue
+                    with self._changed:
+                        if self._retired_all():
+                            self._reason = "worn out"
+                            return
                 if control.tasks_waiting() and not expected:
-                    # A waiting task is about to be handed to a free position, maybe this
-                    # one: a poll now could bring a second task with nowhere to go.
+                    # A waiting task is about to be handed to a free position, maybe one
+                    # this poller would poll for: a poll now could bring a second task
+                    # with nowhere to go.
                     expected = True
-                    self._put_free(position)
                     self._idle(HANDOFF_WAIT)
                     continue
                 expected = False
                 index = control.choose(turn, self._among)
                 turn += 1
                 if index < 0:
-                    self._put_free(position)
-                    self._idle()
+                    self._idle()  # no busy task list: the worker's own polls cover them
                     continue
-                task = poll_once(
-                    self._client,
-                    control,
-                    self._states[position],
-                    position,
-                    index,
-                    metrics=self._metrics,
-                    overflow=self._overflow,
-                )
+                position = self._take_free()
+                if position is None:
+                    self._idle()  # every position runs a task
+                    continue
+                try:
+                    task = poll_once(
+                        self._client,
+                        control,
+                        self._states[position],
+                        position,
+                        index,
+                        metrics=self._metrics,
+                        overflow=self._overflow,
+                    )
+                finally:
+                    self._done_polling(position)
                 if task is not None:
                     self._start(position, task)
-                elif self._states[position].free():
-                    self._put_free(position)
-                # else: the worker handed the position a task meanwhile; it comes by hand()
         except Exception:
-            logger.exception("%s: a poller failed; the process is replaced", self.name)
+            logger.exception("%s: a poller failed", self.name)
             self._reason = "poller failed"
             if self._life is not None:
                 # Its positions take no new task; the process ends once their tasks are done.
                 self._life.recycle(f"{self.name}: a poller failed: replacing its process")
 
-    def _all_retired(self) -> bool:
-        """Whether every position retired (one whose task was given up aside)."""
-        with self._changed:
-            stuck = set(self._stuck)
-        return all(
-            state.retired() for position, state in self._states.items() if position not in stuck
-        )
-
     def _take_free(self) -> int | None:
+        """A free position for a poll, held by this poller until :meth:`_done_polling`."""
         with self._changed:
             while self._free:
                 position, _ = self._free.popitem()
                 if self._states[position].free():
+                    self._polling.add(position)
                     return position
                 # Held meanwhile: by a task handed over, or retired. Back once it frees.
             return None
 
-    def _put_free(self, position: int) -> None:
-        with self._changed:
-            self._free[position] = None
-            self._changed.notify()
+    def _done_polling(self, position: int) -> None:
+        """The poll for ``position`` ended: it is free for the next, unless it holds a task.
 
-    def _retire_free(self) -> None:
+        No poller is woken: a position put back after a poll that brought nothing is no
+        news to the others.
+        """
         with self._changed:
-            for position in list(self._free):
-                if self._states[position].retire():
-                    del self._free[position]
+            self._polling.discard(position)
+            if self._states[position].free():
+                self._free[position] = None
 
     def _idle(self, timeout: float = IDLE_WAIT) -> None:
         with self._changed:
@@ -285,7 +301,7 @@ class AsyncSlots:
             self._free.pop(position, None)
         late = arrived_late(task, activity, self._control)
         if late is not None:
-            self._sender.submit(self._report_late, position, task, late)
+            self._submit(self._report_late, position, task, late)
             return
         job = begin(
             task,
@@ -299,7 +315,7 @@ class AsyncSlots:
         try:
             coroutine = self._coroutine(position, job)
         except BaseException as exc:  # noqa: BLE001 - a failing __init__ fails the task
-            self._sender.submit(self._finish, position, job, failure_from_exception(exc))
+            self._submit(self._finish, position, job, failure_from_exception(exc))
             return
         future = start_on_loop(coroutine, job, self._control)
         future.add_done_callback(functools.partial(self._ended, position, job))
@@ -319,32 +335,40 @@ class AsyncSlots:
         """The coroutine ended (called in the loop's thread): report it from an outcome thread."""
         result = outcome_of(future)
         try:
-            self._sender.submit(self._finish, position, job, result)
+            self._submit(self._finish, position, job, result)
         except RuntimeError:  # a task given up that ended after the positions did
             logger.debug("task %s ended after its process's positions", job.task.token_prefix)
 
+    def _submit(self, function: Callable[..., None], *args: object) -> None:
+        """Run ``function`` in an outcome thread; an error it raises is logged."""
+        self._sender.submit(function, *args).add_done_callback(_log_failure)
+
     def _finish(self, position: int, job: Job, outcome: Outcome) -> None:
-        # Cancelled by the grace's end: failed as the worker would, unless it did first.
-        outcome = past_grace(outcome, job, self._control)
-        outcome = conclude(job, outcome, heartbeats=self._heartbeats, metrics=self._metrics)
-        retire = self._life is not None and self._life.task_done()
-        state = self._states[position]
-        with self._changed:
-            self._jobs.pop(position, None)
-            self._stuck.discard(position)
-        # One outcome in flight per position: a task handed over as this one's outcome
-        # goes may end before it is sent.
-        with self._reporting[position]:
-            if settle(state, job.task, outcome, retire=retire, metrics=self._metrics):
-                self._deliver(state, job.task, outcome)
-        self._freed_position(position)
+        try:
+            # Cancelled by the grace's end: failed as the worker would, unless it did first.
+            outcome = past_grace(outcome, job, self._control)
+            outcome = conclude(job, outcome, heartbeats=self._heartbeats, metrics=self._metrics)
+            retire = self._life is not None and self._life.task_done()
+            state = self._states[position]
+            with self._changed:
+                self._jobs.pop(position, None)
+                self._stuck.discard(position)
+            # One outcome in flight per position: a task handed over as this one's outcome
+            # goes may end before it is sent.
+            with self._reporting[position]:
+                if settle(state, job.task, outcome, retire=retire, metrics=self._metrics):
+                    self._deliver(state, job.task, outcome)
+        finally:
+            self._freed_position(position)
 
     def _report_late(self, position: int, task: Task, failure: Failure) -> None:
         state = self._states[position]
-        with self._reporting[position]:
-            if state.start_delivering():
-                self._deliver(state, task, failure)
-        self._freed_position(position)
+        try:
+            with self._reporting[position]:
+                if state.start_delivering():
+                    self._deliver(state, task, failure)
+        finally:
+            self._freed_position(position)
 
     def _deliver(self, state: SlotState, task: Task, outcome: Outcome) -> None:
         try:
@@ -356,7 +380,8 @@ class AsyncSlots:
 
     def _freed_position(self, position: int) -> None:
         with self._changed:
-            if self._states[position].free():
+            # One whose poll is still open goes back when that poll returns.
+            if position not in self._polling and self._states[position].free():
                 self._free[position] = None
             self._changed.notify()  # one poller: the position is one poll's
         if self._control.tasks_waiting():
@@ -364,3 +389,10 @@ class AsyncSlots:
 
     def __repr__(self) -> str:
         return f"<AsyncSlots {self.name} x {len(self._states)}>"
+
+
+def _log_failure(future: concurrent.futures.Future[None]) -> None:
+    """Log what an outcome thread's work raised (the framework's error, not a task's)."""
+    error = future.exception()
+    if error is not None:
+        logger.error("reporting an async task failed", exc_info=error)

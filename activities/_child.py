@@ -23,7 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from activities._asyncslots import AsyncSlots, async_threads
+from activities._asyncslots import AsyncSlots, async_threads, task_lists_of
 from activities._childlog import say_to_stderr, start_logging
 from activities._forkserver import STOP_SIGNALS, rename
 from activities._heartbeats import Heartbeats
@@ -229,6 +229,8 @@ class _Serving:
             threads=heartbeat_threads(len(slots) + len(async_slots)),
             metrics=metrics_of(settings.metrics_dir),
         )
+        # Beside async positions, the slots leave the async task lists to them.
+        among = task_lists_of(self._control, settings, asynchronous=False) if async_slots else None
         self._loops = [
             SlotLoop(
                 slot_name,
@@ -242,6 +244,7 @@ class _Serving:
                 position=position,
                 life=self._life,
                 send_in_background=len(slots) == 1,
+                among=among,
             )
             for slot_name, position, state in slots
         ]
@@ -352,4 +355,8 @@ def _receive_tasks(inbox: Connection, takers: dict[int, Callable[[Task], None]])
             position, task = inbox.recv()
         except (EOFError, OSError):
             return
-        takers[position](task)
+        try:
+            takers[position](task)
+        except Exception:
+            # The slot holds it: the worker fails it with WorkerCrashed if the process ends.
+            logger.exception("task %s could not be started", task.token_prefix)

@@ -273,11 +273,15 @@ class Control:
         """Whether the last poll of every task list failed (expired credentials, say)."""
         return all(errors > 0 for errors in self._errors)
 
-    def slots_in_use(self) -> int:
-        """Slots' tasks running plus slots' polls open: each may hold a task."""
-        running = self.slots - _cells(self._running).count(-1)
-        polling = self.slots - _cells(self._polling)[: self.slots].count(-1)
-        return running + polling
+    def slots_in_use(self, among: Sequence[int] | None = None) -> int:
+        """Slots' tasks running plus slots' polls open: each may hold a task.
+
+        ``among``: of those slots (positions) only.
+        """
+        running, polling = _cells(self._running), _cells(self._polling)[: self.slots]
+        if among is None:
+            return 2 * self.slots - running.count(-1) - polling.count(-1)
+        return sum((running[at] >= 0) + (polling[at] >= 0) for at in among)
 
     @contextlib.contextmanager
     def poll_permit(self, *, block: bool = True) -> Iterator[bool]:

@@ -72,6 +72,8 @@ class HandOff:
         slots: the worker's slots now.
         fail: fails a task on the worker's behalf.
         metrics: what the coverage polls are counted in.
+        sync_positions: the slots that take sync tasks, when some do not (async
+            positions); ``None``: all of them.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class HandOff:
         slots: Callable[[], Sequence[Slot]],
         fail: Callable[[Task, Exception], None],
         metrics: Metrics = NO_METRICS,
+        sync_positions: Sequence[int] | None = None,
     ) -> None:
         self.capacity = capacity
         #: When (``time.monotonic()``) the hand-off last looked at the waiting tasks; it
@@ -95,6 +98,8 @@ class HandOff:
         self._control = control
         self._by_arn = by_arn
         self._index = {arn: index for index, arn in enumerate(control.arns)}
+        self._is_async = [by_arn[arn]._is_async() for arn in control.arns]
+        self._sync_positions = sync_positions
         self._heartbeats = heartbeats
         self._slots = slots
         self._fail = fail
@@ -216,10 +221,13 @@ class HandOff:
             index = self._index[task.activity_arn]
             if not self._control.may_run(index):
                 continue  # its activity runs its max_concurrency: the next one may go
-            slot = self._pick(free, now - job.started, asynchronous=job.activity._is_async())
+            asynchronous = job.activity._is_async()
+            slot = self._pick(free, now - job.started, asynchronous=asynchronous)
             if slot is None:
-                if free:  # passed over for now: look again when the patience is over
-                    self._next_look = min(self._next_look, PATIENCE)
+                if not any(asynchronous or each.takes_sync for each in free):
+                    continue  # no free slot takes its kind: one behind it may go
+                # Passed over for now: look again when the patience is over.
+                self._next_look = min(self._next_look, PATIENCE)
                 break
             with self._handing:  # not failed at the deadline meanwhile
                 if job not in self._waiting:
@@ -263,15 +271,22 @@ class HandOff:
                 fallback = slot
         return fallback
 
-    def _room(self) -> int:
+    def _room(self, *, sync: bool = False) -> int:
         """How many more polls may be opened without risking more waiting tasks than fit.
 
         Every poll open may bring a task: tasks held (running or waiting) and polls open
-        together stay within the slots and the buffer's capacity.
+        together stay within the slots and the buffer's capacity. A task of a sync
+        activity (``sync``) counts only the slots that take one: async positions cannot.
         """
+        control = self._control
         with self._wake:
             used = len(self._waiting) + len(self._covering)
-        return self.capacity + self._control.slots - used - self._control.slots_in_use()
+        room = self.capacity + control.slots - used - control.slots_in_use()
+        positions = self._sync_positions
+        if sync and positions is not None:
+            in_use = control.slots_in_use(positions)
+            room = min(room, self.capacity + len(positions) - used - in_use)
+        return room
 
     def _cover(self) -> None:
         """Open a poll on every task list that has none, as far as there is room.
@@ -283,13 +298,16 @@ class HandOff:
         control = self._control
         counts = control.polls_open()
         size = len(counts)
-        room = self._room()
+        room = {False: self._room(), True: self._room(sync=True)}  # by: sync task list?
         now = time.monotonic()
         self._turn += 1
         for step in range(size):
-            if room <= 0:
+            if room[False] <= 0:
                 return
             index = (self._turn + step) % size
+            sync = not self._is_async[index]
+            if room[sync] <= 0:
+                continue
             if counts[index]:
                 self._uncovered.pop(index, None)
                 continue
@@ -301,7 +319,8 @@ class HandOff:
                 if not self._may_poll(index):
                     continue
                 self._covering.add(index)
-            room -= 1
+            room[False] -= 1
+            room[True] -= 1
             self._uncovered.pop(index, None)
             # A daemon thread: a poll in flight at an immediate stop must not hold up the exit.
             threading.Thread(
@@ -350,7 +369,7 @@ class HandOff:
                     self.put(task)  # counted as waiting before the poll stops counting
                 control.done_polling(position)
                 # Poll again at once, unless another poll covers the task list now.
-                if control.polls_open()[index] or self._room() < 0:
+                if control.polls_open()[index] or self._room(sync=not self._is_async[index]) < 0:
                     return
                 if not self._may_poll(index):
                     return

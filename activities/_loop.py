@@ -42,7 +42,7 @@ from activities.errors import ActivityDoesNotExist, ServiceError, Throttled
 from activities.outcome import failure_from_exception
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -117,6 +117,8 @@ class SlotLoop:
             no new task and ends.
         send_in_background: send an outcome from a thread while polling for the next
             task (a slot alone in its process: its two round trips overlap).
+        among: the task lists (indices in ``control``) the slot polls, ``None`` for all:
+            beside async positions, those of sync activities only.
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class SlotLoop:
         position: int = 0,
         life: ProcessLife | None = None,
         send_in_background: bool = False,
+        among: Sequence[int] | None = None,
     ) -> None:
         self.name = name
         self.position = position
@@ -149,6 +152,7 @@ class SlotLoop:
         self._position = position
         self._index = {arn: index for index, arn in enumerate(control.arns)}
         self._turn = position  # where choosing a task list starts: slots spread out
+        self._among = among
         self._life = life
         self._metrics = metrics_of(settings.metrics_dir)
         self._instances: dict[type[Activity], Activity] = {}
@@ -226,7 +230,7 @@ class SlotLoop:
                     self._idle(HANDOFF_WAIT)
                     continue
                 self._expected = False
-                index = self._control.choose(self._turn)
+                index = self._control.choose(self._turn, self._among)
                 self._turn += 1
                 if index < 0:
                     self._idle()

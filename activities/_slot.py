@@ -135,6 +135,7 @@ class ThreadSlot:
         client: ActivityClient,
         heartbeats: Heartbeats,
         position: int = 0,
+        among: Sequence[int] | None = None,
     ) -> None:
         self.name = f"thread-{next(_ids)}"
         self.position = position
@@ -151,6 +152,7 @@ class ThreadSlot:
             overflow=owner.on_overflow,
             freed=owner.on_free,
             position=position,
+            among=among,
         )
         self._thread = threading.Thread(
             target=self._main, name=f"sfn-activities-{self.name}", daemon=True
@@ -268,7 +270,11 @@ class AsyncUnit:
 
     def _receive(self) -> None:
         while (handed := self._inbox.get()) is not None:
-            self._positions.hand(*handed)
+            try:
+                self._positions.hand(*handed)
+            except Exception:
+                # The position holds it: the worker fails it if the unit ends.
+                logger.exception("task %s could not be started", handed[1].token_prefix)
 
     def _main(self) -> None:
         self.ready = True

@@ -30,6 +30,7 @@ import time
 from typing import TYPE_CHECKING
 
 from activities import registry
+from activities._asyncslots import task_lists_of
 from activities._child import async_connections, task_process_connections
 from activities._childlog import log_plan
 from activities._control import Control
@@ -295,6 +296,12 @@ class Worker:
                 self._context,
                 client=self.client,
                 heartbeats=self._heartbeats,
+                # Beside async positions, the threads leave the async task lists to them.
+                among=(
+                    task_lists_of(control, settings, asynchronous=False)
+                    if self.settings.async_tasks
+                    else None
+                ),
             )
             async_unit = functools.partial(
                 AsyncUnit,
@@ -330,6 +337,11 @@ class Worker:
             slots=self._current_slots,
             fail=self._fail_task,
             metrics=self._metrics,
+            sync_positions=(
+                [at for at in range(control.slots) if not self.settings.is_async_position(at)]
+                if self.settings.async_tasks
+                else None
+            ),
         )
         self._stop = Stop(
             control,
@@ -355,6 +367,14 @@ class Worker:
         shortage = self.settings.short_of_polls(len(self.served))
         if shortage:
             logger.warning("%s", shortage)
+        if self.settings.async_tasks and not any(
+            activity._is_async() for activity in self.activities.values()
+        ):
+            logger.warning(
+                "async_tasks: none of the activities served has an async def run(), so the "
+                "%d async positions stay idle; leave async_tasks out",
+                self.settings.async_tasks,
+            )
         logger.info(
             "worker %s serving %s with %s; up to %d tasks wait for a free slot",
             self.client.worker_name,

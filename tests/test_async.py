@@ -194,12 +194,15 @@ class TestAsyncPositionsInTheWorkersProcess:
                 fake, workloads.Blocker, async_workload.AsyncEcho, threads=1, async_tasks=2
             ) as worker:
                 assert wait_until(lambda: blocked in fake.handed_out)
+                # A sync task waits for the thread in the buffer: the async ones pass it.
+                waiting = fake.add_task("it-Blocker", "{}")
+                assert wait_until(lambda: waiting in fake.handed_out)
                 echoes = [fake.add_task("async-Echo", f'{{"value": {n}}}') for n in range(4)]
                 assert fake.wait_for(4)
                 assert [fake.successes[token] for token in echoes] == ["0", "1", "2", "3"]
                 assert blocked not in fake.successes
                 workloads.Blocker.release.set()
-                assert fake.wait_for(5)
+                assert fake.wait_for(6)
                 assert worker.stop(timeout=10)
         finally:
             workloads.Blocker.release.set()
@@ -216,6 +219,40 @@ class TestAsyncPositionsInTheWorkersProcess:
             assert worker.stop(timeout=30)
         assert [fake.failures[token][0] for token in tokens] == ["activities.WorkerShutdown"] * 3
         assert wait_until(lambda: set(tokens) <= set(async_workload.Forever.cancelled))
+
+    def test_a_coroutine_that_ignores_its_cancellation_does_not_hold_up_a_stop(
+        self, fake: FakeStepFunctions
+    ) -> None:
+        """Past the grace the worker fails its task; the stop ends though it runs on."""
+        stubborn = async_workload.AsyncStubborn
+        stubborn.released.clear()
+        token = fake.add_task("async-Stubborn", "{}")
+        try:
+            with thread_worker(
+                fake, stubborn, threads=1, async_tasks=3, shutdown_grace=0.2
+            ) as worker:
+                assert wait_until(lambda: token in fake.handed_out)
+                assert worker.stop(timeout=10)
+            assert fake.failures[token][0] == "activities.WorkerShutdown"
+        finally:
+            stubborn.released.set()
+
+    def test_sync_tasks_received_stay_within_the_buffer(self, fake: FakeStepFunctions) -> None:
+        """Idle async positions are no room for sync tasks: one runs, at most `buffer` wait."""
+        workloads.Blocker.release.clear()
+        tokens = [fake.add_task("it-Blocker", "{}") for _ in range(15)]
+        try:
+            with thread_worker(
+                fake, workloads.Blocker, async_workload.AsyncEcho, threads=1, async_tasks=20
+            ) as worker:
+                assert wait_until(lambda: tokens[0] in fake.handed_out)
+                time.sleep(1.0)  # polls that would overfill the buffer have had their time
+                received = sum(token in fake.handed_out for token in tokens)
+                assert worker._handoff is not None
+                assert received <= 1 + worker._handoff.capacity
+                workloads.Blocker.release.set()
+        finally:
+            workloads.Blocker.release.set()
 
 
 class TestBlockedLoop:

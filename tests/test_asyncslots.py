@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -155,6 +156,7 @@ class TestRunning:
         p.control.mark_busy(0)
         p.control.mark_busy(1)
         assert fake.wait_for(1)
+        time.sleep(0.3)  # the pollers look again, at both task lists if they would
         assert fake.successes == {coroutine: "2"}
         assert sync not in fake.handed_out
 
@@ -174,6 +176,53 @@ class TestRunning:
         p.control.buffered(0, 1)  # a task waits in the worker's buffer
         p.hand(0, async_workload.AsyncEcho, '{"value": 1}')
         assert p.freed.wait(10)
+
+
+class TestPolling:
+    def test_idle_pollers_wait_instead_of_waking_each_other(
+        self, fake: FakeStepFunctions, positions: list[Positions], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """No busy task list: each poller looks about every IDLE_WAIT, not in a loop."""
+        calls = [0]
+        choose = Control.choose
+
+        def counting(self: Control, turn: int, among: Any = None) -> int:
+            calls[0] += 1
+            return choose(self, turn, among)
+
+        monkeypatch.setattr(Control, "choose", counting)
+        make(positions, fake, [async_workload.AsyncEcho], 50)
+        time.sleep(0.3)
+        calls[0] = 0
+        time.sleep(1.0)
+        # 16 pollers looking every 50 ms: about 320 looks in a second; spinning, tens of
+        # thousands.
+        assert calls[0] < 1000, calls[0]
+
+    def test_a_position_is_polled_by_one_poller_at_a_time(
+        self, fake: FakeStepFunctions, positions: list[Positions], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Handed a task while its poll is open, and done with it: not polled twice at once."""
+        fake.poll_wait = 3.0
+        doubled: list[int] = []
+        claim = Control.claim_poll
+
+        def claiming(self: Control, position: int, index: int) -> bool:
+            if position < self.slots and self.polling(position) >= 0:
+                doubled.append(position)
+            return claim(self, position, index)
+
+        monkeypatch.setattr(Control, "claim_poll", claiming)
+        p = make(positions, fake, [async_workload.AsyncEcho, async_workload.Gathering], 3)
+        p.control.mark_busy(0)
+        assert wait_until(lambda: all(p.control.polling(at) == 0 for at in range(3)))
+        p.hand(0, async_workload.Gathering, '{"count": 1}')  # ends at once, its poll open
+        assert fake.wait_for(1)
+        time.sleep(0.2)
+        for _ in range(2):
+            fake.add_task("async-Echo", '{"value": 1, "seconds": 1}')
+        assert fake.wait_for(3)
+        assert not doubled
 
 
 class TestCancellation:

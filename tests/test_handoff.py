@@ -19,11 +19,15 @@ import pytest
 from activities import Activity, Worker
 from activities._control import Control
 from activities._handoff import HandOff
+from activities._heartbeats import Heartbeats
+from activities._slotstate import SlotState
+from activities.task import Task
 from tests.fake_sfn import ARN_PREFIX, FakeStepFunctions
 from tests.waiting import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from multiprocessing.context import BaseContext
 
     from activities._slot import Slot
 
@@ -298,7 +302,7 @@ class TestPick:
         return HandOff(
             None,  # type: ignore[arg-type]
             control,
-            by_arn={},
+            by_arn={"arn:a": Quick},
             capacity=1,
             heartbeats=None,  # type: ignore[arg-type]
             slots=list,
@@ -320,3 +324,56 @@ class TestPick:
         pick = self.handoff(2)._pick
         assert pick([position, sync], 0.0, asynchronous=False) is sync
         assert pick([position], 0.0, asynchronous=False) is None
+
+    def test_a_sync_task_waiting_for_a_slot_lets_an_async_one_pass(self) -> None:
+        """Oldest first, but not behind a task no free slot can take."""
+        context = multiprocessing.get_context("spawn")
+        control = Control(context, ["arn:sync", "arn:async"], slots=2, pollers=None)
+        slot, position = Taker(context, control, 0, True), Taker(context, control, 1, False)
+        assert slot.state.try_hold("arn:sync", "busy", 0)  # the slot runs a sync task
+        heartbeats = Heartbeats(None, on_stuck=lambda _: None)  # type: ignore[arg-type]
+        handoff = HandOff(
+            None,  # type: ignore[arg-type]
+            control,
+            by_arn={"arn:sync": Quick, "arn:async": AsyncQuick},
+            capacity=2,
+            heartbeats=heartbeats,
+            slots=lambda: [slot, position],
+            fail=lambda *_: None,
+        )
+        try:
+            handoff.put(Task(token="t-sync", activity_arn="arn:sync", worker_name="w", input=""))
+            handoff.put(Task(token="t-async", activity_arn="arn:async", worker_name="w", input=""))
+            handoff._dispatch()
+        finally:
+            heartbeats.close()
+        assert [task.token for task in position.taken] == ["t-async"]
+        assert handoff.waiting() == 1
+
+
+class AsyncQuick(Activity):
+    name = "ho-AsyncQuick"
+
+    async def run(self) -> None: ...
+
+
+class Taker:
+    """A slot that keeps what it is handed."""
+
+    def __init__(
+        self, context: BaseContext, control: Control, position: int, takes_sync: bool
+    ) -> None:
+        self.name, self.position, self.takes_sync, self.ready = (
+            f"s{position}",
+            position,
+            takes_sync,
+            True,
+        )
+        self.state = SlotState(context, control, position)
+        self.taken: list[Task] = []
+
+    def offer(self, task: Task, index: int) -> bool:
+        if not self.state.try_hold(task.activity_arn, task.token, index):
+            return False
+        self.taken.append(task)
+        return True
