@@ -276,7 +276,7 @@ def pool_label(processes: int | None, threads: int | None) -> str:
         return f"{processes} proc x {threads} thread{'s' * (threads > 1)}"
     if processes:
         return f"{processes} process{'es' * (processes > 1)}"
-    return f"{threads} threads"
+    return f"{threads} thread{'s' * (threads != 1)}"
 
 
 def bare_per_activity(activities: tuple[str, ...]) -> Contender:
@@ -459,6 +459,7 @@ def scenarios(quick: bool, only: str | None = None) -> list[Scenario]:
                 bare(awaiting, "sleep", 500),
                 worker(awaiting, processes=1, async_tasks=500),
                 worker(awaiting, processes=2, async_tasks=500),
+                worker(awaiting, threads=1, async_tasks=500),
                 worker(awaiting, processes=1, threads=500),
                 worker(awaiting, processes=1, threads=250),
                 worker(
