@@ -261,6 +261,10 @@ class Control:
         """The slot at ``position`` runs a task of task list ``index`` (-1: none)."""
         self._running[position] = index
 
+    def running_cells(self) -> list[int]:
+        """The task list of the task each slot runs now (-1: none), by position."""
+        return _cells(self._running)
+
     def running_by_task_list(self) -> list[int]:
         """How many slots run a task of each task list now."""
         return _counts(self._running, len(self.arns))

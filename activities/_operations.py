@@ -19,6 +19,7 @@ from activities.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import threading
+    from collections.abc import Sequence
 
     from activities._control import Control
     from activities._handoff import HandOff
@@ -117,12 +118,14 @@ class Operations:
         handoff: HandOff,
         started: threading.Event,
         lock: threading.Lock,
+        async_positions: Sequence[int] = (),
     ) -> None:
         """Listen, and answer from now on.
 
         Args:
             control: the worker's shared state.
             names: the activity's name of each task list, in ``control``'s order.
+            async_positions: which positions of ``control`` are async positions.
             handoff: the worker's hand-off, whose looks say the worker is alive.
             started: set once every slot has started.
             lock: the worker's lock, which a stalled worker may hold.
@@ -133,7 +136,7 @@ class Operations:
         from activities._prometheus import LiveMetrics, exposition  # noqa: PLC0415
 
         assert self._directory is not None  # noqa: S101 - prepared
-        directory, live = self._directory, LiveMetrics(control, names)
+        directory, live = self._directory, LiveMetrics(control, names, async_positions)
         self.metrics().start_at_zero(sorted(set(names)))
 
         def alive() -> str | None:

@@ -45,7 +45,7 @@ from activities._metrics import (
 from activities.outcome import Failure
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from prometheus_client.registry import Collector
 
@@ -287,21 +287,36 @@ class LiveMetrics:
     Args:
         control: the worker's shared state.
         names: the activity's name of each task list, in ``control``'s order.
+        async_positions: the positions in ``control`` that are async positions: counted
+            under ``kind="async"``, the slots under ``kind="slot"``.
     """
 
-    def __init__(self, control: Control, names: list[str]) -> None:
+    def __init__(
+        self, control: Control, names: list[str], async_positions: Sequence[int] = ()
+    ) -> None:
         self._control = control
         self._names = names
+        positions = set(async_positions)
+        self._kinds = [
+            ("slot", [at for at in range(control.slots) if at not in positions]),
+            ("async", sorted(positions)),
+        ]
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """The gauges, read now."""
         running = self._control.running_by_task_list()
-        busy = sum(running)
+        cells = self._control.running_cells()
         slots = GaugeMetricFamily(
-            f"{_NAMESPACE}_slots", "Slots running a task (busy) or not (free).", labels=["state"]
+            f"{_NAMESPACE}_slots",
+            "Slots (kind slot) and async positions (kind async) running a task (busy) or not "
+            "(free).",
+            labels=["state", "kind"],
         )
-        slots.add_metric(["busy"], busy)
-        slots.add_metric(["free"], self._control.slots - busy)
+        for kind, positions in self._kinds:
+            if kind == "slot" or positions:
+                busy = sum(cells[at] >= 0 for at in positions)
+                slots.add_metric(["busy", kind], busy)
+                slots.add_metric(["free", kind], len(positions) - busy)
         yield slots
         tasks = GaugeMetricFamily(
             f"{_NAMESPACE}_tasks_running", "Tasks running now.", labels=["activity"]

@@ -9,7 +9,9 @@ Pieces, in the order a task travels:
 - **slots** (:mod:`activities._slot`): pre-started processes (or threads), each running
   the loop of :mod:`activities._loop`: when free, long-poll a task list that needs a poll,
   run the task it brings with heartbeats, deliver the outcome; the slots' Step Functions
-  calls run side by side;
+  calls run side by side; beside them, with ``async_tasks``, a process's *async
+  positions* (:mod:`activities._asyncslots`) run async tasks on its event loop. Which
+  units (processes, threads) hold them is :mod:`activities._pool`'s;
 - **the hand-off** (:mod:`activities._handoff`, in the worker's process): a coverage poll
   on every task list that has none, and a bounded buffer of tasks that arrived when no
   slot was free, heartbeated, each handed to the first slot that frees;
@@ -22,7 +24,6 @@ Pieces, in the order a task travels:
 
 from __future__ import annotations
 
-import functools
 import logging
 import multiprocessing
 import threading
@@ -30,19 +31,16 @@ import time
 from typing import TYPE_CHECKING
 
 from activities import registry
-from activities._asyncslots import task_lists_of
-from activities._child import async_connections, task_process_connections
+from activities._child import async_connections
 from activities._childlog import log_plan
 from activities._control import Control
 from activities._delivery import BackgroundDelivery
-from activities._forkserver import can_fork, preload_modules, task_process_context
 from activities._handoff import HandOff
-from activities._heartbeats import Heartbeats
 from activities._loop import SlotSettings
 from activities._metrics import NO_METRICS
 from activities._operations import Operations
 from activities._outage import Hearing, OutageWatch
-from activities._premade import premake
+from activities._pool import process_units, start_forkserver, sync_positions, thread_units
 from activities._process import TaskProcess, restart_reason
 from activities._settings import (
     SHUTDOWN_GRACE,
@@ -53,7 +51,7 @@ from activities._settings import (
 from activities._settings import concurrency_limits as concurrency_limits_of
 from activities._settings import heartbeat_intervals as heartbeat_intervals_of
 from activities._sfnclient import CALL_TIMEOUT
-from activities._slot import AsyncUnit, ThreadSlot, take_all, thread_heartbeats
+from activities._slot import take_all
 from activities._stop import Stop, stop_on_signals
 from activities.client import ActivityClient
 from activities.errors import WorkerCrashed, WorkerShutdown
@@ -61,10 +59,11 @@ from activities.outcome import failure_from_exception
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
-    from multiprocessing.context import BaseContext, ForkServerContext
+    from multiprocessing.context import BaseContext
 
     from mypy_boto3_stepfunctions import SFNClient
 
+    from activities._heartbeats import Heartbeats
     from activities._retry import RetryPolicy
     from activities._slot import Slot, Unit
     from activities._slotstate import Held
@@ -252,7 +251,13 @@ class Worker:
         arns = registry.register(self.client, self.served)
         forkserver = None
         if not self.settings.use_threads:
-            forkserver = self._context = self._start_forkserver()
+            forkserver = self._context = start_forkserver(
+                self.settings,
+                (activity.__module__ for activity in self.activities.values()),
+                preload=self.preload,
+                client=self.client,
+                factory=self._client_factory,
+            )
         if operations is not None:
             self._metrics = operations.metrics()
         by_arn = {arns[task_list]: activity for task_list, activity in self.served.items()}
@@ -285,48 +290,24 @@ class Worker:
             call_timeout=self.client.call_timeout,
         )
         if forkserver is None:
-            self._heartbeats = thread_heartbeats(
-                self.client, self.settings.concurrency, metrics=self._metrics
-            )
-            thread = functools.partial(
-                ThreadSlot,
+            self._new_unit, self._heartbeats = thread_units(
+                self.settings,
                 settings,
                 control,
                 self,
                 self._context,
                 client=self.client,
-                heartbeats=self._heartbeats,
-                # Beside async positions, the threads leave the async task lists to them.
-                among=(
-                    task_lists_of(control, settings, asynchronous=False)
-                    if self.settings.async_tasks
-                    else None
-                ),
-            )
-            async_unit = functools.partial(
-                AsyncUnit,
-                settings,
-                control,
-                self,
-                self._context,
-                client=self.client,
-                heartbeats=self._heartbeats,
-            )
-            is_async = self.settings.is_async_position
-            self._new_unit = lambda positions: (
-                async_unit(positions=positions)
-                if is_async(positions[0])
-                else thread(position=positions[0])
+                metrics=self._metrics,
             )
         else:
-            self._heartbeats = Heartbeats(
-                self.client, on_stuck=lambda _: None, metrics=self._metrics
-            )
-            process = functools.partial(TaskProcess, settings, control, self, forkserver)
-            is_async = self.settings.is_async_position
-            self._new_unit = lambda positions: process(
-                positions=[at for at in positions if not is_async(at)],
-                async_positions=[at for at in positions if is_async(at)],
+            self._new_unit, self._heartbeats = process_units(
+                self.settings,
+                settings,
+                control,
+                self,
+                forkserver,
+                client=self.client,
+                metrics=self._metrics,
             )
         self._handoff = HandOff(
             self.client,
@@ -337,11 +318,7 @@ class Worker:
             slots=self._current_slots,
             fail=self._fail_task,
             metrics=self._metrics,
-            sync_positions=(
-                [at for at in range(control.slots) if not self.settings.is_async_position(at)]
-                if self.settings.async_tasks
-                else None
-            ),
+            sync_positions=sync_positions(self.settings),
         )
         self._stop = Stop(
             control,
@@ -358,6 +335,9 @@ class Worker:
                 handoff=self._handoff,
                 started=self._all_started,
                 lock=self._lock,
+                async_positions=[
+                    at for at in range(control.slots) if self.settings.is_async_position(at)
+                ],
             )
         self._running = True
         for positions in self.settings.units():
@@ -382,27 +362,6 @@ class Worker:
             self.settings.describe(),
             self._handoff.capacity,
         )
-
-    def _start_forkserver(self) -> ForkServerContext:
-        """Start the process task processes are forked from (see activities._forkserver)."""
-        modules = preload_modules(
-            (activity.__module__ for activity in self.activities.values()),
-            preload=self.preload,
-        )
-        fork = self.preload and can_fork()
-        if fork:
-            # A copy of the worker's process must hold none of its connections; its
-            # client opens new ones as it needs them.
-            self.client.client.close()
-            connections = task_process_connections(
-                self.settings.slots_per_unit, self.settings.async_tasks or 0
-            )
-            premake(
-                self._client_factory,
-                connections=connections,
-                call_timeout=self.client.call_timeout,
-            )
-        return task_process_context(modules, fork=fork)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop gracefully and wait (up to ``timeout``) until stopped; ``True`` if stopped.

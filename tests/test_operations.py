@@ -97,7 +97,15 @@ class TestInOneProcess:
         assert value(found, "sfn_activities_task_wait_seconds_count", activity="it-Echo") == 4
         assert value(found, "sfn_activities_polls_total", activity="it-Echo", result="task") == 4
         assert value(found, "sfn_activities_delivery_retries_total", activity="it-Echo") == 1
-        assert value(found, "sfn_activities_slots", state="free") == 2
+        assert value(found, "sfn_activities_slots", state="free", kind="slot") == 2
+
+    def test_async_positions_are_a_kind_of_their_own(self, fake: FakeStepFunctions) -> None:
+        with thread_worker(fake, async_tasks=3) as worker:
+            address = worker.metrics_address
+            assert address is not None
+            found = samples(address)
+        assert value(found, "sfn_activities_slots", state="free", kind="slot") == 2
+        assert value(found, "sfn_activities_slots", state="free", kind="async") == 3
 
     def test_the_directory_is_the_workers_own_and_goes_at_stop(
         self, fake: FakeStepFunctions, monkeypatch: pytest.MonkeyPatch
@@ -290,7 +298,7 @@ def _drain(worker: subprocess.Popen[bytes], endpoint: str, address: tuple[str, i
     assert wait_until(
         lambda: value(samples(address), "sfn_activities_tasks_running", activity=JUDGE) == 1
     )
-    assert value(samples(address), "sfn_activities_slots", state="busy") == 1
+    assert value(samples(address), "sfn_activities_slots", state="busy", kind="slot") == 1
     worker.send_signal(signal.SIGTERM)
     assert wait_until(lambda: _status(address, "/readyz") == 503)
     assert get(address, "/readyz") == (503, "not ready: the worker is stopping\n")

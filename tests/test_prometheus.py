@@ -390,8 +390,8 @@ class TestLiveMetrics:
         )
         live = LiveMetrics(control, ["it-Echo", "it-Judge"])
         busy, free = (
-            key("sfn_activities_slots", state="busy"),
-            key("sfn_activities_slots", state="free"),
+            key("sfn_activities_slots", state="busy", kind="slot"),
+            key("sfn_activities_slots", state="free", kind="slot"),
         )
 
         def running(name: str) -> Key:
@@ -423,9 +423,29 @@ class TestLiveMetrics:
         assert (found[waiting("it-Echo")], found[waiting("it-Judge")]) == (1, 1)
 
         lines = exposition(directory, live).decode().splitlines()
-        assert 'sfn_activities_slots{state="busy"} 2.0' in lines
+        assert 'sfn_activities_slots{kind="slot",state="busy"} 2.0' in lines
         assert 'sfn_activities_tasks_running{activity="it-Echo"} 1.0' in lines
         assert 'sfn_activities_tasks_waiting{activity="it-Judge"} 1.0' in lines
+
+    def test_async_positions_are_counted_apart_from_the_slots(
+        self, directory: MetricsDirectory
+    ) -> None:
+        """One slot and three async positions: a busy slot is no free capacity for sync work."""
+        control = Control(multiprocessing.get_context("spawn"), [ECHO_ARN], slots=4, pollers=None)
+        control.set_running(0, 0)
+        control.set_running(2, 0)
+        found = scrape(directory, LiveMetrics(control, ["it-Echo"], async_positions=[1, 2, 3]))
+        slots = {
+            (state, kind): found[key("sfn_activities_slots", state=state, kind=kind)]
+            for state in ("busy", "free")
+            for kind in ("slot", "async")
+        }
+        assert slots == {
+            ("busy", "slot"): 1,
+            ("free", "slot"): 0,
+            ("busy", "async"): 1,
+            ("free", "async"): 2,
+        }
 
     def test_task_lists_of_one_name_are_added_up(self, directory: MetricsDirectory) -> None:
         """One activity in two regions: one sample each, not two of one name and labels."""
@@ -449,5 +469,5 @@ class TestLiveMetrics:
         PrometheusMetrics().polled(ECHO_ARN, "task")
         found = scrape(directory, LiveMetrics(control, ["it-Echo"]))
         assert found[key("sfn_activities_polls_total", activity="it-Echo", result="task")] == 1
-        assert found[key("sfn_activities_slots", state="busy")] == 1
-        assert found[key("sfn_activities_slots", state="free")] == 1
+        assert found[key("sfn_activities_slots", state="busy", kind="slot")] == 1
+        assert found[key("sfn_activities_slots", state="free", kind="slot")] == 1

@@ -1,0 +1,130 @@
+"""The worker's units: what it starts for each set of positions, in threads or processes.
+
+The worker starts one *unit* per set of positions that :meth:`WorkerSettings.units
+<activities._settings.WorkerSettings.units>` gives, and a new one in the place of one that
+ended. :func:`thread_units` makes them in the worker's own process (``threads`` alone): a
+:class:`~activities._slot.ThreadSlot` per thread, and an
+:class:`~activities._slot.AsyncUnit` for the async positions; :func:`process_units` makes
+a :class:`~activities._process.TaskProcess` per process, with its slots and its async
+positions, forked from the forkserver :func:`start_forkserver` starts.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from activities._asyncslots import task_lists_of
+from activities._child import task_process_connections
+from activities._forkserver import can_fork, preload_modules, task_process_context
+from activities._heartbeats import Heartbeats
+from activities._premade import premake
+from activities._process import TaskProcess
+from activities._slot import AsyncUnit, ThreadSlot, thread_heartbeats
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from multiprocessing.context import BaseContext, ForkServerContext
+
+    from mypy_boto3_stepfunctions import SFNClient
+
+    from activities._control import Control
+    from activities._loop import SlotSettings
+    from activities._metrics import Metrics
+    from activities._settings import WorkerSettings
+    from activities._slot import SlotOwner, Unit
+    from activities.client import ActivityClient
+
+__all__ = ["process_units", "start_forkserver", "sync_positions", "thread_units"]
+
+
+def thread_units(
+    pool: WorkerSettings,
+    settings: SlotSettings,
+    control: Control,
+    owner: SlotOwner,
+    context: BaseContext,
+    *,
+    client: ActivityClient,
+    metrics: Metrics,
+) -> tuple[Callable[[list[int]], Unit], Heartbeats]:
+    """The units of the worker's own process, and the heartbeats their tasks share."""
+    heartbeats = thread_heartbeats(client, pool.concurrency, metrics=metrics)
+    thread = functools.partial(
+        ThreadSlot,
+        settings,
+        control,
+        owner,
+        context,
+        client=client,
+        heartbeats=heartbeats,
+        # Beside async positions, the threads leave the async task lists to them.
+        among=task_lists_of(control, settings, asynchronous=False) if pool.async_tasks else None,
+    )
+    positions = functools.partial(
+        AsyncUnit, settings, control, owner, context, client=client, heartbeats=heartbeats
+    )
+
+    def make(at: list[int]) -> Unit:
+        if pool.is_async_position(at[0]):
+            return positions(positions=at)
+        return thread(position=at[0])
+
+    return make, heartbeats
+
+
+def process_units(
+    pool: WorkerSettings,
+    settings: SlotSettings,
+    control: Control,
+    owner: SlotOwner,
+    forkserver: ForkServerContext,
+    *,
+    client: ActivityClient,
+    metrics: Metrics,
+) -> tuple[Callable[[list[int]], Unit], Heartbeats]:
+    """The task processes, and the heartbeats of the tasks waiting in the worker's buffer."""
+    heartbeats = Heartbeats(client, on_stuck=lambda _: None, metrics=metrics)
+    process = functools.partial(TaskProcess, settings, control, owner, forkserver)
+
+    def make(at: list[int]) -> Unit:
+        return process(
+            positions=[each for each in at if not pool.is_async_position(each)],
+            async_positions=[each for each in at if pool.is_async_position(each)],
+        )
+
+    return make, heartbeats
+
+
+def sync_positions(pool: WorkerSettings) -> list[int] | None:
+    """The positions that take sync tasks, when some do not; ``None``: all do."""
+    if not pool.async_tasks:
+        return None
+    return [at for at in range(pool.concurrency) if not pool.is_async_position(at)]
+
+
+def start_forkserver(
+    pool: WorkerSettings,
+    activity_modules: Iterable[str],
+    *,
+    preload: bool,
+    client: ActivityClient,
+    factory: Callable[[], SFNClient] | None,
+) -> ForkServerContext:
+    """Start the process task processes are forked from (see :mod:`activities._forkserver`).
+
+    A copy of the worker's process when it can be: then ``client`` is closed first (the
+    copy must hold none of its connections) and the task processes' client is made.
+    """
+    modules = preload_modules(activity_modules, preload=preload)
+    fork = preload and can_fork()
+    if fork:
+        # A copy of the worker's process must hold none of its connections; its
+        # client opens new ones as it needs them.
+        client.client.close()
+        premake(
+            factory,
+            connections=task_process_connections(pool.slots_per_unit, pool.async_tasks or 0),
+            call_timeout=client.call_timeout,
+        )
+    return task_process_context(modules, fork=fork)
