@@ -194,7 +194,7 @@ class AsyncSlots:
             if position is None:
                 return False
             self._stuck.add(position)
-            self._states[position].take(delivering=False)
+            self._states[position].take(delivering=False, token=job.task.token)
             self._changed.notify_all()
         return True
 

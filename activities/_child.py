@@ -300,8 +300,11 @@ class _Serving:
     def _stuck(self, job: Job) -> None:
         loop = next((loop for loop in self._loops if loop.job is job), None)
         if loop is not None:
-            # The task is gone: nobody is to report it.
-            loop.state.take(delivering=False)
+            # The task is gone: nobody is to report it. (Unless it ended meanwhile and the
+            # slot runs another: that one it answers for.)
+            taken = loop.state.take(delivering=False, token=job.task.token)
+            if not taken and not loop.state.running_taken():
+                return
         elif self._async is None or not self._async.give_up(job):
             return  # the task ended meanwhile
         # The process is replaced once the tasks of its other slots, and the outcomes in

@@ -141,15 +141,19 @@ class SlotState:
             self._running.value = RETIRED if retire else b""
             self._control.set_running(self._position, -1)
 
-    def take(self, *, delivering: bool) -> list[Held]:
+    def take(self, *, delivering: bool, token: str | None = None) -> list[Held]:
         """Take the task the slot runs (and, with ``delivering``, the one it reports).
 
-        The slot keeps running it, but no longer answers for it.
+        The slot keeps running it, but no longer answers for it. With ``token``, only if
+        the task it runs is that one (not one it took after that one ended).
         """
         taken: list[bytes] = []
         with self._lock:
-            if self._running.value.startswith(RUNNING):
-                taken.append(self._running.value)
+            running = self._running.value
+            if running.startswith(RUNNING) and (
+                token is None or running.rpartition(b"\n")[2] == token.encode()
+            ):
+                taken.append(running)
                 self._running.value = TAKEN
             if delivering and self._delivering.value:
                 taken.append(self._delivering.value)

@@ -49,6 +49,15 @@ class TestSlotState:
         assert not state.start_delivering()
         assert state.take(delivering=True) == [], "taken twice"
 
+    def test_a_task_is_taken_by_its_token_only(self, state: SlotState) -> None:
+        """A stuck task's token: not the task the slot took after that one ended."""
+        assert state.try_hold("arn:a", "token-2", 0)
+        assert state.take(delivering=False, token="token-1") == []
+        assert state.answering()
+        [held] = state.take(delivering=False, token="token-2")
+        assert held.token == "token-2"
+        assert state.running_taken()
+
     def test_an_outcome_being_sent_is_only_taken_when_the_slot_died(self, state: SlotState) -> None:
         assert state.try_hold("arn:a", "sending", 0)
         assert state.start_delivering()
