@@ -281,11 +281,15 @@ class HandOff:
         control = self._control
         with self._wake:
             used = len(self._waiting) + len(self._covering)
+            used_sync = sum(not job.activity._is_async() for job in self._waiting) + sum(
+                not self._is_async[index] for index in self._covering
+            )
         room = self.capacity + control.slots - used - control.slots_in_use()
         positions = self._sync_positions
         if sync and positions is not None:
+            # Sync tasks held (waiting, or by the slots that take them) and sync polls open.
             in_use = control.slots_in_use(positions)
-            room = min(room, self.capacity + len(positions) - used - in_use)
+            room = min(room, self.capacity + len(positions) - used_sync - in_use)
         return room
 
     def _cover(self) -> None:
@@ -320,7 +324,8 @@ class HandOff:
                     continue
                 self._covering.add(index)
             room[False] -= 1
-            room[True] -= 1
+            if sync:
+                room[True] -= 1
             self._uncovered.pop(index, None)
             # A daemon thread: a poll in flight at an immediate stop must not hold up the exit.
             threading.Thread(

@@ -19,14 +19,13 @@ from activities._eventloop import EventLoop
 from activities.testing import ActivityEnvironment
 from activities.worker import Worker
 from tests import async_workload, workloads
+from tests.fake_sfn import ARN_PREFIX, FakeStepFunctions
 from tests.processes import ROOT, bench, bench_environment, polls_waiting, task_processes
 from tests.waiting import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
-
-    from tests.fake_sfn import FakeStepFunctions
 
 
 @contextlib.contextmanager
@@ -236,6 +235,26 @@ class TestAsyncPositionsInTheWorkersProcess:
             assert fake.failures[token][0] == "activities.WorkerShutdown"
         finally:
             stubborn.released.set()
+
+    def test_idle_async_task_lists_leave_room_for_a_poll_of_a_sync_one(self) -> None:
+        """Buffer 1, two idle async task lists polled: the sync one has its poll too."""
+        fake = FakeStepFunctions(poll_wait=30.0)  # an empty poll stays open
+        try:
+            with thread_worker(
+                fake,
+                workloads.Echo,
+                async_workload.AsyncEcho,
+                async_workload.AsyncBeats,
+                threads=1,
+                async_tasks=2,
+                buffer=1,
+            ):
+                assert wait_until(lambda: fake.polling[ARN_PREFIX + "async-Beats"] >= 1)
+                token = fake.add_task("it-Echo", '{"value": 1}')
+                assert fake.wait_for(1, timeout=10), dict(fake.polling)
+                assert fake.successes[token] == "1"
+        finally:
+            fake.close()
 
     def test_sync_tasks_received_stay_within_the_buffer(self, fake: FakeStepFunctions) -> None:
         """Idle async positions are no room for sync tasks: one runs, at most `buffer` wait."""
