@@ -269,6 +269,8 @@ class AsyncSlots:
     def _take_free(self) -> int | None:
         """A free position for a poll, held by this poller until :meth:`_done_polling`."""
         with self._changed:
+            if self._life is not None and self._life.recycling.is_set():
+                return None  # no new poll: the positions retire
             while self._free:
                 position, _ = self._free.popitem()
                 if self._states[position].free():
@@ -344,21 +346,32 @@ class AsyncSlots:
         self._sender.submit(function, *args).add_done_callback(_log_failure)
 
     def _finish(self, position: int, job: Job, outcome: Outcome) -> None:
+        state = self._states[position]
+        settled = False
         try:
             # Cancelled by the grace's end: failed as the worker would, unless it did first.
             outcome = past_grace(outcome, job, self._control)
             outcome = conclude(job, outcome, heartbeats=self._heartbeats, metrics=self._metrics)
             retire = self._life is not None and self._life.task_done()
-            state = self._states[position]
             with self._changed:
                 self._jobs.pop(position, None)
                 self._stuck.discard(position)
             # One outcome in flight per position: a task handed over as this one's outcome
             # goes may end before it is sent.
             with self._reporting[position]:
+                settled = True
                 if settle(state, job.task, outcome, retire=retire, metrics=self._metrics):
                     self._deliver(state, job.task, outcome)
         finally:
+            if not settled:
+                # The framework failed before its report: the position is not lost with it;
+                # the task is left to its timeout in Step Functions.
+                logger.error(
+                    "task %s was not reported; its position is freed", job.task.token_prefix
+                )
+                with self._changed:
+                    self._jobs.pop(position, None)
+                state.release()
             self._freed_position(position)
 
     def _report_late(self, position: int, task: Task, failure: Failure) -> None:

@@ -254,9 +254,12 @@ class HandOff:
         a slot (a slot would give it a thread); a sync one never goes to a position.
         """
         if asynchronous:
-            first = self._pick_among([slot for slot in free if not slot.takes_sync], waited)
+            positions = [slot for slot in free if not slot.takes_sync]
+            first = self._pick_among(positions, waited)
             if first is not None:
                 return first
+            if positions and waited < PATIENCE:
+                return None  # a position polls: it may be free for it in a moment
         return self._pick_among([slot for slot in free if slot.takes_sync], waited)
 
     def _pick_among(self, free: list[Slot], waited: float) -> Slot | None:

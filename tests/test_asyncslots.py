@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities import _heartbeats
+from activities import _asyncslots, _heartbeats
 from activities._asyncslots import AsyncSlots
 from activities._control import Control
 from activities._heartbeats import Heartbeats
@@ -302,3 +302,27 @@ class TestEnding:
         assert p.reason == "worn out"
         assert all(state.retired() for state in p.states)
         assert (fake.successes[first], fake.successes[second]) == ("1", "2")
+
+
+class TestErrors:
+    def test_a_position_is_freed_when_the_framework_fails_before_the_report(
+        self, fake: FakeStepFunctions, positions: list[Positions], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An error before the outcome is settled (a metrics file, say): the position goes on."""
+        conclude = _asyncslots.conclude
+        calls = [0]
+
+        def failing(*args: Any, **kwargs: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == 1:
+                msg = "metrics file: no space left on device"
+                raise OSError(msg)
+            return conclude(*args, **kwargs)
+
+        monkeypatch.setattr(_asyncslots, "conclude", failing)
+        p = make(positions, fake, [async_workload.AsyncEcho], 1)
+        p.hand(0, async_workload.AsyncEcho, '{"value": 1}')
+        assert wait_until(p.states[0].free)
+        token = p.hand(0, async_workload.AsyncEcho, '{"value": 2}')
+        assert fake.wait_for(1)
+        assert fake.successes == {token: "2"}

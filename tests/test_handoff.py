@@ -18,7 +18,7 @@ import pytest
 
 from activities import Activity, Worker
 from activities._control import Control
-from activities._handoff import HandOff
+from activities._handoff import PATIENCE, HandOff
 from activities._heartbeats import Heartbeats
 from activities._slotstate import SlotState
 from activities.task import Task
@@ -318,6 +318,15 @@ class TestPick:
         pick = self.handoff(2)._pick
         assert pick([sync, position], 0.0, asynchronous=True) is position
         assert pick([sync], 0.0, asynchronous=True) is sync
+
+    def test_an_async_task_waits_a_moment_for_a_polling_position(self) -> None:
+        """A position whose poll is open may be free for it soon: the slot stays for sync work."""
+        sync, position = self.slot(0, takes_sync=True), self.slot(1, takes_sync=False)
+        handoff = self.handoff(2)
+        handoff._control.claim_poll(1, 0)
+        handoff._control.mark_busy(0)
+        assert handoff._pick([sync, position], 0.0, asynchronous=True) is None
+        assert handoff._pick([sync, position], PATIENCE, asynchronous=True) is position
 
     def test_a_sync_task_never_goes_to_an_async_position(self) -> None:
         sync, position = self.slot(0, takes_sync=True), self.slot(1, takes_sync=False)
