@@ -30,15 +30,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from activities import _runner
-from activities._delivery import deliver
-from activities._loop import HANDOFF_WAIT, IDLE_WAIT, poll_once
+from activities._loop import HANDOFF_WAIT, IDLE_WAIT
 from activities._metrics import metrics_of
+from activities._poll import poll_once, task_lists_of
 from activities._serving import (
     arrived_late,
     begin,
     conclude,
     outcome_of,
     past_grace,
+    report,
     settle,
     start_on_loop,
 )
@@ -58,27 +59,13 @@ if TYPE_CHECKING:
     from activities.outcome import Outcome
     from activities.task import Task
 
-__all__ = ["ASYNC_POLLERS", "AsyncSlots", "async_threads", "task_lists_of"]
+__all__ = ["ASYNC_POLLERS", "AsyncSlots", "async_threads"]
 
 logger = logging.getLogger(__name__)
 
 #: Poller threads (and outcome threads) of one process's async positions, at most: at a
 #: 20 ms round trip, 16 of them keep up with 800 tasks a second.
 ASYNC_POLLERS = 16
-
-
-def task_lists_of(
-    control: Control, settings: SlotSettings, *, asynchronous: bool
-) -> tuple[int, ...]:
-    """The task lists (indices in ``control``) of the async activities, or of the sync ones.
-
-    Where a process has async positions, they poll the first, its slots the second.
-    """
-    return tuple(
-        index
-        for index, arn in enumerate(control.arns)
-        if settings.by_arn[arn]._is_async() == asynchronous
-    )
 
 
 def async_threads(positions: int) -> int:
@@ -179,10 +166,6 @@ class AsyncSlots:
         self._sender.shutdown(wait=True)
         return self._reason
 
-    def hand(self, position: int, task: Task) -> None:
-        """Start ``task`` at ``position`` now; the position holds it already."""
-        self._start(position, task)
-
     def give_up(self, job: Job) -> bool:
         """``job``'s task was found gone and runs on: let it, but answer for it no more.
 
@@ -258,7 +241,7 @@ class AsyncSlots:
                 finally:
                     self._done_polling(position)
                 if task is not None:
-                    self._start(position, task)
+                    self.hand(position, task)
         except Exception:
             logger.exception("%s: a poller failed", self.name)
             self._reason = "poller failed"
@@ -296,8 +279,8 @@ class AsyncSlots:
 
     # -- running a task -------------------------------------------------------------------
 
-    def _start(self, position: int, task: Task) -> None:
-        """Start the coroutine of ``task``, held at ``position``, on the loop (or report it)."""
+    def hand(self, position: int, task: Task) -> None:
+        """Start ``task``'s coroutine on the loop now (or report it); ``position`` holds it."""
         activity = self._settings.by_arn[task.activity_arn]
         with self._changed:
             self._free.pop(position, None)
@@ -384,12 +367,7 @@ class AsyncSlots:
             self._freed_position(position)
 
     def _deliver(self, state: SlotState, task: Task, outcome: Outcome) -> None:
-        try:
-            deliver(
-                self._client, task, outcome, give_up=self._control.give_up, metrics=self._metrics
-            )
-        finally:
-            state.done_delivering()
+        report(self._client, state, task, outcome, control=self._control, metrics=self._metrics)
 
     def _freed_position(self, position: int) -> None:
         with self._changed:

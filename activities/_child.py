@@ -23,13 +23,14 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from activities._asyncslots import AsyncSlots, async_threads, task_lists_of
+from activities._asyncslots import AsyncSlots, async_threads
 from activities._childlog import say_to_stderr, start_logging
 from activities._forkserver import STOP_SIGNALS, rename
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
 from activities._metrics import metrics_of
 from activities._outage import Hearing
+from activities._poll import task_lists_of
 from activities._premade import take
 from activities._recycling import ProcessLife
 from activities._sfnclient import READ_TIMEOUT, make_client

@@ -24,8 +24,8 @@ import time
 from typing import TYPE_CHECKING
 
 from activities._heartbeats import HEARTBEAT_MIN_INTERVAL
-from activities._loop import poll_failed
 from activities._metrics import NO_METRICS
+from activities._poll import poll_failed
 from activities.errors import WorkerShutdown
 
 if TYPE_CHECKING:

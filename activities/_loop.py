@@ -25,8 +25,8 @@ import attrs
 
 from activities import _runner
 from activities._childlog import LogPlan
-from activities._delivery import deliver
 from activities._metrics import metrics_of
+from activities._poll import poll_once
 from activities._retry import RetryPolicy
 from activities._serving import (
     arrived_late,
@@ -34,11 +34,11 @@ from activities._serving import (
     conclude,
     outcome_of,
     past_grace,
+    report,
     settle,
     start_on_loop,
 )
 from activities._sfnclient import CALL_TIMEOUT
-from activities.errors import ActivityDoesNotExist, ServiceError, Throttled
 from activities.outcome import failure_from_exception
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 
     from activities._control import Control
     from activities._heartbeats import Heartbeats, Job
-    from activities._metrics import Metrics
     from activities._recycling import ProcessLife
     from activities._slotstate import SlotState
     from activities.activity import Activity
@@ -56,7 +55,7 @@ if TYPE_CHECKING:
     from activities.outcome import Outcome
     from activities.task import Task
 
-__all__ = ["SlotLoop", "SlotSettings", "poll_failed", "poll_once"]
+__all__ = ["SlotLoop", "SlotSettings"]
 
 logger = logging.getLogger(__name__)
 
@@ -306,12 +305,9 @@ class SlotLoop:
             self._pending = self._sender.submit(self._deliver, task, outcome)
 
     def _deliver(self, task: Task, outcome: Outcome) -> None:
-        try:
-            deliver(
-                self._client, task, outcome, give_up=self._control.give_up, metrics=self._metrics
-            )
-        finally:
-            self._state.done_delivering()
+        report(
+            self._client, self._state, task, outcome, control=self._control, metrics=self._metrics
+        )
 
     def _run(self, job: Job) -> Outcome:
         """Run the job's task on the instance of its activity kept for this slot."""
@@ -337,73 +333,3 @@ class SlotLoop:
         outcome = outcome_of(future)
         # Cancelled by the grace's end: failed as the worker would, unless it did first.
         return past_grace(outcome, job, self._control)
-
-
-def poll_once(
-    client: ActivityClient,
-    control: Control,
-    state: SlotState,
-    position: int,
-    index: int,
-    *,
-    metrics: Metrics,
-    overflow: Callable[[Task], None],
-) -> Task | None:
-    """Long-poll task list ``index`` once for the free slot (or async position) ``position``.
-
-    The task it brings is held in ``state`` and returned, to run at once; ``None`` when
-    the poll brought none, failed (its task list pauses), or could not start (stopping,
-    the slot was handed a task meanwhile). A task brought while the slot was handed one
-    goes to ``overflow`` (the worker's buffer).
-    """
-    with control.poll_permit() as permitted:
-        if not permitted or not state.claim_poll(index):
-            return None
-        arn = control.arns[index]
-        try:
-            task = client.poll(arn, keep_trying=control.stopping.is_unset)
-        except Exception as exc:  # noqa: BLE001 - polling never ends on an error
-            control.done_polling(position)
-            metrics.polled(arn, "error")
-            poll_failed(control, index, exc, client.retry)
-            return None
-        try:
-            metrics.polled(arn, "empty" if task is None else "task")
-            if task is None:
-                control.poll_succeeded(index)
-                return None
-            control.mark_busy(index)
-            if state.try_hold(task.activity_arn, task.token, index):
-                return task  # it runs at once, in the thread that polled: no thread switch
-            overflow(task)  # handed a task from the buffer meanwhile
-            return None
-        finally:
-            control.done_polling(position)
-
-
-def poll_failed(
-    control: Control, index: int, exc: BaseException, retry: RetryPolicy, *, log: bool = True
-) -> None:
-    """Pause the polls of task list ``index`` after ``exc``, with ``retry``'s backoff; say so.
-
-    Throttling is logged at DEBUG (the client's pacer warns of it as a whole), what else
-    passes (service and network errors) at WARNING, the rest at ERROR.
-    """
-    errors = control.poll_failed(index)
-    # An error that passes was retried in place already, and the pacer slows a throttled
-    # operation: a short pause. One that stays (a missing activity, a denied permission)
-    # starts where the in-place attempts would have ended, so as not to poll every few ms.
-    transient = isinstance(exc, ServiceError) and exc.transient
-    pause = retry.pause(errors if transient else errors + retry.attempts - 1)
-    control.pause(index, pause)
-    if not log:
-        return
-    name = control.arns[index].rpartition(":")[2]
-    if isinstance(exc, Throttled):
-        logger.debug("polling %s throttled (%s); its next poll in %.2f s", name, exc, pause)
-    elif isinstance(exc, ActivityDoesNotExist):
-        logger.error("polling %s failed: %s; its next poll in %.1f s", name, exc, pause)
-    elif isinstance(exc, ServiceError):
-        logger.warning("polling %s failed: %s; its next poll in %.1f s", name, exc, pause)
-    else:
-        logger.error("polling %s failed; its next poll in %.1f s", name, pause, exc_info=exc)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from activities._asyncslots import task_lists_of
 from activities._child import task_process_connections
 from activities._forkserver import can_fork, preload_modules, task_process_context
 from activities._heartbeats import Heartbeats
+from activities._poll import task_lists_of
 from activities._premade import premake
 from activities._process import TaskProcess
 from activities._slot import AsyncUnit, ThreadSlot, thread_heartbeats
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from activities._slot import SlotOwner, Unit
     from activities.client import ActivityClient
 
-__all__ = ["process_units", "start_forkserver", "sync_positions", "thread_units"]
+__all__ = ["process_units", "start_forkserver", "thread_units"]
 
 
 def thread_units(
@@ -94,13 +94,6 @@ def process_units(
         )
 
     return make, heartbeats
-
-
-def sync_positions(pool: WorkerSettings) -> list[int] | None:
-    """The positions that take sync tasks, when some do not; ``None``: all do."""
-    if not pool.async_tasks:
-        return None
-    return [at for at in range(pool.concurrency) if not pool.is_async_position(at)]
 
 
 def start_forkserver(

@@ -15,6 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from activities._delivery import deliver
 from activities._eventloop import event_loop
 from activities._metrics import outcome_name
 from activities.errors import WorkerShutdown
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from activities._metrics import Metrics
     from activities._slotstate import SlotState
     from activities.activity import Activity
+    from activities.client import ActivityClient
     from activities.outcome import Outcome
     from activities.task import Task
 
@@ -37,6 +39,7 @@ __all__ = [
     "conclude",
     "outcome_of",
     "past_grace",
+    "report",
     "settle",
     "start_on_loop",
 ]
@@ -152,6 +155,22 @@ def settle(
         )
         return False
     return True
+
+
+def report(
+    client: ActivityClient,
+    state: SlotState,
+    task: Task,
+    outcome: Outcome,
+    *,
+    control: Control,
+    metrics: Metrics,
+) -> None:
+    """Send the outcome the slot took on to send (see :func:`settle`); then it is sent."""
+    try:
+        deliver(client, task, outcome, give_up=control.give_up, metrics=metrics)
+    finally:
+        state.done_delivering()
 
 
 def _log_end(job: Job, outcome: Outcome, seconds: float, fields: Mapping[str, object]) -> None:

@@ -111,6 +111,16 @@ class WorkerSettings:
             return position >= (self.threads or 1)
         return position % self.positions_per_unit >= self.slots_per_unit
 
+    def sync_positions(self) -> list[int] | None:
+        """The positions that take sync tasks, when some do not; ``None``: all do."""
+        if not self.async_tasks:
+            return None
+        return [at for at in range(self.concurrency) if not self.is_async_position(at)]
+
+    def async_positions(self) -> list[int]:
+        """The async positions (none without ``async_tasks``)."""
+        return [at for at in range(self.concurrency) if self.is_async_position(at)]
+
     def units(self) -> list[list[int]]:
         """The positions of each unit the worker starts.
 

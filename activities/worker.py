@@ -40,7 +40,7 @@ from activities._loop import SlotSettings
 from activities._metrics import NO_METRICS
 from activities._operations import Operations
 from activities._outage import Hearing, OutageWatch
-from activities._pool import process_units, start_forkserver, sync_positions, thread_units
+from activities._pool import process_units, start_forkserver, thread_units
 from activities._process import TaskProcess, restart_reason
 from activities._settings import (
     SHUTDOWN_GRACE,
@@ -318,7 +318,7 @@ class Worker:
             slots=self._current_slots,
             fail=self._fail_task,
             metrics=self._metrics,
-            sync_positions=sync_positions(self.settings),
+            sync_positions=self.settings.sync_positions(),
         )
         self._stop = Stop(
             control,
@@ -335,9 +335,7 @@ class Worker:
                 handoff=self._handoff,
                 started=self._all_started,
                 lock=self._lock,
-                async_positions=[
-                    at for at in range(control.slots) if self.settings.is_async_position(at)
-                ],
+                async_positions=self.settings.async_positions(),
             )
         self._running = True
         for positions in self.settings.units():
@@ -428,7 +426,7 @@ class Worker:
         if first_time_all:
             self._all_started.set()
             slots = self.settings.concurrency
-            positions = sum(map(self.settings.is_async_position, range(slots)))
+            positions = len(self.settings.async_positions())
             ready = "the slot is" if slots == 1 else f"all {slots} slots are"
             among = f" ({positions} of them async positions)" if positions else ""
             logger.info("ready: %s up%s", ready, among)

@@ -68,6 +68,7 @@ def test_async_positions_follow_the_slots_of_each_process() -> None:
         True,
     ] * 2
     assert not WorkerSettings(processes=2).is_async_position(1)
+    assert WorkerSettings(processes=2).sync_positions() is None
 
 
 def test_threads_alone_put_the_async_positions_after_the_thread_slots() -> None:
@@ -75,6 +76,7 @@ def test_threads_alone_put_the_async_positions_after_the_thread_slots() -> None:
     assert settings.concurrency == 5
     assert [settings.is_async_position(at) for at in range(5)] == [False, False, True, True, True]
     assert settings.units() == [[0], [1], [2, 3, 4]]
+    assert (settings.sync_positions(), settings.async_positions()) == ([0, 1], [2, 3, 4])
     assert settings.describe() == "2 threads + 3 async tasks"
 
 
