@@ -20,6 +20,7 @@ from activities import _runner
 from activities._outage import Hearing
 from activities._retry import Pacer, RetryPolicy
 from activities._sfnclient import CALL_TIMEOUT, make_client, set_call_timeout
+from activities._wire import Wire
 from activities.errors import (
     ActivityDoesNotExist,
     InvalidOutput,
@@ -111,6 +112,8 @@ class ActivityClient:
         #: What this client's calls heard from Step Functions (see activities._outage).
         self.hearing = Hearing()
         set_call_timeout(self.client, call_timeout)
+        #: The direct path of the activity calls (see activities._wire), or None: botocore's.
+        self._wire = Wire.of(self.client)
         self.worker_name = worker_name if worker_name is not None else default_worker_name()
         if not 1 <= len(self.worker_name) <= MAX_WORKER_NAME_LENGTH:
             msg = (
@@ -148,7 +151,7 @@ class ActivityClient:
         """
         response = self._call(
             "GetActivityTask",
-            self.client.get_activity_task,
+            self._method("GetActivityTask", self.client.get_activity_task),
             attempts=attempts,
             keep_trying=keep_trying,
             activityArn=activity_arn,
@@ -170,7 +173,11 @@ class ActivityClient:
         Raises:
             TaskGone: the task timed out, finished or never existed: stop working on it.
         """
-        self._call("SendTaskHeartbeat", self.client.send_task_heartbeat, taskToken=token)
+        self._call(
+            "SendTaskHeartbeat",
+            self._method("SendTaskHeartbeat", self.client.send_task_heartbeat),
+            taskToken=token,
+        )
 
     def send_success(self, token: str, result: Any, *, transport: Transport | None = None) -> None:
         """Report success with ``result`` encoded by ``transport`` (JSON by default).
@@ -210,7 +217,7 @@ class ActivityClient:
         if isinstance(outcome, Success):
             self._call(
                 "SendTaskSuccess",
-                self.client.send_task_success,
+                self._method("SendTaskSuccess", self.client.send_task_success),
                 attempts=attempts,
                 taskToken=token,
                 output=outcome.output,
@@ -218,7 +225,7 @@ class ActivityClient:
         elif isinstance(outcome, Failure):
             self._call(
                 "SendTaskFailure",
-                self.client.send_task_failure,
+                self._method("SendTaskFailure", self.client.send_task_failure),
                 attempts=attempts,
                 taskToken=token,
                 error=outcome.error,
@@ -258,6 +265,14 @@ class ActivityClient:
             )
             return Cancelled(str(exc))
         return outcome
+
+    def _method(self, operation: str, method: Any) -> Any:
+        """``operation``'s callable: on the direct path if the client has one, else ``method``."""
+        if self._wire is None:
+            return method
+        polling = operation == "GetActivityTask"
+        timeout = self._wire.read_timeout if polling else self.call_timeout
+        return self._wire.method(operation, timeout=timeout)
 
     def _call(
         self,

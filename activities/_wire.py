@@ -1,0 +1,385 @@
+"""The activity API's calls over the framework's own HTTP connections: the direct path.
+
+A worker spends most of its own CPU time in four calls, ``GetActivityTask``,
+``SendTaskSuccess``, ``SendTaskFailure`` and ``SendTaskHeartbeat``, and botocore spends
+about 1 ms of CPU on each: its event hooks, parameter validation, serializer, signer,
+urllib3 and parser. :class:`Wire` makes those four calls itself, about five times
+cheaper: the same JSON 1.0 request botocore sends, signed with Signature Version 4 and the
+credentials of the boto3 client it stands in for, over keep-alive ``http.client``
+connections to that client's endpoint. Its errors are botocore's
+(``ClientError`` with the service's code, ``EndpointConnectionError``,
+``ReadTimeoutError``, ...), so that :class:`~activities.ActivityClient` handles both
+paths alike.
+
+Only clients made by :func:`~activities.make_client` take the direct path (``direct=True``,
+the default), and only when their configuration is one it speaks: no proxy (from the
+client's config or the environment) and no client certificate. A client of one's own,
+or ``make_client(direct=False)``, goes through botocore for every call, so that its
+event hooks, a ``Stubber``, or instrumentation (X-Ray, OpenTelemetry) see the calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import botocore
+import botocore.exceptions
+import botocore.httpsession
+import botocore.utils
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from botocore.credentials import Credentials
+    from mypy_boto3_stepfunctions import SFNClient
+
+__all__ = ["OPERATIONS", "Wire", "allow_direct"]
+
+#: The calls :class:`Wire` makes; every other goes through botocore.
+OPERATIONS = frozenset(
+    {"GetActivityTask", "SendTaskSuccess", "SendTaskFailure", "SendTaskHeartbeat"}
+)
+
+#: Idle connections kept for the next calls, at most; more are closed.
+MAX_IDLE = 64
+
+#: The attribute of a client made by make_client that holds its credentials for the direct
+#: path (absent: the client goes through botocore).
+_DIRECT = "_sfn_activities_direct"
+
+_CONTENT_TYPE = "application/x-amz-json-1.0"
+_TARGET_PREFIX = "AWSStepFunctions."
+_ALGORITHM = "AWS4-HMAC-SHA256"
+_OK = 200
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def allow_direct(client: SFNClient, credentials: Credentials | None) -> None:
+    """Let ``client``'s activity calls take the direct path, signed with ``credentials``.
+
+    ``credentials`` must be those ``client`` signs with (its session's); ``None`` when
+    none were found, so that each call fails as botocore's would (``NoCredentialsError``).
+    """
+    setattr(client, _DIRECT, (credentials,))
+
+
+class Wire:
+    """Make the activity API's calls of one Step Functions client on connections of its own.
+
+    Safe to use from many threads at once: each call takes an idle connection, or opens
+    one, and puts it back when the answer is read. After a fork, the child opens its own.
+
+    Args:
+        endpoint_url: the client's endpoint, e.g. ``https://states.us-east-1.amazonaws.com``.
+        region: the Region calls are signed for.
+        credentials: botocore credentials (refreshed as they expire), or ``None``.
+        service: the signing name of the service.
+        verify: verify TLS certificates: ``True`` (botocore's bundle), ``False``, or the
+            path of a CA bundle.
+        connect_timeout: seconds to wait for a connection.
+        read_timeout: seconds a long poll waits for its answer (the client's read timeout).
+    """
+
+    def __init__(
+        self,
+        endpoint_url: str,
+        *,
+        region: str,
+        credentials: Credentials | None,
+        service: str = "states",
+        verify: bool | str = True,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 70.0,
+    ) -> None:
+        parts = urlsplit(endpoint_url)
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+            msg = f"not an http(s) endpoint: {endpoint_url!r}"
+            raise ValueError(msg)
+        self.endpoint_url = endpoint_url
+        self._https = parts.scheme == "https"
+        self._hostname = parts.hostname
+        self._port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        # The Host header as botocore sends (and signs) it: no default port.
+        host = self._hostname if ":" not in self._hostname else f"[{self._hostname}]"
+        self._host = host if self._port == _DEFAULT_PORTS[parts.scheme] else f"{host}:{self._port}"
+        self._path = quote(parts.path or "/", safe="/~")
+        self._region = region
+        self._service = service
+        self._scope_tail = f"{region}/{service}/aws4_request"
+        self._credentials = credentials
+        self._connect_timeout = connect_timeout
+        #: Seconds a long poll waits for its answer.
+        self.read_timeout = read_timeout
+        self._context: ssl.SSLContext | None = None
+        if self._https:
+            self._context = ssl.create_default_context()
+            if verify is False:
+                self._context.check_hostname = False
+                self._context.verify_mode = ssl.CERT_NONE
+            else:
+                bundle = verify if isinstance(verify, str) else None
+                self._context.load_verify_locations(
+                    bundle or botocore.httpsession.get_cert_path(True)
+                )
+        self._user_agent = f"sfn-activities botocore/{botocore.__version__}"
+        self._keys: dict[tuple[str, str], bytes] = {}
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        # Closed with the wire, as urllib3 closes a pool's.
+        weakref.finalize(self, _close_all, self._idle)
+
+    @classmethod
+    def of(cls, client: object) -> Wire | None:
+        """The direct path for ``client``, or ``None`` if its calls must go through botocore.
+
+        ``None`` unless :func:`allow_direct` was called on it, or when its configuration is
+        one the direct path does not speak: a proxy (the client's or the environment's),
+        a client certificate, an endpoint that is not http(s).
+        """
+        allowed = getattr(client, _DIRECT, None)
+        meta = getattr(client, "meta", None)
+        if allowed is None or meta is None:
+            return None
+        config = meta.config
+        endpoint_url: str = meta.endpoint_url
+        if (
+            config.proxies
+            or config.client_cert
+            or botocore.utils.get_environ_proxies(endpoint_url)
+            or not meta.region_name
+        ):
+            return None
+        # What botocore verifies TLS with: its bundle, AWS_CA_BUNDLE's, or nothing.
+        http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+        verify = getattr(http_session, "_verify", True)
+        try:
+            return cls(
+                endpoint_url,
+                region=meta.region_name,
+                credentials=allowed[0],
+                service=meta.service_model.signing_name or "states",
+                verify=verify,
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+            )
+        except ValueError:
+            return None
+
+    def method(self, operation: str, *, timeout: float) -> Callable[..., dict[str, Any]]:
+        """A callable of ``operation`` with the keyword arguments of boto3's method."""
+
+        def call(**params: Any) -> dict[str, Any]:
+            return self.call(operation, params, timeout=timeout)
+
+        return call
+
+    def call(self, operation: str, params: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+        """Make the call ``operation`` with ``params``; its answer, parsed as botocore would.
+
+        ``timeout`` bounds the wait for each read of the answer, in seconds.
+
+        Raises:
+            botocore.exceptions.ClientError: Step Functions answered with an error.
+            botocore.exceptions.NoCredentialsError: no credentials (nothing was sent).
+            botocore.exceptions.EndpointConnectionError: no connection could be made.
+            botocore.exceptions.ConnectTimeoutError: the connection was not made in time.
+            botocore.exceptions.ReadTimeoutError: no answer within ``timeout``.
+            botocore.exceptions.ConnectionClosedError: the connection broke, unanswered.
+            botocore.exceptions.SSLError: TLS failed.
+        """
+        body = json.dumps(params, separators=(",", ":")).encode()
+        headers = self.signed_headers(operation, body)
+        connection = self._take()
+        if connection.sock is None:
+            self._connect(connection)  # raises botocore's errors (OSErrors too) itself
+        try:
+            assert connection.sock is not None  # noqa: S101 - connected
+            connection.sock.settimeout(timeout)
+            connection.request("POST", self._path, body, headers)
+            response = connection.getresponse()
+            data = response.read()
+        except TimeoutError as exc:
+            connection.close()
+            raise botocore.exceptions.ReadTimeoutError(endpoint_url=self.endpoint_url) from exc
+        except ssl.SSLError as exc:
+            connection.close()
+            raise botocore.exceptions.SSLError(endpoint_url=self.endpoint_url, error=exc) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            raise botocore.exceptions.ConnectionClosedError(endpoint_url=self.endpoint_url) from exc
+        except BaseException:
+            connection.close()  # in an unknown state: not for another call
+            raise
+        if response.will_close:
+            connection.close()
+        else:
+            self._put_back(connection)
+        if response.status == _OK:
+            return json.loads(data) if data else {}
+        raise botocore.exceptions.ClientError(
+            _error_of(response, data),  # type: ignore[arg-type]
+            operation,
+        )
+
+    def signed_headers(
+        self, operation: str, body: bytes, *, now: time.struct_time | None = None
+    ) -> dict[str, str]:
+        """The headers of a call of ``operation`` with ``body``, signed (SigV4) at ``now``.
+
+        Raises:
+            botocore.exceptions.NoCredentialsError: there are no credentials.
+        """
+        if self._credentials is None:
+            raise botocore.exceptions.NoCredentialsError
+        credentials = self._credentials.get_frozen_credentials()
+        if not credentials.access_key or credentials.secret_key is None:
+            raise botocore.exceptions.NoCredentialsError
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", now if now is not None else time.gmtime())
+        day = stamp[:8]
+        target = _TARGET_PREFIX + operation
+        headers = {
+            "content-type": _CONTENT_TYPE,
+            "host": self._host,
+            "x-amz-date": stamp,
+            "x-amz-target": target,
+        }
+        if credentials.token:
+            headers["x-amz-security-token"] = credentials.token
+        names = sorted(headers)
+        signed = ";".join(names)
+        canonical = "\n".join(
+            (
+                "POST",
+                self._path,
+                "",
+                *(f"{name}:{' '.join(headers[name].split())}" for name in names),
+                "",
+                signed,
+                hashlib.sha256(body).hexdigest(),
+            )
+        )
+        scope = f"{day}/{self._scope_tail}"
+        to_sign = "\n".join(
+            (_ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode()).hexdigest())
+        )
+        key = self._signing_key(credentials.secret_key, day)
+        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["authorization"] = (
+            f"{_ALGORITHM} Credential={credentials.access_key}/{scope}, "
+            f"SignedHeaders={signed}, Signature={signature}"
+        )
+        headers["user-agent"] = self._user_agent
+        return headers
+
+    def close(self) -> None:
+        """Close the idle connections (calls may still open new ones)."""
+        with self._lock:
+            idle = self._idle[:]
+            self._idle.clear()
+        _close_all(idle)
+
+    def _signing_key(self, secret: str, day: str) -> bytes:
+        key = self._keys.get((secret, day))
+        if key is None:
+            key = _hmac(f"AWS4{secret}".encode(), day)
+            for part in (self._region, self._service, "aws4_request"):
+                key = _hmac(key, part)
+            self._keys = {(secret, day): key}  # one day's key of one secret is enough
+        return key
+
+    def _take(self) -> http.client.HTTPConnection:
+        """An idle connection the server has not closed meanwhile, or a new one."""
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's connections are not ours
+                _close_all(self._idle)  # closes this process's copies only: no FIN is sent
+                self._idle.clear()
+                self._pid = os.getpid()
+            while self._idle:
+                connection = self._idle.pop()
+                if not _dropped(connection):
+                    return connection
+                connection.close()
+        if self._context is not None:
+            return http.client.HTTPSConnection(self._hostname, self._port, context=self._context)
+        return http.client.HTTPConnection(self._hostname, self._port)
+
+    def _connect(self, connection: http.client.HTTPConnection) -> None:
+        connection.timeout = self._connect_timeout
+        try:
+            connection.connect()
+        except TimeoutError as exc:
+            connection.close()
+            raise botocore.exceptions.ConnectTimeoutError(endpoint_url=self.endpoint_url) from exc
+        except ssl.SSLError as exc:
+            connection.close()
+            raise botocore.exceptions.SSLError(endpoint_url=self.endpoint_url, error=exc) from exc
+        except OSError as exc:
+            connection.close()
+            raise botocore.exceptions.EndpointConnectionError(
+                endpoint_url=self.endpoint_url, error=exc
+            ) from exc
+        assert connection.sock is not None  # noqa: S101 - connected
+        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _put_back(self, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if self._pid == os.getpid() and len(self._idle) < MAX_IDLE:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def __repr__(self) -> str:
+        return f"<Wire {self.endpoint_url}>"
+
+
+def _close_all(connections: list[http.client.HTTPConnection]) -> None:
+    for connection in connections:
+        connection.close()
+
+
+def _hmac(key: bytes, message: str) -> bytes:
+    return hmac.new(key, message.encode(), hashlib.sha256).digest()
+
+
+def _dropped(connection: http.client.HTTPConnection) -> bool:
+    """Whether an idle connection was closed by the server (it reads as ready: EOF)."""
+    sock = connection.sock
+    if sock is None:
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
+
+
+def _error_of(response: http.client.HTTPResponse, data: bytes) -> dict[str, Any]:
+    """The error of an answer that is not 200 OK, in botocore's form (its JSON parser's)."""
+    try:
+        body = json.loads(data) if data else {}
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    code = str(body.get("__type") or response.getheader("x-amzn-ErrorType") or response.status)
+    code = code.split(":", 1)[0].rsplit("#", 1)[-1]
+    metadata: dict[str, Any] = {"HTTPStatusCode": response.status}
+    request_id = response.getheader("x-amzn-RequestId")
+    if request_id:
+        metadata["RequestId"] = request_id
+    message = body.get("message", body.get("Message", ""))
+    return {"Error": {"Code": code, "Message": message}, "ResponseMetadata": metadata}

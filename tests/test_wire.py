@@ -1,0 +1,387 @@
+"""The direct path of the activity calls (activities._wire), against a scripted HTTP server."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from unittest import mock
+
+import botocore.auth
+import botocore.awsrequest
+import botocore.config
+import botocore.credentials
+import botocore.exceptions
+import botocore.session
+import pytest
+
+from activities import ActivityClient, ServiceError, Success, TaskGone, make_client
+from activities._wire import Wire, allow_direct
+from activities.local import free_port
+
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Iterator
+    from email.message import Message
+
+ARN = "arn:aws:states:us-east-1:123456789012:activity:Echo"
+TLS = pathlib.Path(__file__).parent / "tls"  # a self-signed certificate for 127.0.0.1
+
+
+class Answer:
+    """What the scripted server does with one request."""
+
+    def __init__(
+        self,
+        status: int = 200,
+        body: bytes = b"{}",
+        headers: dict[str, str] | None = None,
+        *,
+        then_close: bool = False,
+        hang: bool = False,
+        drop: bool = False,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+        self.then_close = then_close  # close the connection after answering, unannounced
+        self.hang = hang  # answer nothing until the server stops
+        self.drop = drop  # close the connection without answering
+
+
+class Scripted(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, *, tls: bool = False) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.answers: list[Answer] = []
+        self.requests: list[tuple[Message, bytes]] = []
+        self.connections = 0
+        self.closed = threading.Event()  # a connection was closed by the server
+        self.stopping = threading.Event()
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(TLS / "cert.pem", TLS / "key.pem")
+            self.socket = context.wrap_socket(self.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.server_address[1]}"
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        request = super().get_request()
+        self.connections += 1
+        return request
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Scripted
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.requests.append((self.headers, body))
+        answer = self.server.answers.pop(0) if self.server.answers else Answer()
+        if answer.hang:
+            self.server.stopping.wait(30)
+            self.close_connection = True
+            return
+        if answer.drop:
+            self.close_connection = True
+            self.server.closed.set()
+            return
+        self.send_response(answer.status)
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.end_headers()
+        self.wfile.write(answer.body)
+        self.wfile.flush()
+        if answer.then_close:
+            self.close_connection = True
+            self.server.closed.set()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[Scripted]:
+    with Scripted() as scripted:
+        thread = threading.Thread(target=scripted.serve_forever, daemon=True)
+        thread.start()
+        yield scripted
+        scripted.stopping.set()
+        scripted.shutdown()
+
+
+def credentials(token: str | None = None) -> botocore.credentials.Credentials:
+    return botocore.credentials.Credentials("AKIDEXAMPLE", "secret/key", token)
+
+
+def wire(url: str, **kwargs: Any) -> Wire:
+    return Wire(url, region="eu-west-1", credentials=credentials(), **kwargs)
+
+
+class TestSigning:
+    @pytest.mark.parametrize("token", [None, "session-token"])
+    def test_the_signature_is_botocores(self, token: str | None) -> None:
+        """The same request, signed at the same time, carries botocore's SigV4 signature."""
+        keys = credentials(token)
+        direct = Wire(
+            "https://states.eu-west-1.amazonaws.com", region="eu-west-1", credentials=keys
+        )
+        at = datetime.datetime(2026, 12, 2, 7, 8, 9)
+        body = b'{"taskToken":"t","output":"{}"}'
+        headers = direct.signed_headers("SendTaskSuccess", body, now=at.timetuple())
+
+        request = botocore.awsrequest.AWSRequest(
+            "POST",
+            "https://states.eu-west-1.amazonaws.com/",
+            data=body,
+            headers={
+                "Content-Type": "application/x-amz-json-1.0",
+                "X-Amz-Target": "AWSStepFunctions.SendTaskSuccess",
+            },
+        )
+        with mock.patch.object(botocore.auth, "get_current_datetime", return_value=at):
+            botocore.auth.SigV4Auth(keys, "states", "eu-west-1").add_auth(request)
+
+        assert headers["authorization"] == request.headers["Authorization"]
+        assert headers["x-amz-date"] == request.headers["X-Amz-Date"]
+        assert headers.get("x-amz-security-token") == token
+        assert headers["host"] == "states.eu-west-1.amazonaws.com"
+
+    def test_a_new_day_signs_with_a_new_key(self) -> None:
+        direct = wire("http://127.0.0.1:1")
+        one = direct.signed_headers("SendTaskHeartbeat", b"{}", now=time.gmtime(0))
+        other = direct.signed_headers("SendTaskHeartbeat", b"{}", now=time.gmtime(86400))
+        assert "19700101/eu-west-1/states" in one["authorization"]
+        assert "19700102/eu-west-1/states" in other["authorization"]
+
+    def test_the_host_header_has_no_default_port(self) -> None:
+        headers = wire("https://example.com:443/").signed_headers("GetActivityTask", b"{}")
+        assert headers["host"] == "example.com"
+        headers = wire("http://127.0.0.1:8999").signed_headers("GetActivityTask", b"{}")
+        assert headers["host"] == "127.0.0.1:8999"
+
+    def test_no_credentials_sends_nothing(self, server: Scripted) -> None:
+        direct = Wire(server.url, region="eu-west-1", credentials=None)
+        with pytest.raises(botocore.exceptions.NoCredentialsError):
+            direct.call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
+        assert server.requests == []
+
+
+class TestCall:
+    def test_sends_botocores_request_and_parses_the_answer(self, server: Scripted) -> None:
+        server.answers.append(Answer(body=b'{"taskToken": "tok", "input": "{\\"a\\": 1}"}'))
+        answer = wire(server.url).call(
+            "GetActivityTask", {"activityArn": ARN, "workerName": "w"}, timeout=5
+        )
+        assert answer == {"taskToken": "tok", "input": '{"a": 1}'}
+        headers, body = server.requests[0]
+        assert json.loads(body) == {"activityArn": ARN, "workerName": "w"}
+        assert headers["X-Amz-Target"] == "AWSStepFunctions.GetActivityTask"
+        assert headers["Content-Type"] == "application/x-amz-json-1.0"
+        assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+
+    def test_an_empty_answer_is_an_empty_response(self, server: Scripted) -> None:
+        server.answers.append(Answer(body=b""))
+        assert wire(server.url).call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5) == {}
+
+    def test_connections_are_kept_alive(self, server: Scripted) -> None:
+        direct = wire(server.url)
+        for _ in range(5):
+            direct.call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
+        assert len(server.requests) == 5
+        assert server.connections == 1
+
+    def test_a_connection_the_server_closed_is_not_reused(self, server: Scripted) -> None:
+        """A keep-alive connection closed while idle is dropped, not failed on."""
+        direct = wire(server.url)
+        server.answers.append(Answer(then_close=True))
+        direct.call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
+        assert server.closed.wait(5)
+        time.sleep(0.05)  # the FIN reaches the client's socket
+        direct.call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
+        assert server.connections == 2
+
+    def test_a_forked_process_opens_its_own_connections(self, server: Scripted) -> None:
+        direct = wire(server.url)
+        direct.call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
+        with mock.patch("os.getpid", return_value=-1):  # as in a child of a fork
+            direct.call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
+        assert server.connections == 2
+
+    def test_calls_from_threads_at_once(self, server: Scripted) -> None:
+        direct = wire(server.url)
+        errors: list[BaseException] = []
+
+        def calls() -> None:
+            try:
+                for _ in range(20):
+                    direct.call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=calls) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert len(server.requests) == 80
+        assert server.connections <= 4
+
+
+class TestErrors:
+    def test_a_service_error_is_botocores_client_error(self, server: Scripted) -> None:
+        server.answers.append(
+            Answer(
+                400,
+                b'{"__type": "com.amazonaws.swf.base.model#TaskDoesNotExist", "message": "gone"}',
+                {"x-amzn-RequestId": "req-1"},
+            )
+        )
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            wire(server.url).call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
+        assert caught.value.response["Error"] == {"Code": "TaskDoesNotExist", "Message": "gone"}
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert caught.value.response["ResponseMetadata"]["RequestId"] == "req-1"
+        assert caught.value.operation_name == "SendTaskHeartbeat"
+
+    def test_a_5xx_without_json_is_named_by_its_status(self, server: Scripted) -> None:
+        server.answers.append(Answer(503, b"<html>Service Unavailable</html>"))
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            wire(server.url).call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
+        assert caught.value.response["Error"]["Code"] == "503"
+
+    def test_the_error_type_header_names_it_without_a_body(self, server: Scripted) -> None:
+        server.answers.append(Answer(400, b"", {"x-amzn-ErrorType": "ThrottlingException:http"}))
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            wire(server.url).call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
+        assert caught.value.response["Error"]["Code"] == "ThrottlingException"
+
+    def test_no_answer_in_time_is_a_read_timeout(self, server: Scripted) -> None:
+        server.answers.append(Answer(hang=True))
+        with pytest.raises(botocore.exceptions.ReadTimeoutError):
+            wire(server.url).call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=0.2)
+
+    def test_a_connection_closed_unanswered(self, server: Scripted) -> None:
+        server.answers.append(Answer(drop=True))
+        with pytest.raises(botocore.exceptions.ConnectionClosedError):
+            wire(server.url).call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
+
+    def test_nothing_listening(self) -> None:
+        with pytest.raises(botocore.exceptions.EndpointConnectionError):
+            wire(f"http://127.0.0.1:{free_port()}").call(
+                "SendTaskHeartbeat", {"taskToken": "t"}, timeout=5
+            )
+
+    def test_not_an_http_endpoint(self) -> None:
+        with pytest.raises(ValueError, match="not an http"):
+            wire("ftp://example.com")
+
+
+class TestTLS:
+    @pytest.fixture
+    def tls_server(self) -> Iterator[Scripted]:
+        with Scripted(tls=True) as scripted:
+            threading.Thread(target=scripted.serve_forever, daemon=True).start()
+            yield scripted
+            scripted.shutdown()
+
+    def test_verified_with_a_ca_bundle(self, tls_server: Scripted) -> None:
+        direct = wire(tls_server.url, verify=str(TLS / "cert.pem"))
+        assert direct.call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5) == {}
+
+    def test_an_unknown_certificate_is_refused(self, tls_server: Scripted) -> None:
+        with pytest.raises(botocore.exceptions.SSLError):
+            wire(tls_server.url).call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
+        assert tls_server.requests == []
+
+    def test_verify_false_accepts_it(self, tls_server: Scripted) -> None:
+        direct = wire(tls_server.url, verify=False)
+        assert direct.call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5) == {}
+
+
+class TestWhichClients:
+    @pytest.fixture(autouse=True)
+    def _region(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+
+    def test_make_clients_take_the_direct_path(self) -> None:
+        client = make_client(region_name="eu-west-1", endpoint_url="http://127.0.0.1:9")
+        direct = Wire.of(client)
+        assert direct is not None
+        assert direct.endpoint_url == "http://127.0.0.1:9"
+        assert ActivityClient(client)._wire is not None
+
+    def test_unless_told_not_to(self) -> None:
+        client = make_client(region_name="eu-west-1", direct=False)
+        assert Wire.of(client) is None
+
+    def test_a_client_of_ones_own_goes_through_botocore(self) -> None:
+        client = botocore.session.get_session().create_client("stepfunctions", "eu-west-1")
+        assert Wire.of(client) is None
+
+    def test_a_proxy_goes_through_botocore(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        assert Wire.of(make_client(region_name="eu-west-1")) is None
+        configured = botocore.session.get_session().create_client(
+            "stepfunctions",
+            "eu-west-1",
+            config=botocore.config.Config(proxies={"https": "http://proxy.example:3128"}),
+        )
+        allow_direct(configured, credentials())
+        monkeypatch.delenv("HTTPS_PROXY")
+        assert Wire.of(configured) is None
+
+    def test_the_clients_credentials_sign(self, server: Scripted) -> None:
+        client = make_client(region_name="eu-west-1", endpoint_url=server.url)
+        server.answers.append(Answer(body=b'{"taskToken": "tok", "input": "{}"}'))
+        task = ActivityClient(client, worker_name="w").poll(ARN)
+        assert task is not None
+        assert task.token == "tok"
+        headers, _ = server.requests[0]
+        assert "Credential=test/" in headers["Authorization"]
+        assert "/eu-west-1/states/aws4_request" in headers["Authorization"]
+
+
+class TestThroughActivityClient:
+    """ActivityClient maps the direct path's errors as it maps botocore's."""
+
+    @pytest.fixture
+    def client(self, server: Scripted, monkeypatch: pytest.MonkeyPatch) -> ActivityClient:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        sfn = make_client(region_name="us-east-1", endpoint_url=server.url)
+        return ActivityClient(sfn, worker_name="w", call_timeout=0.3)
+
+    def test_a_task_gone(self, server: Scripted, client: ActivityClient) -> None:
+        server.answers.append(Answer(400, b'{"__type": "TaskTimedOut", "message": "late"}'))
+        with pytest.raises(TaskGone, match="late"):
+            client.send_heartbeat("t")
+
+    def test_throttling_is_retried(self, server: Scripted, client: ActivityClient) -> None:
+        server.answers.append(Answer(400, b'{"__type": "ThrottlingException"}'))
+        client.send_outcome("t", Success("{}"))
+        assert len(server.requests) == 2
+        assert json.loads(server.requests[1][1]) == {"taskToken": "t", "output": "{}"}
+
+    def test_a_hung_call_waits_the_call_timeout(
+        self, server: Scripted, client: ActivityClient
+    ) -> None:
+        """A short call gives up after call_timeout, and is retried as unanswered."""
+        server.answers.extend([Answer(hang=True)] * 5)
+        with pytest.raises(ServiceError) as caught:
+            client.send_heartbeat("t")
+        assert caught.value.transient
+        assert caught.value.unanswered
