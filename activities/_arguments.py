@@ -106,6 +106,15 @@ def command_line() -> argparse.ArgumentParser:
         ),
     )
     worker.add_argument(
+        "--no-direct-calls",
+        dest="direct_calls",
+        action="store_false",
+        help=(
+            "send polls, outcomes and heartbeats through botocore, where its event hooks "
+            "and instrumentation see them, instead of the framework's own connections"
+        ),
+    )
+    worker.add_argument(
         "--call-timeout",
         type=_some_seconds,
         default=CALL_TIMEOUT,

@@ -232,6 +232,7 @@ def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
         region_name=args.region,
         profile_name=args.profile,
         max_pool_connections=connections + len(served) + 8,
+        direct=args.direct_calls,
     )
     worker = Worker(
         activities,

@@ -113,7 +113,7 @@ class TestWorkerOptions:
         assert info.value.code == 2
 
     def test_buffer_and_limits_reach_the_worker(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """--buffer, --max-concurrency (repeatable, `none` lifts a limit), --no-preload."""
+        """--buffer, --max-concurrency (`none` lifts it), --no-preload, --no-direct-calls."""
         seen: dict[str, Any] = {}
 
         class Recorder:
@@ -133,8 +133,11 @@ class TestWorkerOptions:
         assert (seen["processes"], seen["threads"], seen["async_tasks"]) == (None, None, None)
         assert main(["worker", "examples", "--region", "us-east-1", *pool]) == 0
         assert (seen["processes"], seen["threads"], seen["async_tasks"]) == (2, 8, 100)
+        assert seen["client"].keywords["direct"] is True
         assert main(["worker", "examples", "--region", "us-east-1", "--no-preload"]) == 0
         assert seen["preload"] is False
+        assert main(["worker", "examples", "--region", "us-east-1", "--no-direct-calls"]) == 0
+        assert seen["client"].keywords["direct"] is False
 
 
 @pytest.mark.integration

@@ -166,6 +166,26 @@ class TestActivityClientAgainstStepFunctions:
         with pytest.raises(TaskGone):
             client.send_heartbeat(task.token)
 
+    @pytest.mark.parametrize("direct", [True, False], ids=["direct", "botocore"])
+    def test_the_calls_on_either_path(self, local_sfn: LocalStepFunctions, direct: bool) -> None:
+        """Polls, heartbeats, outcomes and a gone task's error, on the direct path or botocore's."""
+        sfn = local_sfn.client(direct=direct)
+        client = ActivityClient(sfn, worker_name="integration")
+        assert (client._wire is not None) is direct
+        arn = client.create_activity(unique("Echo"))
+        machine = create_machine(sfn, {"Work": task_state(arn, HeartbeatSeconds=30)}, "Work")
+        execution = start(sfn, machine, {"value": [1, "two"]})
+        task = client.poll(arn)
+        assert task is not None
+        assert json.loads(task.input) == {"value": [1, "two"]}
+        client.send_heartbeat(task.token)
+        client.send_success(task.token, {"echo": "é"})
+        done = wait_for(sfn, execution)
+        assert done["status"] == "SUCCEEDED"
+        assert json.loads(done["output"]) == {"echo": "é"}
+        with pytest.raises(TaskGone):
+            client.send_heartbeat(task.token)
+
 
 def alive(pid: int) -> bool:
     """Whether ``pid`` is a running (not zombie) process."""
