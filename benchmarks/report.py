@@ -217,8 +217,13 @@ def _latency_target(scenario: Scenario) -> str:
         "memory (PSS) of the worker's best processes-only configuration."
     )
     bare = _best(scenario, lambda c: c.kind == "bare")
-    mixed = _best(scenario, lambda c: c.kind == "worker" and bool(c.processes and c.threads))
-    alone = _best(scenario, lambda c: c.kind == "worker" and bool(c.processes and not c.threads))
+    mixed = _best(
+        scenario, lambda c: c.kind == "worker" and c.headline and bool(c.processes and c.threads)
+    )
+    alone = _best(
+        scenario,
+        lambda c: c.kind == "worker" and c.headline and bool(c.processes and not c.threads),
+    )
     if bare is None or mixed is None:
         return f"{target} Not met: no processes x threads configuration ran (see the table)."
     ratio = mixed[1]["rate"] / bare[1]["rate"]
