@@ -14,10 +14,10 @@ not is threads: :class:`AsyncSlots` serves all of a process's positions with
   brings one, goes back to the worker's buffer);
 - a small pool of *outcome* threads, which send what each coroutine returns.
 
-Nothing of the framework blocks the loop: polls, outcomes and heartbeats are boto3 calls
-in those threads. A coroutine is cancelled at the ``await`` it is in when a heartbeat
-finds its task gone, and past the shutdown grace (its task then fails with
-``activities.WorkerShutdown``).
+Nothing of the framework blocks the loop: polls, outcomes and heartbeats are calls of the
+process's :class:`~activities.ActivityClient` in those threads. A coroutine is cancelled
+at the ``await`` it is in when a heartbeat finds its task gone, and past the shutdown
+grace (its task then fails with ``activities.WorkerShutdown``).
 """
 
 from __future__ import annotations
