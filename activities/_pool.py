@@ -114,7 +114,7 @@ def start_forkserver(
     if fork:
         # A copy of the worker's process must hold none of its connections; its
         # client opens new ones as it needs them.
-        client.client.close()
+        client.close()
         premake(
             factory,
             connections=task_process_connections(pool.slots_per_unit, pool.async_tasks or 0),

@@ -118,7 +118,7 @@ def make_client(
     except botocore.exceptions.ProfileNotFound as exc:
         raise ConfigurationError(str(exc)) from None
     if direct:
-        allow_direct(client, session.get_credentials())
+        allow_direct(client)
     return client
 
 

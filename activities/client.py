@@ -122,6 +122,18 @@ class ActivityClient:
             )
             raise ValueError(msg)
 
+    def close(self) -> None:
+        """Close the client's idle connections, botocore's and the direct path's.
+
+        Calls made afterwards open new ones. A process about to fork closes them, so that
+        its copy holds none.
+        """
+        if self._wire is not None:
+            self._wire.close()
+        close = getattr(self.client, "close", None)  # a stand-in in tests may have none
+        if close is not None:
+            close()
+
     def create_activity(self, name: str, *, tags: Mapping[str, str] | None = None) -> str:
         """Create the activity ``name`` (or find it: the call is idempotent); return its ARN."""
         kwargs: dict[str, Any] = {"name": name}

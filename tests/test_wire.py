@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import pathlib
 import ssl
 import threading
@@ -14,6 +15,7 @@ from unittest import mock
 
 import botocore.auth
 import botocore.awsrequest
+import botocore.client
 import botocore.config
 import botocore.credentials
 import botocore.exceptions
@@ -209,11 +211,41 @@ class TestCall:
         assert server.connections == 2
 
     def test_a_forked_process_opens_its_own_connections(self, server: Scripted) -> None:
+        """A child of a fork never uses the parent's connections; the parent keeps them."""
         direct = wire(server.url)
         direct.call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
-        with mock.patch("os.getpid", return_value=-1):  # as in a child of a fork
-            direct.call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
-        assert server.connections == 2
+        pid = os.fork()
+        if pid == 0:  # the child: one call of its own, then out without pytest's cleanup
+            code = 1
+            try:
+                direct.call("SendTaskHeartbeat", {"taskToken": "child"}, timeout=5)
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        direct.call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
+        assert server.connections == 2  # the parent's, still alive, and the child's
+        assert [json.loads(body)["taskToken"] for _, body in server.requests] == [
+            "t",
+            "child",
+            "t",
+        ]
+
+    def test_a_200_that_is_not_json_holds_nothing(self, server: Scripted) -> None:
+        """As botocore parses it: no field, not an error."""
+        server.answers.append(Answer(body=b"<html>ok</html>"))
+        assert wire(server.url).call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5) == {}
+
+    @pytest.mark.parametrize(
+        "params", [{"taskToken": ""}, {"taskToken": None}, {"taskToken": "t", "output": 1}]
+    )
+    def test_parameters_botocore_refuses_are_not_sent(
+        self, server: Scripted, params: dict[str, Any]
+    ) -> None:
+        with pytest.raises(botocore.exceptions.ParamValidationError, match=r"taskToken|output"):
+            wire(server.url).call("SendTaskSuccess", params, timeout=5)
+        assert server.requests == []
 
     def test_calls_from_threads_at_once(self, server: Scripted) -> None:
         direct = wire(server.url)
@@ -256,13 +288,17 @@ class TestErrors:
         server.answers.append(Answer(503, b"<html>Service Unavailable</html>"))
         with pytest.raises(botocore.exceptions.ClientError) as caught:
             wire(server.url).call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
-        assert caught.value.response["Error"]["Code"] == "503"
+        assert caught.value.response["Error"] == {
+            "Code": "503",
+            "Message": "Service Unavailable",
+        }
 
-    def test_the_error_type_header_names_it_without_a_body(self, server: Scripted) -> None:
+    def test_an_empty_error_is_named_by_its_status(self, server: Scripted) -> None:
+        """As botocore's JSON parser names it: not by a header it does not read."""
         server.answers.append(Answer(400, b"", {"x-amzn-ErrorType": "ThrottlingException:http"}))
         with pytest.raises(botocore.exceptions.ClientError) as caught:
             wire(server.url).call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
-        assert caught.value.response["Error"]["Code"] == "ThrottlingException"
+        assert caught.value.response["Error"]["Code"] == "400"
 
     def test_no_answer_in_time_is_a_read_timeout(self, server: Scripted) -> None:
         server.answers.append(Answer(hang=True))
@@ -283,6 +319,8 @@ class TestErrors:
     def test_not_an_http_endpoint(self) -> None:
         with pytest.raises(ValueError, match="not an http"):
             wire("ftp://example.com")
+        with pytest.raises(ValueError, match="a path"):
+            wire("https://example.com/states")
 
 
 class TestTLS:
@@ -302,6 +340,12 @@ class TestTLS:
             wire(tls_server.url).call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
         assert tls_server.requests == []
 
+    def test_a_bundle_replaces_the_default_one(self, tls_server: Scripted) -> None:
+        """With a bundle of one's own, only its CAs are trusted, as botocore trusts them."""
+        direct = wire(tls_server.url, verify=str(TLS / "cert.pem"))
+        assert direct._context is not None
+        assert len(direct._context.get_ca_certs()) == 1
+
     def test_verify_false_accepts_it(self, tls_server: Scripted) -> None:
         direct = wire(tls_server.url, verify=False)
         assert direct.call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5) == {}
@@ -312,7 +356,7 @@ class TestWhichClients:
     def _region(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "AWS_CA_BUNDLE"):
             monkeypatch.delenv(name, raising=False)
 
     def test_make_clients_take_the_direct_path(self) -> None:
@@ -340,9 +384,54 @@ class TestWhichClients:
             "eu-west-1",
             config=botocore.config.Config(proxies={"https": "http://proxy.example:3128"}),
         )
-        allow_direct(configured, credentials())
+        allow_direct(configured)
         monkeypatch.delenv("HTTPS_PROXY")
         assert Wire.of(configured) is None
+
+    def test_no_proxy_alone_keeps_the_direct_path(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("NO_PROXY", "169.254.169.254")
+        assert Wire.of(make_client(region_name="eu-west-1")) is not None
+
+    def test_a_proxy_the_endpoint_bypasses(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+        monkeypatch.setenv("NO_PROXY", "amazonaws.com")
+        assert Wire.of(make_client(region_name="eu-west-1")) is not None
+
+    def test_an_endpoint_with_a_path_goes_through_botocore(self) -> None:
+        client = make_client(region_name="eu-west-1", endpoint_url="http://127.0.0.1:9/prefix")
+        assert Wire.of(client) is None
+
+    def test_a_bundle_that_cannot_be_read_goes_through_botocore(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+    ) -> None:
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+        assert Wire.of(make_client(region_name="eu-west-1")) is None
+
+    def test_instrumented_botocore_goes_through_botocore(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """X-Ray and OpenTelemetry wrap BaseClient._make_api_call (wrapt sets __wrapped__)."""
+        original = botocore.client.BaseClient._make_api_call
+
+        def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return original(self, *args, **kwargs)
+
+        traced.__wrapped__ = original  # type: ignore[attr-defined]
+        monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", traced)
+        assert Wire.of(make_client(region_name="eu-west-1")) is None
+
+    def test_the_user_agent_extra_is_sent(self, server: Scripted) -> None:
+        client = botocore.session.get_session().create_client(
+            "stepfunctions",
+            "eu-west-1",
+            endpoint_url=server.url,
+            config=botocore.config.Config(user_agent_extra="my-app/1.2"),
+        )
+        allow_direct(client)
+        direct = Wire.of(client)
+        assert direct is not None
+        direct.call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
+        assert server.requests[0][0]["User-Agent"].endswith(" my-app/1.2")
 
     def test_the_clients_credentials_sign(self, server: Scripted) -> None:
         client = make_client(region_name="eu-west-1", endpoint_url=server.url)
@@ -385,3 +474,12 @@ class TestThroughActivityClient:
             client.send_heartbeat("t")
         assert caught.value.transient
         assert caught.value.unanswered
+
+    def test_close_closes_the_direct_paths_connections(
+        self, server: Scripted, client: ActivityClient
+    ) -> None:
+        """What a worker does before it forks: the copy must hold none of them."""
+        client.send_heartbeat("t")
+        client.close()
+        client.send_heartbeat("t")
+        assert server.connections == 2
