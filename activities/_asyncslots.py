@@ -99,7 +99,7 @@ class AsyncSlots:
         control: Control,
         positions: Sequence[tuple[str, int, SlotState]],
         heartbeats: Heartbeats,
-        overflow: Callable[[Task], None],
+        overflow: Callable[[Task, int], None],
         freed: Callable[[], None] = lambda: None,
         life: ProcessLife | None = None,
     ) -> None:

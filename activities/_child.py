@@ -290,9 +290,9 @@ class _Serving:
         """Whether an async task found gone ran on past its cancellation."""
         return self._async is not None and self._async.stuck
 
-    def _overflow(self, task: Task) -> None:
+    def _overflow(self, task: Task, position: int) -> None:
         with self._lock:
-            self._conn.send(("overflow", task))
+            self._conn.send(("overflow", task, position))
 
     def _freed(self) -> None:
         with self._lock:

@@ -118,6 +118,11 @@ class Control:
         self._busy_until = context.RawArray(ctypes.c_double, [0.0] * size)
         self._paused_until = context.RawArray(ctypes.c_double, [0.0] * size)
         self._errors = context.RawArray(ctypes.c_int, [0] * size)
+        # Tasks a slot's poll brought while the slot had been handed another, by position:
+        # sent toward the worker's buffer (written by the slot's process only), and put in
+        # it (written by the worker only). While the two differ, a task is on its way.
+        self._overflowed = context.RawArray(ctypes.c_int, [0] * slots)
+        self._overflow_taken = context.RawArray(ctypes.c_int, [0] * slots)
         #: When each process last heard Step Functions answer, and since when a call of
         #: it has been due an answer: a cell per slot position (a process uses its first
         #: slot's), and one for the worker's own process, at ``slots`` (see
@@ -169,6 +174,26 @@ class Control:
             return False
         self._polling[position] = index
         return True
+
+    def overflowed(self, position: int) -> None:
+        """The slot at ``position`` sends the worker a task its poll brought (see on_overflow).
+
+        Called before its poll counts as done, so that a stop never sees neither.
+        """
+        self._overflowed[position] += 1
+
+    def overflow_taken(self, position: int) -> None:
+        """The worker put the task the slot at ``position`` sent in its buffer."""
+        self._overflow_taken[position] += 1
+
+    def overflow_settled(self, positions: Sequence[int]) -> None:
+        """The process of ``positions`` ended and its messages were read: none is on its way."""
+        for position in positions:
+            self._overflow_taken[position] = self._overflowed[position]
+
+    def overflowing(self) -> bool:
+        """Whether a task brought by a slot's poll is on its way to the worker's buffer."""
+        return bytes(memoryview(self._overflowed)) != bytes(memoryview(self._overflow_taken))
 
     def done_polling(self, position: int) -> None:
         """The poll of ``position`` returned (or its slot ended)."""

@@ -129,7 +129,7 @@ class SlotLoop:
         control: Control,
         state: SlotState,
         heartbeats: Heartbeats,
-        overflow: Callable[[Task], None],
+        overflow: Callable[[Task, int], None],
         freed: Callable[[], None] = lambda: None,
         position: int = 0,
         life: ProcessLife | None = None,

@@ -39,14 +39,15 @@ def poll_once(
     index: int,
     *,
     metrics: Metrics,
-    overflow: Callable[[Task], None],
+    overflow: Callable[[Task, int], None],
 ) -> Task | None:
     """Long-poll task list ``index`` once for the free slot (or async position) ``position``.
 
     The task it brings is held in ``state`` and returned, to run at once; ``None`` when
     the poll brought none, failed (its task list pauses), or could not start (stopping,
     the slot was handed a task meanwhile). A task brought while the slot was handed one
-    goes to ``overflow`` (the worker's buffer).
+    goes to ``overflow`` (the worker's buffer), with ``position``: on its way, it counts
+    in ``control`` (see :meth:`~activities._control.Control.overflowed`).
     """
     with control.poll_permit() as permitted:
         if not permitted or not state.claim_poll(index):
@@ -67,7 +68,8 @@ def poll_once(
             control.mark_busy(index)
             if state.try_hold(task.activity_arn, task.token, index):
                 return task  # it runs at once, in the thread that polled: no thread switch
-            overflow(task)  # handed a task from the buffer meanwhile
+            control.overflowed(position)  # handed a task from the buffer meanwhile
+            overflow(task, position)
             return None
         finally:
             control.done_polling(position)

@@ -161,7 +161,7 @@ class TaskProcess:
                 elif message[0] == "free":
                     self._owner.on_free()
                 elif message[0] == "overflow":
-                    self._owner.on_overflow(message[1])
+                    self._owner.on_overflow(message[1], message[2])
                 elif message[0] == "ready":
                     self.ready = True
                     self._owner.on_ready(self)

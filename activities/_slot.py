@@ -69,8 +69,8 @@ class SlotOwner(Protocol):
     def on_exit(self, unit: Unit, reason: str, *, was_ready: bool) -> None:
         """The unit ended; ``reason`` says how."""
 
-    def on_overflow(self, task: Task) -> None:
-        """A slot's own poll brought ``task`` while the slot ran another: keep it."""
+    def on_overflow(self, task: Task, position: int) -> None:
+        """The poll of the slot at ``position`` brought ``task`` while it ran another: keep it."""
 
     def on_free(self) -> None:
         """A slot is free, and tasks wait for one."""

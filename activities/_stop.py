@@ -119,7 +119,12 @@ class Stop:
                     logger.warning("failed %d tasks that were waiting for a slot", failed)
                 for unit in units:
                     self._stop_overdue(unit)
-            if not control.drained.is_set() and handoff.idle() and not any(control.polls_open()):
+            if (
+                not control.drained.is_set()
+                and handoff.idle()
+                and not any(control.polls_open())
+                and not control.overflowing()  # a task a poll brought is on its way
+            ):
                 control.drained.set()  # no task can arrive any more: idle slots may end
             if time.monotonic() >= given_up and not control.give_up.is_set():
                 logger.error("some outcomes were still undelivered when the worker stopped")

@@ -431,10 +431,12 @@ class Worker:
             among = f" ({positions} of them async positions)" if positions else ""
             logger.info("ready: %s up%s", ready, among)
 
-    def on_overflow(self, task: Task) -> None:
+    def on_overflow(self, task: Task, position: int) -> None:
         """A slot's own poll brought a task while the slot ran another: it waits for one."""
         assert self._handoff is not None  # noqa: S101 - started
+        assert self._control is not None  # noqa: S101 - started
         self._handoff.put(task)
+        self._control.overflow_taken(position)  # in the buffer now: a stop waits for it
 
     def on_free(self) -> None:
         """A slot is free while tasks wait for one: hand one over now."""
@@ -453,6 +455,9 @@ class Worker:
                 self._control.done_polling(slot.position)  # a poll it died in is over
                 self._control.set_running(slot.position, -1)
                 self._control.overdue[slot.position] = 0.0  # its calls are over too
+            # Its messages were all read: what it sent is in the buffer, what it did not
+            # send never will be.
+            self._control.overflow_settled([slot.position for slot in unit.slots])
         taken = take_all(unit, delivering=True)
         for held in taken:
             error = WorkerCrashed(f"the {unit.kind} running the task died ({reason})")

@@ -67,7 +67,7 @@ class Positions:
             control=self.control,
             positions=[(f"p.async-{at}", at, state) for at, state in enumerate(self.states)],
             heartbeats=self.heartbeats,
-            overflow=self.overflow.append,
+            overflow=lambda task, _: self.overflow.append(task),
             freed=self.freed.set,
             life=self.life,
         )

@@ -14,6 +14,10 @@ def set_flag(flag: Flag) -> None:
     flag.set()
 
 
+def send_overflow(control: Control, position: int) -> None:
+    control.overflowed(position)
+
+
 class TestFlag:
     def test_a_flag_starts_clear_and_stays_set(self) -> None:
         flag = Flag(multiprocessing.get_context("spawn"))
@@ -147,3 +151,33 @@ class TestPollPermit:
         control.stopping.set()
         with control.poll_permit() as permitted:
             assert not permitted
+
+
+class TestOverflow:
+    """A task a slot's poll brought while the slot had been handed another, on its way."""
+
+    def test_on_its_way_until_the_worker_takes_it(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        control = Control(context, ARNS, slots=3, pollers=None)
+        assert not control.overflowing()
+        child = context.Process(target=send_overflow, args=(control, 2))
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+        assert control.overflowing()  # what the slot's process counted, the worker sees
+        control.overflow_taken(2)
+        assert not control.overflowing()
+
+    def test_a_process_that_ended_has_none_on_its_way(self) -> None:
+        """Its messages were read: what it counted but never sent will not come."""
+        control = Control(multiprocessing.get_context("spawn"), ARNS, slots=3, pollers=None)
+        control.overflowed(0)
+        control.overflowed(0)
+        control.overflowed(1)
+        control.overflow_taken(0)
+        control.overflow_settled([0])
+        assert control.overflowing()  # position 1's, of another process
+        control.overflow_settled([1, 2])
+        assert not control.overflowing()
+        control.overflowed(0)  # a replacement at the same position counts on from there
+        assert control.overflowing()
