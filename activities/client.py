@@ -93,7 +93,8 @@ class ActivityClient:
         worker_name: the ``workerName`` of polls; :func:`default_worker_name` by default.
         retry: how failed calls are retried.
         call_timeout: seconds to wait for the answer to a call that is not a long poll
-            (set on ``client`` for those calls; botocore 1.43.68 or later).
+            (on the direct path; through botocore, set on ``client`` for those calls, which
+            botocore 1.43.68 or later honours).
     """
 
     def __init__(
