@@ -177,7 +177,7 @@ class Wire:
         if why_not:
             logger.debug("the activity calls go through botocore: %s", why_not)
             return None
-        appid = config.user_agent_appid
+        appid = getattr(config, "user_agent_appid", None)  # botocore 1.31 and later
         extra = " ".join(filter(None, (config.user_agent_extra, appid and f"app/{appid}")))
         try:
             wire = cls(
@@ -190,7 +190,7 @@ class Wire:
                 connect_timeout=config.connect_timeout,
                 read_timeout=config.read_timeout,
                 user_agent_extra=extra,
-                tcp_keepalive=bool(config.tcp_keepalive),
+                tcp_keepalive=bool(getattr(config, "tcp_keepalive", False)),
             )
         except (ValueError, OSError) as exc:  # a CA bundle that cannot be read: botocore says
             logger.debug("the activity calls go through botocore: %s", exc)
