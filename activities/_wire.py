@@ -5,8 +5,8 @@ A worker spends most of its own CPU time in four calls, ``GetActivityTask``,
 about 1 ms of CPU on each: its event hooks, parameter validation, serializer, signer,
 urllib3 and parser. :class:`Wire` makes those four calls itself, about four times
 cheaper: the same JSON 1.0 request botocore sends, signed with Signature Version 4 and the
-credentials of the boto3 client it stands in for, over keep-alive ``http.client``
-connections to that client's endpoint. Its errors are botocore's
+credentials of the boto3 client it stands in for (:mod:`activities._sigv4`), over
+keep-alive ``http.client`` connections to that client's endpoint. Its errors are botocore's
 (``ClientError`` with the service's code, ``EndpointConnectionError``,
 ``ReadTimeoutError``, ...), so that :class:`~activities.ActivityClient` handles both
 paths alike.
@@ -20,8 +20,6 @@ event hooks, a ``Stubber``, or instrumentation (X-Ray, OpenTelemetry) see the ca
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import http.client
 import inspect
 import json
@@ -31,7 +29,6 @@ import select
 import socket
 import ssl
 import threading
-import time
 import types
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -41,7 +38,10 @@ import botocore
 import botocore.exceptions
 import botocore.httpsession
 
+from activities._sigv4 import Signer
+
 if TYPE_CHECKING:
+    import time
     from collections.abc import Callable
 
     from botocore.credentials import Credentials
@@ -59,13 +59,10 @@ OPERATIONS = frozenset(
 #: Idle connections kept for the next calls, at most; more are closed.
 MAX_IDLE = 64
 
-#: The attribute of a client made by make_client that holds its credentials for the direct
-#: path (absent: the client goes through botocore).
+#: The attribute set on a client made by make_client whose calls may take the direct path
+#: (absent: the client goes through botocore).
 _DIRECT = "_sfn_activities_direct"
 
-_CONTENT_TYPE = "application/x-amz-json-1.0"
-_TARGET_PREFIX = "AWSStepFunctions."
-_ALGORITHM = "AWS4-HMAC-SHA256"
 _OK = 200
 _NOT_EMPTY = ("taskToken", "activityArn", "workerName")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -128,10 +125,7 @@ class Wire:
         # The Host header as botocore sends (and signs) it: no default port.
         host = self._hostname if ":" not in self._hostname else f"[{self._hostname}]"
         self._host = host if self._port == _DEFAULT_PORTS[parts.scheme] else f"{host}:{self._port}"
-        self._region = region
-        self._service = service
-        self._scope_tail = f"{region}/{service}/aws4_request"
-        self._credentials = credentials
+        self._signer = Signer(self._host, region=region, service=service, credentials=credentials)
         self._connect_timeout = connect_timeout
         #: Seconds a long poll waits for its answer.
         self.read_timeout = read_timeout
@@ -149,7 +143,6 @@ class Wire:
             filter(None, (f"sfn-activities botocore/{botocore.__version__}", user_agent_extra))
         )
         self._tcp_keepalive = tcp_keepalive
-        self._keys: dict[tuple[str, str], bytes] = {}
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         # Closed with the wire, as urllib3 closes a pool's; made anew in a forked child.
@@ -263,45 +256,7 @@ class Wire:
         Raises:
             botocore.exceptions.NoCredentialsError: there are no credentials.
         """
-        if self._credentials is None:
-            raise botocore.exceptions.NoCredentialsError
-        credentials = self._credentials.get_frozen_credentials()
-        if not credentials.access_key or credentials.secret_key is None:
-            raise botocore.exceptions.NoCredentialsError
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", now if now is not None else time.gmtime())
-        day = stamp[:8]
-        target = _TARGET_PREFIX + operation
-        headers = {
-            "content-type": _CONTENT_TYPE,
-            "host": self._host,
-            "x-amz-date": stamp,
-            "x-amz-target": target,
-        }
-        if credentials.token:
-            headers["x-amz-security-token"] = credentials.token
-        names = sorted(headers)
-        signed = ";".join(names)
-        canonical = "\n".join(
-            (
-                "POST",
-                "/",
-                "",
-                *(f"{name}:{' '.join(headers[name].split())}" for name in names),
-                "",
-                signed,
-                hashlib.sha256(body).hexdigest(),
-            )
-        )
-        scope = f"{day}/{self._scope_tail}"
-        to_sign = "\n".join(
-            (_ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode()).hexdigest())
-        )
-        key = self._signing_key(credentials.secret_key, day)
-        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-        headers["authorization"] = (
-            f"{_ALGORITHM} Credential={credentials.access_key}/{scope}, "
-            f"SignedHeaders={signed}, Signature={signature}"
-        )
+        headers = self._signer.headers(operation, body, now=now)
         headers["user-agent"] = self._user_agent
         return headers
 
@@ -311,15 +266,6 @@ class Wire:
             idle = self._idle[:]
             self._idle.clear()
         _close_all(idle)
-
-    def _signing_key(self, secret: str, day: str) -> bytes:
-        key = self._keys.get((secret, day))
-        if key is None:
-            key = _hmac(f"AWS4{secret}".encode(), day)
-            for part in (self._region, self._service, "aws4_request"):
-                key = _hmac(key, part)
-            self._keys = {(secret, day): key}  # one day's key of one secret is enough
-        return key
 
     def _take(self) -> http.client.HTTPConnection:
         """An idle connection the server has not closed meanwhile, or a new one."""
@@ -383,10 +329,6 @@ class Wire:
 def _close_all(connections: list[http.client.HTTPConnection]) -> None:
     for connection in connections:
         connection.close()
-
-
-def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode(), hashlib.sha256).digest()
 
 
 def _dropped(connection: http.client.HTTPConnection) -> bool:
