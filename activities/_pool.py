@@ -6,12 +6,16 @@ ended. :func:`thread_units` makes them in the worker's own process (``threads`` 
 :class:`~activities._slot.ThreadSlot` per thread, and an
 :class:`~activities._slot.AsyncUnit` for the async positions; :func:`process_units` makes
 a :class:`~activities._process.TaskProcess` per process, with its slots and its async
-positions, forked from the forkserver :func:`start_forkserver` starts.
+positions, forked from the forkserver :func:`start_forkserver` starts. What the slots share
+(:class:`~activities._control.Control`, each slot's
+:class:`~activities._slotstate.SlotState`) is made in the context :func:`thread_context`
+gives for the first, the forkserver's for the second.
 """
 
 from __future__ import annotations
 
 import functools
+import multiprocessing
 from typing import TYPE_CHECKING
 
 from activities._child import task_process_connections
@@ -35,7 +39,20 @@ if TYPE_CHECKING:
     from activities._slot import SlotOwner, Unit
     from activities.client import ActivityClient
 
-__all__ = ["process_units", "start_forkserver", "thread_units"]
+__all__ = ["process_units", "start_forkserver", "thread_context", "thread_units"]
+
+
+def thread_context() -> BaseContext:
+    """The context of what thread slots share: one that starts no resource tracker.
+
+    Nothing of it leaves the worker's process. The ``spawn`` and ``forkserver`` contexts
+    name their semaphores, so that a new process can open them, and so start
+    multiprocessing's resource tracker, a process of about 7 MiB, to remove the names
+    should the worker die; the ``fork`` context's semaphores are unnamed as they are made.
+    No process is forked from it. Where there is no ``fork`` (Windows), ``spawn``.
+    """
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
 
 
 def thread_units(

@@ -40,7 +40,7 @@ from activities._loop import SlotSettings
 from activities._metrics import NO_METRICS
 from activities._operations import Operations
 from activities._outage import Hearing, OutageWatch
-from activities._pool import process_units, start_forkserver, thread_units
+from activities._pool import process_units, start_forkserver, thread_context, thread_units
 from activities._process import TaskProcess, restart_reason
 from activities._settings import (
     SHUTDOWN_GRACE,
@@ -250,7 +250,9 @@ class Worker:
         metrics_dir = None if operations is None else operations.prepare()
         arns = registry.register(self.client, self.served)
         forkserver = None
-        if not self.settings.use_threads:
+        if self.settings.use_threads:
+            self._context = thread_context()
+        else:
             forkserver = self._context = start_forkserver(
                 self.settings,
                 (activity.__module__ for activity in self.activities.values()),

@@ -1,0 +1,67 @@
+"""The worker's units: what a worker of thread slots starts beside them (nothing)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from activities._control import Control
+from activities._pool import thread_context
+from activities._slotstate import SlotState
+from tests.processes import ROOT, bench, bench_environment, children, polls_waiting
+from tests.waiting import wait_until
+
+#: Makes what thread slots share, then says whether multiprocessing's resource tracker runs.
+SHARED_IN_THREADS = """
+import multiprocessing.resource_tracker as tracker
+from activities._control import Control
+from activities._pool import thread_context
+from activities._slotstate import SlotState
+control = Control(thread_context(), ["arn:a"], slots=2, pollers=None, limits=[1])
+states = [SlotState(thread_context(), control, position) for position in range(2)]
+print(tracker._resource_tracker._pid)
+"""
+
+
+def test_what_thread_slots_share_starts_no_resource_tracker() -> None:
+    """The tracker is a process of its own: a worker of threads has no use for it."""
+    result = subprocess.run(
+        [sys.executable, "-c", SHARED_IN_THREADS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "None"
+
+
+def test_what_thread_slots_share_holds_a_limit() -> None:
+    """The context's locks are real: a ``max_concurrency`` of 1 lets one slot of two run."""
+    context = thread_context()
+    control = Control(context, ["arn:a"], slots=2, pollers=None, limits=[1])
+    first, second = (SlotState(context, control, position) for position in range(2))
+    assert first.try_hold("arn:a", "token-1", 0)
+    assert not second.try_hold("arn:a", "token-2", 0)
+    assert not first.free()
+    assert second.free()
+
+
+def test_a_worker_of_threads_starts_no_other_process(bench_endpoint: str) -> None:
+    """After serving tasks, a ``--threads`` worker is one process: no tracker, no forkserver."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.serve", "Nothing", "--threads", "2"],
+        cwd=ROOT,
+        env=bench_environment(bench_endpoint),
+    )
+    try:
+        assert wait_until(lambda: polls_waiting(bench_endpoint) >= 1), "the worker never polled"
+        bench(
+            bench_endpoint,
+            "Load",
+            {"activity": "bench-Nothing", "count": 20, "input": '{"value": 1}'},
+        )
+        assert wait_until(lambda: bench(bench_endpoint, "Stats").get("succeeded", 0) == 20)
+        assert children(worker.pid) == []
+    finally:
+        worker.kill()
+        worker.wait()
