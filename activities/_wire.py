@@ -47,14 +47,9 @@ if TYPE_CHECKING:
     from botocore.credentials import Credentials
     from mypy_boto3_stepfunctions import SFNClient
 
-__all__ = ["OPERATIONS", "Wire", "allow_direct"]
+__all__ = ["Wire", "allow_direct"]
 
 logger = logging.getLogger(__name__)
-
-#: The calls :class:`Wire` makes; every other goes through botocore.
-OPERATIONS = frozenset(
-    {"GetActivityTask", "SendTaskSuccess", "SendTaskFailure", "SendTaskHeartbeat"}
-)
 
 #: Idle connections kept for the next calls, at most; more are closed.
 MAX_IDLE = 64
