@@ -25,7 +25,6 @@ Pieces, in the order a task travels:
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -202,7 +201,8 @@ class Worker:
         self.preload = preload
         self._operations = None if metrics_port is None else Operations(metrics_host, metrics_port)
         self._metrics = NO_METRICS
-        self._context: BaseContext = multiprocessing.get_context("spawn")
+        # Thread slots' (see thread_context); the forkserver's once it starts, with processes.
+        self._context: BaseContext = thread_context()
         self._control: Control | None = None
         self._new_unit: Callable[[list[int]], Unit] | None = None
         self._heartbeats: Heartbeats | None = None
@@ -250,9 +250,7 @@ class Worker:
         metrics_dir = None if operations is None else operations.prepare()
         arns = registry.register(self.client, self.served)
         forkserver = None
-        if self.settings.use_threads:
-            self._context = thread_context()
-        else:
+        if not self.settings.use_threads:
             forkserver = self._context = start_forkserver(
                 self.settings,
                 (activity.__module__ for activity in self.activities.values()),

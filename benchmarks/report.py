@@ -31,8 +31,8 @@ ARRIVALS_MAX = 0.100
 #: against the best bare boto3 loop.
 OVERHEAD_TARGET = 0.9
 
-#: Scenario 2's target: the best processes x threads worker, in tasks/s, against the best
-#: bare boto3 configuration ...
+#: Scenario 2's target: the best worker with threads (processes x threads, or threads
+#: alone), in tasks/s, against the best bare boto3 configuration ...
 LATENCY_TARGET = 1.0
 #: ... with at most this share of that bare configuration's PSS.
 LATENCY_MEMORY = 1 / 3
@@ -187,12 +187,18 @@ def _best(
     scenario: Scenario, which: Callable[[Contender], bool]
 ) -> tuple[str, dict[str, Any]] | None:
     """The label and result of the fastest contender of ``scenario`` that ``which`` picks."""
-    ran = [
+    return max(_ran(scenario, which), key=lambda pair: pair[1]["rate"], default=None)
+
+
+def _ran(
+    scenario: Scenario, which: Callable[[Contender], bool]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The label and result of each contender of ``scenario`` that ``which`` picks and ran."""
+    return [
         (contender.label, scenario.results[contender.label])
         for contender in scenario.contenders
         if which(contender) and scenario.results.get(contender.label, {}).get("rate")
     ]
-    return max(ran, key=lambda pair: pair[1]["rate"], default=None)
 
 
 def _overhead_target(scenario: Scenario) -> str:
@@ -218,14 +224,7 @@ def _latency_target(scenario: Scenario) -> str:
         "that configuration's memory (PSS)."
     )
     bare = _best(scenario, lambda c: c.kind == "bare")
-    threaded = [
-        (contender.label, scenario.results[contender.label])
-        for contender in scenario.contenders
-        if contender.kind == "worker"
-        and contender.headline
-        and contender.threads
-        and scenario.results.get(contender.label, {}).get("rate")
-    ]
+    threaded = _ran(scenario, lambda c: c.kind == "worker" and c.headline and bool(c.threads))
     bare_pss = (bare[1].get("memory") or {}).get("pss") if bare else None
     if bare is None or not threaded:
         return f"{target} Not met: no configuration with threads ran (see the table)."
