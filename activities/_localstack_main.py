@@ -1,7 +1,16 @@
-"""Start LocalStack with a fix for a race in its activity heartbeats; run by LocalStack's Python.
+"""Start LocalStack bound to its gateway's host, with a fix for its activity heartbeats.
 
 This file runs inside LocalStack's own virtualenv (``python -I _localstack_main.py``), so it
-imports nothing from sfn-activities.
+imports nothing from sfn-activities. It patches two LocalStack bugs, then runs
+``localstack.runtime.main``; a patch point that is missing ends it at once with a message.
+
+The bind (LocalStack 4.9, ``runtime/server/twisted.py``): the default server listens on
+every interface whatever host ``GATEWAY_LISTEN`` names (``TCP4ServerEndpoint`` without an
+``interface``), so ``127.0.0.1:PORT`` is answered on the machine's other addresses too. The
+fix wraps the reactor's ``listenTCP``, through which every Twisted endpoint listens: a
+listener for all interfaces gets the gateway's host instead, and one for any other address
+is refused. :class:`activities.local.LocalStepFunctions` checks what the process listens on
+once it is ready, so that a LocalStack this fix no longer reaches is not used.
 
 The race (LocalStack 4.8 to 4.14, ``asl/eval/callback/callback.py``): for a ``Task`` state
 with ``HeartbeatSeconds``, the execution thread sets up its heartbeat watcher only after the
@@ -21,13 +30,25 @@ from __future__ import annotations
 
 import os
 import runpy
+import shutil
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 #: Environment variable with the pid of the process that started LocalStack.
 PARENT_VARIABLE = "SFN_ACTIVITIES_PARENT_PID"
+
+#: Environment variable naming LocalStack's state directory, removed if the parent dies.
+STATE_VARIABLE = "SFN_ACTIVITIES_STATE_DIR"
+
+#: What ``listenTCP`` receives for "every interface".
+_ALL_INTERFACES = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - recognised, not used
+
+
+def _fail(reason: str) -> NoReturn:
+    """End the launcher with a one-line reason, exit code 1 (it lands in LocalStack's log)."""
+    raise SystemExit(f"sfn-activities launcher: {reason}")
 
 
 def _exit_with_parent() -> None:
@@ -40,12 +61,45 @@ def _exit_with_parent() -> None:
     if not parent:
         return
 
+    state = os.environ.get(STATE_VARIABLE)
+
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1)
+        if state:  # the parent cannot remove it any more
+            shutil.rmtree(state, ignore_errors=True)
         os.killpg(0, signal.SIGKILL)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _bind_to_gateway_host() -> None:
+    """Make every TCP listener of this process bind to the host of ``GATEWAY_LISTEN``."""
+    from localstack import config  # noqa: PLC0415
+    from localstack.runtime.server import twisted as server  # noqa: PLC0415
+
+    if config.GATEWAY_SERVER != "twisted":
+        _fail(f"GATEWAY_SERVER={config.GATEWAY_SERVER!r} is not patched; use 'twisted'")
+    hosts = {address.host for address in config.GATEWAY_LISTEN}
+    if len(hosts) != 1:
+        _fail(f"GATEWAY_LISTEN must name one host, not {sorted(hosts)}")
+    (host,) = hosts
+    reactor: Any = getattr(server, "reactor", None)
+    listen_tcp = getattr(reactor, "listenTCP", None)
+    if listen_tcp is None:
+        _fail("localstack.runtime.server.twisted has no reactor.listenTCP to patch")
+
+    def listenTCP(  # noqa: N802 - the name Twisted calls
+        port: int, factory: Any, backlog: int = 50, interface: str = ""
+    ) -> Any:
+        if interface in _ALL_INTERFACES:
+            interface = host
+        elif interface != host:
+            msg = f"refusing to listen on {interface}:{port}; GATEWAY_LISTEN names {host}"
+            raise RuntimeError(msg)
+        return listen_tcp(port, factory, backlog, interface)
+
+    reactor.listenTCP = listenTCP
 
 
 def _patch() -> None:
@@ -76,5 +130,6 @@ def _patch() -> None:
 
 if __name__ == "__main__":
     _exit_with_parent()
+    _bind_to_gateway_host()
     _patch()
     runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)

@@ -3,8 +3,8 @@
 AWS cannot be reached from every machine, and moto has no activity API. LocalStack's
 Step Functions is a real interpreter of state machines, with activities, ``Retry``/
 ``Catch`` and heartbeat timeouts. :class:`LocalStepFunctions` installs it on first use
-into a virtualenv of its own (it pins its own boto3), starts it on 127.0.0.1 and stops it
-cleanly. The test suite and the demo use it; so can your own tests::
+into a virtualenv of its own (it pins its own boto3), starts it listening on 127.0.0.1
+only (checked once it runs) and without your AWS credentials, and stops it cleanly. The test suite and the demo use it; so can your own tests::
 
     with LocalStepFunctions() as local:
         client = local.client()
@@ -35,11 +35,12 @@ from typing import TYPE_CHECKING, Any, Self
 
 import boto3
 
+from activities._listening import is_loopback, listeners
 from activities._sfnclient import make_client
 from activities.errors import ActivitiesError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from types import TracebackType
 
     from mypy_boto3_s3 import S3Client
@@ -98,6 +99,17 @@ ACCESS_KEY_ID = "test"
 SECRET_ACCESS_KEY = "test"  # noqa: S105 - LocalStack's fixed stand-in
 
 _MARKER = ".sfn-activities-installed"
+_STAGING_MARKER = ".sfn-activities-installing"
+
+#: Variables of the user's environment that LocalStack does not get, besides every
+#: ``AWS_*`` one: where boto3 finds credentials, LocalStack's own tokens, and Python's paths.
+PRIVATE_VARIABLES = (
+    "BOTO_CONFIG",
+    "LOCALSTACK_AUTH_TOKEN",
+    "LOCALSTACK_API_KEY",
+    "PYTHONPATH",
+    "PYTHONHOME",
+)
 
 
 def local_client(endpoint_url: str, **kwargs: Any) -> SFNClient:
@@ -132,10 +144,14 @@ def default_home() -> Path:
 def install_localstack(home: Path | None = None) -> Path:
     """Install LocalStack into its own virtualenv unless it is there; return its Python.
 
-    Safe to call from several processes at once: they wait for one another.
+    It installs into a temporary sibling of ``home`` and renames that into place when
+    complete, so that ``home`` is either missing or a finished installation. It never
+    deletes ``home``: an existing folder that is not one of its installations (nor empty)
+    is refused. Safe to call from several processes at once: they wait for one another.
 
     Raises:
-        LocalStepFunctionsError: the installation failed; the message holds pip's output.
+        LocalStepFunctionsError: ``home`` is a folder of something else, or the
+            installation failed (the message holds pip's output).
     """
     home = home if home is not None else default_home()
     python = home / "bin" / "python"
@@ -146,16 +162,64 @@ def install_localstack(home: Path | None = None) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (home / _MARKER).exists():  # another process finished it while we waited
             return python
+        _refuse_foreign(home)
+        _remove_stale_staging(home)
         logger.info("installing LocalStack %s into %s (first use only)", LOCALSTACK_VERSION, home)
-        shutil.rmtree(home, ignore_errors=True)
-        _run([sys.executable, "-m", "venv", str(home)], "create a virtualenv")
-        _run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "-c", str(CONSTRAINTS), *REQUIREMENTS],
-            f"install LocalStack {LOCALSTACK_VERSION} from PyPI",
-        )  # fmt: skip
-        (home / _MARKER).write_text(LOCALSTACK_VERSION)
+        staging = Path(tempfile.mkdtemp(dir=home.parent, prefix=f".{home.name}.installing-"))
+        try:
+            (staging / _STAGING_MARKER).write_text(str(os.getpid()))
+            _run([sys.executable, "-m", "venv", str(staging)], "create a virtualenv")
+            _run(
+                [str(staging / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                 "--disable-pip-version-check", "--no-compile", "-c", str(CONSTRAINTS),
+                 *REQUIREMENTS],
+                f"install LocalStack {LOCALSTACK_VERSION} from PyPI",
+            )  # fmt: skip
+            _relocate_scripts(staging, home)
+            (staging / _MARKER).write_text(LOCALSTACK_VERSION)
+            (staging / _STAGING_MARKER).unlink()
+            os.replace(staging, home)  # fails, deleting nothing, if home is no longer empty
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return python
+
+
+def _refuse_foreign(home: Path) -> None:
+    """Refuse a ``home`` that exists and is neither empty nor an installation of ours."""
+    if not (home.exists() or home.is_symlink()):
+        return
+    if home.is_dir() and not home.is_symlink() and not any(home.iterdir()):
+        return  # an empty folder: the rename replaces it
+    msg = (
+        f"{home} exists and is not a LocalStack installation of sfn-activities (no "
+        f"{_MARKER} in it); it is left alone: move it away, or set {HOME_VARIABLE} to a "
+        f"folder that does not exist yet"
+    )
+    raise LocalStepFunctionsError(msg)
+
+
+def _remove_stale_staging(home: Path) -> None:
+    """Remove what an installation killed half-way left beside ``home`` (under the lock)."""
+    for stale in home.parent.glob(f".{home.name}.installing-*"):
+        if (stale / _STAGING_MARKER).is_file() and not stale.is_symlink():
+            logger.info("removing the unfinished installation %s", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _relocate_scripts(staging: Path, home: Path) -> None:
+    """Point the virtualenv's scripts (shebangs, ``activate``) at ``home``, where it will be.
+
+    pip installs with ``--no-compile``, so no byte code holds the temporary path either:
+    Python compiles the modules on first import from ``home``.
+    """
+    old, new = str(staging).encode(), str(home).encode()
+    for script in [*(staging / "bin").iterdir(), staging / "pyvenv.cfg"]:
+        if script.is_symlink() or not script.is_file():
+            continue
+        content = script.read_bytes()
+        if old in content:
+            script.write_bytes(content.replace(old, new))
 
 
 def _run(command: list[str], what: str) -> None:
@@ -257,32 +321,23 @@ class LocalStepFunctions:
         return functools.partial(local_client, self.endpoint_url, **kwargs)
 
     def start(self) -> None:
-        """Install if needed, start, and wait until Step Functions answers.
+        """Install if needed, start, wait until Step Functions answers, check the bind.
+
+        LocalStack gets none of the user's AWS settings or credentials (see
+        :data:`PRIVATE_VARIABLES`), and its launcher binds it to 127.0.0.1. Once it is
+        ready, the sockets it listens on are read from ``/proc`` (where there is one): one
+        on any other address stops it.
 
         Raises:
-            LocalStepFunctionsError: the port is in use, or it did not become ready (the
-                message holds the log's end).
+            LocalStepFunctionsError: the port is in use, it did not become ready (the
+                message holds the log's end), or it listens beyond 127.0.0.1.
         """
         if self._process is not None:
             return
         _check_port_free(self.port)
         python = install_localstack(self.home)
         self._state = Path(tempfile.mkdtemp(prefix="sfn-activities-localstack-"))
-        env = {
-            **os.environ,
-            "GATEWAY_LISTEN": f"127.0.0.1:{self.port}",
-            "SERVICES": ",".join(SERVICES),
-            "EAGER_SERVICE_LOADING": "1",
-            "DISABLE_EVENTS": "1",
-            "SKIP_SSL_CERT_DOWNLOAD": "1",
-            "DNS_ADDRESS": "0",
-            "OVERRIDE_IN_DOCKER": "0",
-            "FILESYSTEM_ROOT": str(self._state / "root"),
-            "LOCALSTACK_VOLUME_DIR": str(self._state / "volume"),
-            "SFN_ACTIVITIES_PARENT_PID": str(os.getpid()),  # it exits when we are gone
-        }
-        for name in ("AWS_ENDPOINT_URL", "PYTHONPATH", "PYTHONHOME"):
-            env.pop(name, None)
+        env = self._server_environment(os.environ)
         with open(self._state / "localstack.log", "wb") as log:
             self._process = subprocess.Popen(  # noqa: S603 - our own fixed command
                 [str(python), "-I", str(LAUNCHER)],
@@ -295,10 +350,62 @@ class LocalStepFunctions:
             )
         try:
             self._wait_until_ready()
+            self._check_loopback_only()
         except BaseException:
             self.stop()
             raise
         logger.info("local Step Functions ready at %s", self.endpoint_url)
+
+    def _server_environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """LocalStack's environment: ``base`` without the user's AWS settings, plus its own.
+
+        boto3 inside LocalStack finds the fixed stand-in credentials first and stops looking:
+        no ``~/.aws`` file, profile, container or instance credentials are read.
+        """
+        assert self._state is not None  # noqa: S101 - start() made it
+        env = {
+            name: value
+            for name, value in base.items()
+            if not name.startswith("AWS_") and name not in PRIVATE_VARIABLES
+        }
+        env.update({
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "GATEWAY_LISTEN": f"127.0.0.1:{self.port}",
+            "GATEWAY_SERVER": "twisted",  # the server whose bind the launcher fixes
+            "SERVICES": ",".join(SERVICES),
+            "EAGER_SERVICE_LOADING": "1",
+            "DISABLE_EVENTS": "1",
+            "SKIP_SSL_CERT_DOWNLOAD": "1",
+            "DNS_ADDRESS": "0",
+            "OVERRIDE_IN_DOCKER": "0",
+            "FILESYSTEM_ROOT": str(self._state / "root"),
+            "LOCALSTACK_VOLUME_DIR": str(self._state / "volume"),
+            "SFN_ACTIVITIES_PARENT_PID": str(os.getpid()),  # it exits when we are gone
+            "SFN_ACTIVITIES_STATE_DIR": str(self._state),  # and removes this
+        })  # fmt: skip
+        return env
+
+    def _check_loopback_only(self) -> None:
+        """Refuse a LocalStack that listens anywhere but on loopback (read from ``/proc``)."""
+        assert self._process is not None  # noqa: S101 - start() set it
+        found = listeners(self.port, self._process.pid)
+        if found is None:
+            logger.debug("no /proc/net/tcp here: where LocalStack listens is not checked")
+            return
+        exposed = [f"{host}:{port}" for host, port in found if not is_loopback(host)]
+        if exposed:
+            msg = (
+                f"LocalStack listens on {', '.join(exposed)}, not on 127.0.0.1 only; "
+                f"stopped it rather than serve the network"
+            )
+            raise LocalStepFunctionsError(msg)
+        if not any(port == self.port for _, port in found):
+            msg = f"cannot see LocalStack's socket on port {self.port} in /proc/net/tcp"
+            raise LocalStepFunctionsError(msg)
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
