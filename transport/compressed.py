@@ -139,9 +139,9 @@ class CompressedTransport(JSONTransport):
         if len(raw) <= limit:
             return envelope
         why = (
-            f"its {len(raw)} bytes of JSON compress to {len(compressed)}, which expand beyond "
-            f"{self._bound(setting)}, so a CompressedTransport would refuse to read them "
-            f"(pass CompressedTransport({setting}=...), to the reader too, to accept more)"
+            f"its {len(raw)} bytes of JSON, compressed to {len(compressed)}, would expand "
+            f"beyond {self._bound(setting)} when read, which this transport refuses (pass "
+            f"CompressedTransport({setting}=...), to the reader too, to accept more)"
         )
         if shaped:
             msg = f"a value shaped like the {ENCODING} envelope must be sent in one, but {why}"
