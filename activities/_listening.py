@@ -23,13 +23,17 @@ PROC = Path("/proc")
 _LISTEN = "0A"
 
 
-def listening_sockets(proc: Path = PROC) -> list[tuple[str, int, int]] | None:
+def listening_sockets(proc: Path | None = None) -> list[tuple[str, int, int]] | None:
     """The listening TCP sockets of this network namespace, as ``(host, port, inode)``.
+
+    Args:
+        proc: where ``/proc`` is; :data:`PROC` by default.
 
     Returns:
         IPv4 and IPv6 sockets, hosts written as ``inet_ntop`` writes them; ``None`` if
         neither ``net/tcp`` nor ``net/tcp6`` can be read.
     """
+    proc = proc if proc is not None else PROC
     sockets: list[tuple[str, int, int]] = []
     readable = False
     for table in ("tcp", "tcp6"):
@@ -76,12 +80,18 @@ def _group_socket_inodes(pgid: int, proc: Path) -> set[int]:
     return inodes
 
 
-def listeners(port: int, pgid: int, proc: Path = PROC) -> list[tuple[str, int]] | None:
+def listeners(port: int, pgid: int, proc: Path | None = None) -> list[tuple[str, int]] | None:
     """Where something listens on ``port``, or a process of group ``pgid`` listens at all.
+
+    Args:
+        port: the port to report whoever listens on it.
+        pgid: the process group whose every listening socket is reported.
+        proc: where ``/proc`` is; :data:`PROC` by default.
 
     Returns:
         Sorted ``(host, port)`` pairs; ``None`` where ``/proc`` has no TCP tables.
     """
+    proc = proc if proc is not None else PROC
     sockets = listening_sockets(proc)
     if sockets is None:
         return None

@@ -4,7 +4,8 @@ AWS cannot be reached from every machine, and moto has no activity API. LocalSta
 Step Functions is a real interpreter of state machines, with activities, ``Retry``/
 ``Catch`` and heartbeat timeouts. :class:`LocalStepFunctions` installs it on first use
 into a virtualenv of its own (it pins its own boto3), starts it listening on 127.0.0.1
-only (checked once it runs) and without your AWS credentials, and stops it cleanly. The test suite and the demo use it; so can your own tests::
+only (checked once it runs) and without your AWS credentials, and stops it cleanly. The
+test suite and the demo use it; so can your own tests::
 
     with LocalStepFunctions() as local:
         client = local.client()
