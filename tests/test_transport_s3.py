@@ -33,6 +33,8 @@ pytestmark = pytest.mark.integration
 
 ACCOUNT = "000000000000"  # LocalStack's
 
+SHA = "0" * 64  # a well-formed digest
+
 
 @pytest.fixture(scope="module")
 def s3(local_sfn: LocalStepFunctions) -> S3Client:
@@ -146,17 +148,48 @@ class TestReference:
         assert transport.encode(["b"] * 100) != first
         assert len(keys(s3, bucket)) == 2
 
-    def test_an_object_another_tool_wrote_is_taken_as_it_is(
+    def test_an_object_without_its_recorded_digest_is_written_again(
         self, s3: S3Client, bucket: str
     ) -> None:
-        """Without the metadata, the key (its digest) and the size say it is the same bytes."""
+        """Another tool's copy at the key is not trusted for its length: ours replaces it."""
         transport = claim_check(s3, bucket, threshold=10)
         data = JSONTransport().encode(["f"] * 100).encode()
         key = transport.reference(data)[REFERENCE_KEY]["key"]
-        s3.put_object(Bucket=bucket, Key=key, Body=data)
+        other = b"x" * len(data)  # the same length, other bytes, no metadata
+        s3.put_object(Bucket=bucket, Key=key, Body=other)
         reference = transport.encode(["f"] * 100)
         assert json.loads(reference)[REFERENCE_KEY]["key"] == key
+        stored = s3.get_object(Bucket=bucket, Key=key)
+        assert stored["Body"].read() == data
+        assert stored["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
         assert transport.decode(reference) == ["f"] * 100
+
+    def test_a_copy_not_encrypted_as_asked_is_written_again(
+        self, s3: S3Client, bucket: str
+    ) -> None:
+        """SSE-S3 where aws:kms was asked, or another KMS key: the bytes are written again."""
+        key_arn = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/claims"
+        transport = claim_check(s3, bucket, threshold=10, sse="aws:kms", kms_key_id=key_arn)
+        data = JSONTransport().encode(["e"] * 100).encode()
+        fields = transport.reference(data)[REFERENCE_KEY]
+        metadata = {"sha256": fields["sha256"], "encoding": "json"}
+        copies: list[dict[str, Any]] = [
+            {"ServerSideEncryption": "AES256"},
+            {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": f"{key_arn}-other"},
+        ]
+        for encryption in copies:
+            s3.put_object(
+                Bucket=bucket, Key=fields["key"], Body=data, Metadata=metadata, **encryption
+            )
+            with recorded(s3) as sent:
+                transport.encode(["e"] * 100)
+            assert [operation for operation, _ in sent] == ["HeadObject", "PutObject"]
+            stored = s3.head_object(Bucket=bucket, Key=fields["key"])
+            assert stored["ServerSideEncryption"] == "aws:kms"
+            assert stored["SSEKMSKeyId"] == key_arn
+        with recorded(s3) as sent:
+            transport.encode(["e"] * 100)
+        assert [operation for operation, _ in sent] == ["HeadObject"], "encrypted as asked now"
 
     def test_map_output_references_are_resolved(self, s3: S3Client, bucket: str) -> None:
         """A Map or Parallel state's output is an array of the references its items made."""
@@ -191,7 +224,8 @@ class TestReference:
         transport = claim_check(s3, bucket, threshold=10)
         data = JSONTransport().encode(["c"] * 100).encode()
         key = transport.reference(data)[REFERENCE_KEY]["key"]
-        s3.put_object(Bucket=bucket, Key=key, Body=b"something else")
+        recorded_digest = {"sha256": hashlib.sha256(b"something else").hexdigest()}
+        s3.put_object(Bucket=bucket, Key=key, Body=b"something else", Metadata=recorded_digest)
         with pytest.raises(S3ClaimCheckError, match="not overwritten"):
             transport.encode(["c"] * 100)
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"something else"
@@ -203,17 +237,18 @@ class TestReference:
         assert reference[REFERENCE_KEY]["encoding"] == "zlib+base64"
         assert reference[REFERENCE_KEY]["size"] < len(json.dumps(value)) / 5, "stored compressed"
         assert transport.deserialize_result(json.dumps(reference)) == value
-        assert resolve(reference, client=s3) == value
+        assert resolve(reference, read_from=f"s3://{bucket}/", client=s3) == value
 
     def test_resolve_reads_a_reference_with_only_transport_and_boto3(
         self, s3: S3Client, bucket: str
     ) -> None:
         transport = claim_check(s3, bucket, threshold=10)
         reference = json.loads(transport.serialize_result({"text": "w" * 1000}))
-        assert resolve(reference, client=s3) == {"text": "w" * 1000}
+        where = f"s3://{bucket}/sfn-activities/"
+        assert resolve(reference, read_from=where, client=s3) == {"text": "w" * 1000}
         assert transport.resolve(reference) == {"text": "w" * 1000}
-        assert resolve({"not": "a reference"}, client=s3) == {"not": "a reference"}
-        assert resolve([1, 2], client=s3) == [1, 2]
+        assert resolve({"not": "a reference"}, read_from=where, client=s3) == {"not": "a reference"}
+        assert resolve([1, 2], read_from=where, client=s3) == [1, 2]
 
 
 class TestSettings:
@@ -355,7 +390,10 @@ class TestFailures:
         with pytest.raises(DecodeError, match="does not match its reference"):
             transport.decode(json.dumps(reference))
         s3.put_object(Bucket=bucket, Key=fields["key"], Body=b'"short"')
-        with pytest.raises(DecodeError, match="is 7 bytes, not the 102"):
+        with pytest.raises(DecodeError, match="does not match its reference"):
+            transport.decode(json.dumps(reference))
+        s3.put_object(Bucket=bucket, Key=fields["key"], Body=b"")
+        with pytest.raises(DecodeError, match="does not match its reference"):
             transport.decode(json.dumps(reference))
 
     def test_a_missing_bucket_fails_the_result_with_a_named_error(self, s3: S3Client) -> None:
@@ -367,9 +405,18 @@ class TestFailures:
     @pytest.mark.parametrize(
         "fields",
         [
-            {"version": 2, "bucket": "b", "key": "k", "size": 1, "sha256": "0"},
+            {"version": 2, "bucket": "b", "key": "sfn-activities/k", "size": 1, "sha256": SHA},
             {"version": 1, "bucket": "b"},
-            {"version": 1, "bucket": "b", "key": "k", "size": 1, "sha256": "0", "encoding": "x"},
+            {"version": 1, "bucket": "b", "key": "sfn-activities/k", "size": 1, "sha256": "0"},
+            {"version": 1, "bucket": "b", "key": "sfn-activities/k", "size": -1, "sha256": SHA},
+            {
+                "version": 1,
+                "bucket": "b",
+                "key": "sfn-activities/k",
+                "size": 1,
+                "sha256": SHA,
+                "encoding": "x",
+            },
         ],
     )
     def test_a_bad_reference_is_refused_before_any_download(self, fields: dict[str, Any]) -> None:
@@ -387,7 +434,7 @@ class TestFailures:
         with pytest.raises(DecodeError, match=f"s3://{bucket}/.* is not valid in its encoding"):
             transport.decode(json.dumps({REFERENCE_KEY: fields}))
         with pytest.raises(DecodeError, match=f"s3://{bucket}/.* is not valid in its encoding"):
-            resolve({REFERENCE_KEY: fields}, client=s3)
+            resolve({REFERENCE_KEY: fields}, read_from=f"s3://{bucket}", client=s3)
 
     def test_a_client_that_cannot_be_made_names_the_object(self, bucket: str) -> None:
         def broken() -> S3Client:
@@ -404,6 +451,133 @@ class TestFailures:
 
 def _no_client() -> S3Client:
     pytest.fail("S3 was called")
+
+
+class TestHostileReferences:
+    """Whoever starts an execution writes its references: a reader follows only its own."""
+
+    @pytest.fixture
+    def secret(self, s3: S3Client, bucket: str) -> Iterator[tuple[str, bytes]]:
+        """Another bucket the worker's role can read, holding an object not meant for tasks."""
+        name = f"{bucket[:40]}-secret"
+        s3.create_bucket(Bucket=name)
+        data = b'{"payroll": [1000, 2000, 3000]}'
+        s3.put_object(Bucket=name, Key="payroll.json", Body=data)
+        s3.put_object(Bucket=name, Key="shared/claims/doc", Body=b'"shared"')
+        yield name, data
+        for key in ("payroll.json", "shared/claims/doc"):
+            s3.delete_object(Bucket=name, Key=key)
+        s3.delete_bucket(Bucket=name)
+
+    def test_a_reference_elsewhere_is_refused_before_any_call_and_says_nothing(
+        self, s3: S3Client, bucket: str, secret: tuple[str, bytes]
+    ) -> None:
+        """Wrong size, wrong digest, right both: the same refusal, and S3 is never asked."""
+        name, data = secret
+        transport = claim_check(s3, bucket, threshold=10)
+        right = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        guesses = [{**right, "size": len(data) + 7}, {**right, "sha256": SHA}, right]
+        causes = []
+        with recorded(s3) as sent:
+            for guess in guesses:
+                fields = {"version": 1, "bucket": name, "key": "payroll.json", **guess}
+                with pytest.raises(DecodeError, match="refused") as caught:
+                    transport.decode(json.dumps({"value": {REFERENCE_KEY: fields}}))
+                causes.append(str(caught.value))
+        assert sent == [], "no S3 call for a reference outside the transport's own prefix"
+        assert len(set(causes)) == 1, "the cause does not depend on what is there"
+        assert str(len(data)) not in causes[0]
+        assert f"read only from s3://{bucket}/sfn-activities/" in causes[0]
+        assert "read_from" in causes[0]
+
+    def test_another_key_of_its_own_bucket_is_refused(self, s3: S3Client, bucket: str) -> None:
+        transport = claim_check(s3, bucket, threshold=10)
+        s3.put_object(Bucket=bucket, Key="private.json", Body=b'"p"')
+        fields = {"version": 1, "bucket": bucket, "key": "private.json", "size": 3}
+        fields["sha256"] = hashlib.sha256(b'"p"').hexdigest()
+        for key in ("private.json", "sfn-activities/../private.json"):
+            with pytest.raises(DecodeError, match="refused"):
+                transport.decode(json.dumps({REFERENCE_KEY: {**fields, "key": key}}))
+
+    def test_read_from_adds_a_location(
+        self, s3: S3Client, bucket: str, secret: tuple[str, bytes]
+    ) -> None:
+        name, data = secret
+        transport = claim_check(s3, bucket, threshold=10, read_from=[f"s3://{name}/shared/"])
+        shared = {"version": 1, "bucket": name, "key": "shared/claims/doc", "size": 8}
+        shared["sha256"] = hashlib.sha256(b'"shared"').hexdigest()
+        assert transport.decode(json.dumps({REFERENCE_KEY: shared})) == "shared"
+        payroll = {**shared, "key": "payroll.json", "size": len(data)}
+        payroll["sha256"] = hashlib.sha256(data).hexdigest()
+        with pytest.raises(DecodeError, match=f"read only from s3://{bucket}/sfn-activities/, "):
+            transport.decode(json.dumps({REFERENCE_KEY: payroll}))
+        assert resolve({REFERENCE_KEY: shared}, read_from=f"s3://{name}/shared/", client=s3) == (
+            "shared"
+        )
+        with pytest.raises(DecodeError, match="refused"):
+            resolve({REFERENCE_KEY: payroll}, read_from=f"s3://{name}/shared/", client=s3)
+
+    def test_a_stated_size_over_max_size_is_refused_before_any_call(
+        self, s3: S3Client, bucket: str
+    ) -> None:
+        transport = claim_check(s3, bucket, threshold=10, max_size=1000)
+        fields = transport.reference(b"x" * 1001)[REFERENCE_KEY]
+        with recorded(s3) as sent, pytest.raises(DecodeError, match=r"over max_size=1000"):
+            transport.decode(json.dumps({REFERENCE_KEY: fields}))
+        assert sent == []
+
+    def test_a_mismatch_is_logged_at_debug_not_told(
+        self, s3: S3Client, bucket: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        transport = claim_check(s3, bucket, threshold=10)
+        fields = json.loads(transport.encode("d" * 100))[REFERENCE_KEY]
+        other = b'"' + b"e" * 100 + b'"'
+        s3.put_object(Bucket=bucket, Key=fields["key"], Body=other)
+        found = hashlib.sha256(other).hexdigest()
+        with (
+            caplog.at_level("DEBUG", logger="transport.reference"),
+            pytest.raises(DecodeError) as caught,
+        ):
+            transport.decode(json.dumps({REFERENCE_KEY: fields}))
+        assert found not in str(caught.value)
+        assert found in caplog.text
+
+    def test_only_the_stated_bytes_are_read_of_a_larger_object(
+        self, s3: S3Client, bucket: str
+    ) -> None:
+        """An object grown past its reference: one ranged read of the stated size, refused."""
+        transport = claim_check(s3, bucket, threshold=10)
+        fields = json.loads(transport.encode("g" * 100))[REFERENCE_KEY]
+        s3.put_object(Bucket=bucket, Key=fields["key"], Body=b'"' + b"g" * (2 * 2**20) + b'"')
+        with recorded(s3) as sent, pytest.raises(DecodeError, match="does not match"):
+            transport.decode(json.dumps({REFERENCE_KEY: fields}))
+        assert [(operation, params.get("Range")) for operation, params in sent] == [
+            ("GetObject", f"bytes=0-{fields['size'] - 1}")
+        ]
+
+    def test_an_object_replaced_while_it_is_read_is_refused(
+        self, s3: S3Client, bucket: str
+    ) -> None:
+        """Parts after the first are read from the same version (IfMatch), never mixed."""
+        transport = claim_check(s3, bucket, threshold=10)
+        value = "r" * (9 * 2**20)  # two parts
+        fields = json.loads(transport.encode(value))[REFERENCE_KEY]
+        replaced: list[str] = []
+
+        def replace(params: dict[str, Any], **_: Any) -> None:
+            if not replaced and not params.get("Range", "bytes=0-").startswith("bytes=0-"):
+                replaced.append(params["Range"])
+                body = b'"' + b"R" * (fields["size"] - 2) + b'"'
+                s3.put_object(Bucket=bucket, Key=fields["key"], Body=body)
+
+        event = "before-parameter-build.s3.GetObject"
+        s3.meta.events.register(event, replace)
+        try:
+            with pytest.raises(DecodeError, match="changed while it was read"):
+                transport.decode(json.dumps({REFERENCE_KEY: fields}))
+        finally:
+            s3.meta.events.unregister(event, replace)
+        assert replaced, "the object was replaced between the parts"
 
 
 class TestRetries:

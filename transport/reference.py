@@ -1,4 +1,4 @@
-"""The claim check's reference: its format, and reading the value it stands for from S3.
+"""The claim check's reference: its format, the rules a reader holds it to, and reading it.
 
 A reference is a JSON object of one key, :data:`REFERENCE_KEY`::
 
@@ -6,7 +6,13 @@ A reference is a JSON object of one key, :data:`REFERENCE_KEY`::
                       "key": "sfn-activities/9f86d0...0a08", "size": 5242880,
                       "sha256": "9f86d0...0a08", "encoding": "json"}}
 
-:class:`transport.S3ClaimCheck` writes them; :func:`resolve` reads them anywhere (a
+Whoever can start an execution writes the references its tasks read, so a reader holds
+each one to :class:`ReadRules` before any S3 call: the object must be in a location the
+reader allows (the transport's own bucket and prefix, and what ``read_from`` adds) and no
+larger than ``max_size``. It then reads exactly the stated bytes of one version of the
+object and checks their digest.
+
+:class:`transport.S3ClaimCheck` writes references; :func:`resolve` reads them anywhere (a
 Lambda function, a script) with only ``transport`` and boto3. The format is stable: see
 ``docs/transports.md``.
 """
@@ -14,9 +20,11 @@ Lambda function, a script) with only ``transport`` and boto3. The format is stab
 from __future__ import annotations
 
 import hashlib
-import io
+import logging
 import os
+import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from transport.compressed import ENCODING as COMPRESSED_ENCODING
@@ -25,22 +33,26 @@ from transport.default import JSONTransport
 from transport.errors import DecodeError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable, Mapping
 
     from mypy_boto3_s3 import S3Client
 
     from transport.base import Transport
 
 __all__ = [
+    "DEFAULT_MAX_SIZE",
     "ENCODINGS",
     "REFERENCE_KEY",
     "REFERENCE_VERSION",
+    "ReadRules",
     "Where",
     "fetch",
     "is_reference",
     "resolve",
     "resolve_within",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: The one key of a reference object.
 REFERENCE_KEY = "s3ClaimCheck"
@@ -54,12 +66,25 @@ ENCODINGS: dict[str, Callable[[], Transport]] = {
     COMPRESSED_ENCODING: CompressedTransport,
 }
 
+#: The largest object a reference may name, in bytes, unless a reader says otherwise:
+#: 256 times Step Functions' own 256 KiB, room for the payloads a claim check moves out of
+#: a state machine, and a bound on what a hostile input can make a task process hold.
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+
 #: Attempts of each S3 call (botocore's standard retry mode: throttling, 5xx, network).
 S3_ATTEMPTS = 10
 
-#: Parts of a managed transfer: 8 MiB each, 4 in flight, at most 4 read ahead of them.
+#: Attempts at reading a part's body (botocore retries the call, not a stream cut short).
+BODY_ATTEMPTS = 5
+
+#: Parts of a transfer: 8 MiB each, 4 in flight, at most 4 read ahead of them.
 PART_SIZE = 8 * 1024 * 1024
 PARTS_IN_FLIGHT = 4
+
+#: How much of a part's body is read at a time.
+READ_CHUNK = 1024 * 1024
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def is_reference(value: object) -> bool:
@@ -89,6 +114,8 @@ def resolve_within(value: Any, get: Callable[[dict[str, Any]], Any]) -> Any:
 def resolve(
     value: Any,
     *,
+    read_from: str | Iterable[str],
+    max_size: int = DEFAULT_MAX_SIZE,
     client: S3Client | None = None,
     expected_bucket_owner: str | None = None,
 ) -> Any:
@@ -96,31 +123,34 @@ def resolve(
 
     For code that has only ``transport`` and boto3 (a Lambda function, a script)::
 
-        from transport.s3 import resolve
-        document = resolve(event)      # the reference an activity returned
+        from transport.reference import resolve
+        document = resolve(event, read_from="s3://my-bucket/claims/")
 
     Args:
         value: a reference, a value that holds some, or any other value (returned as it
             is).
+        read_from: where references may point: ``"s3://bucket/prefix"`` locations (see
+            :class:`ReadRules`); one, or several. A reference elsewhere is refused
+            before any S3 call.
+        max_size: the largest object a reference may name, in bytes.
         client: the S3 client to read with; boto3's usual chain by default, made once
             per process.
         expected_bucket_owner: the account that must own the bucket.
 
     Raises:
-        DecodeError: a reference cannot be resolved; the message names the object.
+        DecodeError: a reference is refused by the rules or cannot be resolved; the
+            message names the object.
+        ValueError: ``read_from`` or ``max_size`` is not valid.
     """
+    rules = ReadRules([read_from] if isinstance(read_from, str) else read_from, max_size=max_size)
 
     def get(reference: dict[str, Any]) -> Any:
-        fields = reference[REFERENCE_KEY]
-        decode = decoder_of(fields)
-        where = Where.of(fields)
-        try:
-            reader = client or shared_client()
-        except Exception as exc:  # botocore's (region, profile)
-            msg = f"cannot read {where}: {exc}"
-            raise DecodeError(msg) from exc
-        data = fetch(reader, where, expected_bucket_owner=expected_bucket_owner)
-        return decoded(decode, text_of(data, where), where)
+        return read(
+            reference,
+            rules=rules,
+            client=(lambda: client) if client is not None else shared_client,
+            expected_bucket_owner=expected_bucket_owner,
+        )
 
     return resolve_within(value, get)
 
@@ -145,54 +175,272 @@ class Where:
         names = (fields.get("bucket"), fields.get("key"), fields.get("sha256"))
         size = fields.get("size")
         if not all(isinstance(name, str) and name for name in names) or type(size) is not int:
-            msg = f"a claim-check reference needs version, bucket, key, size and sha256: {fields!r}"
+            msg = (
+                "a claim-check reference needs version, bucket, key, size and sha256: "
+                f"{fields!r:.300}"
+            )
             raise DecodeError(msg)
         if type(version) is not int or version != REFERENCE_VERSION:
-            msg = f"claim-check reference version {version!r} is unknown: {REFERENCE_VERSION} is"
+            msg = (
+                f"claim-check reference version {version!r:.40} is unknown: {REFERENCE_VERSION} is"
+            )
             raise DecodeError(msg)
         bucket, key, digest = (str(name) for name in names)
+        if size < 0 or not _SHA256.fullmatch(digest):
+            msg = (
+                f"a claim-check reference needs a size of 0 or more and a sha256 of 64 "
+                f"lowercase hex digits: {fields!r:.300}"
+            )
+            raise DecodeError(msg)
         return cls(bucket, key, size, digest)
 
 
-def fetch(client: S3Client, where: Where, *, expected_bucket_owner: str | None) -> memoryview:
-    """Download the object ``where`` names, checked against its size and digest.
+class ReadRules:
+    """Where the references a reader follows may point, and how large their objects may be.
 
-    The size is checked before the download, so a reference cannot make the process read
-    more than it says. A view of the downloaded buffer, not a copy (a large object is
-    held once); release it when done.
+    A location is ``"s3://bucket/prefix"``: the keys of ``bucket`` that start with
+    ``prefix`` (``"s3://bucket"`` or ``"s3://bucket/"`` is the whole bucket). End a prefix
+    with ``/`` to mean a folder: ``"s3://b/claims"`` also takes ``claims-old/...``.
+
+    Args:
+        locations: the locations references may point into; at least one.
+        max_size: the largest object a reference may name, in bytes.
 
     Raises:
-        DecodeError: the object is missing, of another size or digest, or cannot be
-            read; the message names it.
+        ValueError: a location is not ``s3://bucket[/prefix]``, none is given, or
+            ``max_size`` is negative.
     """
-    buffer = io.BytesIO()
+
+    def __init__(self, locations: Iterable[str], *, max_size: int = DEFAULT_MAX_SIZE) -> None:
+        self.locations = tuple(_location(text) for text in locations)
+        if not self.locations:
+            msg = 'read_from must name at least one location, such as "s3://my-bucket/claims/"'
+            raise ValueError(msg)
+        if type(max_size) is not int or max_size < 0:
+            msg = f"max_size must be a number of bytes, 0 or more, got {max_size!r}"
+            raise ValueError(msg)
+        self.max_size = max_size
+
+    def __repr__(self) -> str:
+        where = ", ".join(f"s3://{bucket}/{prefix}" for bucket, prefix in self.locations)
+        return f"{type(self).__name__}([{where}], max_size={self.max_size})"
+
+    def allows(self, bucket: str, key: str) -> bool:
+        """Whether a reference may name ``key`` of ``bucket``."""
+        if any(part in {".", ".."} for part in key.split("/")):
+            return False  # a proxy or an S3-compatible server may normalise the path
+        return any(bucket == mine and key.startswith(prefix) for mine, prefix in self.locations)
+
+    def check(self, where: Where) -> None:
+        """Refuse a reference these rules do not allow, before any S3 call.
+
+        Raises:
+            DecodeError: the object is outside every location, or larger than
+                ``max_size``; the message names the rule.
+        """
+        if not self.allows(where.bucket, where.key):
+            allowed = ", ".join(f"s3://{bucket}/{prefix}" for bucket, prefix in self.locations)
+            msg = (
+                f"claim-check reference to {_shown(where)} refused: references are read only "
+                f"from {allowed} (add locations with read_from=)"
+            )
+            raise DecodeError(msg)
+        if where.size > self.max_size:
+            msg = (
+                f"claim-check reference to {where} refused: {where.size} bytes is over "
+                f"max_size={self.max_size} (raise max_size= to read it)"
+            )
+            raise DecodeError(msg)
+
+
+def _location(text: str) -> tuple[str, str]:
+    if not isinstance(text, str) or not text.startswith("s3://"):
+        msg = f'a read_from location is "s3://bucket/prefix", got {text!r}'
+        raise ValueError(msg)
+    bucket, _, prefix = text.removeprefix("s3://").partition("/")
+    if not bucket:
+        msg = f'a read_from location names a bucket, "s3://bucket/prefix", got {text!r}'
+        raise ValueError(msg)
+    return bucket, prefix
+
+
+def _shown(where: Where) -> str:
+    """The object a refused reference names, cut short: it is whatever the input said."""
+    text = str(where)
+    return text if len(text) <= 200 else f"{text[:200]}..."  # noqa: PLR2004
+
+
+def read(
+    reference: dict[str, Any],
+    *,
+    rules: ReadRules,
+    client: Callable[[], S3Client],
+    expected_bucket_owner: str | None,
+    decode: Callable[[str], Any] | None = None,
+) -> Any:
+    """The value a reference stands for: checked by ``rules``, fetched, verified, decoded.
+
+    Args:
+        reference: the reference (``{"s3ClaimCheck": {...}}``).
+        rules: what references may name; checked before any S3 call.
+        client: gives the S3 client to read with.
+        expected_bucket_owner: the account that must own the bucket.
+        decode: decodes the object's text; by default the transport its ``encoding``
+            names (:data:`ENCODINGS`).
+
+    Raises:
+        DecodeError: the reference is refused or cannot be resolved; the message names
+            the object.
+    """
+    fields = reference[REFERENCE_KEY]
+    where = Where.of(fields)
+    rules.check(where)
+    decode = decode or decoder_of(fields)
+    try:
+        reader = client()
+    except Exception as exc:  # a client factory's, botocore's (region, profile)
+        msg = f"cannot read {where}: {exc}"
+        raise DecodeError(msg) from exc
+    data = fetch(reader, where, expected_bucket_owner=expected_bucket_owner)
+    return decoded(decode, text_of(data, where), where)
+
+
+def fetch(client: S3Client, where: Where, *, expected_bucket_owner: str | None) -> memoryview:
+    """Download exactly the ``where.size`` bytes of one version of the object, and check them.
+
+    Every request is ranged to the stated size, so a reference cannot make the process
+    read more than it says (however large the object is, or grows to); the first answer's
+    total size must be the stated one, and the parts after it are read with ``IfMatch``
+    on its ETag, so an object replaced meanwhile is refused, never mixed. What the object
+    turned out to be (its size, its digest) is logged at DEBUG, not put in the error: the
+    error goes back to whoever wrote the reference. A view of the buffer, not a copy (a
+    large object is held once); release it when done.
+
+    Raises:
+        DecodeError: the object is missing, of another size or digest, changed while it
+            was read, or cannot be read; the message names it.
+    """
+    buffer = bytearray(where.size)
+    view = memoryview(buffer)
     owner: dict[str, Any] = owner_args(expected_bucket_owner)
     try:
-        size = client.head_object(Bucket=where.bucket, Key=where.key, **owner)["ContentLength"]
-        if size == where.size:
-            client.download_fileobj(
-                where.bucket, where.key, buffer, ExtraArgs=owner, Config=transfer_config()
-            )
-    except Exception as exc:  # botocore's (after its retries), s3transfer's own
-        msg = f"cannot read {where}: {said(exc)}"
+        if where.size:
+            _read_parts(client, where, view, owner)
+        else:
+            _check_empty(client, where, owner)
+    except DecodeError:
+        view.release()
+        raise
+    except Exception as exc:  # botocore's (after its retries)
+        view.release()
+        code = error_code(exc)
+        if code in {"412", "PreconditionFailed"}:
+            msg = f"{where} changed while it was read (replaced by another writer)"
+        elif code == "InvalidRange":  # the object is empty
+            logger.debug("%s is empty, its reference says %s bytes", where, where.size)
+            msg = _mismatch(where)
+        else:
+            msg = f"cannot read {where}: {said(exc)}"
         raise DecodeError(msg) from exc
-    if size != where.size:
-        msg = f"{where} is {size} bytes, not the {where.size} its reference says"
-        raise DecodeError(msg)
-    data = buffer.getbuffer()
-    found_digest = hashlib.sha256(data).hexdigest()
-    if len(data) != where.size or found_digest != where.sha256:
-        got = len(data)
-        data.release()
-        msg = (
-            f"{where} does not match its reference: {got} bytes of sha256 {found_digest}, "
-            f"not {where.size} of {where.sha256}"
-        )
-        raise DecodeError(msg)
-    return data
+    found_digest = hashlib.sha256(view).hexdigest()
+    if found_digest != where.sha256:
+        view.release()
+        logger.debug("%s has sha256 %s, its reference says %s", where, found_digest, where.sha256)
+        raise DecodeError(_mismatch(where))
+    return view
+
+
+def _read_parts(client: S3Client, where: Where, view: memoryview, owner: dict[str, Any]) -> None:
+    """Fill ``view`` with the object's bytes: the first part, then the others in parallel."""
+    first = min(where.size, PART_SIZE)
+    answer = client.get_object(
+        Bucket=where.bucket, Key=where.key, Range=f"bytes=0-{first - 1}", **owner
+    )
+    total = _total_size(answer)
+    if total != where.size:
+        answer["Body"].close()
+        logger.debug("%s is %s bytes, its reference says %s", where, total, where.size)
+        raise DecodeError(_mismatch(where))
+    _fill(answer["Body"], view[:first], where)
+    starts = range(first, where.size, PART_SIZE)
+    if not starts:
+        return
+    pinned = {**owner, "IfMatch": answer["ETag"]}
+
+    def part(start: int) -> None:
+        end = min(start + PART_SIZE, where.size)
+        for attempt in range(1, BODY_ATTEMPTS + 1):
+            body = client.get_object(
+                Bucket=where.bucket, Key=where.key, Range=f"bytes={start}-{end - 1}", **pinned
+            )["Body"]
+            try:
+                _fill(body, view[start:end], where)
+            except _CutShort:
+                if attempt == BODY_ATTEMPTS:
+                    raise
+            else:
+                return
+
+    with ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="claim-check-read") as pool:
+        for done in [pool.submit(part, start) for start in starts]:
+            done.result()
+
+
+def _check_empty(client: S3Client, where: Where, owner: dict[str, Any]) -> None:
+    """A reference of 0 bytes: nothing to read, only that the object is there and empty."""
+    size = client.head_object(Bucket=where.bucket, Key=where.key, **owner)["ContentLength"]
+    if size != 0:
+        logger.debug("%s is %s bytes, its reference says 0", where, size)
+        raise DecodeError(_mismatch(where))
+
+
+class _CutShort(DecodeError):
+    """A part's body ended before its length: read it again."""
+
+
+def _fill(body: Any, target: memoryview, where: Where) -> None:
+    """Read exactly ``len(target)`` bytes of ``body`` into ``target``, never more."""
+    filled = 0
+    try:
+        while filled < len(target):
+            chunk = body.read(min(READ_CHUNK, len(target) - filled))
+            if not chunk:
+                break
+            target[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+    except Exception as exc:  # urllib3's and botocore's errors of a stream cut short
+        msg = f"cannot read {where}: {said(exc)}"
+        raise _CutShort(msg) from exc
+    finally:
+        body.close()
+    if filled < len(target):
+        msg = f"cannot read {where}: the answer ended after {filled} of {len(target)} bytes"
+        raise _CutShort(msg)
+
+
+def _total_size(answer: Mapping[str, Any]) -> int | None:
+    """The object's whole size, from a ranged answer's ``Content-Range: bytes a-b/total``."""
+    content_range = answer.get("ContentRange")
+    if isinstance(content_range, str) and "/" in content_range:
+        total = content_range.rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    length = answer.get("ContentLength")  # an answer to the whole object (no range applied)
+    return length if isinstance(length, int) else None
+
+
+def _mismatch(where: Where) -> str:
+    return (
+        f"{where} does not match its reference (its size or sha256 differ); "
+        "what was found is logged at DEBUG"
+    )
 
 
 def decoded(decode: Callable[[str], Any], text: str, where: Where) -> Any:
+    """``text`` decoded; a failure names the object.
+
+    Raises:
+        DecodeError: the text is not valid in its encoding.
+    """
     try:
         return decode(text)
     except Exception as exc:  # noqa: BLE001 - whatever the encoding's decoder raises
@@ -215,20 +463,29 @@ def shared_client() -> S3Client:
 
 
 def decoder_of(fields: dict[str, Any]) -> Callable[[str], Any]:
-    """What decodes the text of a reference's encoding (checked before any download)."""
+    """What decodes the text of a reference's encoding (checked before any download).
+
+    Raises:
+        DecodeError: no transport of this package reads the encoding.
+    """
     encoding = fields.get("encoding", "json")
     make = ENCODINGS.get(encoding) if isinstance(encoding, str) else None
     if make is None:
         msg = (
-            f"s3://{fields.get('bucket')}/{fields.get('key')} is in encoding {encoding!r}, "
-            f"which only its own transport reads (known: {', '.join(ENCODINGS)})"
+            f"s3://{fields.get('bucket')!s:.100}/{fields.get('key')!s:.200} is in encoding "
+            f"{encoding!r:.100}, which only its own transport reads "
+            f"(known: {', '.join(ENCODINGS)})"
         )
         raise DecodeError(msg)
     return make().decode
 
 
 def text_of(data: memoryview, where: Where) -> str:
-    """The downloaded bytes as text; the buffer is released (the text is the one copy)."""
+    """The downloaded bytes as text; the buffer is released (the text is the one copy).
+
+    Raises:
+        DecodeError: the bytes are not UTF-8.
+    """
     try:
         return str(data, "utf-8")
     except UnicodeDecodeError as exc:
@@ -239,7 +496,7 @@ def text_of(data: memoryview, where: Where) -> str:
 
 
 def transfer_config() -> Any:
-    """How boto3's managed transfer splits an object (see :data:`PART_SIZE`)."""
+    """How boto3's managed transfer splits an upload (see :data:`PART_SIZE`)."""
     from boto3.s3.transfer import TransferConfig  # noqa: PLC0415 - boto3 is needed only here
 
     config = TransferConfig(
@@ -253,6 +510,7 @@ def transfer_config() -> Any:
 
 
 def default_client() -> S3Client:
+    """An S3 client by boto3's usual chain, retrying in botocore's standard mode."""
     import boto3  # noqa: PLC0415 - boto3 is needed only here
     import botocore.config  # noqa: PLC0415
 
@@ -261,13 +519,17 @@ def default_client() -> S3Client:
 
 
 def owner_args(account: str | None) -> dict[str, str]:
+    """The ``ExpectedBucketOwner`` argument of every call, when an account is expected."""
     return {} if account is None else {"ExpectedBucketOwner": account}
 
 
 def error_code(exc: Any) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+    """The S3 error code of a botocore ``ClientError``; empty for anything else."""
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 def said(exc: Any) -> str:
-    code = error_code(exc) if hasattr(exc, "response") else ""
+    """An exception as a cause says it: its S3 error code first, when it has one."""
+    code = error_code(exc)
     return f"{code}: {exc}" if code else str(exc)

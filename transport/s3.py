@@ -11,8 +11,12 @@ written to S3, and the task's output is a reference to it (the *claim check*)::
 A reference in an input (see :func:`~transport.reference.resolve_within`) is fetched,
 checked against its size and digest and decoded before ``run()`` sees it, so two
 activities with this transport pass large data through a state machine without a line
-of S3 code. The reference, and :func:`~transport.reference.resolve` that reads one
-anywhere else, are in :mod:`transport.reference`; this module re-exports them.
+of S3 code. Whoever starts an execution writes its input, references included: a
+reference is read only from the transport's own bucket and prefix (and the locations
+``read_from`` adds), and only up to ``max_size`` bytes; any other is refused before any
+S3 call (see :class:`~transport.reference.ReadRules`). The reference, and
+:func:`~transport.reference.resolve` that reads one anywhere else, are in
+:mod:`transport.reference`; this module re-exports them.
 """
 
 from __future__ import annotations
@@ -29,27 +33,25 @@ from transport.base import Transport
 from transport.compressed import ENCODING as COMPRESSED_ENCODING
 from transport.compressed import CompressedTransport
 from transport.default import JSONTransport
-from transport.errors import DecodeError, EncodeError
+from transport.errors import EncodeError
 from transport.reference import (
+    DEFAULT_MAX_SIZE,
     REFERENCE_KEY,
     REFERENCE_VERSION,
-    Where,
-    decoded,
-    decoder_of,
+    ReadRules,
     default_client,
     error_code,
-    fetch,
     is_reference,
     owner_args,
+    read,
     resolve,
     resolve_within,
     said,
-    text_of,
     transfer_config,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable, Mapping
 
     import cattrs
     from mypy_boto3_s3 import S3Client
@@ -104,6 +106,13 @@ class S3ClaimCheck(Transport):
         expected_bucket_owner: the account that must own the bucket of every object
             written or read (``ExpectedBucketOwner``): a bucket of another account is
             refused by S3.
+        read_from: locations, ``"s3://bucket/prefix"``, that references in an input may
+            point into besides this transport's own (``bucket`` and ``prefix``): the
+            prefix of another transport whose results this activity reads. A reference
+            anywhere else is refused before any S3 call.
+        max_size: the largest object, in bytes, a reference may name (checked on the
+            reference's stated size, before any S3 call) and a result may be stored as;
+            64 MiB by default.
         client: a function that makes the S3 client; boto3's usual chain by default
             (``AWS_ENDPOINT_URL_S3`` points it elsewhere). Called once in each process
             (each task process has its own client), at its first use.
@@ -111,7 +120,8 @@ class S3ClaimCheck(Transport):
             default.
 
     Raises:
-        ValueError: a setting is out of range.
+        ValueError: a setting is out of range, or a ``read_from`` location is not
+            ``"s3://bucket/prefix"``.
     """
 
     def __init__(
@@ -124,6 +134,8 @@ class S3ClaimCheck(Transport):
         sse: str | None = None,
         kms_key_id: str | None = None,
         expected_bucket_owner: str | None = None,
+        read_from: Iterable[str] = (),
+        max_size: int = DEFAULT_MAX_SIZE,
         client: Callable[[], S3Client] | None = None,
         converter: cattrs.Converter | None = None,
     ) -> None:
@@ -139,6 +151,10 @@ class S3ClaimCheck(Transport):
         if kms_key_id is not None and sse != "aws:kms":
             msg = 'kms_key_id needs sse="aws:kms"'
             raise ValueError(msg)
+        if isinstance(read_from, str):
+            msg = 'read_from is a list of locations: read_from=["s3://bucket/prefix"]'
+            raise TypeError(msg)
+        rules = ReadRules([f"s3://{bucket}/{prefix}", *read_from], max_size=max_size)
         inner = inner if inner is not None else JSONTransport()
         super().__init__(converter=converter if converter is not None else inner.converter)
         self.bucket = bucket
@@ -148,6 +164,7 @@ class S3ClaimCheck(Transport):
         self.sse = sse
         self.kms_key_id = kms_key_id
         self.expected_bucket_owner = expected_bucket_owner
+        self.rules = rules
         self._client_factory = client
         self._clients: dict[int, S3Client] = {}
         self._lock = threading.Lock()
@@ -157,8 +174,19 @@ class S3ClaimCheck(Transport):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.bucket!r}, inner={self.inner!r}, "
-            f"prefix={self.prefix!r}, threshold={self.threshold})"
+            f"prefix={self.prefix!r}, threshold={self.threshold}, "
+            f"read_from={list(self.read_from)!r}, max_size={self.max_size})"
         )
+
+    @property
+    def read_from(self) -> tuple[str, ...]:
+        """The locations references may point into besides this transport's own."""
+        return tuple(f"s3://{bucket}/{prefix}" for bucket, prefix in self.rules.locations[1:])
+
+    @property
+    def max_size(self) -> int:
+        """The largest object, in bytes, a reference may name and a result be stored as."""
+        return self.rules.max_size
 
     # -- the encoding -------------------------------------------------------------------
 
@@ -193,7 +221,8 @@ class S3ClaimCheck(Transport):
         Which are resolved: see :func:`~transport.reference.resolve_within`.
 
         Raises:
-            DecodeError: the data is not valid, or a reference cannot be resolved (the
+            DecodeError: the data is not valid, a reference is refused (outside the
+                locations read from, or over ``max_size``), or it cannot be resolved (the
                 object is missing, of another size or digest, not readable, or not valid
                 in its encoding); the message names the object.
         """
@@ -219,7 +248,8 @@ class S3ClaimCheck(Transport):
         :func:`~transport.reference.resolve` needs no transport.
 
         Raises:
-            DecodeError: a reference cannot be resolved; the message names the object.
+            DecodeError: a reference is refused or cannot be resolved; the message names
+                the object.
         """
         return resolve_within(value, self._get)
 
@@ -250,6 +280,12 @@ class S3ClaimCheck(Transport):
         """
         reference = self.reference(data)
         where = f"s3://{self.bucket}/{reference[REFERENCE_KEY]['key']}"
+        if len(data) > self.max_size:
+            msg = (
+                f"the result is {len(data)} bytes, over max_size={self.max_size}: no reader "
+                f"with that setting would take its reference (raise max_size= on both sides)"
+            )
+            raise S3ClaimCheckError(msg)
         try:
             self._store(data, reference[REFERENCE_KEY])
         except S3ClaimCheckError:
@@ -273,13 +309,17 @@ class S3ClaimCheck(Transport):
                 raise
         else:
             there = found.get("Metadata", {}).get("sha256")
-            if found.get("ContentLength") == len(data) and there in (digest, None):
-                return  # stored already (by an earlier attempt, another task, another tool)
-            msg = (
-                f"s3://{self.bucket}/{key} holds other bytes than its name says "
-                f"({found.get('ContentLength')} bytes, sha256 {there!r}); it is not overwritten"
-            )
-            raise S3ClaimCheckError(msg)
+            if there is not None and (there != digest or found.get("ContentLength") != len(data)):
+                msg = (
+                    f"s3://{self.bucket}/{key} holds other bytes than its name says "
+                    f"({found.get('ContentLength')} bytes, sha256 {there!r:.80}); "
+                    "it is not overwritten"
+                )
+                raise S3ClaimCheckError(msg)
+            if there is not None and self._encrypted_as_asked(found):
+                return  # stored already (by an earlier attempt, another task)
+            # No recorded digest (another tool's copy: its bytes are not known to be these),
+            # or not encrypted as asked: the bytes are written again, as this transport would.
         extra: dict[str, Any] = {
             "ContentType": "application/json",
             "Metadata": {"sha256": digest, "encoding": fields["encoding"]},
@@ -293,18 +333,32 @@ class S3ClaimCheck(Transport):
             io.BytesIO(data), self.bucket, key, ExtraArgs=extra, Config=transfer_config()
         )
 
+    def _encrypted_as_asked(self, found: Mapping[str, Any]) -> bool:
+        """Whether an object found at a key has the server-side encryption asked for.
+
+        ``sse=None`` asks for nothing (the bucket's default). A ``kms_key_id`` given as a
+        key's id or ARN is compared with the object's key; an alias cannot be (S3
+        reports the key's ARN), so any ``aws:kms`` key passes.
+        """
+        if self.sse is None:
+            return True
+        if found.get("ServerSideEncryption") != self.sse:
+            return False
+        wanted = self.kms_key_id
+        if wanted is None or wanted.startswith("alias/") or ":alias/" in wanted:
+            return True
+        key = str(found.get("SSEKMSKeyId", ""))
+        return key == wanted or key.endswith(f"/{wanted}")
+
     def _get(self, reference: dict[str, Any]) -> Any:
-        fields = reference[REFERENCE_KEY]
-        mine = fields.get("encoding") == self.encoding
-        decode = self.inner.decode if mine else decoder_of(fields)
-        where = Where.of(fields)
-        try:
-            client = self.client()
-        except Exception as exc:  # a client factory's, botocore's (region, profile)
-            msg = f"cannot read {where}: {exc}"
-            raise DecodeError(msg) from exc
-        data = fetch(client, where, expected_bucket_owner=self.expected_bucket_owner)
-        return decoded(decode, text_of(data, where), where)
+        mine = reference[REFERENCE_KEY].get("encoding") == self.encoding
+        return read(
+            reference,
+            rules=self.rules,
+            client=self.client,
+            expected_bucket_owner=self.expected_bucket_owner,
+            decode=self.inner.decode if mine else None,
+        )
 
 
 def _forked(transport: weakref.ref[S3ClaimCheck]) -> None:
