@@ -169,7 +169,10 @@ def install_localstack(home: Path | None = None) -> Path:
         staging = Path(tempfile.mkdtemp(dir=home.parent, prefix=f".{home.name}.installing-"))
         try:
             (staging / _STAGING_MARKER).write_text(str(os.getpid()))
-            _run([sys.executable, "-m", "venv", str(staging)], "create a virtualenv")
+            _run(
+                [sys.executable, "-m", "venv", "--prompt", home.name, str(staging)],
+                "create a virtualenv",
+            )
             _run(
                 [str(staging / "bin" / "python"), "-m", "pip", "install", "--quiet",
                  "--disable-pip-version-check", "--no-compile", "-c", str(CONSTRAINTS),

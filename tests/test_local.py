@@ -354,7 +354,7 @@ class FakeInstall:
     def __call__(self, command: list[str], what: str) -> None:
         self.commands.append(command)
         if command[1:3] == ["-m", "venv"]:
-            venv = Path(command[3])
+            venv = Path(command[-1])
             (venv / "bin").mkdir(parents=True)
             (venv / "bin" / "python").symlink_to(sys.executable)
             (venv / "bin" / "activate").write_text(f'VIRTUAL_ENV="{venv}"\n')
@@ -403,7 +403,8 @@ class TestInstallLocalStack:
         fake = FakeInstall()
         monkeypatch.setattr("activities.local._run", fake)
         assert install_localstack(home) == home / "bin" / "python"
-        staging = Path(fake.commands[0][3])
+        assert fake.commands[0][3:5] == ["--prompt", "localstack"]
+        staging = Path(fake.commands[0][-1])
         assert staging.parent == tmp_path
         assert staging.name.startswith(".localstack.installing-")
         assert fake.commands[1][0] == str(staging / "bin" / "python")
