@@ -50,6 +50,10 @@ SHRINK = 0.75
 #: Seconds between two warnings of one process about throttled calls.
 REPORT_EVERY = 10.0
 
+#: The most doublings of ``base`` a pause counts: ``2.0 ** 1023`` is the largest power of
+#: two a float holds, and any cap is reached long before.
+_MAX_DOUBLINGS = 1023
+
 
 def _at_least_one(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if value < 1:
@@ -69,7 +73,8 @@ class RetryPolicy:
 
     The pause before attempt ``n + 1`` (after ``n`` failed) is random, from 0 up to
     ``base * 2**(n - 1)`` seconds, capped at ``cap``: full jitter, so that processes
-    throttled at once do not come back at once.
+    throttled at once do not come back at once. Any number of failures in a row (a poll
+    that fails for days) gives a pause within the cap.
 
     Attributes:
         attempts: attempts per call of :class:`~activities.ActivityClient`'s methods, the
@@ -85,7 +90,8 @@ class RetryPolicy:
 
     def pause(self, failed: int) -> float:
         """Seconds to wait before the next attempt, after ``failed`` (1 or more) failed."""
-        longest = min(self.cap, self.base * 2 ** max(0, failed - 1))
+        doublings = min(max(0, failed - 1), _MAX_DOUBLINGS)
+        longest = min(self.cap, self.base * 2.0**doublings)  # a float: inf at worst, never raises
         return random.uniform(0, longest)  # noqa: S311 - jitter, not crypto
 
 

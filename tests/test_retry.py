@@ -29,6 +29,15 @@ class TestRetryPolicy:
             assert all(0 <= pause <= longest for pause in pauses)
             assert max(pauses) > longest / 2, "full jitter reaches toward the bound"
 
+    @pytest.mark.parametrize("failed", [1_024, 1_025, 10**6, 10**9, 2**70])
+    def test_any_number_of_failures_in_a_row_pauses_within_the_cap(
+        self, failed: int, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A poll failing for hours (1,024 failures and on) still pauses: the cap, no overflow."""
+        monkeypatch.setattr("random.uniform", lambda low, high: high)  # the longest pause
+        assert RetryPolicy(base=0.05, cap=20.0).pause(failed) == 20.0
+        assert RetryPolicy(base=5.0, cap=1e308).pause(failed) == 1e308
+
     @pytest.mark.parametrize("settings", [{"attempts": 0}, {"base": 0}, {"cap": -1}])
     def test_bad_settings_name_themselves(self, settings: dict[str, float]) -> None:
         with pytest.raises(ValueError, match=next(iter(settings))):
