@@ -18,7 +18,12 @@ from activities.errors import (
     TaskCancelled,
     TaskGone,
 )
-from activities.outcome import Cancelled, failure_from_exception, success_from_result
+from activities.outcome import (
+    Cancelled,
+    exception_text,
+    failure_from_exception,
+    success_from_result,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -139,7 +144,7 @@ def _arguments(activity: Activity, task: Task) -> tuple[tuple[Any, ...], dict[st
     except (ActivityError, ActivityDefinitionError) as exc:
         return failure_from_exception(exc)
     except Exception as exc:  # noqa: BLE001 - any other decoding error is the input's fault
-        return failure_from_exception(InvalidInput(str(exc)))
+        return failure_from_exception(InvalidInput(exception_text(exc)))
 
 
 def _failed(exc: Exception, heartbeat: Heartbeat) -> Outcome:

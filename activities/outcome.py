@@ -26,6 +26,7 @@ __all__ = [
     "Failure",
     "Outcome",
     "Success",
+    "exception_text",
     "failure_from_exception",
     "refused_output",
     "success_from_result",
@@ -36,10 +37,12 @@ logger = logging.getLogger(__name__)
 #: The most UTF-8 bytes Step Functions accepts as a task's output (SendTaskSuccess).
 MAX_OUTPUT_BYTES = 262_144
 
-#: The most characters of a failure's ``error`` (SendTaskFailure).
+#: The most characters of a failure's ``error`` (SendTaskFailure), counted as Step Functions
+#: counts them: in UTF-16 code units, so that a character beyond U+FFFF (an emoji) counts
+#: twice.
 MAX_ERROR_LENGTH = 256
 
-#: The most characters of a failure's ``cause`` (SendTaskFailure).
+#: The most characters of a failure's ``cause`` (SendTaskFailure), in UTF-16 code units.
 MAX_CAUSE_LENGTH = 32_768
 
 #: Error names with this prefix are reserved by Step Functions and refused by the API.
@@ -49,12 +52,32 @@ _TRUNCATED = "... [truncated {} characters]"
 _OMITTED_FRAMES = "... [{} frames omitted]\n"
 
 
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or ``<unprintable X object>`` when that raises, as :mod:`traceback` says.
+
+    An exception's own ``__str__`` may fail (it reads an attribute never set): its task
+    still fails with its own error name.
+    """
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - whatever a user's __str__ raises
+        return f"<unprintable {type(exc).__name__} object>"
+
+
+def _utf16_length(text: str) -> int:
+    """The length of ``text`` as Step Functions counts it: UTF-16 code units.
+
+    A character beyond U+FFFF (an emoji) counts twice; a lone surrogate once.
+    """
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
 def _fit_error(error: object) -> str:
     error = str(error)
     if error.startswith(RESERVED_ERROR_PREFIX):
         msg = f"error names starting with {RESERVED_ERROR_PREFIX!r} are reserved: {error!r:.80}"
         raise ValueError(msg)
-    return error[:MAX_ERROR_LENGTH]
+    return _head(error, MAX_ERROR_LENGTH)
 
 
 def _fit_cause(cause: object) -> str:
@@ -62,16 +85,36 @@ def _fit_cause(cause: object) -> str:
 
 
 def _fit_text(text: str, limit: int) -> str:
-    """Cut ``text`` to at most ``limit`` characters, ending with a note of how much was cut."""
-    if len(text) <= limit:
+    """Cut ``text`` to at most ``limit`` UTF-16 units, ending with a note of how much was cut.
+
+    The one rule of every text sent in a failure: cut between characters, never inside a
+    surrogate pair.
+    """
+    if len(text) <= limit // 2 or _utf16_length(text) <= limit:
         return text
     keep = limit
     while keep >= 0:
-        marker = _TRUNCATED.format(len(text) - keep)
-        if keep + len(marker) <= limit:
-            return text[:keep] + marker
+        head = _head(text, keep)
+        marker = _TRUNCATED.format(len(text) - len(head))
+        if _utf16_length(head) + len(marker) <= limit:
+            return head + marker
         keep = limit - len(marker)
-    return text[:limit]  # too short a limit for the note itself
+    return _head(text, limit)  # too short a limit for the note itself
+
+
+def _head(text: str, limit: int) -> str:
+    """The longest start of ``text`` of at most ``limit`` UTF-16 units, whole characters only."""
+    high = min(len(text), max(0, limit))
+    if _utf16_length(text[:high]) <= limit:
+        return text[:high]
+    low = high // 2  # a character is two units at most: half as many always fit
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _utf16_length(text[:middle]) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
 
 
 @attrs.frozen
@@ -93,6 +136,10 @@ class Failure:
             characters, never starting with ``States.``.
         cause: the details, at most 32,768 characters; JSON ``{"errorMessage",
             "errorType", "stackTrace"}`` when made from an exception.
+
+    Characters are counted as Step Functions counts them, in UTF-16 code units (one
+    beyond U+FFFF, such as an emoji, counts twice), and a text is cut between two
+    characters, with a note of how many were cut at the end of a cut ``cause``.
     """
 
     error: str = attrs.field(converter=_fit_error)
@@ -116,14 +163,19 @@ def failure_from_exception(exc: BaseException) -> Failure:
     The ``error`` is the exception's ``error`` attribute when it is a non-empty string
     (see :class:`activities.ActivityError`), else the exception's class name, so that
     ``"ErrorEquals": ["ValueError"]`` catches a ``ValueError``. A name that Step Functions
-    reserves (``States.*``) is replaced by the class name, with a warning logged.
+    reserves (``States.*``) is replaced by the class name, with a warning logged. An
+    exception whose ``str()`` raises keeps its error name; its message is
+    ``<unprintable X object>``.
 
     The ``cause`` is JSON in the shape AWS Lambda uses, ``{"errorMessage", "errorType",
     "stackTrace"}``, cut to fit 32,768 characters while staying valid JSON: the oldest
     stack frames go first, then the end of the message.
     """
     error_type = type(exc).__name__
-    error = getattr(exc, "error", None)
+    try:
+        error = getattr(exc, "error", None)
+    except Exception:  # noqa: BLE001 - a property of the user's that raises: no name of its own
+        error = None
     if not isinstance(error, str) or not error:
         error = error_type
     elif error.startswith(RESERVED_ERROR_PREFIX):
@@ -134,9 +186,8 @@ def failure_from_exception(exc: BaseException) -> Failure:
             error_type,
         )
         error = error_type
-    return Failure(
-        error=error, cause=_cause(str(exc), error_type, traceback.format_tb(exc.__traceback__))
-    )
+    stack = traceback.format_tb(exc.__traceback__)
+    return Failure(error=error, cause=_cause(exception_text(exc), error_type, stack))
 
 
 def _cause(message: str, error_type: str, stack: list[str]) -> str:
@@ -201,7 +252,10 @@ def success_from_result(serialize: Callable[[Any], str], result: Any) -> Success
     except Exception as exc:
         if _names_its_error(exc):
             raise
-        msg = f"the result of type {type(result).__name__} cannot be serialized: {exc}"
+        msg = (
+            f"the result of type {type(result).__name__} cannot be serialized: "
+            f"{exception_text(exc)}"
+        )
         raise SerializationError(msg) from exc
     if not isinstance(output, str):
         msg = f"the serialized result must be str, not {type(output).__name__}"
@@ -222,7 +276,10 @@ def success_from_result(serialize: Callable[[Any], str], result: Any) -> Success
 
 
 def _names_its_error(exc: Exception) -> bool:
-    error = getattr(exc, "error", None)
+    try:
+        error = getattr(exc, "error", None)
+    except Exception:  # noqa: BLE001 - a property of the user's that raises
+        return False
     return isinstance(error, str) and bool(error)
 
 

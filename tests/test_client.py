@@ -307,6 +307,29 @@ class TestProcess:
         assert isinstance(outcome, Failure)
         assert "refused the output" in outcome.cause
 
+    def test_an_exception_whose_str_raises_fails_with_its_own_name(
+        self, stubbed: tuple[ActivityClient, Stubber]
+    ) -> None:
+        """str() raising inside the exception sends the failure anyway, named by its class."""
+
+        class Unprintable(Exception):
+            def __str__(self) -> str:
+                return self.missing  # type: ignore[attr-defined, no-any-return]
+
+        class Raises(Activity):
+            def run(self) -> None:
+                raise Unprintable
+
+        client, stubber = stubbed
+        stubber.add_response(
+            "send_task_failure", {}, {"taskToken": TOKEN, "error": "Unprintable", "cause": ANY}
+        )
+        task = Task(token=TOKEN, activity_arn=ARN, worker_name="w", input="")
+        outcome = client.process(Raises(), task)
+        assert isinstance(outcome, Failure)
+        assert outcome.error == "Unprintable"
+        assert json.loads(outcome.cause)["errorMessage"] == "<unprintable Unprintable object>"
+
     def test_outcome_refused_as_gone_is_cancelled(
         self, stubbed: tuple[ActivityClient, Stubber], caplog: pytest.LogCaptureFixture
     ) -> None:

@@ -20,6 +20,7 @@ from activities.outcome import (
     MAX_CAUSE_LENGTH,
     MAX_ERROR_LENGTH,
     MAX_OUTPUT_BYTES,
+    exception_text,
     failure_from_exception,
     success_from_result,
 )
@@ -27,6 +28,22 @@ from transport import EncodeError, Transport
 
 if TYPE_CHECKING:
     from activities.testing import ActivityEnvironment
+
+
+def utf16(text: str) -> int:
+    """The length of ``text`` in UTF-16 code units, as Step Functions counts it."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+class Unprintable(Exception):
+    """An exception whose __str__ reads an attribute never set."""
+
+    def __str__(self) -> str:
+        return self.missing  # type: ignore[attr-defined, no-any-return]
+
+
+class UnprintableNamed(Unprintable):
+    error = "Inventory.Unprintable"
 
 
 def raised(exc: BaseException) -> BaseException:
@@ -96,6 +113,40 @@ class TestErrorName:
         assert failure_from_exception(Long()).error == "E" * MAX_ERROR_LENGTH
 
 
+class TestUnprintable:
+    def test_exception_text_says_unprintable_when_str_raises(self) -> None:
+        """The same words traceback uses, instead of the AttributeError of __str__."""
+        assert exception_text(Unprintable()) == "<unprintable Unprintable object>"
+        assert exception_text(KeyError("id")) == "'id'"
+
+    @pytest.mark.parametrize(
+        ("exc", "error"),
+        [(Unprintable(), "Unprintable"), (UnprintableNamed(), "Inventory.Unprintable")],
+    )
+    def test_the_error_name_survives_a_str_that_raises(self, exc: Exception, error: str) -> None:
+        """Retry/Catch still match the exception's own name."""
+        failure = failure_from_exception(raised(exc))
+        assert failure.error == error
+        cause = json.loads(failure.cause)
+        assert cause["errorMessage"] == f"<unprintable {type(exc).__name__} object>"
+        assert cause["stackTrace"], "the frames are reported all the same"
+
+    def test_an_error_property_that_raises_falls_back_to_the_class_name(self) -> None:
+        class Odd(Exception):
+            @property
+            def error(self) -> str:
+                raise RuntimeError
+
+        assert failure_from_exception(Odd("x")).error == "Odd"
+
+    def test_a_serializer_error_whose_str_raises_is_a_serialization_error(self) -> None:
+        def serialize(_: object) -> str:
+            raise Unprintable
+
+        with pytest.raises(SerializationError, match="<unprintable Unprintable object>"):
+            success_from_result(serialize, 1)
+
+
 class TestCause:
     def test_lambda_shaped_json(self) -> None:
         """The cause is the JSON Lambda reports: message, type and stack."""
@@ -151,6 +202,33 @@ class TestFailure:
         assert len(failure.error) == MAX_ERROR_LENGTH
         assert len(failure.cause) == MAX_CAUSE_LENGTH
         assert failure.cause.endswith("characters]")
+
+    @pytest.mark.parametrize("char", ["\U0001f600", "a\U0001f600", "\U0001f600a", "é"])
+    def test_a_cause_fits_in_utf16_units_and_keeps_whole_characters(self, char: str) -> None:
+        """An emoji counts twice, as Step Functions counts: the cut is never half of one."""
+        failure = Failure("E", char * 40_000)
+        assert utf16(failure.cause) <= MAX_CAUSE_LENGTH
+        assert utf16(failure.cause) > MAX_CAUSE_LENGTH - 2 - len(char), "no more cut than needed"
+        assert failure.cause.endswith("characters]")
+        head = failure.cause.partition("...")[0]
+        assert head == char * (len(head) // len(char)), "whole characters only"
+        failure.cause.encode("utf-8")  # no lone surrogate: it would not encode
+
+    def test_an_error_name_fits_in_utf16_units(self) -> None:
+        """The name is cut the same way, whether built directly or from an exception."""
+        built = Failure("\U0001f600" * 300)
+        assert built.error == "\U0001f600" * (MAX_ERROR_LENGTH // 2)
+
+        class Named(Exception):
+            error = "x" + "\U0001f600" * 300
+
+        mapped = failure_from_exception(Named())
+        assert mapped.error == "x" + "\U0001f600" * (MAX_ERROR_LENGTH // 2 - 1)
+        assert utf16(mapped.error) == MAX_ERROR_LENGTH - 1, "one unit short: no half emoji"
+
+    def test_a_cause_within_the_limit_in_utf16_units_is_left_whole(self) -> None:
+        cause = "\U0001f600" * (MAX_CAUSE_LENGTH // 2)
+        assert Failure("E", cause).cause == cause
 
     def test_refuses_reserved_names(self) -> None:
         """A hand-built States.* error is a programming error, said at once."""

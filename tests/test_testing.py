@@ -53,3 +53,21 @@ class TestActivityEnvironment:
         """A setting that makes no sense fails at construction, naming the setting."""
         with pytest.raises(ValueError, match="cancel_after_heartbeats"):
             ActivityEnvironment(cancel_after_heartbeats=-1)
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        return self.missing  # type: ignore[attr-defined, no-any-return]
+
+
+def test_an_exception_whose_str_raises_is_reported_by_its_own_name() -> None:
+    """The report has the error a worker would send: the class's name, not AttributeError."""
+
+    class Raises(Activity):
+        def run(self) -> None:
+            raise Unprintable
+
+    report = ActivityEnvironment().run(Raises)
+    assert report.error == "Unprintable"
+    assert report.cause is not None
+    assert "<unprintable Unprintable object>" in report.cause
