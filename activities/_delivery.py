@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from activities._metrics import NO_METRICS
 from activities.errors import InvalidOutput, ServiceError, TaskGone, Throttled
-from activities.outcome import Cancelled, Failure, Success, refused_output
+from activities.outcome import Cancelled, Failure, Success, exception_text, refused_output
 
 if TYPE_CHECKING:
     from activities._control import Flag
@@ -37,7 +37,9 @@ def deliver(
     backoff with full jitter, and pacing while throttled) until it is taken, Step
     Functions says the task is gone, or ``give_up`` is set (an immediate stop): then it
     gets one more attempt at most. Throttled attempts are logged at DEBUG (the client's
-    pacer warns of throttling as a whole), other failures at WARNING. An output Step
+    pacer warns of throttling as a whole), other failures at WARNING; an error that is
+    not Step Functions' answer (a bug) is retried too, logged at ERROR with its traceback
+    the first time. It never raises for an ``Exception``. An output Step
     Functions refuses becomes an ``activities.SerializationError`` failure, so the task
     never hangs until its timeout. A :class:`~activities.Cancelled` sends nothing.
     ``metrics`` counts each retry, and the outcome Step Functions took (a
@@ -47,6 +49,7 @@ def deliver(
         return False
     attempt = 0
     unanswered = False  # an earlier attempt was sent but got no answer
+    unexpected = False  # an earlier attempt met an error that is not Step Functions'
     while True:
         try:
             client.send_outcome(task.token, outcome, attempts=1)
@@ -74,29 +77,45 @@ def deliver(
                 return False
             outcome = refused_output(exc)
             continue
-        except ServiceError as exc:
+        except Exception as exc:  # noqa: BLE001 - an outcome is never dropped on an error
+            # A ServiceError, or an error that is not Step Functions' answer (a bug, a client
+            # of one's own, a plug-in of botocore's): retried alike, since dropping the
+            # outcome would leave the task waiting for its timeout; an immediate stop still
+            # ends the retries.
             if give_up.is_set():
-                logger.error(  # noqa: TRY400 - a known service error, no traceback needed
-                    "task %s: giving up delivering its outcome at shutdown: %s",
-                    task.token_prefix,
-                    exc,
-                )
+                _not_delivered(task, exc, None, first=not unexpected)
                 return False
             attempt += 1
             pause = client.retry.pause(attempt)
-            logger.log(
-                logging.DEBUG if isinstance(exc, Throttled) else logging.WARNING,
-                "task %s: outcome not delivered (%s); retrying in %.2f s",
-                task.token_prefix,
-                exc,
-                pause,
-            )
-            unanswered = unanswered or exc.unanswered
+            _not_delivered(task, exc, pause, first=not unexpected)
+            if isinstance(exc, ServiceError):
+                unanswered = unanswered or exc.unanswered
+            else:
+                unexpected = unanswered = True  # whether it was sent is not known
             metrics.delivery_retried(task)
             give_up.wait(pause)
             continue
         metrics.task_ended(task, outcome)
         return True
+
+
+def _not_delivered(task: Task, exc: Exception, pause: float | None, *, first: bool) -> None:
+    """Log an attempt of ``task``'s outcome that failed with ``exc``; ``None``: given up.
+
+    A throttled attempt at DEBUG, another service error at WARNING, and an error that is
+    not Step Functions' answer at ERROR with its traceback, the first time for the task.
+    """
+    if pause is None:
+        what = "giving up delivering its outcome at shutdown"
+    else:
+        what = f"outcome not delivered; retrying in {pause:.2f} s"
+    if not isinstance(exc, ServiceError) and first:
+        logger.error("task %s: %s: unexpected error", task.token_prefix, what, exc_info=exc)
+    elif pause is None:
+        logger.error("task %s: %s: %s", task.token_prefix, what, exception_text(exc))
+    else:
+        level = logging.DEBUG if isinstance(exc, Throttled) else logging.WARNING
+        logger.log(level, "task %s: %s: %s", task.token_prefix, what, exception_text(exc))
 
 
 class BackgroundDelivery:

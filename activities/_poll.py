@@ -81,18 +81,26 @@ def poll_failed(
     """Pause the polls of task list ``index`` after ``exc``, with ``retry``'s backoff; say so.
 
     Throttling is logged at DEBUG (the client's pacer warns of it as a whole), what else
-    passes (service and network errors) at WARNING, the rest at ERROR.
+    passes (service and network errors) at WARNING, the rest at ERROR. Never raises, and
+    never leaves the task list unpaused: a loop that polled again at once would spend the
+    account's ``GetActivityTask`` quota in a few seconds.
     """
-    errors = control.poll_failed(index)
-    # An error that passes was retried in place already, and the pacer slows a throttled
-    # operation: a short pause. One that stays (a missing activity, a denied permission)
-    # starts where the in-place attempts would have ended, so as not to poll every few ms.
-    transient = isinstance(exc, ServiceError) and exc.transient
-    pause = retry.pause(errors if transient else errors + retry.attempts - 1)
+    name = control.arns[index].rpartition(":")[2]
+    try:
+        errors = control.poll_failed(index)
+        # An error that passes was retried in place already, and the pacer slows a throttled
+        # operation: a short pause. One that stays (a missing activity, a denied permission)
+        # starts where the in-place attempts would have ended, so as not to poll every few ms.
+        transient = isinstance(exc, ServiceError) and exc.transient
+        pause = retry.pause(errors if transient else errors + retry.attempts - 1)
+    except Exception:
+        pause = retry.cap
+        logger.exception(
+            "polling %s: no backoff for its error; its next poll in %.1f s", name, pause
+        )
     control.pause(index, pause)
     if not log:
         return
-    name = control.arns[index].rpartition(":")[2]
     if isinstance(exc, Throttled):
         logger.debug("polling %s throttled (%s); its next poll in %.2f s", name, exc, pause)
     elif isinstance(exc, ActivityDoesNotExist):

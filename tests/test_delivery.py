@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from typing import TYPE_CHECKING
 
@@ -158,3 +159,90 @@ def test_gone_after_botocores_own_retries_may_have_been_delivered(
     )
     assert not deliver(client, TASK, Success("1"), give_up=give_up)
     assert "may have delivered it" in caplog.text
+
+
+ORIGINAL_PAUSE = RetryPolicy.pause
+
+
+class Waits:
+    """Stands in for the give-up flag: counts the pauses instead of sleeping them."""
+
+    def __init__(self, *, set_: bool = False) -> None:
+        self.waited: list[float] = []
+        self._set = set_
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        self.waited.append(timeout)
+        return self._set
+
+
+class FailsFirst:
+    """A client whose first ``failures`` outcomes raise ``error``; the next is taken."""
+
+    retry = RetryPolicy()
+
+    def __init__(self, error: Exception, failures: int) -> None:
+        self.calls = 0
+        self._error = error
+        self._failures = failures
+
+    def send_outcome(self, token: str, outcome: object, *, attempts: int | None = None) -> None:
+        self.calls += 1
+        if self.calls <= self._failures:
+            raise self._error
+
+
+UNAVAILABLE = ServiceError(
+    "SendTaskSuccess: ServiceUnavailable: down", code="ServiceUnavailable", operation="x"
+)
+
+
+def test_an_outage_of_thousands_of_attempts_keeps_pausing_until_delivered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """1,100 failures in a row (hours at the cap) still pause, then the outcome is taken."""
+    monkeypatch.setattr(RetryPolicy, "pause", ORIGINAL_PAUSE)
+    client, waits = FailsFirst(UNAVAILABLE, 1_100), Waits()
+    assert deliver(client, TASK, Success("1"), give_up=waits)  # type: ignore[arg-type]
+    assert client.calls == 1_101
+    assert len(waits.waited) == 1_100
+    assert all(0 <= pause <= client.retry.cap for pause in waits.waited)
+
+
+def test_an_unexpected_error_is_retried_with_pauses_and_logged_once_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not Step Functions' answer: the outcome is not dropped, the thread does not die."""
+    client, waits = FailsFirst(RuntimeError("a bug"), 3), Waits()
+    with caplog.at_level(logging.DEBUG, "activities._delivery"):
+        assert deliver(client, TASK, Success("1"), give_up=waits)  # type: ignore[arg-type]
+    assert client.calls == 4
+    assert len(waits.waited) == 3, "a pause before each new attempt"
+    errors = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None
+    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert all("a bug" in record.getMessage() for record in warnings)
+
+
+def test_an_unexpected_error_at_an_immediate_stop_gives_up_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = FailsFirst(RuntimeError("a bug"), 1)
+    assert not deliver(client, TASK, Success("1"), give_up=Waits(set_=True))  # type: ignore[arg-type]
+    assert client.calls == 1
+    (record,) = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert "giving up" in record.getMessage()
+    assert record.exc_info is not None
+
+
+def test_a_background_delivery_survives_an_unexpected_error(give_up: Flag) -> None:
+    client = FailsFirst(RuntimeError("a bug"), 2)
+    background = BackgroundDelivery(client, give_up)  # type: ignore[arg-type]
+    background.send(TASK, Success("1"))
+    assert background.wait(timeout=10)
+    assert client.calls == 3, "retried until taken"
