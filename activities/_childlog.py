@@ -17,6 +17,9 @@ ways:
 
 Either way a task process filters records at the levels the worker's loggers had when it
 started.
+
+The command's plain format is :class:`PlainFormatter`: one line per record, whatever the
+text in it (an error name made from task input cannot forge a line), then its traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import logging
 import logging.handlers
 import pickle
 import sys
+import traceback
 from typing import TYPE_CHECKING, TextIO
 
 import attrs
@@ -33,13 +37,16 @@ if TYPE_CHECKING:
     import threading
     from collections.abc import Mapping
     from multiprocessing.connection import Connection
+    from types import TracebackType
 
 __all__ = [
     "LOG_FORMAT",
     "LogPlan",
+    "PlainFormatter",
     "StreamSpec",
     "log_levels",
     "log_plan",
+    "one_line",
     "say_to_stderr",
     "start_logging",
 ]
@@ -49,6 +56,84 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s"
 
 #: The standard streams a task process can write to in place, by file descriptor.
 _STREAMS = {1: "stdout", 2: "stderr"}
+
+
+_LATIN1 = 0xFF  # the last code point written as \xNN
+
+
+def _escapes() -> dict[int, str]:
+    """How each character that breaks or rewrites a line is written in a log line."""
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    codes = [*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]
+    return {
+        code: named.get(chr(code), f"\\x{code:02x}" if code <= _LATIN1 else f"\\u{code:04x}")
+        for code in codes
+    }
+
+
+#: C0 and C1 control characters, DEL, and the Unicode line and paragraph separators, as
+#: escapes: ``\n``, ``\r``, ``\t``, ``\x1b``, ``\u2028``.
+_ESCAPES = _escapes()
+
+
+def one_line(text: str) -> str:
+    r"""``text`` with its control characters escaped (``\n``, ``\x1b``): one line, no tricks."""
+    return text.translate(_ESCAPES)
+
+
+class PlainFormatter(logging.Formatter):
+    r"""The plain format of the ``activities`` command (:data:`LOG_FORMAT`), one line a record.
+
+    Control characters (newlines, carriage returns, terminal escapes, the Unicode line
+    separators) in the line are written as escapes (``\n``, ``\x1b``), so that text from
+    task input or user code, such as an error name or an exception's message, cannot
+    forge a line or rewrite the terminal. A traceback keeps its lines below; the messages
+    and notes of its exceptions are escaped the same way.
+
+    Args:
+        fmt: the format of the line.
+        datefmt: the format of ``asctime``.
+    """
+
+    def __init__(self, fmt: str = LOG_FORMAT, datefmt: str | None = None) -> None:
+        super().__init__(fmt, datefmt)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        """The record's line, its control characters escaped."""
+        return one_line(super().formatMessage(record))
+
+    def formatException(  # noqa: N802 - logging's name
+        self,
+        ei: tuple[type[BaseException], BaseException, TracebackType | None]
+        | tuple[None, None, None],
+    ) -> str:
+        """The traceback, with the messages of its exceptions on one line each."""
+        if ei[1] is None:
+            return super().formatException(ei)
+        exception = traceback.TracebackException(type(ei[1]), ei[1], ei[2], compact=True)
+        _escape_messages(exception, set())
+        return "".join(exception.format()).removesuffix("\n")
+
+
+def _escape_messages(exception: traceback.TracebackException, seen: set[int]) -> None:
+    """Escape the messages and notes of ``exception`` and of those chained to it, in place."""
+    if id(exception) in seen:
+        return
+    seen.add(id(exception))
+    message = getattr(exception, "_str", None)  # CPython's; without it, left as it is
+    if isinstance(message, str):
+        exception._str = one_line(message)  # type: ignore[attr-defined]
+    syntax = getattr(exception, "msg", None)  # a SyntaxError's message
+    if isinstance(syntax, str):
+        exception.msg = one_line(syntax)
+    notes = getattr(exception, "__notes__", None)
+    if isinstance(notes, list | tuple):
+        exception.__notes__ = [one_line(note) if isinstance(note, str) else note for note in notes]
+    group = getattr(exception, "exceptions", None) or ()  # an ExceptionGroup's
+    chained = [exception.__cause__, exception.__context__, *group]
+    for other in chained:
+        if other is not None:
+            _escape_messages(other, seen)
 
 
 @attrs.frozen
@@ -193,7 +278,7 @@ def say_to_stderr(plan: LogPlan, logger: logging.Logger, level: int, message: st
         logger.handle(record)
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(PlainFormatter())
     handler.handle(record)
     handler.flush()
 

@@ -27,7 +27,7 @@ import botocore.exceptions
 
 from activities._arguments import EXIT_USAGE, command_line
 from activities._child import task_process_connections
-from activities._childlog import LOG_FORMAT
+from activities._childlog import PlainFormatter
 from activities._invoke import LOCAL_ROLE_ARN, invoke
 from activities._operations import count_before_imports
 from activities.client import ActivityClient, make_client
@@ -52,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = command_line()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
+    plain = logging.StreamHandler()
+    plain.setFormatter(PlainFormatter())  # one line a record: control characters escaped
+    logging.basicConfig(level=args.log_level, handlers=[plain])
     if args.log_format == "json":
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())

@@ -28,6 +28,11 @@ __all__ = ["TASK_FIELDS", "JsonFormatter"]
 #: seconds the task ran.
 TASK_FIELDS = ("activity", "token_prefix", "outcome", "error", "duration")
 
+#: What JSON leaves raw inside a string (it escapes C0 controls itself) but a reader of
+#: lines may break a line at or a terminal obey: DEL, the C1 controls (NEL among them) and
+#: the Unicode line and paragraph separators. Written as ``\uXXXX`` escapes.
+_UNSAFE = {code: f"\\u{code:04x}" for code in (0x7F, *range(0x80, 0xA0), 0x2028, 0x2029)}
+
 #: What every record has: not written as fields of their own.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -38,7 +43,8 @@ class JsonFormatter(logging.Formatter):
     ``time`` is UTC, ISO 8601 with milliseconds; ``exception`` and ``stack`` hold a
     traceback when the record has one. Fields a call adds with ``extra=`` follow; a value
     strict JSON cannot hold (an object, a dict with tuple keys, NaN) is written as its
-    ``repr()``, so that a line is never lost and always parses.
+    ``repr()``, so that a line is never lost and always parses. Control characters and
+    the Unicode line separators are escaped: a record is one line, whatever its text.
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -61,10 +67,11 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
         try:
-            return json.dumps(line, default=repr, ensure_ascii=False, allow_nan=False)
+            text = json.dumps(line, default=repr, ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError):  # keys JSON cannot hold, NaN, a cycle
             line = {key: _strict(field) for key, field in line.items()}
-            return json.dumps(line, default=repr, ensure_ascii=False, allow_nan=False)
+            text = json.dumps(line, default=repr, ensure_ascii=False, allow_nan=False)
+        return text.translate(_UNSAFE)  # only ever inside a string, where \uXXXX is valid
 
 
 def _strict(value: object) -> object:

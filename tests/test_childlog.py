@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from activities._childlog import LogPlan, StreamSpec, log_levels, log_plan, start_logging
+from activities._childlog import (
+    LogPlan,
+    PlainFormatter,
+    StreamSpec,
+    log_levels,
+    log_plan,
+    one_line,
+    start_logging,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -191,3 +199,92 @@ def test_a_disabled_level_that_differs_is_applied(monkeypatch: pytest.MonkeyPatc
         start_logging(LogPlan(handlers=(), disabled=logging.INFO), object(), threading.Lock())  # type: ignore[arg-type]
         assert logging.root.manager.disable == logging.INFO
         assert not logging.getLogger("tests.quiet").isEnabledFor(logging.INFO)
+
+
+def plain_lines(record: logging.LogRecord) -> list[str]:
+    """The lines the command's plain format writes for ``record``."""
+    return PlainFormatter().format(record).split("\n")
+
+
+class TestPlainFormatter:
+    def test_an_error_name_with_a_newline_stays_on_its_line(self) -> None:
+        """An error name made from task input cannot forge a log line."""
+        record = logging.makeLogRecord(
+            {"msg": "task %s failed with %s", "args": ("AAAA", "X\nFAKE LINE"), "levelno": 20}
+        )
+        [line] = plain_lines(record)
+        assert line.endswith("task AAAA failed with X\\nFAKE LINE")
+
+    @pytest.mark.parametrize(
+        ("raw", "escaped"),
+        [
+            ("\r", "\\r"),
+            ("\x1b[2J", "\\x1b[2J"),
+            ("\x00", "\\x00"),
+            ("\x7f", "\\x7f"),
+            ("\x85", "\\x85"),
+            ("\x9b", "\\x9b"),
+            ("\u2028", "\\u2028"),
+            ("\u2029", "\\u2029"),
+            ("\t", "\\t"),
+        ],
+    )
+    def test_control_characters_are_escaped(self, raw: str, escaped: str) -> None:
+        record = logging.makeLogRecord({"msg": f"a{raw}b"})
+        [line] = plain_lines(record)
+        assert line.endswith(f"a{escaped}b")
+        assert one_line(f"é{raw}😀") == f"é{escaped}😀", "other characters are left alone"
+
+    def test_a_traceback_keeps_its_lines_and_escapes_the_messages_in_it(self) -> None:
+        try:
+            try:
+                raise KeyError("first\nFAKE CAUSE")
+            except KeyError as exc:
+                error = ValueError("X\nFAKE LINE")
+                error.add_note("note\nFAKE NOTE")
+                raise error from exc
+        except ValueError:
+            record = logging.makeLogRecord({"msg": "failed", "exc_info": sys.exc_info()})
+        lines = plain_lines(record)
+        assert lines[0].endswith("failed")
+        assert lines[1] == "Traceback (most recent call last):"
+        assert "ValueError: X\\nFAKE LINE" in lines
+        assert "note\\nFAKE NOTE" in lines
+        assert "KeyError: 'first\\nFAKE CAUSE'" in lines
+        assert not [line for line in lines if line.startswith("FAKE")]
+
+    def test_an_exception_whose_str_raises_is_formatted(self) -> None:
+        class Unprintable(Exception):
+            def __str__(self) -> str:
+                return self.missing  # type: ignore[attr-defined, no-any-return]
+
+        try:
+            raise Unprintable
+        except Unprintable:
+            record = logging.makeLogRecord({"msg": "failed", "exc_info": sys.exc_info()})
+        assert plain_lines(record)[-1].endswith("Unprintable: <exception str() failed>")
+
+    def test_task_processes_write_with_it_in_place(self) -> None:
+        """It pickles, so a task process makes the same handler for itself."""
+        handler = logging.StreamHandler(sys.__stderr__)
+        handler.setFormatter(PlainFormatter())
+        with plain_root() as root:
+            root.addHandler(handler)
+            plan = log_plan()
+        assert plan.handlers is not None
+        [spec] = plan.handlers
+        assert isinstance(pickle.loads(pickle.dumps(spec)).formatter, PlainFormatter)
+
+    def test_the_command_writes_its_lines_with_it(self) -> None:
+        code = (
+            "import logging, sys\n"
+            "from activities import cli\n"
+            "cli.main(['list', 'tests.workloads'])\n"
+            "logging.getLogger('tests').warning('failed with %s', 'X\\nFAKE LINE')\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        )
+        [line] = [line for line in done.stderr.splitlines() if "failed with" in line]
+        assert line.endswith("WARNING MainProcess tests: failed with X\\nFAKE LINE")
+        assert "FAKE LINE" not in done.stderr.replace(line, "")

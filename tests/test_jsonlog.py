@@ -246,6 +246,19 @@ def test_one_line_per_record_whatever_the_message(logged: Logged) -> None:
     assert "café ✓" in text, "non-ASCII text is written as it is"
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x1b", "\x7f", "\x9b"])
+def test_unicode_line_separators_and_c1_controls_are_escaped(
+    logged: Logged, separator: str
+) -> None:
+    """A reader that splits lines as Python does (str.splitlines) sees one record too."""
+    logged.logger.warning("failed with %s", f"X{separator}FAKE", extra={"error": f"E{separator}"})
+    text = logged.stream.getvalue()
+    assert separator not in text
+    assert len(text.splitlines()) == 1
+    line = logged.line()
+    assert (line["message"], line["error"]) == (f"failed with X{separator}FAKE", f"E{separator}")
+
+
 def test_the_formatter_is_picklable_for_task_processes(logged: Logged) -> None:
     logged.logger.info("pickled", extra={"activity": "it-Echo"})
     [record] = logged.recorder.records
