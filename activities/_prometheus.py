@@ -16,6 +16,7 @@ The metrics and their labels are listed in ``docs/operations.md``.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import shutil
@@ -69,6 +70,19 @@ WAIT_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 WAIT_BUCKETS += (10, 30, 60, float("inf"))
 
 _NAMESPACE = "sfn_activities"
+
+#: The most distinct error names ``sfn_activities_task_failures_total`` counts under
+#: their own ``error`` label, in each process of the worker and in the counts of the
+#: processes that ended; further names count as :data:`OTHER_ERROR`. Error names may be
+#: made from task input: without a cap, each would be a series for the worker's lifetime.
+MAX_ERROR_LABELS = 100
+
+#: The ``error`` label of failures beyond :data:`MAX_ERROR_LABELS` names.
+OTHER_ERROR = "other"
+
+#: The family of the failures counter in metric files, and its label of error names.
+_FAILURES = f"{_NAMESPACE}_task_failures"
+_ERROR = "error"
 
 #: The kinds of metric files whose values add up across processes.
 _SUMMED = ("counter", "histogram", "summary")
@@ -132,7 +146,13 @@ class MetricsDirectory:
                     continue
                 archive = _Values(os.path.join(self.path, f"{kind}_{_ENDED}.db"))
                 try:
+                    names = {
+                        name
+                        for key, _, _ in archive.read_all_values()
+                        if (name := _error_of(key)) is not None
+                    }
                     for key, value, _, _ in _Values.read_all_values_from_file(ended):
+                        key = _capped(key, names)  # noqa: PLW2901 - the key it counts under
                         total, _ = archive.read_value(key)
                         archive.write_value(key, total + value, 0.0)
                 finally:
@@ -149,6 +169,8 @@ class PrometheusMetrics(Metrics):
 
     def __init__(self) -> None:
         self._failed = False
+        self._errors: set[str] = set()  # the error names counted under a label of their own
+        self._errors_lock = threading.Lock()
         self.tasks = Counter(
             "tasks",
             "Tasks ended, by the outcome Step Functions took: succeeded, failed, or "
@@ -159,7 +181,8 @@ class PrometheusMetrics(Metrics):
         )
         self.failures = Counter(
             "task_failures",
-            "Tasks that failed, by the Step Functions error name.",
+            f"Tasks that failed, by the Step Functions error name (the first "
+            f"{MAX_ERROR_LABELS} names, then {OTHER_ERROR}).",
             ["activity", "error"],
             namespace=_NAMESPACE,
             registry=None,
@@ -252,7 +275,7 @@ class PrometheusMetrics(Metrics):
         activity = task.activity_name
         self._count(self.tasks, activity, outcome_name(outcome))
         if isinstance(outcome, Failure):
-            self._count(self.failures, activity, outcome.error)
+            self._count(self.failures, activity, self._error_label(outcome.error))
 
     def heartbeat(self, task: Task, result: str) -> None:
         """Count a heartbeat."""
@@ -265,6 +288,16 @@ class PrometheusMetrics(Metrics):
     def process_restarted(self, reason: str) -> None:
         """Count a replaced task process."""
         self._count(self.restarts, reason)
+
+    def _error_label(self, error: str) -> str:
+        """``error``, or :data:`OTHER_ERROR` once :data:`MAX_ERROR_LABELS` others were counted."""
+        if error in self._errors:
+            return error
+        with self._errors_lock:
+            if len(self._errors) < MAX_ERROR_LABELS:
+                self._errors.add(error)
+                return error
+        return OTHER_ERROR
 
     def _count(self, counter: Counter, *labels: str) -> None:
         try:
@@ -366,6 +399,32 @@ def metrics_in(path: str) -> PrometheusMetrics:
             values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
         metrics = _in_this_process[key] = PrometheusMetrics()
     return metrics
+
+
+def _error_of(key: str) -> str | None:
+    """The error name of a failures counter's key in a metric file; ``None`` for others."""
+    if not key.startswith(f'["{_FAILURES}"'):
+        return None
+    labels = json.loads(key)[2]
+    error = labels.get(_ERROR)
+    return error if isinstance(error, str) else None
+
+
+def _capped(key: str, names: set[str]) -> str:
+    """``key``, or its failures counted as :data:`OTHER_ERROR` when ``names`` are full.
+
+    ``names`` are the error names counted under their own label so far; a name let in is
+    added to them.
+    """
+    error = _error_of(key)
+    if error is None or error in names:
+        return key
+    if len(names) < MAX_ERROR_LABELS:
+        names.add(error)
+        return key
+    metric, sample, labels, help_text = json.loads(key)
+    labels[_ERROR] = OTHER_ERROR
+    return mmap_dict.mmap_key(metric, sample, list(labels), list(labels.values()), help_text)
 
 
 def _forget(path: str) -> None:

@@ -18,6 +18,8 @@ from activities._control import Control
 from activities._metrics import NO_METRICS, Metrics, metrics_of
 from activities._prometheus import (
     DIRECTORY_VARIABLE,
+    MAX_ERROR_LABELS,
+    OTHER_ERROR,
     LiveMetrics,
     MetricsDirectory,
     PrometheusMetrics,
@@ -287,6 +289,59 @@ def count_in_child(path: str, parent: PrometheusMetrics, times: int) -> None:
         ended(metrics, a_task(), Success("{}"), 0.5)
         metrics.heartbeat(a_task(), "sent")
     metrics.process_restarted("crashed")
+
+
+FAILURES = "sfn_activities_task_failures_total"
+
+
+def failures(found: dict[Key, float]) -> dict[str, float]:
+    """The failures counted, by error label (one activity)."""
+    return {
+        dict(labels)["error"]: value for (name, labels), value in found.items() if name == FAILURES
+    }
+
+
+def fail_with(path: str, names: list[str]) -> None:
+    """A task process that fails a task with each error name."""
+    metrics = metrics_in(path)
+    for name in names:
+        metrics.task_ended(a_task(), Failure(name))
+
+
+class TestErrorLabels:
+    def test_distinct_error_names_are_capped_then_counted_as_other(
+        self, directory: MetricsDirectory
+    ) -> None:
+        """5,000 error names made from task input: at most the cap plus one series."""
+        metrics = PrometheusMetrics()
+        for i in range(5_000):
+            metrics.task_ended(a_task(), Failure(f"Made.From.Input.{i}"))
+        metrics.task_ended(a_task(), Failure("Made.From.Input.0"))
+        counted = failures(scrape(directory))
+        assert len(counted) == MAX_ERROR_LABELS + 1
+        assert counted["Made.From.Input.0"] == 2, "a name let in keeps its own series"
+        assert counted[OTHER_ERROR] == 5_000 - MAX_ERROR_LABELS
+        assert sum(counted.values()) == 5_001, "every failure counts"
+
+    def test_the_counts_of_ended_processes_are_capped_too(
+        self, directory: MetricsDirectory
+    ) -> None:
+        """Processes replaced for weeks, each with names of its own: the series stay bounded."""
+        context = multiprocessing.get_context("fork")
+        for batch in range(3):
+            names = [f"E{batch}.{i}" for i in range(MAX_ERROR_LABELS)]
+            child = context.Process(target=fail_with, args=(directory.path, names))
+            child.start()
+            child.join(30)
+            assert child.exitcode == 0
+            assert child.pid is not None
+            directory.process_ended(child.pid)
+        counted = failures(scrape(directory))
+        assert len(counted) == MAX_ERROR_LABELS + 1
+        assert counted == {
+            **{f"E0.{i}": 1.0 for i in range(MAX_ERROR_LABELS)},
+            OTHER_ERROR: 2.0 * MAX_ERROR_LABELS,
+        }, "the first names keep their series; the later ones add up under other"
 
 
 class TestProcesses:
