@@ -381,6 +381,16 @@ class HandOff:
                     return
                 if not self._may_poll(index):
                     return
+        except Exception:
+            # A bug, not a poll's error (those are handled above): never an unlogged thread
+            # death, and never a task list polled again at once.
+            pause = self._client.retry.cap
+            logger.exception(
+                "covering task list %s failed; its next poll in %.1f s",
+                arn.rpartition(":")[2],
+                pause,
+            )
+            control.pause(index, pause)
         finally:
             control.done_polling(position)
             with self._wake:

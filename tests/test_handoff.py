@@ -141,6 +141,36 @@ class TestCoverage:
                 fake.add_task(name, '{"value": 1}')
             assert fake.wait_for(len(lists), timeout=LONG_POLL / 3)
 
+    def test_a_bug_in_a_covering_poll_is_logged_and_pauses_its_task_list(
+        self, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Not a poll's error (those pause by the backoff): the thread still never dies mute."""
+        fake = FakeStepFunctions(poll_wait=LONG_POLL)
+        lists = names("bug", 12)
+        put = HandOff.put
+
+        def broken(self: HandOff, task: Task) -> None:
+            if threading.current_thread().name.startswith("sfn-activities-cover-"):
+                msg = "a bug in put"
+                raise RuntimeError(msg)
+            put(self, task)
+
+        monkeypatch.setattr(HandOff, "put", broken)
+        with serving(fake, Quick, threads=1, task_lists={"ho-Quick": lists}) as worker:
+            assert wait_until(lambda: all_polled(fake, lists))
+            for name in lists:
+                fake.add_task(name, "{}")
+            assert wait_until(lambda: "covering task list" in caplog.text)
+            control = worker._control
+            assert control is not None
+            paused = [
+                index
+                for index in range(len(lists))
+                if control.paused_until(index) > time.monotonic() + 1
+            ]
+            assert paused, "the task list whose covering poll failed is paused"
+        assert "a bug in put" in caplog.text, "logged with its traceback"
+
 
 class TestBuffer:
     def test_no_more_tasks_are_received_than_the_buffer_holds(self) -> None:
