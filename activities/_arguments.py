@@ -141,7 +141,7 @@ def command_line() -> argparse.ArgumentParser:
         metavar="PORT",
         help=(
             "serve Prometheus metrics at /metrics and the probes /healthz and /readyz on "
-            "PORT (needs the prometheus extra: pip install 'sfn-activities[prometheus]')"
+            "PORT (needs prometheus_client: python3 -m pip install prometheus_client)"
         ),
     )
     worker.add_argument(

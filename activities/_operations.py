@@ -61,7 +61,7 @@ def count_before_imports() -> MetricsDirectory:
 
 def _check_installed() -> None:
     if importlib.util.find_spec("prometheus_client") is None:
-        msg = "metrics need prometheus_client: pip install 'sfn-activities[prometheus]'"
+        msg = "metrics need prometheus_client: python3 -m pip install prometheus_client"
         raise ConfigurationError(msg)
 
 

@@ -1,6 +1,6 @@
 """The worker's Prometheus metrics (``--metrics-port``), counted in all its processes.
 
-Needs ``prometheus_client`` (``pip install 'sfn-activities[prometheus]'``), in its
+Needs ``prometheus_client`` (``python3 -m pip install prometheus_client``), in its
 multiprocess mode: every process of the worker (task processes, the worker's own)
 counts in files of its own under the worker's :class:`MetricsDirectory`, which
 :func:`exposition` adds up at each scrape, so that processes that ended or were replaced

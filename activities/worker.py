@@ -130,7 +130,7 @@ class Worker:
         metrics_port: serve Prometheus metrics of the whole worker on this port, at
             ``/metrics``, with the probes ``/healthz`` (liveness) and ``/readyz``
             (readiness); 0 picks a free port (see :attr:`metrics_address`). Needs the
-            ``prometheus`` extra: ``pip install 'sfn-activities[prometheus]'``.
+            ``prometheus`` extra: ``python3 -m pip install prometheus_client``.
         metrics_host: the address that port listens on; ``0.0.0.0`` in a container.
         retry: how calls that failed for a passing reason (throttling, 5xx, timeouts)
             are retried: :class:`~activities.RetryPolicy` by default. Outcomes are retried

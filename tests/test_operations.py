@@ -191,7 +191,7 @@ def test_without_the_extra_the_command_says_what_to_install(
     error = capsys.readouterr().err
     assert error == (
         "activities worker: error: metrics need prometheus_client: "
-        "pip install 'sfn-activities[prometheus]'\n"
+        "python3 -m pip install prometheus_client\n"
     )
 
 
