@@ -24,6 +24,13 @@ watcher is set up. (The race was reported for fast workers; it has not shown her
 The same change makes a heartbeat for a state without ``HeartbeatSeconds`` succeed, as it
 does on AWS. Unpatched, LocalStack answers ``InvalidToken``: the worker takes the task for
 gone, and the execution stays RUNNING for good (``tests/test_local.py`` checks this).
+
+The long poll (``provider.py`` ``_pull_activity_task``): an empty ``GetActivityTask``
+lasts 60 s, as on AWS, but LocalStack looks at the queue once a second, so a task waits up
+to a second for a poll already open. The launcher's own poll looks every
+:data:`POLL_INTERVAL` seconds, and lasts ``SFN_ACTIVITIES_POLL_SECONDS`` (60 by default):
+a test suite sets it shorter, so that stopping a worker, which waits for its open polls,
+does not cost a minute each time.
 """
 
 from __future__ import annotations
@@ -41,6 +48,12 @@ PARENT_VARIABLE = "SFN_ACTIVITIES_PARENT_PID"
 
 #: Environment variable naming LocalStack's state directory, removed if the parent dies.
 STATE_VARIABLE = "SFN_ACTIVITIES_STATE_DIR"
+
+#: Environment variable with the seconds an empty ``GetActivityTask`` lasts (60 on AWS).
+POLL_SECONDS_VARIABLE = "SFN_ACTIVITIES_POLL_SECONDS"
+
+#: Seconds between two looks at an activity's queue while a poll waits.
+POLL_INTERVAL = 0.05
 
 #: What ``listenTCP`` receives for "every interface".
 _ALL_INTERFACES = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - recognised, not used
@@ -128,8 +141,31 @@ def _patch() -> None:
     endpoint_class.notify_heartbeat = notify_heartbeat
 
 
+def _poll_queue_often() -> None:
+    """An empty poll that looks at the queue every :data:`POLL_INTERVAL` s, for as long as set."""
+    from localstack.services.stepfunctions import provider  # noqa: PLC0415
+
+    seconds = float(os.environ.get(POLL_SECONDS_VARIABLE) or 60)
+    provider_class: Any = provider.StepFunctionsProvider
+    if not isinstance(provider_class.__dict__.get("_pull_activity_task"), staticmethod):
+        _fail("localstack's StepFunctionsProvider has no _pull_activity_task to patch")
+
+    def pull_activity_task(activity: Any) -> Any:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return activity.get_task()
+            except IndexError:
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(POLL_INTERVAL)
+
+    provider_class._pull_activity_task = staticmethod(pull_activity_task)
+
+
 if __name__ == "__main__":
     _exit_with_parent()
     _bind_to_gateway_host()
     _patch()
+    _poll_queue_often()
     runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)

@@ -90,6 +90,9 @@ STARTUP_TIMEOUT = 90.0
 #: polls or waiting executions exist.
 STOP_TIMEOUT = 10.0
 
+#: How long an empty ``GetActivityTask`` lasts, as on AWS.
+POLL_SECONDS = 60.0
+
 #: The account, Region and credentials LocalStack accepts.
 ACCOUNT_ID = "000000000000"
 REGION = "us-east-1"
@@ -267,6 +270,9 @@ class LocalStepFunctions:
         port: the port to listen on; a free one by default.
         home: LocalStack's virtualenv; see :func:`default_home`.
         startup_timeout: seconds to wait for readiness before giving up.
+        poll_seconds: how long an empty ``GetActivityTask`` lasts: 60 s, as on AWS, by
+            default. A test suite may set it shorter: a worker's graceful stop waits for
+            its open polls.
     """
 
     def __init__(
@@ -275,7 +281,12 @@ class LocalStepFunctions:
         port: int | None = None,
         home: Path | None = None,
         startup_timeout: float = STARTUP_TIMEOUT,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
+        if not 0 < poll_seconds <= POLL_SECONDS:
+            msg = f"poll_seconds must be over 0 and at most {POLL_SECONDS:g}, got {poll_seconds}"
+            raise ValueError(msg)
+        self.poll_seconds = poll_seconds
         self.port = port if port is not None else free_port()
         self.home = home if home is not None else default_home()
         self.startup_timeout = startup_timeout
@@ -390,6 +401,7 @@ class LocalStepFunctions:
             "LOCALSTACK_VOLUME_DIR": str(self._state / "volume"),
             "SFN_ACTIVITIES_PARENT_PID": str(os.getpid()),  # it exits when we are gone
             "SFN_ACTIVITIES_STATE_DIR": str(self._state),  # and removes this
+            "SFN_ACTIVITIES_POLL_SECONDS": f"{self.poll_seconds:g}",
         })  # fmt: skip
         return env
 

@@ -43,10 +43,15 @@ def stubbed() -> Iterator[tuple[ActivityClient, Stubber]]:
         stubber.assert_no_pending_responses()
 
 
+#: How long an empty poll of the tests' local Step Functions lasts (60 s on AWS): a graceful
+#: stop waits for a worker's open polls, and the suite stops many workers.
+POLL_SECONDS = 10.0
+
+
 @pytest.fixture(scope="session")
 def local_sfn() -> Iterator[LocalStepFunctions]:
     """One real local Step Functions for the whole session (starting one costs seconds)."""
-    with LocalStepFunctions() as local:
+    with LocalStepFunctions(poll_seconds=POLL_SECONDS) as local:
         yield local
 
 

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import boto3
+import botocore.config
 import pytest
 
 import activities._listening
@@ -120,6 +122,35 @@ class TestLocalStepFunctions:
             os.kill(server, signal.SIGKILL)
             pytest.fail("LocalStack outlived the process that started it")
         assert not Path(state).exists(), "its state directory is removed with it"
+
+    def test_an_empty_poll_lasts_poll_seconds_and_a_task_is_taken_at_once(
+        self, local_sfn: LocalStepFunctions, sfn: SFNClient
+    ) -> None:
+        """The suite's LocalStack ends empty polls after its poll_seconds, not AWS's 60 s."""
+        assert local_sfn.poll_seconds < 60
+        arn = sfn.create_activity(name=unique("poll"))["activityArn"]
+        # A client that would give up long before an unpatched LocalStack's 60 s answered.
+        config = botocore.config.Config(
+            read_timeout=local_sfn.poll_seconds + 20, retries={"total_max_attempts": 1}
+        )
+        client = boto3.client(
+            "stepfunctions",
+            endpoint_url=local_sfn.endpoint_url,
+            config=config,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+        assert client.get_activity_task(activityArn=arn).get("taskToken") is None
+        machine = create_machine(sfn, {"Only": task_state(arn)}, "Only")
+        start(sfn, machine, {"n": 1})
+        answered = client.get_activity_task(activityArn=arn)
+        assert json.loads(answered["input"]) == {"n": 1}
+
+    @pytest.mark.parametrize("seconds", [0, -1, 61])
+    def test_poll_seconds_out_of_range_are_refused(self, seconds: float) -> None:
+        with pytest.raises(ValueError, match="poll_seconds"):
+            LocalStepFunctions(poll_seconds=seconds)
 
     def test_broken_install_says_what_to_do(self, tmp_path: Path) -> None:
         """A virtualenv that cannot run LocalStack fails fast with the log, not a hang."""
