@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from activities._loop import SlotSettings
     from activities._recycling import ProcessLife
     from activities._slotstate import SlotState
-    from activities.activity import Activity
+    from activities._activity import Activity
     from activities.client import ActivityClient
     from activities.outcome import Outcome
     from activities.task import Task

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from activities._heartbeats import Heartbeats, Job
     from activities._metrics import Metrics
     from activities._slot import Slot
-    from activities.activity import Activity
+    from activities._activity import Activity
     from activities.client import ActivityClient
     from activities.task import Task
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from activities._metrics import Metrics
-    from activities.activity import Activity
+    from activities._activity import Activity
     from activities.client import ActivityClient
     from activities.task import Task
 

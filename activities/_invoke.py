@@ -6,9 +6,14 @@ its cause) is what a real state machine's next state would get. The task is run 
 whatever serves the activity (a worker elsewhere), or here, in this process, by an
 instance of its class (``serve``); the state machine is deleted after.
 
-Serving here never abandons a poll: the loop polls while the execution runs, runs what it
-gets (another execution's task of the same activity included: it is served as a worker
-would), and ends only once its poll has returned.
+Serving here never abandons a poll: the loop polls while the execution's task waits for a
+worker, runs what it gets (another execution's task of the same activity included: it is
+served as a worker would), and ends only once its poll has returned. It opens no poll once
+the execution's history shows its task handed out (``ActivityStarted``), by this poll or
+any other: Step Functions may still report the execution running for a moment after the
+task's outcome was sent, and a poll opened then would wait its full 60 s for a task that
+will not come. Watching the execution takes ``states:DescribeExecution`` and, when serving
+here, ``states:GetExecutionHistory``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from activities.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from activities.activity import Activity
+    from activities._activity import Activity
     from activities.client import ActivityClient
 
 __all__ = ["Ended", "invoke"]
@@ -31,6 +36,11 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two looks at the execution, when nothing is served here.
 WATCH_INTERVAL = 0.2
+
+#: Seconds to wait, after serving a task, for the execution's history to show its own task
+#: handed out (it is written just after the poll returns) before taking the task served
+#: for another execution's and polling again.
+HANDED_OUT_WAIT = 5.0
 
 #: The role a local Step Functions (LocalStack) is given: it assumes none.
 LOCAL_ROLE_ARN = "arn:aws:iam::000000000000:role/sfn-activities-invoke"
@@ -114,16 +124,31 @@ def invoke(
         execution = sfn.start_execution(stateMachineArn=machine, input=data)["executionArn"]
         logger.info("started %s", execution)
         instance = serve() if serve is not None else None
+        handed_out = instance is None  # nothing to serve here: only watch
+        served_at: float | None = None  # when a task was last served here
         while True:
             description = dict(sfn.describe_execution(executionArn=execution))
             if description["status"] != "RUNNING":
                 return Ended(description)
-            if instance is None:
+            handed_out = handed_out or _handed_out(client, execution)
+            if handed_out or (
+                served_at is not None and time.monotonic() - served_at < HANDED_OUT_WAIT
+            ):
                 time.sleep(WATCH_INTERVAL)
                 continue
+            assert instance is not None  # noqa: S101 - handed_out otherwise
             task = client.poll(activity_arn)
             if task is not None:
                 outcome = client.process(instance, task)
+                served_at = time.monotonic()
                 logger.info("task %s: %s", task.token_prefix, type(outcome).__name__.lower())
     finally:
         sfn.delete_state_machine(stateMachineArn=machine)
+
+
+def _handed_out(client: ActivityClient, execution: str) -> bool:
+    """Whether the execution's task was handed to a worker: its history shows it started."""
+    events = client.client.get_execution_history(
+        executionArn=execution, maxResults=100, reverseOrder=True
+    )["events"]
+    return any(event["type"] == "ActivityStarted" for event in events)

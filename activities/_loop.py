@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from activities._heartbeats import Heartbeats, Job
     from activities._recycling import ProcessLife
     from activities._slotstate import SlotState
-    from activities.activity import Activity
+    from activities._activity import Activity
     from activities.client import ActivityClient
     from activities.outcome import Outcome
     from activities.task import Task

@@ -28,7 +28,7 @@ from activities.outcome import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
 
-    from activities.activity import Activity
+    from activities._activity import Activity
     from activities.outcome import Outcome
     from activities.task import Task
 

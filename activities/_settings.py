@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from mypy_boto3_stepfunctions import SFNClient
 
-    from activities.activity import Activity
+    from activities._activity import Activity
 
 __all__ = [
     "SHUTDOWN_GRACE",

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from mypy_boto3_stepfunctions import SFNClient
 
-    from activities.activity import Activity
+    from activities._activity import Activity
     from activities.outcome import Outcome
     from transport import Transport
 

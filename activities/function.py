@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from activities.activity import Activity
+from activities._activity import Activity
 from activities.errors import ActivityDefinitionError
 
 if TYPE_CHECKING:

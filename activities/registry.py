@@ -12,7 +12,7 @@ import inspect
 import pkgutil
 from typing import TYPE_CHECKING
 
-from activities.activity import Activity, activity_name_problem, is_activity_arn
+from activities._activity import Activity, activity_name_problem, is_activity_arn
 from activities.errors import ConfigurationError
 
 if TYPE_CHECKING:

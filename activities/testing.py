@@ -29,7 +29,7 @@ from activities.outcome import Cancelled, Failure, Outcome, Success
 from activities.task import Task
 
 if TYPE_CHECKING:
-    from activities.activity import Activity
+    from activities._activity import Activity
     from transport import Transport
 
 __all__ = ["TEST_ARN_PREFIX", "TEST_TOKEN", "ActivityEnvironment", "TaskReport"]

@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from activities._retry import RetryPolicy
     from activities._slot import Slot, Unit
     from activities._slotstate import Held
-    from activities.activity import Activity
+    from activities._activity import Activity
     from activities.task import Task
 
 __all__ = ["Worker"]

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from activities._heartbeats import Job
-    from activities.activity import Activity
+    from activities._activity import Activity
     from activities.task import Task
     from tests.fake_sfn import FakeStepFunctions
 
