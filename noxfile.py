@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typing", "docs"]
+nox.options.sessions = ["tests", "unit", "lint", "typing", "docs"]
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
 
@@ -18,11 +18,34 @@ def install_group(session: nox.Session, group: str, *, project: bool = True) -> 
         session.install(".")
 
 
+#: The interpreters besides the default one whose unit tests CI runs: the forkserver leans
+#: on private ``multiprocessing`` state, which a Python release may change.
+OTHER_PYTHONS = ["3.12", "3.13"]
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite."""
+    """Run the test suite, one pytest process per core (``-- -p no:xdist`` for one)."""
     install_group(session, "tests")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *parallel(session), *session.posargs)
+
+
+@nox.session(python=OTHER_PYTHONS)
+def unit(session: nox.Session) -> None:
+    """Run the tests that need no local Step Functions on Python 3.12 and 3.13.
+
+    LocalStack runs on 3.11 only (``docs/local.md``); ``tests`` runs every test there.
+    """
+    install_group(session, "tests")
+    session.run("pytest", *parallel(session), "-m", "not integration", *session.posargs)
+
+
+def parallel(session: nox.Session) -> list[str]:
+    """pytest-xdist's options: a process per core, unless the arguments choose otherwise."""
+    chosen = any(
+        arg in {"-n", "-p", "--numprocesses"} or arg.startswith("-n") for arg in session.posargs
+    )
+    return [] if chosen else ["--numprocesses", "auto"]
 
 
 @nox.session

@@ -94,3 +94,27 @@ def fake() -> Iterator[FakeStepFunctions]:
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries of polls and outcomes wait a hundredth of a second: tests of retrying stay fast."""
     monkeypatch.setattr(RetryPolicy, "pause", lambda *_: 0.01)
+
+
+#: Outcomes of the integration tests' calls, counted where the session is reported.
+_INTEGRATION: dict[str, int] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count the integration tests that ran (in pytest-xdist's controller too)."""
+    if "integration" not in report.keywords:
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        _INTEGRATION[report.outcome] = _INTEGRATION.get(report.outcome, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many tests ran against a local Step Functions (LocalStack)."""
+    if getattr(terminalreporter.config, "workerinput", None) is not None:
+        return  # a pytest-xdist worker: the controller reports
+    ran = sum(_INTEGRATION.values())
+    outcomes = ", ".join(f"{count} {outcome}" for outcome, count in sorted(_INTEGRATION.items()))
+    terminalreporter.write_line(
+        f"{ran} integration tests against a local Step Functions (LocalStack)"
+        + (f": {outcomes}" if outcomes else "")
+    )
