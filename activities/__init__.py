@@ -8,15 +8,21 @@
         def run(self, value):
             return value
 
-or, for an activity that is just a function, ``@function_activity``.
+or, for an activity that is just a function::
+
+    from activities import activity
+
+    @activity
+    def echo(value):
+        return value
 """
 
 from __future__ import annotations
 
 from importlib.metadata import version as _version
 
-from activities._retry import RetryPolicy
 from activities._activity import Activity
+from activities._retry import RetryPolicy
 from activities.client import ActivityClient, default_worker_name, make_client
 from activities.errors import (
     ActivitiesError,
@@ -35,7 +41,7 @@ from activities.errors import (
     WorkerCrashed,
     WorkerShutdown,
 )
-from activities.function import FunctionActivity, function_activity
+from activities.function import FunctionActivity, activity
 from activities.outcome import Cancelled, Failure, Outcome, Success, failure_from_exception
 from activities.task import Task
 from activities.worker import Worker
@@ -69,8 +75,8 @@ __all__ = [
     "WorkerCrashed",
     "WorkerShutdown",
     "__version__",
+    "activity",
     "default_worker_name",
     "failure_from_exception",
-    "function_activity",
     "make_client",
 ]

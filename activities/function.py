@@ -1,9 +1,8 @@
-"""Activities that are just a function: :func:`function_activity`.
+"""Activities that are just a function: the :func:`activity` decorator.
 
-It makes a :class:`FunctionActivity` subclass whose ``run`` is the function. The decorator
-is ``activities.function_activity``, not ``activities.activity``: that name is the module
-of :class:`~activities.Activity`, and a package attribute shadowing a submodule breaks
-``import activities.activity as m`` and confuses type checkers.
+``@activities.activity`` makes a :class:`FunctionActivity` subclass whose ``run`` is the
+function (:class:`~activities.Activity` itself is defined in ``activities._activity``, so
+that no module shadows the decorator's name).
 """
 
 from __future__ import annotations
@@ -19,14 +18,14 @@ if TYPE_CHECKING:
 
     from transport import Transport
 
-__all__ = ["FunctionActivity", "function_activity"]
+__all__ = ["FunctionActivity", "activity"]
 
 #: The type of the function a :class:`FunctionActivity` runs.
 T = TypeVar("T", bound="Callable[..., Any]")
 
 
 class FunctionActivity(Activity, Generic[T]):
-    """The base of the classes :func:`function_activity` makes: their ``run`` is a function.
+    """The base of the classes :func:`activity` makes: their ``run`` is a function.
 
     ``run`` is the decorated function itself, as a static method, so a type checker sees
     its parameters and return type: ``resize_image.run("a.png", 64)`` calls the plain
@@ -37,9 +36,9 @@ class FunctionActivity(Activity, Generic[T]):
 
 
 @overload
-def function_activity(function: T, /) -> type[FunctionActivity[T]]: ...
+def activity(function: T, /) -> type[FunctionActivity[T]]: ...
 @overload
-def function_activity(
+def activity(
     *,
     name: str | None = None,
     task_lists: tuple[str, ...] = (),
@@ -47,7 +46,7 @@ def function_activity(
     heartbeat_interval: float | None = None,
     max_concurrency: int | None = None,
 ) -> Callable[[T], type[FunctionActivity[T]]]: ...
-def function_activity(
+def activity(
     function: Callable[..., Any] | None = None,
     /,
     *,
@@ -61,11 +60,11 @@ def function_activity(
 
     ::
 
-        @function_activity
+        @activity
         def resize_image(key: str, width: int = 256) -> str:
             ...
 
-        @function_activity(name="resize-gpu", heartbeat_interval=10)
+        @activity(name="resize-gpu", heartbeat_interval=10)
         def resize_on_gpu(keys: list[str]):
             for key in keys:
                 ...
@@ -124,7 +123,7 @@ def _activity_class(
     """The Activity subclass standing for ``function``: its run, module and names."""
     qualname = getattr(function, "__qualname__", repr(function))
     if not inspect.isfunction(function):
-        msg = f"@function_activity decorates a function, not {function!r}"
+        msg = f"@activity decorates a function, not {function!r}"
         if isinstance(function, type):
             msg += ": a class is an activity when it subclasses Activity"
         raise ActivityDefinitionError(msg, activity=qualname, setting="run")

@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from activities import ActivityError, function_activity
+from activities import ActivityError, activity
 from transport import CompressedTransport
 
 if TYPE_CHECKING:
@@ -23,18 +23,18 @@ class Parcel:
     sent: dt.datetime
 
 
-@function_activity
+@activity
 def echo(value: Any) -> Any:
     """Return the value."""
     return value
 
 
-@function_activity(name="fn-stock")
+@activity(name="fn-stock")
 def stock(item: str, quantity: int = 1, *, urgent: bool = False) -> dict[str, object]:
     return {"item": item, "quantity": quantity, "urgent": urgent}
 
 
-@function_activity
+@activity
 def track(parcel: Parcel, checkpoints: list[dt.date]) -> dict[str, object]:
     """Annotated parameters are structured: a dataclass, dates."""
     assert isinstance(parcel, Parcel)
@@ -42,7 +42,7 @@ def track(parcel: Parcel, checkpoints: list[dt.date]) -> dict[str, object]:
     return {"id": parcel.id, "hour": parcel.sent.hour, "days": len(checkpoints)}
 
 
-@function_activity(
+@activity(
     name="fn-count",
     task_lists=("fn-count-a", "fn-count-b"),
     transport=CompressedTransport(threshold=10),
@@ -56,7 +56,7 @@ def count(n: int) -> Generator[None, None, str]:
     return n * "x"
 
 
-@function_activity(name="fn-flaky")
+@activity(name="fn-flaky")
 def flaky(attempt: int, succeed_on: int) -> dict[str, int]:
     """Fail as Shelf.Busy until the state machine's retry count reaches ``succeed_on``."""
     if attempt < succeed_on:

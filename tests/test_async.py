@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities import Activity, ActivityDefinitionError, function_activity
+from activities import Activity, ActivityDefinitionError, activity
 from activities._eventloop import EventLoop
 from activities.testing import ActivityEnvironment
 from activities.worker import Worker
@@ -51,7 +51,7 @@ class TestDefinition:
                     yield
 
     def test_an_async_function_activity(self) -> None:
-        @function_activity
+        @activity
         async def doubled(n: int) -> int:
             await asyncio.sleep(0)
             return 2 * n

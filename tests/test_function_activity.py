@@ -1,7 +1,8 @@
-"""Function activities: @function_activity makes an Activity class of a plain function."""
+"""Function activities: @activity makes an Activity class of a plain function."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pickle
 import subprocess
@@ -12,14 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-import activities.activity
+import activities
+import activities.function
 from activities import (
     Activity,
     ActivityDefinitionError,
     ConfigurationError,
     FunctionActivity,
     Worker,
-    function_activity,
+    activity,
 )
 from activities.cli import main
 from activities.registry import discover, task_lists
@@ -42,9 +44,10 @@ def env() -> ActivityEnvironment:
 
 
 class TestDecorator:
-    def test_does_not_shadow_the_activity_module(self) -> None:
-        """activities.function_activity leaves activities.activity the module it is."""
-        assert activities.activity.Activity is Activity
+    def test_is_the_packages_activity_and_no_module_shadows_it(self) -> None:
+        """``from activities import activity`` is the decorator: no submodule has that name."""
+        assert activities.activity is activities.function.activity
+        assert importlib.util.find_spec("activities.activity") is None
 
     def test_bare_makes_an_activity_class_named_after_the_function(self) -> None:
         """The module's name for the function is the class, importable where it is defined."""
@@ -79,9 +82,9 @@ class TestDecorator:
         )
 
     def test_keywords_only_with_parentheses(self) -> None:
-        """@function_activity() with no option is the same as bare."""
+        """@activity() with no option is the same as bare."""
 
-        @function_activity()
+        @activity()
         def plain() -> int:
             return 1
 
@@ -108,22 +111,22 @@ class TestDecorator:
         def work() -> None: ...
 
         with pytest.raises(ActivityDefinitionError, match=problem) as info:
-            function_activity(**{setting: value})(work)  # type: ignore[arg-type]
+            activity(**{setting: value})(work)  # type: ignore[arg-type]
         assert info.value.setting == setting
         assert "work" in str(info.value)
 
     def test_a_function_name_that_is_not_an_activity_name_is_refused(self) -> None:
         """A lambda's name, <lambda>, breaks Step Functions' rules: say so and how to fix it."""
         with pytest.raises(ActivityDefinitionError, match=r"<lambda>\.name = '<lambda>'") as info:
-            function_activity(lambda: 1)
+            activity(lambda: 1)
         assert info.value.setting == "name"
-        assert function_activity(name="one")(lambda: 1).run() == 1
+        assert activity(name="one")(lambda: 1).run() == 1
 
     @pytest.mark.parametrize("thing", [len, type("Klass", (), {}), print.__call__])
     def test_only_functions_are_accepted(self, thing: Any) -> None:
         """A builtin, a class or a method wrapper is refused at decoration."""
         with pytest.raises(ActivityDefinitionError, match="decorates a function, not"):
-            function_activity(thing)
+            activity(thing)
 
     def test_async_generators_are_refused(self) -> None:
         """An async generator cannot return a result: refused with a message that says why."""
@@ -132,13 +135,13 @@ class TestDecorator:
             yield 1
 
         with pytest.raises(ActivityDefinitionError, match="async generator") as info:
-            function_activity(fetch)
+            activity(fetch)
         assert info.value.setting == "run"
 
     def test_async_functions_are_async_activities(self) -> None:
         async def fetch() -> None: ...
 
-        assert function_activity(fetch)._is_async()
+        assert activity(fetch)._is_async()
 
 
 class TestInput:
@@ -190,7 +193,7 @@ class TestInput:
         """An ActivityError's name, or the exception's class name, is the error."""
         assert env.run(fw.flaky, '{"attempt": 0, "succeed_on": 1}').error == "Shelf.Busy"
 
-        @function_activity
+        @activity
         def divide(a: int, b: int) -> float:
             return a / b
 
@@ -210,7 +213,7 @@ class TestGenerator:
         """When the task is gone, the generator is stopped at its next yield."""
         stopped = []
 
-        @function_activity
+        @activity
         def patient() -> Iterator[None]:
             try:
                 while True:
@@ -246,9 +249,9 @@ class TestServing:
         write(
             project / "a.py",
             """
-            from activities import Activity, function_activity
+            from activities import Activity, activity
 
-            @function_activity
+            @activity
             def resize_image(key: str) -> str:
                 return key
 
@@ -260,10 +263,10 @@ class TestServing:
         write(
             project / "b.py",
             """
-            from activities import function_activity
+            from activities import activity
             from fnproj.a import resize_image  # imported, not defined here
 
-            @function_activity(name="thumbnail")
+            @activity(name="thumbnail")
             def thumb(key: str) -> str:
                 return key
             """,
@@ -280,9 +283,9 @@ class TestServing:
         write(
             project / "a.py",
             """
-            from activities import Activity, function_activity
+            from activities import Activity, activity
 
-            @function_activity(name="Echo")
+            @activity(name="Echo")
             def echo(value): return value
 
             class Echo(Activity):

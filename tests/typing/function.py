@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from activities import Activity, FunctionActivity, Worker, function_activity
+from activities import Activity, FunctionActivity, Worker, activity
 from activities.testing import ActivityEnvironment
 from transport import CompressedTransport
 
@@ -12,12 +12,12 @@ if TYPE_CHECKING:
     from collections.abc import Generator
 
 
-@function_activity
+@activity
 def resize_image(key: str, width: int = 256) -> str:
     return f"{key}@{width}"
 
 
-@function_activity(
+@activity(
     name="count-words",
     task_lists=("count-a", "count-b"),
     transport=CompressedTransport(),
