@@ -9,19 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from botocore.stub import ANY
 
-from activities import Activity, Worker, cli
+from activities import Worker, cli
 from activities._arguments import command_line
-from activities._invoke import invoke
 from activities.cli import main
 from tests import workloads
 from tests.stepfunctions import unique
 
 if TYPE_CHECKING:
-    from botocore.stub import Stubber
-
-    from activities import ActivityClient
     from activities.local import LocalStepFunctions
 
 
@@ -259,48 +254,6 @@ class TestModuleLookup:
         )
         assert done.returncode == 0, done.stderr
         assert "lookup_script.LookupScript" in done.stdout
-
-
-DATE = {"creationDate": "2026-01-01T00:00:00Z"}
-START = {"startDate": "2026-01-01T00:00:00Z"}
-
-
-class Unprintable(Exception):
-    def __str__(self) -> str:
-        return self.missing  # type: ignore[attr-defined, no-any-return]
-
-
-class RaisesUnprintable(Activity):
-    def run(self) -> None:
-        raise Unprintable
-
-
-def test_invoke_serving_here_fails_a_task_whose_error_cannot_be_printed(
-    stubbed: tuple[ActivityClient, Stubber],
-) -> None:
-    """`invoke --module` sends the failure, named by the exception's class, instead of hanging."""
-    client, stubber = stubbed
-    arn = "arn:aws:states:us-east-1:123456789012:activity:RaisesUnprintable"
-    machine = "arn:aws:states:us-east-1:123456789012:stateMachine:m"
-    execution = "arn:aws:states:us-east-1:123456789012:execution:m:e"
-    running = {
-        "executionArn": execution,
-        "stateMachineArn": machine,
-        "status": "RUNNING",
-        "startDate": "2026-01-01T00:00:00Z",
-    }
-    stubber.add_response("create_state_machine", {"stateMachineArn": machine, **DATE})
-    stubber.add_response("start_execution", {"executionArn": execution, **START})
-    stubber.add_response("describe_execution", running)
-    stubber.add_response("get_activity_task", {"taskToken": "t" * 10, "input": "{}"})
-    stubber.add_response(
-        "send_task_failure", {}, {"taskToken": "t" * 10, "error": "Unprintable", "cause": ANY}
-    )
-    failed = {**running, "status": "FAILED", "error": "Unprintable", "cause": "..."}
-    stubber.add_response("describe_execution", failed)
-    stubber.add_response("delete_state_machine", {})
-    ended = invoke(client, arn, "{}", role_arn="arn:r", timeout=60, serve=RaisesUnprintable)
-    assert (ended.status, ended.error) == ("FAILED", "Unprintable")
 
 
 @pytest.mark.integration
