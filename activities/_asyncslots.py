@@ -49,12 +49,12 @@ if TYPE_CHECKING:
     import concurrent.futures
     from collections.abc import Callable, Coroutine, Sequence
 
+    from activities._activity import Activity
     from activities._control import Control
     from activities._heartbeats import Heartbeats, Job
     from activities._loop import SlotSettings
     from activities._recycling import ProcessLife
     from activities._slotstate import SlotState
-    from activities._activity import Activity
     from activities.client import ActivityClient
     from activities.outcome import Outcome
     from activities.task import Task

@@ -31,11 +31,11 @@ from activities.errors import WorkerShutdown
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
+    from activities._activity import Activity
     from activities._control import Control
     from activities._heartbeats import Heartbeats, Job
     from activities._metrics import Metrics
     from activities._slot import Slot
-    from activities._activity import Activity
     from activities.client import ActivityClient
     from activities.task import Task
 

@@ -21,8 +21,8 @@ from activities.errors import ServiceError, TaskGone
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from activities._metrics import Metrics
     from activities._activity import Activity
+    from activities._metrics import Metrics
     from activities.client import ActivityClient
     from activities.task import Task
 

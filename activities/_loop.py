@@ -46,11 +46,11 @@ if TYPE_CHECKING:
 
     from mypy_boto3_stepfunctions import SFNClient
 
+    from activities._activity import Activity
     from activities._control import Control
     from activities._heartbeats import Heartbeats, Job
     from activities._recycling import ProcessLife
     from activities._slotstate import SlotState
-    from activities._activity import Activity
     from activities.client import ActivityClient
     from activities.outcome import Outcome
     from activities.task import Task

@@ -24,11 +24,11 @@ from activities.outcome import Cancelled, Failure, Success, failure_from_excepti
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Mapping
 
+    from activities._activity import Activity
     from activities._control import Control
     from activities._heartbeats import Heartbeats, Job
     from activities._metrics import Metrics
     from activities._slotstate import SlotState
-    from activities._activity import Activity
     from activities.client import ActivityClient
     from activities.outcome import Outcome
     from activities.task import Task

@@ -28,8 +28,8 @@ from tests.waiting import wait_until
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from activities._heartbeats import Job
     from activities._activity import Activity
+    from activities._heartbeats import Job
     from activities.task import Task
     from tests.fake_sfn import FakeStepFunctions
 
