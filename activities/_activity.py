@@ -72,7 +72,7 @@ class Activity:
     :meth:`heartbeat`) so that the work stops.
 
     ``run()`` may be ``async def``: the worker runs it on its task process's event loop,
-    many at once (see docs/async.md), with ``await self.heartbeat()`` for a heartbeat;
+    many at once (see :doc:`/async`), with ``await self.heartbeat()`` for a heartbeat;
     when the task is gone its coroutine is cancelled at the ``await`` it is in.
 
     One instance serves many tasks, one at a time: set up expensive state (clients,
