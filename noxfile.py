@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "unit", "lint", "typing", "docs"]
@@ -21,6 +25,32 @@ def install_group(session: nox.Session, group: str, *, project: bool = True) -> 
 #: The interpreters besides the default one whose unit tests CI runs: the forkserver leans
 #: on private ``multiprocessing`` state, which a Python release may change.
 OTHER_PYTHONS = ["3.12", "3.13"]
+
+
+def _find_pyenv_pythons() -> None:
+    """Put pyenv's installed-but-not-selected interpreters of OTHER_PYTHONS on the PATH.
+
+    pyenv's shims answer only for the versions selected (``pyenv global``); nox looks on
+    the PATH. A machine without pyenv is left as it is.
+    """
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    found = []
+    for version in OTHER_PYTHONS:
+        if shutil.which(f"python{version}") and not _is_pyenv_shim(f"python{version}"):
+            continue
+        installs = sorted(root.glob(f"{version}.*/bin/python{version}"))
+        if installs:
+            found.append(str(installs[-1].parent))
+    if found:
+        os.environ["PATH"] = os.pathsep.join([*found, os.environ.get("PATH", "")])
+
+
+def _is_pyenv_shim(command: str) -> bool:
+    where = shutil.which(command)
+    return where is not None and "/shims/" in where
+
+
+_find_pyenv_pythons()
 
 
 @nox.session
