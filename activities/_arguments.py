@@ -44,12 +44,12 @@ def command_line() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--async-tasks",
-        type=_positive,
+        type=_count,
         metavar="N",
         help=(
             "tasks of async def run() activities each task process (with --threads alone: the "
             "worker's process) runs at once on its event loop, besides its threads (default: "
-            "async tasks run on the threads)"
+            "100 when an activity served is async; 0: none, async tasks run on the threads)"
         ),
     )
     worker.add_argument(
@@ -352,5 +352,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value <= 0:
         msg = f"must be a positive integer, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        msg = f"must be a whole number >= 0, not {text}"
         raise argparse.ArgumentTypeError(msg)
     return value

@@ -1,7 +1,7 @@
 """The worker's settings, checked when they are made: a bad one names itself.
 
-Also the two settings that depend on more than themselves: the heartbeat intervals (on
-the activities served) and the client (on whether tasks run in processes).
+Also the settings that depend on more than themselves: the async positions, the heartbeat
+intervals (on the activities served) and the client (on whether tasks run in processes).
 """
 
 from __future__ import annotations
@@ -17,22 +17,29 @@ from activities._sfnclient import CALL_TIMEOUT, make_client
 from activities.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from mypy_boto3_stepfunctions import SFNClient
 
     from activities._activity import Activity
 
 __all__ = [
+    "ASYNC_TASKS",
     "SHUTDOWN_GRACE",
     "SILENCE_WARNING",
     "WorkerSettings",
+    "async_tasks_for",
     "check_positive",
     "client_and_factory",
     "concurrency_limits",
     "heartbeat_intervals",
     "plural",
 ]
+
+#: Async positions of each process that runs tasks (each task process; with ``threads``
+#: alone, the worker's own) when ``async_tasks`` is not given and an activity served has an
+#: ``async def run()``: Temporal's default for the activities a worker runs at once.
+ASYNC_TASKS = 100
 
 #: Seconds running tasks may take to finish after a graceful stop begins.
 SHUTDOWN_GRACE = 30.0
@@ -68,7 +75,8 @@ class WorkerSettings:
 
     processes: int | None = attrs.field(default=None, validator=_positive)
     threads: int | None = attrs.field(default=None, validator=_positive)
-    async_tasks: int | None = attrs.field(default=None, validator=_positive)
+    #: The async positions of each process that runs tasks, as :func:`async_tasks_for` says.
+    async_tasks: int = attrs.field(default=0, validator=_at_least_zero)
     pollers: int | None = attrs.field(default=None, validator=_positive)
     buffer: int | None = attrs.field(default=None, validator=_positive)
     shutdown_grace: float = attrs.field(default=SHUTDOWN_GRACE, validator=_at_least_zero)
@@ -90,7 +98,7 @@ class WorkerSettings:
     @property
     def positions_per_unit(self) -> int:
         """The slots of one unit and, in a task process, its async positions after them."""
-        return self.slots_per_unit + (self.async_tasks or 0)
+        return self.slots_per_unit + self.async_tasks
 
     @property
     def concurrency(self) -> int:
@@ -99,7 +107,7 @@ class WorkerSettings:
         Processes x (threads + async tasks), the threads, or the processes (the CPUs).
         """
         if self.use_threads:
-            return (self.threads or 1) + (self.async_tasks or 0)
+            return (self.threads or 1) + self.async_tasks
         processes = self.processes or os.cpu_count() or 1
         return processes * self.positions_per_unit
 
@@ -168,6 +176,18 @@ class WorkerSettings:
 def plural(number: int, noun: str) -> str:
     """``1 process``, ``2 processes``, ``0 tasks``: a count and its noun, for logs."""
     return f"{number} {noun}{'' if number == 1 else 'es' if noun.endswith('s') else 's'}"
+
+
+def async_tasks_for(activities: Iterable[type[Activity]], async_tasks: int | None) -> int:
+    """The async positions of each process that runs tasks: ``async_tasks`` if given.
+
+    Else :data:`ASYNC_TASKS` when an activity of ``activities`` has an ``async def run()``,
+    and none when none has (no position, no thread for them). 0: none, async tasks run on
+    the slots.
+    """
+    if async_tasks is not None:
+        return async_tasks
+    return ASYNC_TASKS if any(activity._is_async() for activity in activities) else 0
 
 
 def heartbeat_intervals(

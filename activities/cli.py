@@ -30,6 +30,7 @@ from activities._child import task_process_connections
 from activities._childlog import PlainFormatter
 from activities._invoke import LOCAL_ROLE_ARN, invoke
 from activities._operations import count_before_imports
+from activities._settings import async_tasks_for
 from activities.client import ActivityClient, make_client
 from activities.errors import ActivitiesError, ConfigurationError
 from activities.jsonlog import JsonFormatter
@@ -226,7 +227,8 @@ def _worker(args: argparse.Namespace, activities: list[type[Activity]]) -> int:
     # own process keeps a poll open on every task list that has none.
     # The same factory makes the worker's client and those of the task processes: room
     # for the polls, outcomes and heartbeats of either.
-    connections = task_process_connections(args.threads or 1, args.async_tasks or 0)
+    async_tasks = async_tasks_for(activities, args.async_tasks)  # the worker's default too
+    connections = task_process_connections(args.threads or 1, async_tasks)
     served = task_lists(activities, prefix=args.prefix, overrides=args.task_list)
     client = functools.partial(
         make_client,

@@ -45,6 +45,7 @@ from activities._settings import (
     SHUTDOWN_GRACE,
     SILENCE_WARNING,
     WorkerSettings,
+    async_tasks_for,
     client_and_factory,
 )
 from activities._settings import concurrency_limits as concurrency_limits_of
@@ -62,11 +63,11 @@ if TYPE_CHECKING:
 
     from mypy_boto3_stepfunctions import SFNClient
 
+    from activities._activity import Activity
     from activities._heartbeats import Heartbeats
     from activities._retry import RetryPolicy
     from activities._slot import Slot, Unit
     from activities._slotstate import Held
-    from activities._activity import Activity
     from activities.task import Task
 
 __all__ = ["Worker"]
@@ -94,8 +95,9 @@ class Worker:
         async_tasks: how many tasks of ``async def run()`` activities each task process
             (with ``threads`` alone: the worker's own process) runs at once on its event
             loop, besides its slots: *async positions*, served by a few threads of the
-            process instead of a thread each (see docs/async.md). Without it, async tasks
-            run on the slots, one per slot.
+            process instead of a thread each (see docs/async.md). By default 100
+            (``ASYNC_TASKS``) when an activity served is async, none otherwise; 0: none,
+            async tasks run on the slots, one per slot.
         pollers: the most long polls open at once (slots' and the worker's own); no cap
             by default. Fewer than the task lists served leaves some without a poll.
         buffer: how many received tasks may wait for a free slot (polls that may bring
@@ -179,7 +181,7 @@ class Worker:
         self.settings = WorkerSettings(
             processes=processes,
             threads=threads,
-            async_tasks=async_tasks,
+            async_tasks=async_tasks_for(self.activities.values(), async_tasks),
             pollers=pollers,
             buffer=buffer,
             shutdown_grace=shutdown_grace,
@@ -224,7 +226,7 @@ class Worker:
 
     def _thread_connections(self) -> int:
         """HTTP connections of the calls of thread slots and async positions in this process."""
-        return (self.settings.threads or 1) + async_connections(self.settings.async_tasks or 0)
+        return (self.settings.threads or 1) + async_connections(self.settings.async_tasks)
 
     # -- lifecycle ----------------------------------------------------------------------
 

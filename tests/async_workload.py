@@ -48,17 +48,26 @@ class AsyncFails(Activity):
 
 
 class Gathering(Activity):
-    """Returns once ``count`` tasks of it run at once (they only can on one loop)."""
+    """Awaits ``seconds``, then returns once ``count`` tasks of it run at once (on one loop).
+
+    Fails after about 10 s if they never do, saying how many did.
+    """
 
     name = "async-Gathering"
     running = 0
     most = 0  # the most that ran at once
 
-    async def run(self, count: int) -> int:
+    @classmethod
+    def reset(cls) -> None:
+        """Forget the tasks that ran before (in this process)."""
+        cls.running = cls.most = 0
+
+    async def run(self, count: int, seconds: float = 0) -> int:
         cls = type(self)
         cls.running += 1
         cls.most = max(cls.most, cls.running)
         try:
+            await asyncio.sleep(seconds)
             for _ in range(1000):
                 if cls.most >= count:
                     return count

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -14,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities import Activity, ActivityDefinitionError, activity
+from activities import Activity, ActivityDefinitionError, activity, make_client
 from activities._eventloop import EventLoop
+from activities._settings import ASYNC_TASKS
 from activities.testing import ActivityEnvironment
 from activities.worker import Worker
 from tests import async_workload, workloads
@@ -117,12 +119,27 @@ class TestWhatIsNotACancellation:
         assert report.cancelled
 
 
+@pytest.fixture(params=[0, None], ids=["on-the-slots", "on-async-positions"])
+def async_tasks(request: pytest.FixtureRequest) -> int | None:
+    """``async_tasks=0`` (async tasks run on the slots) or left out (async positions)."""
+    value: int | None = request.param
+    return value
+
+
 class TestWorker:
-    def test_system_exit_leaves_the_loop_running(self, fake: FakeStepFunctions) -> None:
+    """Async tasks on the slots (``async_tasks=0``) and on the default async positions."""
+
+    def test_system_exit_leaves_the_loop_running(
+        self, fake: FakeStepFunctions, async_tasks: int | None
+    ) -> None:
         """One task's sys.exit() fails that task; the next async task runs on the same loop."""
         exits = fake.add_task("async-Exits", "{}")
         with thread_worker(
-            fake, async_workload.AsyncExits, async_workload.AsyncEcho, threads=1
+            fake,
+            async_workload.AsyncExits,
+            async_workload.AsyncEcho,
+            threads=1,
+            async_tasks=async_tasks,
         ) as worker:
             assert fake.wait_for(1)
             echo = fake.add_task("async-Echo", '{"value": "after"}')
@@ -131,28 +148,39 @@ class TestWorker:
         assert fake.failures[exits][0] == "SystemExit"
         assert fake.successes[echo] == '"after"'
 
-    def test_async_tasks_of_one_process_run_at_once(self, fake: FakeStepFunctions) -> None:
+    def test_async_tasks_of_one_process_run_at_once(
+        self, fake: FakeStepFunctions, async_tasks: int | None
+    ) -> None:
         """Three threads, three tasks that return only once all three run together."""
+        async_workload.Gathering.reset()
         tokens = [fake.add_task("async-Gathering", '{"count": 3}') for _ in range(3)]
-        with thread_worker(fake, async_workload.Gathering, threads=3) as worker:
+        with thread_worker(
+            fake, async_workload.Gathering, threads=3, async_tasks=async_tasks
+        ) as worker:
             assert fake.wait_for(3)
             assert worker.stop(timeout=10)
         assert {token: fake.successes.get(token) for token in tokens} == dict.fromkeys(tokens, "3")
 
-    def test_a_worker_serves_sync_and_async_activities(self, fake: FakeStepFunctions) -> None:
+    def test_a_worker_serves_sync_and_async_activities(
+        self, fake: FakeStepFunctions, async_tasks: int | None
+    ) -> None:
         sync = fake.add_task("it-Echo", '{"value": "s"}')
         coroutine = fake.add_task("async-Echo", '{"value": "a"}')
-        with thread_worker(fake, workloads.Echo, async_workload.AsyncEcho) as worker:
+        with thread_worker(
+            fake, workloads.Echo, async_workload.AsyncEcho, async_tasks=async_tasks
+        ) as worker:
             assert fake.wait_for(2)
             assert worker.stop(timeout=10)
         assert (fake.successes[sync], fake.successes[coroutine]) == ('"s"', '"a"')
 
-    def test_a_gone_task_is_cancelled_at_its_await(self, fake: FakeStepFunctions) -> None:
+    def test_a_gone_task_is_cancelled_at_its_await(
+        self, fake: FakeStepFunctions, async_tasks: int | None
+    ) -> None:
         """Its automatic heartbeat finds it gone: cancelled at once, nothing sent, slot free."""
         async_workload.Forever.cancelled.clear()
         token = fake.add_task("async-Forever", "{}")
         fake.gone.add(token)
-        with thread_worker(fake, async_workload.Forever) as worker:
+        with thread_worker(fake, async_workload.Forever, async_tasks=async_tasks) as worker:
             assert wait_until(lambda: token in async_workload.Forever.cancelled)
             echo = fake.add_task("async-Forever", "{}")
             assert wait_until(lambda: echo in fake.handed_out), "the slot was not freed"
@@ -161,11 +189,13 @@ class TestWorker:
         assert token not in fake.failures
 
     def test_past_the_grace_a_coroutine_is_cancelled_and_its_task_failed(
-        self, fake: FakeStepFunctions
+        self, fake: FakeStepFunctions, async_tasks: int | None
     ) -> None:
         async_workload.Forever.cancelled.clear()
         token = fake.add_task("async-Forever", "{}")
-        with thread_worker(fake, async_workload.Forever, shutdown_grace=0.2) as worker:
+        with thread_worker(
+            fake, async_workload.Forever, shutdown_grace=0.2, async_tasks=async_tasks
+        ) as worker:
             assert wait_until(lambda: token in fake.handed_out)
             assert worker.stop(timeout=30)
         assert fake.failures[token][0] == "activities.WorkerShutdown"
@@ -173,11 +203,56 @@ class TestWorker:
         assert wait_until(lambda: token in async_workload.Forever.cancelled)
 
 
+class TestAsyncByDefault:
+    """No ``async_tasks``: 100 async positions in each process that runs tasks, if needed."""
+
+    def test_a_worker_of_an_async_activity_has_the_default_positions(
+        self, fake: FakeStepFunctions
+    ) -> None:
+        """With threads alone, the worker's own process has them, beside its thread slots."""
+        served = [workloads.Echo, async_workload.AsyncEcho]
+        worker = Worker(served, threads=2, client=fake)  # type: ignore[arg-type]
+        assert worker.settings.async_tasks == ASYNC_TASKS == 100
+        assert worker.settings.describe() == "2 threads + 100 async tasks"
+        assert worker.settings.units()[-1] == list(range(2, 102))
+
+    def test_each_task_process_has_them(self) -> None:
+        client = functools.partial(
+            make_client, endpoint_url="http://127.0.0.1:9", region_name="us-east-1"
+        )
+        worker = Worker([async_workload.AsyncEcho], processes=2, threads=4, client=client)
+        assert worker.settings.describe() == "2 processes x 4 threads + 100 async tasks each"
+        assert len(worker.settings.async_positions()) == 200
+
+    def test_a_worker_of_sync_activities_has_none(self, fake: FakeStepFunctions) -> None:
+        worker = Worker([workloads.Echo], threads=2, client=fake)  # type: ignore[arg-type]
+        assert (worker.settings.async_tasks, worker.settings.concurrency) == (0, 2)
+
+    @pytest.mark.parametrize("given", [0, 3])
+    def test_async_tasks_sets_them(self, fake: FakeStepFunctions, given: int) -> None:
+        """0: none, async tasks run on the slots."""
+        served = [async_workload.AsyncEcho]
+        worker = Worker(served, threads=2, async_tasks=given, client=fake)  # type: ignore[arg-type]
+        assert len(worker.settings.async_positions()) == given
+
+    def test_fifty_tasks_of_one_thread_worker_run_at_once(self, fake: FakeStepFunctions) -> None:
+        """Fifty tasks awaiting 0.2 s that return only once fifty run together: one thread."""
+        async_workload.Gathering.reset()
+        task = '{"count": 50, "seconds": 0.2}'
+        tokens = [fake.add_task("async-Gathering", task) for _ in range(50)]
+        with thread_worker(fake, async_workload.Gathering, threads=1) as worker:
+            assert fake.wait_for(50, timeout=30)
+            assert worker.stop(timeout=10)
+        assert [fake.successes.get(token) for token in tokens] == ["50"] * 50
+        assert async_workload.Gathering.most == 50
+
+
 class TestAsyncPositionsInTheWorkersProcess:
     """``threads`` alone with ``async_tasks``: the worker's own process has the positions."""
 
     def test_many_async_tasks_run_at_once_beside_one_thread(self, fake: FakeStepFunctions) -> None:
         """Eight tasks that return only once eight run together: one thread slot, 8 positions."""
+        async_workload.Gathering.reset()
         tokens = [fake.add_task("async-Gathering", '{"count": 8}') for _ in range(8)]
         with thread_worker(fake, async_workload.Gathering, threads=1, async_tasks=8) as worker:
             assert fake.wait_for(8)
@@ -293,10 +368,12 @@ class TestAsyncPositions:
     """``--async-tasks``: a task process's async positions, as users run the worker."""
 
     @staticmethod
-    def serve(endpoint: str, log: Path, positions: int) -> subprocess.Popen[bytes]:
-        """``activities worker tests.async_workload --processes 1 --async-tasks N``, polling."""
+    def serve(endpoint: str, log: Path, positions: int | None) -> subprocess.Popen[bytes]:
+        """``activities worker tests.async_workload --processes 1 [--async-tasks N]``, polling."""
         command = [sys.executable, "-m", "activities", "worker", "tests.async_workload"]
-        command += ["--processes", "1", "--async-tasks", str(positions)]
+        command += ["--processes", "1"]
+        if positions is not None:
+            command += ["--async-tasks", str(positions)]
         with log.open("w") as file:
             worker = subprocess.Popen(
                 command, cwd=ROOT, env=bench_environment(endpoint), stderr=file
@@ -327,6 +404,30 @@ class TestAsyncPositions:
         assert "1 process + 20 async tasks" in text
         assert "ready: all 21 slots are up (20 of them async positions)" in text
         assert text.count("succeeded: async-Gathering") == 20
+
+    def test_with_no_option_one_process_runs_fifty_at_once(
+        self, bench_endpoint: str, tmp_path: Path
+    ) -> None:
+        """Fifty tasks awaiting 0.2 s that return only once fifty run together: the default."""
+        log = tmp_path / "worker.log"
+        worker = self.serve(bench_endpoint, log, None)
+        try:
+            task = '{"count": 50, "seconds": 0.2}'
+            bench(
+                bench_endpoint, "Load", {"activity": "async-Gathering", "count": 50, "input": task}
+            )
+            assert wait_until(
+                lambda: bench(bench_endpoint, "Stats").get("succeeded", 0) == 50, timeout=30
+            ), log.read_text()
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(30) == 0
+        finally:
+            worker.kill()
+            worker.wait()
+        assert bench(bench_endpoint, "Stats", {"outputs": True})["outputs"] == ["50"] * 50
+        text = log.read_text()
+        assert "1 process + 100 async tasks" in text
+        assert "ready: all 101 slots are up (100 of them async positions)" in text
 
     def test_a_crash_fails_every_task_its_positions_held(
         self, bench_endpoint: str, tmp_path: Path

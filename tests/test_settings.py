@@ -7,7 +7,8 @@ import os
 import pytest
 
 from activities import ConfigurationError
-from activities._settings import WorkerSettings
+from activities._settings import ASYNC_TASKS, WorkerSettings, async_tasks_for
+from tests import async_workload, workloads
 
 
 def test_defaults_are_a_process_per_cpu_and_no_cap_on_polls() -> None:
@@ -93,12 +94,34 @@ def test_each_task_process_is_a_unit_of_its_slots_and_positions() -> None:
         ("buffer", 0),
         ("shutdown_grace", float("inf")),
         ("processes", 0.0),
-        ("async_tasks", 0),
+        ("async_tasks", -1),
     ],
 )
 def test_a_bad_setting_names_itself(setting: str, value: float) -> None:
     with pytest.raises(ConfigurationError, match=rf"^{setting} must be"):
         WorkerSettings(**{setting: value})
+
+
+class TestAsyncTasks:
+    """Async positions by default where an activity is async: none where none is."""
+
+    def test_an_async_activity_gets_the_default(self) -> None:
+        served = [workloads.Echo, async_workload.AsyncEcho]
+        assert async_tasks_for(served, None) == ASYNC_TASKS == 100
+
+    def test_sync_activities_alone_get_none(self) -> None:
+        assert async_tasks_for([workloads.Echo], None) == 0
+
+    @pytest.mark.parametrize("given", [0, 1, 500])
+    def test_a_given_number_is_kept(self, given: int) -> None:
+        """0 included: async tasks then run on the slots."""
+        assert async_tasks_for([async_workload.AsyncEcho], given) == given
+
+    def test_none_means_no_async_position(self) -> None:
+        settings = WorkerSettings(processes=2, async_tasks=0)
+        assert (settings.concurrency, settings.async_positions()) == (2, [])
+        assert settings.sync_positions() is None
+        assert settings.describe() == "2 processes"
 
 
 def test_a_shutdown_grace_of_zero_is_allowed() -> None:
