@@ -14,6 +14,7 @@ whether it is stopping.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import signal
 import threading
@@ -49,6 +50,20 @@ DRAIN_DELIVERY_TIMEOUT = 60.0
 #: Seconds between two lines saying what a graceful stop still waits for.
 DRAIN_REPORT_INTERVAL = 10.0
 
+#: Seconds a long poll lasts when no task comes (Step Functions' 60).
+POLL_SECONDS = 60
+
+#: What a stop at once does to tasks, as the line of a graceful stop's start says.
+AT_ONCE_COST = (
+    "running tasks and tasks waiting for a slot fail with WorkerShutdown, and a task an "
+    "open poll brings is lost until its timeout"
+)
+
+#: The name of the signal that is beginning a graceful stop, while its handler runs.
+_received: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "sfn_activities_stop_signal", default=None
+)
+
 
 class Stop:
     """Stop a worker's units: drain them, or stop them at once.
@@ -80,17 +95,29 @@ class Stop:
         self._grace = grace
 
     def announce(self) -> None:
-        """Say, as a graceful stop begins, what it waits for and what a second signal risks."""
-        logger.info("stopping: no new polls; running tasks have %.0f s to finish", self._grace)
+        """Say in one line, as a graceful stop begins, what it waits for.
+
+        When a signal began it (:func:`stop_on_signals`), the line also says what a second
+        one costs.
+        """
         polls = sum(self._control.polls_open())
+        received = _received.get()
+        line, arguments = "stopping gracefully: no new polls", list[object]()
+        if received:
+            line, arguments = "%s: " + line, [received]
         if polls:
-            logger.info(
-                "waiting for %s still open: %s up to 60 s to return, and a task one brings "
-                "still runs; a second signal stops at once, and such a task is then lost "
-                "until its timeout",
+            line += "; %s still open %s up to %.0f s to return, and a task one brings still runs"
+            arguments += [
                 plural(polls, "poll"),
-                "it may take" if polls == 1 else "they may take",
-            )
+                "may take" if polls == 1 else "may each take",
+                POLL_SECONDS,
+            ]
+        line += "; running tasks have %.0f s to finish"
+        arguments.append(self._grace)
+        if received:
+            line += "; a second signal stops at once: %s"
+            arguments.append(AT_ONCE_COST)
+        logger.info(line, *arguments)
 
     def drain(self, deadline: float, terminating: threading.Event) -> bool:
         """Wait for the units to end; past ``deadline``, fail and stop what still runs.
@@ -192,6 +219,9 @@ class Stop:
 def stop_on_signals(*, graceful: Callable[[], None], at_once: Callable[[], None]) -> Iterator[None]:
     """Within: the first SIGINT or SIGTERM calls ``graceful``, a second one ``at_once``.
 
+    ``graceful`` runs in the handler; a :meth:`Stop.announce` it makes names the signal
+    and what a second one costs.
+
     ``at_once`` runs in a thread of its own (it waits for deliveries). The handlers
     before are restored after. Call from the main thread.
     """
@@ -201,12 +231,16 @@ def stop_on_signals(*, graceful: Callable[[], None], at_once: Callable[[], None]
         # Counted first: a second signal can arrive while the first is being handled.
         nonlocal received
         received += 1
+        name = signal.Signals(signum).name
         if received > 1:
-            logger.warning("%s again: stopping at once", signal.Signals(signum).name)
+            logger.warning("%s again: stopping at once: %s", name, AT_ONCE_COST)
             threading.Thread(target=at_once, daemon=True).start()
         else:
-            logger.info("%s: stopping gracefully", signal.Signals(signum).name)
-            graceful()
+            token = _received.set(name)  # graceful() says it began the stop, in one line
+            try:
+                graceful()
+            finally:
+                _received.reset(token)
 
     previous = {
         signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)

@@ -221,7 +221,7 @@ class TestMachinery:
         caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        """The open polls and the risk of a second signal at once; then, every so often,
+        """One line: the open polls, which may take up to 60 s; then, every so often,
         the tasks and polls it still waits for."""
         monkeypatch.setattr(stop_module, "DRAIN_REPORT_INTERVAL", 0.2)
         caplog.set_level(logging.INFO, logger="activities.worker")
@@ -234,9 +234,9 @@ class TestMachinery:
             assert worker.join(timeout=10)
         assert fake.successes[token] == "1.0"
         said = [record.getMessage() for record in caplog.records]
-        [waiting] = [line for line in said if line.startswith("waiting for")]
-        assert "still open" in waiting
-        assert "a second signal stops at once" in waiting
+        [waiting] = [line for line in said if line.startswith("stopping gracefully")]
+        assert "still open may" in waiting
+        assert "up to 60 s to return" in waiting
 
     def test_worker_overrides_the_heartbeat_interval(self, fake: FakeStepFunctions) -> None:
         """A worker's heartbeat interval for an activity wins over the class's."""
