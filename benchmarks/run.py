@@ -218,7 +218,8 @@ def cli_worker(
     """The ``activities worker`` command serving ``module``, as users run it.
 
     With ``processes`` and ``threads`` both, ``threads`` task threads in each of
-    ``processes`` processes; ``async_tasks`` async positions in each process besides. Its
+    ``processes`` processes; ``async_tasks`` async positions in each process besides (the
+    command's default when not given: 100 for an async activity; 0: none). Its
     log level is the command's default (INFO) unless ``log_level`` says otherwise, which
     the label then says too: such a row is an extra, not a headline; so is one with more
     ``options``, which ``note`` says in the label.
@@ -230,8 +231,9 @@ def cli_worker(
     if threads:
         command += ["--threads", str(threads)]
     label = f"sfn-activities, {pool_label(processes, threads)}"
-    if async_tasks:
+    if async_tasks is not None:  # an async activity gets 100 by default
         command += ["--async-tasks", str(async_tasks)]
+    if async_tasks:
         label += f" + {async_tasks} async tasks"
     if log_level:
         command += ["--log-level", log_level]
@@ -482,8 +484,8 @@ def scenarios(quick: bool, only: str | None = None) -> list[Scenario]:
                 ),
                 worker(awaiting, processes=2, async_tasks=500),
                 worker(awaiting, threads=1, async_tasks=500),
-                worker(awaiting, processes=1, threads=500),
-                worker(awaiting, processes=1, threads=250),
+                worker(awaiting, processes=1, threads=500, async_tasks=0),
+                worker(awaiting, processes=1, threads=250, async_tasks=0),
                 worker(
                     "bench-Sleep",
                     processes=1,
