@@ -77,7 +77,7 @@ class TestWorkerOptions:
             ["--processes", "0"],
             ["--threads", "-1"],
             ["--processes", "2", "--threads", "0"],
-            ["--async-tasks", "0"],
+            ["--async-tasks", "-1"],
         ],
     )
     def test_bad_pool_options_are_refused(self, options: list[str]) -> None:
