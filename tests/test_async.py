@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities import Activity, ActivityDefinitionError, activity, make_client
+from activities import Activity, ActivityDefinitionError, activity, cli, make_client
+from activities._child import task_process_connections
 from activities._eventloop import EventLoop
 from activities._settings import ASYNC_TASKS
+from activities.registry import discover
 from activities.testing import ActivityEnvironment
 from activities.worker import Worker
 from tests import async_workload, workloads
@@ -234,6 +236,31 @@ class TestAsyncByDefault:
         served = [async_workload.AsyncEcho]
         worker = Worker(served, threads=2, async_tasks=given, client=fake)  # type: ignore[arg-type]
         assert len(worker.settings.async_positions()) == given
+
+    @pytest.mark.parametrize(
+        ("options", "async_tasks"),
+        [([], 100), (["--async-tasks", "7"], 7), (["--async-tasks", "0"], 0)],
+    )
+    def test_the_commands_client_has_connections_for_the_positions(
+        self, monkeypatch: pytest.MonkeyPatch, options: list[str], async_tasks: int
+    ) -> None:
+        """``activities worker``: the client its processes make has room for their calls."""
+        seen: dict[str, Any] = {}
+
+        class Recorder:
+            def __init__(self, activities: Any, **options: Any) -> None:
+                seen.update(options)
+
+            def run(self) -> int:
+                return 0
+
+        monkeypatch.setattr(cli, "Worker", Recorder)
+        command = ["worker", "tests.async_workload", "--region", "us-east-1", *options]
+        assert cli.main(command) == 0
+        served = len(discover("tests.async_workload"))
+        expected = task_process_connections(1, async_tasks) + served + 8
+        assert seen["client"].keywords["max_pool_connections"] == expected
+        assert seen["async_tasks"] == (None if not options else async_tasks)
 
     def test_fifty_tasks_of_one_thread_worker_run_at_once(self, fake: FakeStepFunctions) -> None:
         """Fifty tasks awaiting 0.2 s that return only once fifty run together: one thread."""
