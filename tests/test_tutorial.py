@@ -11,7 +11,9 @@ Its fenced blocks are read with these conventions:
   as ``NAME.py``: it is written there and imported as a module, not run in the namespace.
   ``endpoint`` (``<!-- tutorial: file=start_echo.py endpoint -->``) means the block needs
   a Step Functions and a worker: only the end-to-end test runs it. ``skip`` means it is
-  not run at all. ``worker-log`` marks a block of lines the worker logs.
+  not run at all. ``worker-log`` marks a block of lines the worker logs. ``install``
+  marks the install session: it runs as written, in a directory beside a checkout named
+  ``sfn-activities``, as the tutorial says.
 - ```` ```console ```` blocks are terminal sessions: ``$ COMMAND`` lines, each followed
   by what it prints. The end-to-end test runs ``activities local``, the ``activities
   worker`` command and ``python3 FILE`` of each ``endpoint`` file as shown, and compares
@@ -21,6 +23,7 @@ Its fenced blocks are read with these conventions:
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import re
 import shlex
@@ -45,7 +48,7 @@ if TYPE_CHECKING:
 TUTORIAL = ROOT / "docs" / "tutorial.md"
 
 #: The marks a block may carry, besides ``file=NAME``.
-FLAGS = {"endpoint", "skip", "worker-log"}
+FLAGS = {"endpoint", "install", "skip", "worker-log"}
 
 _BLOCK = re.compile(
     r"(?:^<!--\s*tutorial:(?P<marks>[^>]*?)-->[ \t]*\n(?:[ \t]*\n)*)?"
@@ -180,6 +183,40 @@ class TestBlocks:
             if "endpoint" in block.flags:
                 assert "127.0.0.1" not in block.body, block.where
                 assert "endpoint_url" not in block.body, block.where
+
+
+def test_the_install_works_where_the_tutorial_stands(tmp_path: Path) -> None:
+    """Its commands, run as written beside the checkout, install a working ``activities``.
+
+    A new directory has no checkout in it: ``pip install .`` there fails, which is what
+    a reader met before the tutorial installed the checkout by its path.
+    """
+    (block,) = [b for b in blocks() if "install" in b.flags]
+    script = "\n".join(line[2:] for line in block.body.splitlines() if line.startswith("$ "))
+    (tmp_path / "sfn-activities").symlink_to(ROOT, target_is_directory=True)
+    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    ran = subprocess.run(
+        ["bash", "-e", "-c", script],  # noqa: S607 - the reader's shell
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert ran.returncode == 0, f"{block.where}:\n{ran.stdout}\n{ran.stderr}"
+    assert "{worker,list,register,invoke,local}" in ran.stdout  # what `activities --help` says
+    venv = tmp_path / "echo-tutorial" / ".venv"
+    installed = subprocess.run(
+        [venv / "bin" / "python", "-c", "import activities; print(activities.__version__)"],
+        cwd=tmp_path / "echo-tutorial",
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert installed.stdout.strip() == importlib.metadata.version("sfn-activities")
 
 
 class _Output:
