@@ -1,7 +1,8 @@
 """Async positions: many tasks of ``async def run()`` activities at once in one task process.
 
-With ``async_tasks=N`` (``--async-tasks N``) each task process has, besides its slots, N
-*async positions*. A position holds one async task at a time, as a slot does, and has a
+A task process of a worker that serves an async activity has, besides its slots, N *async
+positions*: 100 by default (:data:`~activities._settings.ASYNC_TASKS`), or ``async_tasks=N``
+(``--async-tasks N``). A position holds one async task at a time, as a slot does, and has a
 :class:`~activities._slotstate.SlotState` the worker sees, so that a crash, a stop or a
 task handed over from the worker's buffer are handled as for a slot. What a position has
 not is threads: :class:`AsyncSlots` serves all of a process's positions with
