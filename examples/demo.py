@@ -8,7 +8,9 @@
 
 It registers the activities of ``examples`` (Echo, CountWords, Reserve), creates a state
 machine that uses them with a ``Retry`` and a ``Catch``, starts a worker pool, runs a batch
-of executions and prints what became of them.
+of executions and prints what became of them: each outcome with the state that decided it
+and the path of states the executions took, read from their histories; then what to try
+next.
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ import sys
 import time
 import uuid
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from activities import ActivityClient, Worker, make_client
 from activities.local import LocalStepFunctions
 from activities.registry import discover, register, task_lists
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -111,21 +113,91 @@ def order(number: int) -> dict[str, Any]:
     }
 
 
-def outcome(sfn: SFNClient, execution_arn: str) -> str:
+#: What to try after the demo: the tutorial, these activities served by hand, the docs.
+NEXT = (
+    "What next:",
+    "  your own activity, step by step: docs/tutorial.md",
+    "  serve these yourself: activities local, its exports, then: activities worker examples",
+    "  all the docs: docs/index.md (python3 -m nox -s docs builds them)",
+)
+
+
+class Outcome(NamedTuple):
+    """What became of an execution, the state that decided it, and the states it took."""
+
+    name: str
+    state: str
+    path: str
+
+
+class Route(NamedTuple):
+    """The states an execution entered, in order, and what happened in them."""
+
+    #: Each state once per entry, in order.
+    states: list[str]
+    #: How many times each state scheduled its activity: more than once is a Retry.
+    attempts: Counter[str]
+    #: The state whose activity failed last, if one did.
+    failed_in: str | None
+
+    def path(self) -> str:
+        """The states joined by arrows; a state that ran its activity N > 1 times: ``xN``."""
+        return " -> ".join(
+            f"{state} x{self.attempts[state]}" if self.attempts[state] > 1 else state
+            for state in self.states
+        )
+
+
+def route(events: Iterable[Mapping[str, Any]]) -> Route:
+    """The route of an execution, from its history's events in order."""
+    states: list[str] = []
+    attempts: Counter[str] = Counter()
+    failed_in = None
+    for event in events:
+        entered = event.get("stateEnteredEventDetails")
+        if entered:
+            states.append(entered["name"])
+        elif states and event["type"] == "ActivityScheduled":
+            attempts[states[-1]] += 1
+        elif states and event["type"] == "ActivityFailed":
+            failed_in = states[-1]
+    return Route(states, attempts, failed_in)
+
+
+def outcome(sfn: SFNClient, execution_arn: str) -> Outcome:
     """What became of an execution: succeeded, retried, caught, or its failure."""
     description = sfn.describe_execution(executionArn=execution_arn)
+    pages = sfn.get_paginator("get_execution_history").paginate(executionArn=execution_arn)
+    taken = route(event for page in pages for event in page["events"])
+    last = taken.states[-1] if taken.states else "-"
     if description["status"] != "SUCCEEDED":
-        return f"{description['status'].lower()} ({description.get('error', '?')})"
+        name = f"{description['status'].lower()} ({description.get('error', '?')})"
+        return Outcome(name, taken.failed_in or last, taken.path())
     output = json.loads(description["output"])
     if "rejected" in output:
-        return f"caught {output['rejected']['Error']}"
-    events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
-    if any(event["type"] == "ActivityFailed" for event in events):
-        return "retried, then succeeded"
-    return "succeeded"
+        name = f"caught {output['rejected']['Error']}"
+        return Outcome(name, taken.failed_in or last, taken.path())
+    if taken.failed_in:
+        return Outcome("retried, then succeeded", taken.failed_in, taken.path())
+    return Outcome("succeeded", last, taken.path())
 
 
-def run_batch(sfn: SFNClient, machine_arn: str, count: int) -> Counter[str]:
+def table(outcomes: Counter[Outcome]) -> list[str]:
+    """The lines of the outcome table: outcome, state, path and how many executions."""
+    header = Outcome("outcome", "state", "path")
+    rows = [header, *sorted(outcomes)]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = []
+    for row in rows:
+        count = "executions" if row is header else str(outcomes[row])
+        cells = "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths, strict=True))
+        lines.append(f"  {cells}  {count:>10}")
+    if any(" x" in row.path for row in outcomes):
+        lines.append("  (xN: the state ran its activity N times: its Retry)")
+    return lines
+
+
+def run_batch(sfn: SFNClient, machine_arn: str, count: int) -> Counter[Outcome]:
     """Start ``count`` executions, show a progress bar until they end, count the outcomes."""
     running = {
         sfn.start_execution(stateMachineArn=machine_arn, input=json.dumps(order(number)))[
@@ -133,7 +205,7 @@ def run_batch(sfn: SFNClient, machine_arn: str, count: int) -> Counter[str]:
         ]
         for number in range(count)
     }
-    outcomes: Counter[str] = Counter()
+    outcomes: Counter[Outcome] = Counter()
     # A bar redrawn in place on a terminal; in a file or a pipe, a line every tenth done.
     on_terminal = sys.stdout.isatty()
     said = 0
@@ -185,13 +257,14 @@ def demo(
         # wait out its open polls (a graceful stop waits up to 60 s for them).
         worker.terminate()
         sfn.delete_state_machine(stateMachineArn=machine_arn)
-    print("\n  outcome                          executions")
-    for name, number in sorted(outcomes.items()):
-        print(f"  {name:<32} {number:>10}")
+    print()
+    print("\n".join(table(outcomes)))
+    print()
+    print("\n".join(NEXT))
     failed = sum(
         number
-        for name, number in outcomes.items()
-        if not name.startswith(("succ", "retried", "caught"))
+        for ended, number in outcomes.items()
+        if not ended.name.startswith(("succ", "retried", "caught"))
     )
     return 1 if failed else 0
 
