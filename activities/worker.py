@@ -95,7 +95,7 @@ class Worker:
         async_tasks: how many tasks of ``async def run()`` activities each task process
             (with ``threads`` alone: the worker's own process) runs at once on its event
             loop, besides its slots: *async positions*, served by a few threads of the
-            process instead of a thread each (see docs/async.md). By default 100
+            process instead of a thread each (see :doc:`/async`). By default 100
             (``ASYNC_TASKS``) when an activity served is async, none otherwise; 0: none,
             async tasks run on the slots, one per slot.
         pollers: the most long polls open at once (slots' and the worker's own); no cap
