@@ -52,6 +52,25 @@ def test_demo_reports_every_kind_of_outcome(
     assert out.rstrip().endswith("\n".join(NEXT))
 
 
+def test_the_readme_shows_the_table_of_a_default_run() -> None:
+    """The README's table is the one 24 executions (the default) give, row for row."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("It ends like this")[1].split("```")[1].removeprefix("text\n")
+    shown = _table("\n" + block)
+    names = {"caught": "caught ValueError", "retried": "retried, then succeeded"}
+    expected = Counter(
+        names["caught"]
+        if o["quantity"] == 0
+        else names["retried"]
+        if o["succeed_on_attempt"]
+        else "succeeded"
+        for o in map(order, range(24))
+    )
+    assert {cells[0]: count for cells, count in shown.items()} == expected
+    rows = Counter({Outcome(*cells): count for cells, count in shown.items()})
+    assert table(rows) == block.splitlines()  # as the demo prints it
+
+
 def test_inputs_cover_each_path() -> None:
     """The batch's inputs include plain, retried and refused orders."""
     orders = [order(number) for number in range(6)]
