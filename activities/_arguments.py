@@ -6,12 +6,16 @@ What the commands do is in :mod:`activities.cli`.
 from __future__ import annotations
 
 import argparse
-from typing import Any, NoReturn
+import difflib
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from activities._settings import SHUTDOWN_GRACE, SILENCE_WARNING
 from activities._sfnclient import CALL_TIMEOUT
 
-__all__ = ["EXIT_USAGE", "command_line"]
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["EXIT_USAGE", "command_line", "parse"]
 
 #: Exit code for bad usage or configuration, as argparse uses.
 EXIT_USAGE = 2
@@ -220,9 +224,17 @@ def command_line() -> argparse.ArgumentParser:
     _add_aws(invoking)
 
     local = commands.add_parser(
-        "local", help="run a local Step Functions (LocalStack) on 127.0.0.1 until Ctrl-C"
+        "local",
+        help="run a local Step Functions (LocalStack) on 127.0.0.1 until Ctrl-C",
+        description=(
+            "Run LocalStack's Step Functions (and S3) on 127.0.0.1, installing it on first "
+            "use, and print the environment variables that point boto3, workers and "
+            "activities invoke at it. Ctrl-C stops it and removes what was created on it."
+        ),
     )
-    local.add_argument("--port", type=_positive, help="default: a free port")
+    local.add_argument(
+        "--port", type=_local_port, help="the port to listen on (default: a free one)"
+    )
     local.add_argument("--log-level", default="INFO", type=str.upper, help=argparse.SUPPRESS)
     local.add_argument("--log-format", default="text", help=argparse.SUPPRESS)
     return parser
@@ -269,7 +281,7 @@ def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
         default=default,
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help=f"default: {default}",
+        help=f"log lines of this level and above (default: {default})",
     )
     parser.add_argument(
         "--log-format",
@@ -277,6 +289,44 @@ def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
         choices=["text", "json"],
         help="text lines, or one JSON object per line (default: text)",
     )
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` with :func:`command_line`'s ``parser``; exit code 2 on an error.
+
+    Arguments the subcommand does not know are its error, not the command's: the message
+    names its help (``activities worker --help``) and the option closest to each unknown
+    one (``--procesess``: did you mean ``--processes``?).
+    """
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = _subcommands(parser).get(args.command, parser)
+        command.error(_unrecognized(command, unknown))
+    return args
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The parsers of ``parser``'s subcommands, by name."""
+    return {
+        name: command
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name, command in action.choices.items()
+    }
+
+
+def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
+    """Say which arguments ``parser`` does not know, and the options they look like."""
+    known = [option for action in parser._actions for option in action.option_strings]
+    guesses = []
+    for argument in unknown:
+        if argument.startswith("--"):
+            option = argument.partition("=")[0]
+            guesses += difflib.get_close_matches(option, known, n=1, cutoff=0.6)
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    if guesses:
+        message += f"; did you mean {' or '.join(dict.fromkeys(guesses))}?"
+    return message
 
 
 class _Parser(argparse.ArgumentParser):
@@ -344,6 +394,14 @@ def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:  # noqa: PLR2004 - the range of TCP ports
         msg = f"must be a port from 0 to 65535, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _local_port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:  # noqa: PLR2004 - the range of TCP ports one can connect to
+        msg = f"must be a port from 1 to 65535, not {text}"
         raise argparse.ArgumentTypeError(msg)
     return value
 

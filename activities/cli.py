@@ -13,19 +13,23 @@ What each command does is here; its arguments are in :mod:`activities._arguments
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
+import io
 import logging
 import os
 import signal
 import sys
 import threading
+import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import boto3
 import botocore.exceptions
 
-from activities._arguments import EXIT_USAGE, command_line
+from activities._arguments import EXIT_USAGE, command_line, parse
 from activities._child import task_process_connections
 from activities._childlog import PlainFormatter
 from activities._invoke import LOCAL_ROLE_ARN, invoke
@@ -48,11 +52,32 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+logger = logging.getLogger(__name__)
+
+#: Where the framework's own modules are: their frames are not where a user's error is.
+_OWN = (str(Path(__file__).resolve().parent) + os.sep,)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = command_line()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parse(parser, argv)
+    _configure_logging(args)
+    as_json = args.log_format == "json"
+    try:
+        return _command(args)
+    except ActivitiesError as exc:
+        _error(f"{parser.prog} {args.command}: error: {_pointed(exc)}", as_json=as_json)
+        return EXIT_USAGE
+    except Exception:
+        if not as_json:
+            raise
+        logger.critical("%s %s: failed", parser.prog, args.command, exc_info=True)
+        return 1
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
     plain = logging.StreamHandler()
     plain.setFormatter(PlainFormatter())  # one line a record: control characters escaped
     logging.basicConfig(level=args.log_level, handlers=[plain])
@@ -62,59 +87,139 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_level != "DEBUG":
         # botocore says "Found credentials ..." at INFO on every client.
         logging.getLogger("botocore").setLevel(logging.WARNING)
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run the subcommand ``args`` name; its exit code."""
+    if args.command == "local":
+        return _local(args)
+    if args.command == "invoke":
+        return _invoke(args)
     early = None
+    if args.command == "worker" and args.metrics_port is not None:
+        # Before the user's modules are imported: metrics they make then count too.
+        early = count_before_imports()
     try:
-        if args.command == "local":
-            return _local(args)
-        if args.command == "invoke":
-            return _invoke(args)
-        if args.command == "worker" and args.metrics_port is not None:
-            # Before the user's modules are imported: metrics they make then count too.
-            early = count_before_imports()
-        searched = _import_path(args.path)
-        _check_findable(args.modules, searched)
-        activities = discover(*args.modules)
-        if not activities:
-            msg = f"no activities found in {', '.join(args.modules)}"
-            raise ConfigurationError(msg)
-        served = task_lists(activities, prefix=args.prefix, overrides=args.task_list)
-        if args.command == "list":
-            return _list(served)
-        _check_region(args)
-        if args.command == "register":
-            return _register(args, served)
-        return _worker(args, activities)
-    except ActivitiesError as exc:
-        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _serve(args)
     finally:
         if early is not None:
             early.remove()  # the worker removed it at its stop, unless it never started
 
 
-def _import_path(extra: Sequence[str]) -> list[str]:
+def _serve(args: argparse.Namespace) -> int:
+    """``list``, ``register`` or ``worker``: import the modules, then do it."""
+    _import_path(args.path)
+    _check_findable(args.modules, args.path)
+    activities = discover(*args.modules)
+    if not activities:
+        msg = f"no activities found in {', '.join(args.modules)}"
+        raise ConfigurationError(msg)
+    served = task_lists(activities, prefix=args.prefix, overrides=args.task_list)
+    if args.command == "list":
+        return _list(served)
+    _check_region(args)
+    if args.command == "register":
+        return _register(args, served)
+    return _worker(args, activities)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; with ``--log-format json``, a usage error is a JSON line too."""
+    if not _wants_json(argv):
+        return parse(parser, argv)
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            return parse(parser, argv)
+    except SystemExit:
+        for line in said.getvalue().splitlines():
+            _error(line, as_json=True)
+        raise
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` asks for JSON log lines (read before it is parsed)."""
+    pairs = zip(argv, [*argv[1:], ""], strict=True)
+    return any(
+        first == "--log-format=json" or (first, second) == ("--log-format", "json")
+        for first, second in pairs
+    )
+
+
+def _error(line: str, *, as_json: bool) -> None:
+    """Write an error of the command itself: the line, or a JSON log line holding it."""
+    if as_json:
+        record = logging.makeLogRecord(
+            {"name": logger.name, "levelno": logging.ERROR, "levelname": "ERROR", "msg": line}
+        )
+        line = JsonFormatter().format(record)
+    print(line, file=sys.stderr)
+
+
+def _pointed(exc: ActivitiesError) -> str:
+    """``exc``'s message, led by ``file:line:`` when a user's module raised it at import.
+
+    The place is the traceback's last frame in a file under the current directory (where
+    the user's modules are), else its last frame outside the framework and Python's import
+    machinery; for a ``SyntaxError``, the place it names. The whole traceback is logged
+    at DEBUG.
+    """
+    cause = exc.__cause__
+    if cause is None:
+        return str(exc)
+    frames = traceback.extract_tb(cause.__traceback__)
+    if not any(frame.filename.startswith("<frozen importlib") for frame in frames):
+        return str(exc)  # not raised by an import
+    logger.debug("the error's traceback", exc_info=cause)
+    if isinstance(cause, SyntaxError) and cause.filename and cause.lineno:
+        return f"{_shown(cause.filename)}:{cause.lineno}: {exc}"
+    theirs = [
+        frame
+        for frame in frames
+        if not frame.filename.startswith("<") and not frame.filename.startswith(_OWN)
+    ]
+    mine = [frame for frame in theirs if _shown(frame.filename) != frame.filename]
+    chosen = mine or theirs
+    if not chosen:
+        return str(exc)
+    return f"{_shown(chosen[-1].filename)}:{chosen[-1].lineno}: {exc}"
+
+
+def _shown(filename: str) -> str:
+    """``filename`` relative to the current directory when it is under it, else as is."""
+    path = Path(filename).resolve()
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return filename
+
+
+def _import_path(extra: Sequence[str]) -> None:
     """Put ``--path`` directories, then the current one, first on the import path.
 
     As ``python -m`` does for the current directory; task processes get the same path.
-    The directories searched, in order.
     """
     for directory in reversed([*extra, os.curdir]):
         path = os.path.abspath(directory)
         if path in sys.path:
             sys.path.remove(path)
         sys.path.insert(0, path)
-    return [entry or os.getcwd() for entry in sys.path if not entry.endswith(".zip")]
 
 
-def _check_findable(modules: Sequence[str], searched: Sequence[str]) -> None:
-    """Refuse a module found in none of the directories searched, naming them."""
+def _check_findable(modules: Sequence[str], extra: Sequence[str]) -> None:
+    """Refuse, in one line, a module that is nowhere on the import path.
+
+    The line names what was looked for where the user's modules are: the current
+    directory and the ``--path`` ones.
+    """
     for module in modules:
         top = module.partition(".")[0]
         if importlib.util.find_spec(top) is None:
-            where = "\n  ".join(entry for entry in searched if os.path.isdir(entry))
+            where = [f"{os.getcwd()} (the current directory)"]
+            where += [os.path.abspath(directory) for directory in extra]
             msg = (
-                f"cannot import {module!r}: no {top!r} in the directories searched:\n  {where}\n"
-                "run the command where it is, or give its directory with --path DIR"
+                f"cannot import {module!r}: no {top}.py nor {top}/ in {', '.join(where)}, "
+                f"nor elsewhere on sys.path; run the command where it is, or give its "
+                f"directory with --path DIR"
             )
             raise ConfigurationError(msg)
 
@@ -124,7 +229,8 @@ def _invoke(args: argparse.Namespace) -> int:
     serve = None
     name = args.name if args.name.startswith("arn:") else args.prefix + args.name
     if args.module:
-        _check_findable(args.module, _import_path(args.path))
+        _import_path(args.path)
+        _check_findable(args.module, args.path)
         served = task_lists(discover(*args.module), prefix=args.prefix)
         serve = served.get(name.rpartition(":")[2])
         if serve is None:
@@ -188,6 +294,11 @@ def _local(args: argparse.Namespace) -> int:
             print(f"  export {name}={value}")
         print("Ctrl-C stops it.", flush=True)
         stop.wait()
+    print(
+        "Local Step Functions stopped; the activities, state machines and executions made "
+        "on it are gone.",
+        flush=True,
+    )
     return 0
 
 

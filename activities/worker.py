@@ -47,6 +47,7 @@ from activities._settings import (
     WorkerSettings,
     async_tasks_for,
     client_and_factory,
+    plural,
 )
 from activities._settings import concurrency_limits as concurrency_limits_of
 from activities._settings import heartbeat_intervals as heartbeat_intervals_of
@@ -356,11 +357,11 @@ class Worker:
                 self.settings.async_tasks,
             )
         logger.info(
-            "worker %s serving %s with %s; up to %d tasks wait for a free slot",
+            "worker %s serving %s with %s; up to %s may wait for a free slot",
             self.client.worker_name,
             ", ".join(self.served),
             self.settings.describe(),
-            self._handoff.capacity,
+            plural(self._handoff.capacity, "task"),
         )
 
     def stop(self, timeout: float | None = None) -> bool:

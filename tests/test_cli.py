@@ -1,23 +1,27 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from activities import Worker, cli
+from activities import local as local_module
 from activities._arguments import command_line
 from activities.cli import main
+from activities.local import LocalStepFunctions, free_port, local_client
 from tests import workloads
+from tests.processes import ROOT
 from tests.stepfunctions import unique
-
-if TYPE_CHECKING:
-    from activities.local import LocalStepFunctions
 
 
 class TestList:
@@ -183,14 +187,246 @@ class TestAgainstStepFunctions:
                 line.split("=", 1)[1].strip() for line in lines if "AWS_ENDPOINT_URL" in line
             )
             assert url.startswith("http://127.0.0.1:")
+            # LocalStack hangs on SIGTERM while a long poll is open (up to 60 s): it is
+            # stopped all the same, and says so.
+            poll_open = threading.Event()
+            threading.Thread(target=poll, args=(url, poll_open), daemon=True).start()
+            assert poll_open.wait(30)
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=60) == 0
+            rest = process.stdout.read()
+            assert rest.endswith(
+                "Local Step Functions stopped; the activities, state machines and executions "
+                "made on it are gone.\n"
+            )
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
             if process.stdout is not None:
                 process.stdout.close()
+
+
+def poll(url: str, opened: threading.Event) -> None:
+    """Keep a long poll open on ``url`` until it returns or the endpoint goes."""
+    client = local_client(url)  # its read timeout outlasts a poll
+    arn = client.create_activity(name="left-polling")["activityArn"]
+    opened.set()  # the poll is sent just after: near enough, it stays open 60 s
+    with contextlib.suppress(Exception):  # the endpoint is stopped under it: expected
+        client.get_activity_task(activityArn=arn)
+
+
+class TestLocal:
+    def test_a_port_out_of_range_is_a_usage_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as info:
+            main(["local", "--port", "70000"])
+        assert info.value.code == 2
+        assert capsys.readouterr().err == (
+            "activities local: error: argument --port: must be a port from 1 to 65535, not "
+            "70000 (see activities local --help)\n"
+        )
+
+    def test_help_describes_the_command(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit):
+            main(["local", "--help"])
+        assert "installing it on first use" in " ".join(capsys.readouterr().out.split())
+
+    def test_stop_ends_within_what_the_tutorial_says(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A LocalStack that ignores SIGTERM (a poll is open) is killed: every wait of the
+        stop is bounded, and they add up to no more than the tutorial's promise."""
+        tutorial = (ROOT / "docs" / "tutorial.md").read_text()
+        promised = float(re.search(r"Step Functions \(within (\d+) seconds\)", tutorial)[1])  # type: ignore[index]
+        monkeypatch.setattr(local_module, "TERM_TIMEOUT", 0.2)  # the test need not wait 5 s
+        stubborn = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                (
+                    "import signal, time\n"
+                    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                    "print('ready', flush=True)\n"
+                    "time.sleep(600)\n"
+                ),
+            ],
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert stubborn.stdout is not None
+        assert stubborn.stdout.readline() == b"ready\n"
+        waits: list[float | None] = []
+        wait = stubborn.wait
+
+        def recorded(timeout: float | None = None) -> int:
+            waits.append(timeout)
+            return wait(timeout)
+
+        monkeypatch.setattr(stubborn, "wait", recorded)
+        local = LocalStepFunctions(port=free_port(), home=tmp_path / "home")
+        local._process = stubborn
+        local._state = tmp_path / "state"
+        local._state.mkdir()
+        try:
+            local.stop()
+            assert stubborn.returncode == -signal.SIGKILL
+            assert None not in waits
+            assert sum(waits) <= local_module.STOP_TIMEOUT <= promised  # type: ignore[arg-type]
+            assert not (tmp_path / "state").exists()
+        finally:
+            if stubborn.poll() is None:
+                os.killpg(stubborn.pid, signal.SIGKILL)
+                stubborn.wait()
+            stubborn.stdout.close()
+
+
+class TestErrorsPoint:
+    """A start-up error says where it is, in one line."""
+
+    @pytest.fixture(autouse=True)
+    def own_import_path(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(sys, "path", sys.path.copy())
+        monkeypatch.chdir(tmp_path)
+
+    @pytest.mark.parametrize("level", ["DEBUG", "INFO", "ERROR"])
+    def test_a_module_raising_at_import_names_its_file_and_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], level: str
+    ) -> None:
+        name = f"boom_{level.lower()}"
+        (tmp_path / f"{name}.py").write_text('import os\n\nraise RuntimeError("boom at import")\n')
+        assert main(["worker", name, "--log-level", level]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"activities worker: error: {name}.py:3: cannot import {name!r}: "
+            "RuntimeError: boom at import"
+        )
+
+    def test_the_line_is_in_the_users_module_not_below(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An error raised in a library the module calls points at the module's call;
+        one in a submodule of a package points at the submodule."""
+        (tmp_path / "deep").mkdir()
+        (tmp_path / "deep" / "__init__.py").write_text("from deep import inner\n")
+        (tmp_path / "deep" / "inner.py").write_text('import json\n\n\njson.loads("{")\n')
+        assert main(["list", "deep"]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(
+            f"activities list: error: {Path('deep', 'inner.py')}:4: cannot import 'deep': "
+            "JSONDecodeError: "
+        )
+
+    def test_a_syntax_error_names_its_file_and_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        (tmp_path / "broken_syntax.py").write_text("x = 1\ndef f(:\n    pass\n")
+        assert main(["list", "broken_syntax"]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(
+            "activities list: error: broken_syntax.py:2: cannot import 'broken_syntax': "
+            "SyntaxError: "
+        )
+
+    def test_other_errors_are_not_given_a_place(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["list", "json"]) == 2
+        assert capsys.readouterr().err == "activities list: error: no activities found in json\n"
+
+    @pytest.mark.parametrize(
+        ("arguments", "said"),
+        [
+            (
+                ["worker", "examples", "--procesess", "2"],
+                (
+                    "activities worker: error: unrecognized arguments: --procesess 2; did you mean "
+                    "--processes? (see activities worker --help)\n"
+                ),
+            ),
+            (
+                ["register", "examples", "--tags=a=b", "--regoin", "eu-west-1"],
+                (
+                    "activities register: error: unrecognized arguments: --tags=a=b --regoin "
+                    "eu-west-1; did you mean --tag or --region? (see activities register --help)\n"
+                ),
+            ),
+            (
+                ["invoke", "Echo", "--zzz"],
+                (
+                    "activities invoke: error: unrecognized arguments: --zzz "
+                    "(see activities invoke --help)\n"
+                ),
+            ),
+        ],
+    )
+    def test_a_typo_names_the_subcommands_help_and_the_closest_option(
+        self, capsys: pytest.CaptureFixture[str], arguments: list[str], said: str
+    ) -> None:
+        with pytest.raises(SystemExit) as info:
+            main(arguments)
+        assert info.value.code == 2
+        assert capsys.readouterr().err == said
+
+    @pytest.mark.parametrize(
+        ("arguments", "message"),
+        [
+            (
+                ["worker", "examples", "--log-format", "json", "--procesess", "2"],
+                (
+                    "activities worker: error: unrecognized arguments: --procesess 2; did you mean "
+                    "--processes? (see activities worker --help)"
+                ),
+            ),
+            (
+                ["worker", "examples", "--log-format=json", "--processes", "0"],
+                (
+                    "activities worker: error: argument --processes: must be a positive integer, "
+                    "not 0 (see activities worker --help)"
+                ),
+            ),
+            (
+                ["list", "nowhere_at_all", "--log-format", "json"],
+                "activities list: error: cannot import 'nowhere_at_all': no nowhere_at_all.py",
+            ),
+        ],
+    )
+    def test_with_json_logs_an_error_is_a_json_line(
+        self, capsys: pytest.CaptureFixture[str], arguments: list[str], message: str
+    ) -> None:
+        try:
+            code = main(arguments)
+        except SystemExit as exc:
+            code = exc.code  # type: ignore[assignment]
+        assert code == 2
+        [line] = capsys.readouterr().err.splitlines()
+        said = json.loads(line)
+        assert (said["level"], said["logger"]) == ("ERROR", "activities.cli")
+        assert said["message"].startswith(message)
+
+    def test_the_command_run_where_the_module_is(self, tmp_path: Path) -> None:
+        """`python -m activities worker boom` as a newcomer runs it: file and line, one line
+        for a module that is not there (no directory of the virtualenv in it)."""
+        (tmp_path / "boom.py").write_text('import os\n\nraise RuntimeError("boom at import")\n')
+        environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+        said = []
+        for module in ("boom", "no_such_module"):
+            done = subprocess.run(
+                [sys.executable, "-m", "activities", "worker", module],
+                cwd=tmp_path,
+                env=environment,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
+            assert done.returncode == 2
+            said.append(done.stderr)
+        assert said[0] == (
+            "activities worker: error: boom.py:3: cannot import 'boom': RuntimeError: boom at "
+            "import\n"
+        )
+        assert said[1] == (
+            "activities worker: error: cannot import 'no_such_module': no no_such_module.py nor "
+            f"no_such_module/ in {tmp_path} (the current directory), nor elsewhere on sys.path; "
+            "run the command where it is, or give its directory with --path DIR\n"
+        )
 
 
 class TestModuleLookup:
@@ -233,12 +469,15 @@ class TestModuleLookup:
     def test_a_module_found_nowhere_names_the_directories_searched(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
+        """One line: what was looked for, in the current directory and the --path ones."""
         monkeypatch.chdir(tmp_path)
         assert main(["list", "lookup_nowhere.sub", "--path", str(tmp_path / "extra")]) == 2
-        error = capsys.readouterr().err
-        assert "cannot import 'lookup_nowhere.sub': no 'lookup_nowhere'" in error
-        assert f"\n  {tmp_path}\n" in error  # the current directory, searched
-        assert "--path DIR" in error
+        assert capsys.readouterr().err == (
+            "activities list: error: cannot import 'lookup_nowhere.sub': no lookup_nowhere.py "
+            f"nor lookup_nowhere/ in {tmp_path} (the current directory), {tmp_path / 'extra'}, "
+            "nor elsewhere on sys.path; run the command where it is, or give its directory "
+            "with --path DIR\n"
+        )
 
     def test_the_command_itself_finds_a_module_where_it_runs(self, tmp_path: Path) -> None:
         """`activities list` (the console script, not python -m) from the module's directory."""

@@ -156,6 +156,16 @@ class TestMachinery:
             assert fake.wait_for(1)
         assert fake.successes[token] == "1"
 
+    def test_its_first_line_counts_the_tasks_that_may_wait(
+        self, fake: FakeStepFunctions, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """One task list: "up to 1 task may wait", not "1 tasks"."""
+        caplog.set_level(logging.INFO, logger="activities.worker")
+        with thread_worker(fake, workloads.Echo):
+            pass
+        said = " ".join(record.getMessage() for record in caplog.records)
+        assert "; up to 1 task may wait for a free slot" in said
+
     def test_outcomes_are_retried_until_delivered(self, fake: FakeStepFunctions) -> None:
         """A result that could not be sent is sent again, not lost."""
         fake.errors["SendTaskSuccess"] = [
