@@ -398,6 +398,19 @@ def test_python_blocks_run(page: str, tmp_path: Path, monkeypatch: pytest.Monkey
         exec(compile(code.body, f"{page}:{code.line}", "exec", dont_inherit=True), namespace)  # noqa: S102
 
 
+@pytest.mark.parametrize(("subcommand", "page"), [("worker", "worker.md"), ("invoke", "invoke.md")])
+def test_the_option_tables_list_every_option(subcommand: str, page: str) -> None:
+    """The options table of the command's page has a row for each option, and only those."""
+    parser = subcommands()[subcommand]
+    options = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
+    lines = (ROOT / "docs" / page).read_text().splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("| option |"))
+    end = next(n for n in range(start, len(lines)) if not lines[n].startswith("|"))
+    first_cells = [line.split("|")[1] for line in lines[start + 2 : end]]
+    listed = set(re.findall(r"`(--[\w-]+)", "\n".join(first_cells)))
+    assert listed == options - {"--help"}
+
+
 def test_readme_links_lead_to_files() -> None:
     """The README is read on GitHub, outside the docs build that checks the docs' links."""
     text = (ROOT / "README.md").read_text()
