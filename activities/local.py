@@ -343,7 +343,7 @@ class LocalStepFunctions:
         """Install if needed, start, wait until Step Functions answers, check the bind.
 
         LocalStack gets none of the user's AWS settings or credentials (see
-        :data:`PRIVATE_VARIABLES`), and its launcher binds it to 127.0.0.1. Once it is
+        ``PRIVATE_VARIABLES``), and its launcher binds it to 127.0.0.1. Once it is
         ready, the sockets it listens on are read from ``/proc`` (where there is one): one
         on any other address stops it.
 
@@ -456,7 +456,7 @@ class LocalStepFunctions:
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop the endpoint by its pid and remove its state, within ``timeout`` seconds.
 
-        SIGTERM first; what still runs after :data:`TERM_TIMEOUT` (half of ``timeout`` if
+        SIGTERM first; what still runs after ``TERM_TIMEOUT`` (half of ``timeout`` if
         less) gets SIGKILL, and the rest of ``timeout`` to end.
         """
         process, self._process = self._process, None
