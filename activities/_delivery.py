@@ -22,8 +22,17 @@ __all__ = ["BackgroundDelivery", "deliver"]
 
 logger = logging.getLogger(__name__)
 
+#: Seconds an outcome refused for a reason that does not pass (a permission denied, an
+#: unknown error, a bug) is retried, from its first such refusal, before it is given up:
+#: long enough for a policy being fixed to propagate, short enough that a slot is not
+#: held for good. Errors that pass (throttling, 5xx, timeouts) are retried until taken.
+PERSISTENT_ERROR_WINDOW = 60.0
 
-def deliver(
+#: Attempts an outcome gets, at least, against an error that does not pass.
+PERSISTENT_ERROR_ATTEMPTS = 5
+
+
+def deliver(  # noqa: PLR0911 - each way an outcome ends is a return of its own
     client: ActivityClient,
     task: Task,
     outcome: Outcome,
@@ -39,7 +48,11 @@ def deliver(
     gets one more attempt at most. Throttled attempts are logged at DEBUG (the client's
     pacer warns of throttling as a whole), other failures at WARNING; an error that is
     not Step Functions' answer (a bug) is retried too, logged at ERROR with its traceback
-    the first time. It never raises for an ``Exception``. An output Step
+    the first time. An error that does not pass (``AccessDeniedException``: a policy
+    without ``states:SendTaskSuccess``; a bug) is retried for
+    :data:`PERSISTENT_ERROR_WINDOW` seconds and :data:`PERSISTENT_ERROR_ATTEMPTS`
+    attempts, then given up, logged at ERROR with the task and the error: Step Functions
+    then ends the task at its timeout. It never raises for an ``Exception``. An output Step
     Functions refuses becomes an ``activities.SerializationError`` failure, so the task
     never hangs until its timeout. A :class:`~activities.Cancelled` sends nothing.
     ``metrics`` counts each retry, and the outcome Step Functions took (a
@@ -50,6 +63,7 @@ def deliver(
     attempt = 0
     unanswered = False  # an earlier attempt was sent but got no answer
     unexpected = False  # an earlier attempt met an error that is not Step Functions'
+    persistent: list[float] = []  # when each attempt met an error that does not pass
     while True:
         try:
             client.send_outcome(task.token, outcome, attempts=1)
@@ -85,6 +99,11 @@ def deliver(
             if give_up.is_set():
                 _not_delivered(task, exc, None, first=not unexpected)
                 return False
+            if not (isinstance(exc, ServiceError) and exc.transient):
+                persistent.append(time.monotonic())
+                if _past_persistence(persistent):
+                    _given_up(task, exc, persistent)
+                    return False
             attempt += 1
             pause = client.retry.pause(attempt)
             _not_delivered(task, exc, pause, first=not unexpected)
@@ -97,6 +116,28 @@ def deliver(
             continue
         metrics.task_ended(task, outcome)
         return True
+
+
+def _past_persistence(times: list[float]) -> bool:
+    """Whether an error that does not pass has had its attempts and its window."""
+    return (
+        len(times) >= PERSISTENT_ERROR_ATTEMPTS and times[-1] - times[0] >= PERSISTENT_ERROR_WINDOW
+    )
+
+
+def _given_up(task: Task, exc: Exception, times: list[float]) -> None:
+    """Say that ``task``'s outcome is given up after ``exc``, which did not pass."""
+    logger.error(
+        "task %s of %s: outcome given up after %d attempts in %.0f s: %s: %s; Step "
+        "Functions will end the task at its timeout",
+        task.token_prefix,
+        task.activity_name,
+        len(times),
+        times[-1] - times[0],
+        type(exc).__name__,
+        exception_text(exc),
+        extra={"activity": task.activity_name, "token_prefix": task.token_prefix},
+    )
 
 
 def _not_delivered(task: Task, exc: Exception, pause: float | None, *, first: bool) -> None:

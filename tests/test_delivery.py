@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 from botocore.stub import ANY
 
-from activities import RetryPolicy
+from activities import RetryPolicy, _delivery
 from activities._control import Flag
 from activities._delivery import BackgroundDelivery, deliver
 from activities.errors import ServiceError, TaskGone, Throttled
@@ -246,3 +246,77 @@ def test_a_background_delivery_survives_an_unexpected_error(give_up: Flag) -> No
     background.send(TASK, Success("1"))
     assert background.wait(timeout=10)
     assert client.calls == 3, "retried until taken"
+
+
+class TestErrorsThatDoNotPass:
+    """AccessDenied (a policy without states:SendTaskSuccess), a bug: retried, then given up."""
+
+    @pytest.fixture(autouse=True)
+    def short_window(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(_delivery, "PERSISTENT_ERROR_WINDOW", 0.0)
+
+    def test_access_denied_is_given_up_after_its_attempts_and_said(
+        self,
+        stubbed: tuple[ActivityClient, Stubber],
+        give_up: Flag,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        client, stubber = stubbed
+        for _ in range(_delivery.PERSISTENT_ERROR_ATTEMPTS):
+            stubber.add_client_error(
+                "send_task_success",
+                service_error_code="AccessDeniedException",
+                http_status_code=400,
+            )
+        assert not deliver(client, TASK, Success("1"), give_up=give_up)
+        given_up = [record for record in caplog.records if "given up" in record.getMessage()]
+        assert len(given_up) == 1
+        assert given_up[0].levelno == logging.ERROR
+        message = given_up[0].getMessage()
+        assert f"{_delivery.PERSISTENT_ERROR_ATTEMPTS} attempts" in message
+        assert "AccessDeniedException" in message
+        assert TASK.token_prefix in message
+
+    def test_a_bug_is_given_up_too(self, give_up: Flag, caplog: pytest.LogCaptureFixture) -> None:
+        calls = []
+
+        class Broken:
+            retry = RetryPolicy()
+
+            def send_outcome(self, *_: object, **__: object) -> None:
+                calls.append(1)
+                msg = "a bug"
+                raise RuntimeError(msg)
+
+        assert not deliver(Broken(), TASK, Success("1"), give_up=give_up)  # type: ignore[arg-type]
+        assert len(calls) == _delivery.PERSISTENT_ERROR_ATTEMPTS
+        assert "outcome given up" in caplog.text
+
+    def test_errors_that_pass_are_retried_past_the_window(
+        self, stubbed: tuple[ActivityClient, Stubber], give_up: Flag
+    ) -> None:
+        client, stubber = stubbed
+        for _ in range(_delivery.PERSISTENT_ERROR_ATTEMPTS * 2):
+            stubber.add_client_error(
+                "send_task_success", service_error_code="ServiceUnavailable", http_status_code=503
+            )
+        stubber.add_response("send_task_success", {}, SUCCESS)
+        assert deliver(client, TASK, Success("1"), give_up=give_up)
+
+    def test_the_window_holds_a_few_attempts_open(
+        self,
+        stubbed: tuple[ActivityClient, Stubber],
+        give_up: Flag,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Inside the window, an error that does not pass is still retried: a fix may land."""
+        monkeypatch.setattr(_delivery, "PERSISTENT_ERROR_WINDOW", 3600.0)
+        client, stubber = stubbed
+        for _ in range(_delivery.PERSISTENT_ERROR_ATTEMPTS + 2):
+            stubber.add_client_error(
+                "send_task_success",
+                service_error_code="AccessDeniedException",
+                http_status_code=400,
+            )
+        stubber.add_response("send_task_success", {}, SUCCESS)
+        assert deliver(client, TASK, Success("1"), give_up=give_up)
