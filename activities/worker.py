@@ -219,6 +219,8 @@ class Worker:
         self._stopping = threading.Event()
         self._terminating = threading.Event()
         self._stopped = threading.Event()
+        self._starting = False
+        self._drain_begun = threading.Lock()  # taken once, never released: one drain
         self._deadline: float | None = None
         self._restart_failures = 0
         self._started_slots = 0
@@ -238,14 +240,24 @@ class Worker:
 
     def start(self) -> None:
         """Create (or find) the activities and start the slots; returns at once."""
-        if self._running:
+        if self._running or self._stopping.is_set():
             return
+        self._starting = True
         try:
             self._start()
         except BaseException:
             if self._operations is not None:
                 self._operations.close()
             raise
+        finally:
+            self._starting = False
+        # A stop asked for while starting (a signal, stop() from another thread) was only
+        # noted: it is carried out now.
+        if self._terminating.is_set():
+            self._stopping.set()
+            self._terminate_started()
+        elif self._stopping.is_set():
+            self._begin_drain()
 
     def _start(self) -> None:
         operations = self._operations
@@ -341,6 +353,8 @@ class Worker:
                 async_positions=self.settings.async_positions(),
             )
         self._running = True
+        if self._stopping.is_set():
+            return  # stopped while starting: no unit starts only to be drained
         for positions in self.settings.units():
             self._start_unit(positions)
         self._handoff.start()
@@ -379,9 +393,19 @@ class Worker:
             return
         self._deadline = time.monotonic() + self.settings.shutdown_grace
         self._stopping.set()
-        if self._stop is None or self._control is None:  # not started
+        if self._starting:
+            return  # start() carries it out as soon as it has started
+        if self._stop is None or self._control is None:  # never started
             self._stopped.set()
             return
+        self._begin_drain()
+
+    def _begin_drain(self) -> None:
+        """Stop polling and drain the units, in a thread of its own; once."""
+        if not self._drain_begun.acquire(blocking=False):
+            return  # begun already (or being begun, in the frame this one interrupted)
+        assert self._stop is not None  # noqa: S101 - started
+        assert self._control is not None  # noqa: S101 - started
         self._control.stopping.set()
         self._stop.announce()
         threading.Thread(target=self._drain, name="sfn-activities-drain", daemon=True).start()
@@ -396,9 +420,15 @@ class Worker:
         self._terminating.set()
         self._stopping.set()
         self.clean = False
-        if self._stop is None:  # not started
+        if self._starting:
+            return  # start() carries it out as soon as it has started
+        if self._stop is None:  # never started
             self._stopped.set()
             return
+        self._terminate_started()
+
+    def _terminate_started(self) -> None:
+        assert self._stop is not None  # noqa: S101 - started
         self._stop.at_once()
         self._finish()
 

@@ -6,16 +6,20 @@ import json
 import logging
 import multiprocessing
 import os
+import subprocess
+import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from activities import Activity, ConfigurationError, Worker, make_client
 from activities import _stop as stop_module
+from activities import registry as stop_module_registry
 from activities.local import local_client
 from tests import workloads
 from tests.fake_sfn import FakeStepFunctions, client_error
-from tests.processes import running
+from tests.processes import ROOT, bench_environment, running
 from tests.stepfunctions import create_machine, start, task_state, unique, wait_for
 from tests.waiting import wait_until
 
@@ -489,3 +493,70 @@ class TestPools:
             assert run_pid_task(sfn, prefix + workloads.Pid.name) not in {stuck_pid, os.getpid()}
         finally:
             worker.terminate()
+
+
+#: A worker of two task processes whose start is interrupted by a signal (sent from inside
+#: the registration of its activities), run as ``activities worker`` runs it.
+_SIGNALLED_WHILE_STARTING = """
+import logging, os, signal, sys
+from activities import Worker, registry
+logging.basicConfig(level=logging.INFO)
+from tests.fault_workload import Pause
+
+register = registry.register
+def interrupted(*args, **kwargs):
+    arns = register(*args, **kwargs)
+    for name in sys.argv[1:]:
+        os.kill(os.getpid(), getattr(signal, name))
+    return arns
+registry.register = interrupted
+worker = Worker([Pause], processes=2)
+code = worker.run()
+print("units", len(worker._current_units()), "code", code, flush=True)
+sys.exit(code)
+"""
+
+
+class TestStopWhileStarting:
+    """A stop asked for while the worker starts is carried out, and the process exits."""
+
+    def run(self, endpoint: str, *signals: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", _SIGNALLED_WHILE_STARTING, *signals],
+            cwd=ROOT,
+            env=bench_environment(endpoint),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def test_sigterm_while_starting_stops_it_and_the_process_exits(
+        self, bench_endpoint: str
+    ) -> None:
+        done = self.run(bench_endpoint, "SIGTERM")
+        assert done.returncode == 0, done.stderr
+        assert "units 0 code 0" in done.stdout, "no task process was started to be drained"
+        assert "INFO:activities.worker:stopped" in done.stderr, done.stderr
+
+    def test_a_second_signal_while_starting_stops_it_at_once(self, bench_endpoint: str) -> None:
+        done = self.run(bench_endpoint, "SIGINT", "SIGINT")
+        assert "units 0" in done.stdout, done.stderr
+        assert done.returncode == 1, done.stderr
+
+    def test_stop_from_another_thread_while_starting(self, fake: FakeStepFunctions) -> None:
+        worker = Worker([One], threads=2, client=fake)  # type: ignore[arg-type]
+        register = stop_module_registry.register
+
+        def interrupted(*args: Any, **kwargs: Any) -> Any:
+            arns = register(*args, **kwargs)
+            stopper = threading.Thread(target=worker.request_stop)
+            stopper.start()
+            stopper.join()
+            return arns
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(stop_module_registry, "register", interrupted)
+            worker.start()
+        assert worker.join(timeout=30), "the stop asked for while starting was lost"
+        assert worker._current_units() == []
