@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from activities._asyncslots import AsyncSlots, async_threads
 from activities._childlog import say_to_stderr, start_logging
+from activities._delivery import deliver
 from activities._forkserver import STOP_SIGNALS, rename
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
@@ -36,6 +37,8 @@ from activities._recycling import ProcessLife
 from activities._sfnclient import READ_TIMEOUT, make_client
 from activities._slot import HEARTBEAT_THREADS, heartbeat_threads
 from activities.client import ActivityClient
+from activities.errors import WorkerCrashed
+from activities.outcome import failure_from_exception
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -271,8 +274,7 @@ class _Serving:
         ).start()
         # What the imports made lives as long as the process: keep the collector off it.
         gc.freeze()
-        with self._lock:
-            self._conn.send(("ready",))
+        self._tell(("ready",))
         # Tasks run in threads, as in a thread slot: the main thread only waits.
         servers: list[SlotLoop | AsyncSlots] = [*self._loops]
         if self._async is not None:
@@ -291,12 +293,41 @@ class _Serving:
         return self._async is not None and self._async.stuck
 
     def _overflow(self, task: Task, position: int) -> None:
-        with self._lock:
-            self._conn.send(("overflow", task, position))
+        if self._tell(("overflow", task, position)):
+            return
+        # Its buffer is gone with the worker, and this slot runs another task: the task
+        # fails at once, by a name a Retry matches, rather than wait for its timeout.
+        failure = failure_from_exception(
+            WorkerCrashed("the worker's process was gone when the task arrived")
+        )
+        logger.warning(
+            "task %s of %s arrived after the worker's process was gone: failing it with %s",
+            task.token_prefix,
+            task.activity_name,
+            failure.error,
+            extra={"activity": task.activity_name, "token_prefix": task.token_prefix},
+        )
+        deliver(self._client, task, failure, give_up=self._control.give_up)
 
     def _freed(self) -> None:
-        with self._lock:
-            self._conn.send(("free",))
+        self._tell(("free",))
+
+    def _tell(self, message: tuple[object, ...]) -> bool:
+        """Send ``message`` to the worker's process; ``False`` if it is gone.
+
+        A pipe that breaks because the worker's process died is expected (the orphan
+        watch says so, once): no traceback. One that breaks otherwise is an error.
+        """
+        try:
+            with self._lock:
+                self._conn.send(message)
+        except (OSError, ValueError):
+            parent = multiprocessing.parent_process()
+            if self._control.orphaned.is_set() or (parent is not None and not parent.is_alive()):
+                self._control.orphaned.set()
+                return False
+            raise
+        return True
 
     def _stuck(self, job: Job) -> None:
         loop = next((loop for loop in self._loops if loop.job is job), None)

@@ -16,6 +16,7 @@ from activities._loop import SlotSettings
 from activities._process import TaskProcess
 from tests.processes import (
     ROOT,
+    bench,
     bench_environment,
     children,
     forkservers,
@@ -145,3 +146,45 @@ def _orphaned_lines(
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
     return [line for line in stderr.read_text().splitlines() if ORPHANED in line]
+
+
+def test_orphans_under_load_end_their_tasks_and_say_so_once(
+    bench_endpoint: str, tmp_path: Path
+) -> None:
+    """Killed while its slots run and report tasks: no traceback, no "replacing", one line each.
+
+    Their messages to the worker's process (a slot freed, a task for its buffer) meet a
+    broken pipe: expected once the worker is gone, and never a reason to end a slot.
+    """
+    stderr = tmp_path / "stderr.log"
+    command = [sys.executable, "-m", "activities", "worker", "tests.fault_workload"]
+    with stderr.open("w") as file:
+        worker = subprocess.Popen(
+            [*command, "--processes", "2", "--threads", "2"],
+            cwd=ROOT,
+            env=bench_environment(bench_endpoint),
+            stderr=file,
+        )
+    pids: list[int] = []
+    try:
+        assert wait_until(lambda: "ready: all 4 slots are up" in stderr.read_text())
+        # More than the slots take: tasks wait in the worker's buffer, and each slot that
+        # frees tells the worker so.
+        bench(bench_endpoint, "Load", {"activity": "faults-Pause", "count": 200, "input": "0.3"})
+        assert wait_until(lambda: bench(bench_endpoint, "Stats").get("succeeded", 0) >= 24)
+        pids = task_processes(worker.pid)
+        assert len(pids) == 2
+        worker.kill()
+        worker.wait()
+        assert wait_until(lambda: not any(running(pid) for pid in pids)), "orphans poll on"
+    finally:
+        worker.kill()
+        worker.wait()
+        for pid in pids:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+    text = stderr.read_text()
+    assert "Traceback" not in text, text
+    assert "replacing its process" not in text, text
+    assert "the poller failed" not in text, text
+    assert len([line for line in text.splitlines() if ORPHANED in line]) == 2, text
