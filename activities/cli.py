@@ -78,12 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    plain = logging.StreamHandler()
-    plain.setFormatter(PlainFormatter())  # one line a record: control characters escaped
-    logging.basicConfig(level=args.log_level, handlers=[plain])
-    if args.log_format == "json":
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(JsonFormatter())
+    handler = logging.StreamHandler()
+    # JSON, or one line a record with control characters escaped. Only the handler made
+    # here: a logging already set up (an application's, pytest's) keeps its own formats.
+    handler.setFormatter(JsonFormatter() if args.log_format == "json" else PlainFormatter())
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     if args.log_level != "DEBUG":
         # botocore says "Found credentials ..." at INFO on every client.
         logging.getLogger("botocore").setLevel(logging.WARNING)
