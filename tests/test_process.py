@@ -77,11 +77,7 @@ def test_task_processes_end_when_the_worker_process_is_killed(bench_endpoint: st
         worker.wait()
         assert wait_until(lambda: not any(running(pid) for pid in pids)), "orphans poll on"
     finally:
-        worker.kill()
-        worker.wait()
-        for pid in pids:
-            if running(pid):
-                os.kill(pid, signal.SIGKILL)
+        _kill_all(worker, pids)
 
 
 ORPHANED = "the worker's process is gone: ending this task process after its tasks"
@@ -140,11 +136,7 @@ def _orphaned_lines(
         worker.wait()
         assert wait_until(lambda: not any(running(pid) for pid in pids)), "orphans poll on"
     finally:
-        worker.kill()
-        worker.wait()
-        for pid in pids:
-            if running(pid):
-                os.kill(pid, signal.SIGKILL)
+        _kill_all(worker, pids)
     return [line for line in stderr.read_text().splitlines() if ORPHANED in line]
 
 
@@ -178,13 +170,18 @@ def test_orphans_under_load_end_their_tasks_and_say_so_once(
         worker.wait()
         assert wait_until(lambda: not any(running(pid) for pid in pids)), "orphans poll on"
     finally:
-        worker.kill()
-        worker.wait()
-        for pid in pids:
-            if running(pid):
-                os.kill(pid, signal.SIGKILL)
+        _kill_all(worker, pids)
     text = stderr.read_text()
     assert "Traceback" not in text, text
     assert "replacing its process" not in text, text
     assert "the poller failed" not in text, text
     assert len([line for line in text.splitlines() if ORPHANED in line]) == 2, text
+
+
+def _kill_all(worker: subprocess.Popen[bytes], pids: list[int]) -> None:
+    """Whatever a test left running: the worker, and the task processes it started."""
+    worker.kill()
+    worker.wait()
+    for pid in pids:
+        if running(pid):
+            os.kill(pid, signal.SIGKILL)
