@@ -21,6 +21,7 @@ calls are throttled, with how many were.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -62,8 +63,8 @@ def _at_least_one(instance: object, attribute: attrs.Attribute[int], value: int)
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        msg = f"{attribute.name} must be more than 0, got {value!r}"
+    if not 0 < value < math.inf:  # NaN and infinity too: a pause must end
+        msg = f"{attribute.name} must be more than 0 and finite, got {value!r}"
         raise ValueError(msg)
 
 

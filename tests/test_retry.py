@@ -38,7 +38,10 @@ class TestRetryPolicy:
         assert RetryPolicy(base=0.05, cap=20.0).pause(failed) == 20.0
         assert RetryPolicy(base=5.0, cap=1e308).pause(failed) == 1e308
 
-    @pytest.mark.parametrize("settings", [{"attempts": 0}, {"base": 0}, {"cap": -1}])
+    @pytest.mark.parametrize(
+        "settings",
+        [{"attempts": 0}, {"base": 0}, {"cap": -1}, {"cap": float("inf")}, {"base": float("nan")}],
+    )
     def test_bad_settings_name_themselves(self, settings: dict[str, float]) -> None:
         with pytest.raises(ValueError, match=next(iter(settings))):
             RetryPolicy(**settings)  # type: ignore[arg-type]

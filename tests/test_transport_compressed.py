@@ -74,6 +74,7 @@ class TestCompressedTransport:
         [
             ({"__transport__": "brotli", "data": ""}, "unknown encoding 'brotli'"),
             ({"__transport__": "zlib+base64", "data": "!!!"}, "corrupt zlib\\+base64 payload"),
+            ({"__transport__": "zlib+base64", "data": "é"}, "corrupt zlib\\+base64 payload"),
             (
                 {"__transport__": "zlib+base64", "data": base64.b64encode(b"not zlib").decode()},
                 "corrupt",

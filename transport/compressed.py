@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import zlib
@@ -55,7 +54,7 @@ class CompressedTransport(JSONTransport):
     JSON, such as lists of records, often compresses ten to fifty times, so a result that
     would fail as too large fits once compressed. The wire form stays valid JSON::
 
-        {"__transport__": "zlib+base64", "data": "eJzLSM3JyVcozy/KSQEAGgQEXQ=="}
+        {"__transport__": "zlib+base64", "data": "eJxTykjNycnXUSjPL8pJUQIAI9wEzQ=="}
 
     Values under ``threshold`` bytes are sent as plain JSON, so small results stay readable
     in the console and usable by ``ResultSelector``/``OutputPath``; so are values that do
@@ -168,7 +167,7 @@ class CompressedTransport(JSONTransport):
             raise DecodeError(msg)
         try:
             compressed = base64.b64decode(value["data"], validate=True)
-        except (TypeError, binascii.Error) as exc:
+        except (TypeError, ValueError) as exc:  # binascii.Error; non-ASCII text
             msg = f"corrupt {ENCODING} payload: {exc}"
             raise DecodeError(msg) from exc
         del value
