@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from transport import DecodeError, S3ClaimCheck
+from transport import reference as reference_module
 from transport.reference import DEFAULT_MAX_SIZE, REFERENCE_KEY, ReadRules, Where, resolve
 from transport.s3 import S3ClaimCheckError
 
@@ -153,3 +154,126 @@ class TestS3ClaimCheck:
         with pytest.raises(S3ClaimCheckError, match="over max_size=100") as caught:
             transport.encode("x" * 200)
         assert caught.value.error == "transport.S3ClaimCheckError"
+
+
+class TestTogether:
+    """max_size bounds what one input's references make a process read, all of them."""
+
+    def test_references_that_fit_each_but_not_together_are_refused_before_any_call(self) -> None:
+        transport = S3ClaimCheck("claims", max_size=100, client=no_client)
+        each = reference("claims", "sfn-activities/k", size=60)
+        with pytest.raises(DecodeError, match="2 claim-check references refused: 120 bytes"):
+            transport.decode(json.dumps([each, each]))
+        with pytest.raises(DecodeError, match="in all is over max_size=100"):
+            transport.resolve({"a": each, "b": each})
+        with pytest.raises(DecodeError, match="in all"):
+            resolve([each, each], read_from="s3://claims/", max_size=100)
+
+    def test_a_malformed_reference_among_good_ones_is_refused_first(self) -> None:
+        transport = S3ClaimCheck("claims", client=no_client)
+        good = reference("claims", "sfn-activities/k")
+        bad = {REFERENCE_KEY: {"version": 1, "bucket": "claims"}}
+        with pytest.raises(DecodeError, match="needs version"):
+            transport.decode(json.dumps([good, bad]))
+
+
+ACCESS_POINT = "arn:aws:s3:us-east-1:123456789012:accesspoint/claims-ap"
+
+
+class TestAccessPoints:
+    def test_a_transport_on_an_access_point_reads_its_own_references(self) -> None:
+        transport = S3ClaimCheck(ACCESS_POINT, client=no_client)
+        assert transport.rules.allows(ACCESS_POINT, "sfn-activities/k")
+        assert not transport.rules.allows(ACCESS_POINT, "other/k")
+        assert not transport.rules.allows("claims-ap", "sfn-activities/k")
+
+    def test_read_from_takes_an_access_points_arn(self) -> None:
+        rules = ReadRules([f"{ACCESS_POINT}/shared/"])
+        assert rules.allows(ACCESS_POINT, "shared/k")
+        assert not rules.allows(ACCESS_POINT, "other/k")
+        transport = S3ClaimCheck("claims", read_from=[f"{ACCESS_POINT}/shared/"])
+        assert transport.read_from == (f"{ACCESS_POINT}/shared/",)
+
+    @pytest.mark.parametrize(
+        "location",
+        [
+            "arn:aws:s3:::my-bucket/prefix",  # a bucket's ARN: use s3://
+            "arn:aws:s3:us-east-1:123456789012:accesspoint/",
+            "arn:aws:iam::123456789012:role/x",
+        ],
+    )
+    def test_other_arns_are_refused(self, location: str) -> None:
+        with pytest.raises(ValueError, match="access point"):
+            ReadRules([location])
+
+
+class FakeS3:
+    """get_object over bytes, with the faults of a server: ranges ignored, bodies cut."""
+
+    def __init__(self, data: bytes, *, ignore_range_after: int | None = None) -> None:
+        self.data = data
+        self.ignore_range_after = ignore_range_after
+        self.cut_next = 0  # bodies still to cut short
+        self.calls: list[dict[str, Any]] = []
+
+    def get_object(self, **params: Any) -> dict[str, Any]:
+        self.calls.append(params)
+        first, last = (int(n) for n in params["Range"].removeprefix("bytes=").split("-"))
+        if self.ignore_range_after is not None and first >= self.ignore_range_after:
+            body = self.data
+            answer: dict[str, Any] = {"ContentLength": len(body)}
+        else:
+            body = self.data[first : last + 1]
+            answer = {"ContentRange": f"bytes {first}-{last}/{len(self.data)}"}
+        if self.cut_next:
+            self.cut_next -= 1
+            body = body[: len(body) // 2]
+        return {**answer, "ETag": '"e"', "Body": Body(body)}
+
+
+class Body:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.closed = data, False
+
+    def read(self, amount: int) -> bytes:
+        chunk, self.data = self.data[:amount], self.data[amount:]
+        return chunk
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def where_of(data: bytes) -> Where:
+    return Where("claims", "sfn-activities/k", len(data), hashlib.sha256(data).hexdigest())
+
+
+class TestParts:
+    @pytest.fixture(autouse=True)
+    def small_parts(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(reference_module, "PART_SIZE", 10)
+        monkeypatch.setattr(reference_module, "READ_CHUNK", 4)
+
+    @pytest.mark.parametrize("size", [1, 9, 10, 11, 20, 21, 35])
+    def test_every_part_is_read_exactly(self, size: int) -> None:
+        data = bytes(range(size))
+        s3 = FakeS3(data)
+        view = reference_module.fetch(s3, where_of(data), expected_bucket_owner=None)  # type: ignore[arg-type]
+        assert bytes(view) == data
+        view.release()
+        assert all("IfMatch" in call for call in s3.calls[1:]), "later parts: the same object"
+
+    def test_a_later_part_answered_whole_is_refused_by_its_range(self) -> None:
+        data = bytes(range(25))
+        s3 = FakeS3(data, ignore_range_after=10)
+        with pytest.raises(DecodeError, match="asked for bytes 10-19/25, S3 answered None"):
+            reference_module.fetch(s3, where_of(data), expected_bucket_owner=None)  # type: ignore[arg-type]
+
+    def test_a_first_body_cut_short_is_read_again_from_the_same_object(self) -> None:
+        data = bytes(range(25))
+        s3 = FakeS3(data)
+        s3.cut_next = 1
+        view = reference_module.fetch(s3, where_of(data), expected_bucket_owner=None)  # type: ignore[arg-type]
+        assert bytes(view) == data
+        view.release()
+        assert s3.calls[1]["Range"] == "bytes=0-9"
+        assert s3.calls[1]["IfMatch"] == '"e"'

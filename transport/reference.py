@@ -114,7 +114,7 @@ def resolve_within(value: Any, get: Callable[[dict[str, Any]], Any]) -> Any:
 def resolve(
     value: Any,
     *,
-    read_from: str | Iterable[str],
+    read_from: str | Iterable[str | tuple[str, str]],
     max_size: int = DEFAULT_MAX_SIZE,
     client: S3Client | None = None,
     expected_bucket_owner: str | None = None,
@@ -132,7 +132,7 @@ def resolve(
         read_from: where references may point: ``"s3://bucket/prefix"`` locations (see
             :class:`ReadRules`); one, or several. A reference elsewhere is refused
             before any S3 call.
-        max_size: the largest object a reference may name, in bytes.
+        max_size: the most bytes the references of ``value`` may name, each and together.
         client: the S3 client to read with; boto3's usual chain by default, made once
             per process.
         expected_bucket_owner: the account that must own the bucket.
@@ -143,6 +143,7 @@ def resolve(
         ValueError: ``read_from`` or ``max_size`` is not valid.
     """
     rules = ReadRules([read_from] if isinstance(read_from, str) else read_from, max_size=max_size)
+    rules.check_value(value)
 
     def get(reference: dict[str, Any]) -> Any:
         return read(
@@ -196,23 +197,31 @@ class Where:
 
 
 class ReadRules:
-    """Where the references a reader follows may point, and how large their objects may be.
+    """Where the references a reader follows may point, and how much they may make it read.
 
     A location is ``"s3://bucket/prefix"``: the keys of ``bucket`` that start with
     ``prefix`` (``"s3://bucket"`` or ``"s3://bucket/"`` is the whole bucket). End a prefix
-    with ``/`` to mean a folder: ``"s3://b/claims"`` also takes ``claims-old/...``.
+    with ``/`` to mean a folder: ``"s3://b/claims"`` also takes ``claims-old/...``. An S3
+    access point is named by its ARN, ``"arn:aws:s3:REGION:ACCOUNT:accesspoint/NAME/prefix"``;
+    a ``(bucket, prefix)`` pair is taken as it is.
+
+    ``max_size`` bounds each reference's object and, together, all the references of one
+    value (a ``Map`` state's output may hold hundreds): it is what one input can make a
+    process download. Decoded, JSON takes several times its size in Python objects.
 
     Args:
         locations: the locations references may point into; at least one.
-        max_size: the largest object a reference may name, in bytes.
+        max_size: the most bytes one value's references may name, each and together.
 
     Raises:
-        ValueError: a location is not ``s3://bucket[/prefix]``, none is given, or
-            ``max_size`` is negative.
+        ValueError: a location is neither ``s3://bucket[/prefix]`` nor an access point's
+            ARN, none is given, or ``max_size`` is negative.
     """
 
-    def __init__(self, locations: Iterable[str], *, max_size: int = DEFAULT_MAX_SIZE) -> None:
-        self.locations = tuple(_location(text) for text in locations)
+    def __init__(
+        self, locations: Iterable[str | tuple[str, str]], *, max_size: int = DEFAULT_MAX_SIZE
+    ) -> None:
+        self.locations = tuple(_location(location) for location in locations)
         if not self.locations:
             msg = 'read_from must name at least one location, such as "s3://my-bucket/claims/"'
             raise ValueError(msg)
@@ -222,8 +231,7 @@ class ReadRules:
         self.max_size = max_size
 
     def __repr__(self) -> str:
-        where = ", ".join(f"s3://{bucket}/{prefix}" for bucket, prefix in self.locations)
-        return f"{type(self).__name__}([{where}], max_size={self.max_size})"
+        return f"{type(self).__name__}([{self._allowed()}], max_size={self.max_size})"
 
     def allows(self, bucket: str, key: str) -> bool:
         """Whether a reference may name ``key`` of ``bucket``."""
@@ -239,10 +247,9 @@ class ReadRules:
                 ``max_size``; the message names the rule.
         """
         if not self.allows(where.bucket, where.key):
-            allowed = ", ".join(f"s3://{bucket}/{prefix}" for bucket, prefix in self.locations)
             msg = (
                 f"claim-check reference to {_shown(where)} refused: references are read only "
-                f"from {allowed} (add locations with read_from=)"
+                f"from {self._allowed()} (add locations with read_from=)"
             )
             raise DecodeError(msg)
         if where.size > self.max_size:
@@ -252,14 +259,62 @@ class ReadRules:
             )
             raise DecodeError(msg)
 
+    def check_value(self, value: Any) -> None:
+        """Refuse ``value`` unless every reference in it (see :func:`resolve_within`) is allowed.
 
-def _location(text: str) -> tuple[str, str]:
-    if not isinstance(text, str) or not text.startswith("s3://"):
-        msg = f'a read_from location is "s3://bucket/prefix", got {text!r}'
+        Each reference is checked, and their sizes together against ``max_size``, before
+        any of them is read.
+
+        Raises:
+            DecodeError: a reference is malformed, outside every location, or larger than
+                ``max_size``, or all of them together are.
+        """
+        found: list[Where] = []
+        resolve_within(value, lambda reference: found.append(Where.of(reference[REFERENCE_KEY])))
+        for where in found:
+            self.check(where)
+        total = sum(where.size for where in found)
+        if total > self.max_size:
+            msg = (
+                f"{len(found)} claim-check references refused: {total} bytes in all is over "
+                f"max_size={self.max_size}, which bounds one input's references together "
+                "(raise max_size= to read them)"
+            )
+            raise DecodeError(msg)
+
+    def _allowed(self) -> str:
+        return ", ".join(shown_location(bucket, prefix) for bucket, prefix in self.locations)
+
+
+def shown_location(bucket: str, prefix: str) -> str:
+    """A location as ``read_from`` names it: ``s3://bucket/prefix``, or an access point's ARN."""
+    return f"{bucket}/{prefix}" if bucket.startswith("arn:") else f"s3://{bucket}/{prefix}"
+
+
+def _location(location: str | tuple[str, str]) -> tuple[str, str]:
+    if isinstance(location, tuple):
+        bucket, prefix = location
+        if not (isinstance(bucket, str) and bucket and isinstance(prefix, str)):
+            msg = f"a location is (bucket, prefix), got {location!r}"
+            raise ValueError(msg)
+        return bucket, prefix
+    if isinstance(location, str) and location.startswith("arn:"):
+        fields = location.split(":", 5)
+        kind, _, rest = fields[-1].partition("/")
+        name, _, prefix = rest.partition("/")
+        if len(fields) != 6 or fields[2] != "s3" or kind != "accesspoint" or not name:  # noqa: PLR2004
+            msg = (
+                "an ARN in read_from is an S3 access point's, "
+                f'"arn:aws:s3:REGION:ACCOUNT:accesspoint/NAME/prefix", got {location!r}'
+            )
+            raise ValueError(msg)
+        return f"{':'.join(fields[:5])}:{kind}/{name}", prefix
+    if not isinstance(location, str) or not location.startswith("s3://"):
+        msg = f'a read_from location is "s3://bucket/prefix", got {location!r}'
         raise ValueError(msg)
-    bucket, _, prefix = text.removeprefix("s3://").partition("/")
+    bucket, _, prefix = location.removeprefix("s3://").partition("/")
     if not bucket:
-        msg = f'a read_from location names a bucket, "s3://bucket/prefix", got {text!r}'
+        msg = f'a read_from location names a bucket, "s3://bucket/prefix", got {location!r}'
         raise ValueError(msg)
     return bucket, prefix
 
@@ -353,37 +408,75 @@ def fetch(client: S3Client, where: Where, *, expected_bucket_owner: str | None) 
 def _read_parts(client: S3Client, where: Where, view: memoryview, owner: dict[str, Any]) -> None:
     """Fill ``view`` with the object's bytes: the first part, then the others in parallel."""
     first = min(where.size, PART_SIZE)
-    answer = client.get_object(
-        Bucket=where.bucket, Key=where.key, Range=f"bytes=0-{first - 1}", **owner
-    )
-    total = _total_size(answer)
-    if total != where.size:
-        answer["Body"].close()
-        logger.debug("%s is %s bytes, its reference says %s", where, total, where.size)
-        raise DecodeError(_mismatch(where))
-    _fill(answer["Body"], view[:first], where)
+    etag = _read_part(client, where, view, 0, first, extra=owner)
     starts = range(first, where.size, PART_SIZE)
     if not starts:
         return
-    pinned = {**owner, "IfMatch": answer["ETag"]}
-
-    def part(start: int) -> None:
-        end = min(start + PART_SIZE, where.size)
-        for attempt in range(1, BODY_ATTEMPTS + 1):
-            body = client.get_object(
-                Bucket=where.bucket, Key=where.key, Range=f"bytes={start}-{end - 1}", **pinned
-            )["Body"]
-            try:
-                _fill(body, view[start:end], where)
-            except _CutShort:
-                if attempt == BODY_ATTEMPTS:
-                    raise
-            else:
-                return
-
+    pinned = {**owner, "IfMatch": etag}
     with ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="claim-check-read") as pool:
-        for done in [pool.submit(part, start) for start in starts]:
-            done.result()
+        parts = [
+            pool.submit(
+                _read_part,
+                client,
+                where,
+                view,
+                start,
+                min(start + PART_SIZE, where.size),
+                extra=pinned,
+            )
+            for start in starts
+        ]
+        try:
+            for part in parts:
+                part.result()
+        except BaseException:
+            for part in parts:
+                part.cancel()  # those not begun: the object is refused already
+            raise
+
+
+def _read_part(
+    client: S3Client,
+    where: Where,
+    view: memoryview,
+    start: int,
+    end: int,
+    *,
+    extra: dict[str, Any],
+) -> str:
+    """Read bytes ``start`` to ``end`` of the object into ``view``; the answer's ETag.
+
+    The first part (no ``IfMatch`` in ``extra`` yet) is checked for the object's whole
+    size; a later one for the range asked. A body cut short is read again (pinned to the
+    same ETag), :data:`BODY_ATTEMPTS` times at most.
+    """
+    asked = f"bytes {start}-{end - 1}/{where.size}"
+    for attempt in range(1, BODY_ATTEMPTS + 1):
+        answer = client.get_object(
+            Bucket=where.bucket, Key=where.key, Range=f"bytes={start}-{end - 1}", **extra
+        )
+        if "IfMatch" not in extra:
+            total = _total_size(answer)
+            if total != where.size:
+                answer["Body"].close()
+                logger.debug("%s is %s bytes, its reference says %s", where, total, where.size)
+                raise DecodeError(_mismatch(where))
+            extra = {**extra, "IfMatch": answer["ETag"]}  # a retry reads the same object
+        elif answer.get("ContentRange") != asked:
+            answer["Body"].close()
+            msg = (
+                f"cannot read {where}: asked for {asked}, S3 answered "
+                f"{answer.get('ContentRange')!r:.80}"
+            )
+            raise DecodeError(msg)
+        try:
+            _fill(answer["Body"], view[start:end], where)
+        except _CutShort:
+            if attempt == BODY_ATTEMPTS:
+                raise
+        else:
+            break
+    return str(extra["IfMatch"])
 
 
 def _check_empty(client: S3Client, where: Where, owner: dict[str, Any]) -> None:

@@ -47,6 +47,7 @@ from transport.reference import (
     resolve,
     resolve_within,
     said,
+    shown_location,
     transfer_config,
 )
 
@@ -106,13 +107,14 @@ class S3ClaimCheck(Transport):
         expected_bucket_owner: the account that must own the bucket of every object
             written or read (``ExpectedBucketOwner``): a bucket of another account is
             refused by S3.
-        read_from: locations, ``"s3://bucket/prefix"``, that references in an input may
+        read_from: locations, ``"s3://bucket/prefix"`` (or an access point's ARN, see
+            :class:`~transport.reference.ReadRules`), that references in an input may
             point into besides this transport's own (``bucket`` and ``prefix``): the
             prefix of another transport whose results this activity reads. A reference
             anywhere else is refused before any S3 call.
-        max_size: the largest object, in bytes, a reference may name (checked on the
-            reference's stated size, before any S3 call) and a result may be stored as;
-            64 MiB by default.
+        max_size: the most bytes the references of one input may name, each and together
+            (checked on their stated sizes, before any S3 call), and the largest result
+            stored; 64 MiB by default.
         client: a function that makes the S3 client; boto3's usual chain by default
             (``AWS_ENDPOINT_URL_S3`` points it elsewhere). Called once in each process
             (each task process has its own client), at its first use.
@@ -154,7 +156,7 @@ class S3ClaimCheck(Transport):
         if isinstance(read_from, str):
             msg = 'read_from is a list of locations: read_from=["s3://bucket/prefix"]'
             raise TypeError(msg)
-        rules = ReadRules([f"s3://{bucket}/{prefix}", *read_from], max_size=max_size)
+        rules = ReadRules([(bucket, prefix), *read_from], max_size=max_size)
         inner = inner if inner is not None else JSONTransport()
         super().__init__(converter=converter if converter is not None else inner.converter)
         self.bucket = bucket
@@ -181,7 +183,7 @@ class S3ClaimCheck(Transport):
     @property
     def read_from(self) -> tuple[str, ...]:
         """The locations references may point into besides this transport's own."""
-        return tuple(f"s3://{bucket}/{prefix}" for bucket, prefix in self.rules.locations[1:])
+        return tuple(shown_location(*location) for location in self.rules.locations[1:])
 
     @property
     def max_size(self) -> int:
@@ -226,7 +228,9 @@ class S3ClaimCheck(Transport):
                 object is missing, of another size or digest, not readable, or not valid
                 in its encoding); the message names the object.
         """
-        return resolve_within(self.inner.decode(data), self._get)
+        value = self.inner.decode(data)
+        self.rules.check_value(value)  # every reference, and all together, before any call
+        return resolve_within(value, self._get)
 
     # -- S3 -----------------------------------------------------------------------------
 
@@ -251,6 +255,7 @@ class S3ClaimCheck(Transport):
             DecodeError: a reference is refused or cannot be resolved; the message names
                 the object.
         """
+        self.rules.check_value(value)
         return resolve_within(value, self._get)
 
     def reference(self, data: bytes) -> dict[str, Any]:
