@@ -109,15 +109,25 @@ SECRET_ACCESS_KEY = "test"  # noqa: S105 - LocalStack's fixed stand-in
 _MARKER = ".sfn-activities-installed"
 _STAGING_MARKER = ".sfn-activities-installing"
 
-#: Variables of the user's environment that LocalStack does not get, besides every
-#: ``AWS_*`` one: where boto3 finds credentials, LocalStack's own tokens, and Python's paths.
-PRIVATE_VARIABLES = (
-    "BOTO_CONFIG",
-    "LOCALSTACK_AUTH_TOKEN",
-    "LOCALSTACK_API_KEY",
-    "PYTHONPATH",
-    "PYTHONHOME",
-)
+#: The only variables of the user's environment LocalStack gets (and ``LC_*``): what a
+#: process needs to run, find its temporary directory and trust a company's CA. Not the
+#: user's AWS credentials, profiles or endpoints, not Python's paths, and not LocalStack's
+#: own settings (``DEVELOP=1`` would open a debugger on every interface; ``PERSISTENCE``
+#: would keep state): its settings are this module's.
+PASSED_VARIABLES = frozenset({
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+})  # fmt: skip
 
 
 def local_client(endpoint_url: str, **kwargs: Any) -> SFNClient:
@@ -342,8 +352,9 @@ class LocalStepFunctions:
     def start(self) -> None:
         """Install if needed, start, wait until Step Functions answers, check the bind.
 
-        LocalStack gets none of the user's AWS settings or credentials (see
-        ``PRIVATE_VARIABLES``), and its launcher binds it to 127.0.0.1. Once it is
+        LocalStack gets none of the user's AWS settings or credentials, nor any other
+        variable of the user's environment but ``PASSED_VARIABLES``, and its launcher
+        binds it to 127.0.0.1. Once it is
         ready, the sockets it listens on are read from ``/proc`` (where there is one): one
         on any other address stops it.
 
@@ -376,7 +387,7 @@ class LocalStepFunctions:
         logger.info("local Step Functions ready at %s", self.endpoint_url)
 
     def _server_environment(self, base: Mapping[str, str]) -> dict[str, str]:
-        """LocalStack's environment: ``base`` without the user's AWS settings, plus its own.
+        """LocalStack's environment: ``PASSED_VARIABLES`` of ``base``, and its own settings.
 
         boto3 inside LocalStack finds the fixed stand-in credentials first and stops looking:
         no ``~/.aws`` file, profile, container or instance credentials are read.
@@ -385,7 +396,7 @@ class LocalStepFunctions:
         env = {
             name: value
             for name, value in base.items()
-            if not name.startswith("AWS_") and name not in PRIVATE_VARIABLES
+            if name in PASSED_VARIABLES or name.startswith("LC_")
         }
         env.update({
             "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
@@ -414,7 +425,10 @@ class LocalStepFunctions:
         assert self._process is not None  # noqa: S101 - start() set it
         found = listeners(self.port, self._process.pid)
         if found is None:
-            logger.debug("no /proc/net/tcp here: where LocalStack listens is not checked")
+            logger.warning(
+                "no /proc/net/tcp here: where LocalStack listens is not checked (its launcher "
+                "binds it to 127.0.0.1)"
+            )
             return
         exposed = [f"{host}:{port}" for host, port in found if not is_loopback(host)]
         if exposed:

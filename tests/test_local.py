@@ -374,6 +374,31 @@ class TestServerEnvironment:
         assert env["GATEWAY_LISTEN"] == "127.0.0.1:4566"
         assert env["GATEWAY_SERVER"] == "twisted"
 
+    def test_only_what_a_process_needs_is_passed(self, tmp_path: Path) -> None:
+        """LocalStack's own settings of the user's never reach it: DEVELOP opens a debugger."""
+        local = LocalStepFunctions(port=4566, home=tmp_path / "home")
+        local._state = tmp_path
+        user = {
+            "DEVELOP": "1",
+            "PERSISTENCE": "1",
+            "DEBUG": "1",
+            "LOCALSTACK_HOST": "0.0.0.0",  # noqa: S104 - what the user had, refused
+            "GATEWAY_LISTEN": "0.0.0.0:4566",
+            "LOCALSTACK_AUTH_TOKEN": "secret",
+            "PYTHONPATH": "/somewhere",
+            "SOME_APP_SECRET": "secret",
+            "LC_ALL": "C.UTF-8",
+            "SSL_CERT_FILE": "/etc/ca.pem",
+        }
+        env = local._server_environment(user)
+        for name in ("DEVELOP", "PERSISTENCE", "DEBUG", "LOCALSTACK_HOST"):
+            assert name not in env
+        assert "PYTHONPATH" not in env
+        assert "secret" not in env.values()
+        assert env["GATEWAY_LISTEN"] == "127.0.0.1:4566"
+        assert env["LC_ALL"] == "C.UTF-8"
+        assert env["SSL_CERT_FILE"] == "/etc/ca.pem"
+
 
 class FakeInstall:
     """Stands in for ``venv`` and ``pip``: records the commands, builds a tiny virtualenv."""
