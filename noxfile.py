@@ -122,6 +122,13 @@ def faults(session: nox.Session) -> None:
 
 
 @nox.session
+def chaos(session: nox.Session) -> None:
+    """Kill task processes under load, stop workers while they start: what is left open?"""
+    session.install(".")
+    session.run("python", "-m", "benchmarks.chaos", *session.posargs)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation, failing on any warning (broken links, bad references)."""
     install_group(session, "docs")

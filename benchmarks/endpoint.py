@@ -171,6 +171,7 @@ class Endpoint:
     def _complete(self, body: dict[str, Any], kind: str, detail: str) -> tuple[int, dict[str, Any]]:
         token = body["taskToken"]
         if token not in self.open:
+            self.counts["refused_outcomes"] += 1  # a task closed already: reported twice
             return 400, {"__type": "TaskTimedOut", "message": "no such task"}
         self.open.discard(token)
         self.counts[kind] += 1
