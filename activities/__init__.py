@@ -23,6 +23,7 @@ from importlib.metadata import version as _version
 
 from activities._activity import Activity
 from activities._retry import RetryPolicy
+from activities.check import Finding, check_definition
 from activities.client import ActivityClient, default_worker_name, make_client
 from activities.errors import (
     ActivitiesError,
@@ -58,6 +59,7 @@ __all__ = [
     "Cancelled",
     "ConfigurationError",
     "Failure",
+    "Finding",
     "FunctionActivity",
     "InvalidInput",
     "InvalidOutput",
@@ -76,6 +78,7 @@ __all__ = [
     "WorkerShutdown",
     "__version__",
     "activity",
+    "check_definition",
     "default_worker_name",
     "failure_from_exception",
     "make_client",

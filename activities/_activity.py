@@ -94,6 +94,10 @@ class Activity:
             are not polled while its running and waiting tasks reach it, so its tasks
             stay in Step Functions for other workers. A worker's ``max_concurrency``
             option overrides this.
+        heartbeat_seconds: when set, the ``HeartbeatSeconds`` the activity's ``Task``
+            states declare, a whole number of seconds above ``heartbeat_interval``:
+            ``activities check`` (see :doc:`/statemachines`) reports a state whose
+            ``HeartbeatSeconds`` differs. The worker does not use it.
     """
 
     name: ClassVar[str] = "Activity"
@@ -101,6 +105,7 @@ class Activity:
     task_lists: ClassVar[tuple[str, ...]] = ()
     heartbeat_interval: ClassVar[float | None] = None
     max_concurrency: ClassVar[int | None] = None
+    heartbeat_seconds: ClassVar[int | None] = None
 
     _task: Task | None = None
     _heartbeat: Callable[[], None] | None = None
@@ -140,6 +145,7 @@ class Activity:
             raise ActivityDefinitionError(
                 msg, activity=cls.__qualname__, setting="heartbeat_interval"
             )
+        _check_heartbeat_seconds(cls)
         limit = cls.max_concurrency
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
@@ -278,6 +284,26 @@ class _Sent:
 
 
 _SENT = _Sent()
+
+
+def _check_heartbeat_seconds(cls: type[Activity]) -> None:
+    """Refuse a ``heartbeat_seconds`` Step Functions would refuse, or heartbeats cannot meet."""
+    seconds = cls.heartbeat_seconds
+    if seconds is None:
+        return
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
+        msg = (
+            f"{cls.__qualname__}.heartbeat_seconds = {seconds!r} must be a whole number of "
+            f"seconds >= 1 (a state's HeartbeatSeconds), or None"
+        )
+        raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="heartbeat_seconds")
+    interval = cls.heartbeat_interval
+    if interval is not None and interval >= seconds:
+        msg = (
+            f"{cls.__qualname__}.heartbeat_seconds = {seconds!r} must be above its "
+            f"heartbeat_interval ({interval!r}): the heartbeats would come too late"
+        )
+        raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="heartbeat_seconds")
 
 
 def _no_run() -> None:

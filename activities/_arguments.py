@@ -161,6 +161,28 @@ def command_line() -> argparse.ArgumentParser:
     )
     _add_common(listing)
 
+    checking = commands.add_parser(
+        "check",
+        help="hold a state machine definition against the activities MODULES serve",
+        description=(
+            "Read DEFINITION (Amazon States Language JSON, or YAML when it ends in .yaml or "
+            ".yml and PyYAML is installed) and hold every Task state whose Resource is an "
+            "activity ARN against the activities MODULES serve, named as a worker with the "
+            "same --prefix and --task-list names them. Prints one line per finding and a "
+            "summary; exit code 1 on an error (or a warning with --strict), 0 otherwise. "
+            "Nothing is sent to AWS."
+        ),
+    )
+    _add_common(checking)
+    checking.add_argument(
+        "definition",
+        metavar="DEFINITION",
+        help="the state machine definition file (the last positional argument)",
+    )
+    checking.add_argument(
+        "--strict", action="store_true", help="exit with 1 on warnings too, not only on errors"
+    )
+
     registering = commands.add_parser(
         "register",
         help="create the activities in Step Functions (idempotent) and print their ARNs",

@@ -4,6 +4,7 @@
 
     activities worker myproject.activities --processes 4
     activities list myproject.activities --prefix dev-
+    activities check myproject.activities statemachine.asl.json --prefix dev-
     activities register myproject.activities --prefix dev- --tag team=data
     activities local
     activities invoke Echo --input '{"value": 1}' --module myproject.activities
@@ -15,14 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import importlib.util
 import io
+import json
 import logging
 import os
 import signal
 import sys
 import threading
 import traceback
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +39,7 @@ from activities._childlog import PlainFormatter
 from activities._invoke import LOCAL_ROLE_ARN, invoke
 from activities._operations import count_before_imports
 from activities._settings import async_tasks_for
+from activities.check import _run as run_check
 from activities.client import ActivityClient, make_client
 from activities.errors import ActivitiesError, ConfigurationError
 from activities.jsonlog import JsonFormatter
@@ -107,12 +112,15 @@ def _command(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     """``list``, ``register`` or ``worker``: import the modules, then do it."""
+    definition = _definition(args.definition) if args.command == "check" else None
     _import_path(args.path)
     _check_findable(args.modules, args.path)
     activities = discover(*args.modules)
     if not activities:
         msg = f"no activities found in {', '.join(args.modules)}"
         raise ConfigurationError(msg)
+    if definition is not None:
+        return _check(args, definition, activities)
     served = task_lists(activities, prefix=args.prefix, overrides=args.task_list)
     if args.command == "list":
         return _list(served)
@@ -266,6 +274,60 @@ def _invoke_on(
         return 0
     print(f"activities invoke: the execution ended {ended.status}", file=sys.stderr)
     return 1
+
+
+def _definition(path: str) -> object:
+    """The parsed state machine definition in file ``path``: JSON, or YAML by its suffix."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"cannot read the definition {path}: {exc.strerror}"
+        raise ConfigurationError(msg) from None
+    except UnicodeDecodeError as exc:
+        msg = f"cannot read the definition {path}: not UTF-8 text ({exc.reason})"
+        raise ConfigurationError(msg) from None
+    if Path(path).suffix.lower() in {".yaml", ".yml"}:
+        try:
+            yaml = importlib.import_module("yaml")
+        except ImportError:
+            msg = f"reading {path} needs PyYAML: python3 -m pip install pyyaml (or give JSON)"
+            raise ConfigurationError(msg) from None
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            msg = f"{path} is not YAML: {' '.join(str(exc).split())}"
+            raise ConfigurationError(msg) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        msg = f"{path} is not JSON: {exc}"
+        raise ConfigurationError(msg) from None
+
+
+def _check(args: argparse.Namespace, definition: object, activities: list[type[Activity]]) -> int:
+    """Print what :func:`check_definition` finds, then a summary; 1 when it fails."""
+    if not isinstance(definition, dict):
+        msg = f"{args.definition} has no States: it is not an Amazon States Language definition"
+        raise ConfigurationError(msg)
+    findings, checked = run_check(
+        definition, activities, prefix=args.prefix, task_lists=args.task_list
+    )
+    for finding in findings:
+        print(finding)
+    counts = Counter(finding.severity for finding in findings)
+    summary = (
+        f"{_counted(counts['error'], 'error')}, {_counted(counts['warning'], 'warning')} "
+        f"in {_counted(checked, 'activity state')}"
+    )
+    if counts["info"]:
+        summary += f"; {_counted(counts['info'], 'state')} not checked"
+    print(summary)
+    failed = counts["error"] or (args.strict and counts["warning"])
+    return 1 if failed else 0
+
+
+def _counted(number: int, thing: str) -> str:
+    return f"{number} {thing}{'' if number == 1 else 's'}"
 
 
 def _list(served: dict[str, type[Activity]]) -> int:

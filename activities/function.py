@@ -45,6 +45,7 @@ def activity(
     transport: Transport | None = None,
     heartbeat_interval: float | None = None,
     max_concurrency: int | None = None,
+    heartbeat_seconds: int | None = None,
 ) -> Callable[[T], type[FunctionActivity[T]]]: ...
 def activity(
     function: Callable[..., Any] | None = None,
@@ -55,6 +56,7 @@ def activity(
     transport: Transport | None = None,
     heartbeat_interval: float | None = None,
     max_concurrency: int | None = None,
+    heartbeat_seconds: int | None = None,
 ) -> type[FunctionActivity[Any]] | Callable[[Callable[..., Any]], type[FunctionActivity[Any]]]:
     """Turn a function into an :class:`~activities.Activity` subclass whose ``run`` it is.
 
@@ -91,6 +93,8 @@ def activity(
             by default.
         heartbeat_interval: seconds between automatic heartbeats while a task runs.
         max_concurrency: the most tasks of the activity run at once in a worker.
+        heartbeat_seconds: the ``HeartbeatSeconds`` of the activity's states, held
+            against them by ``activities check``.
 
     Returns:
         The Activity subclass, or, when called with keyword arguments only, a decorator
@@ -105,6 +109,7 @@ def activity(
         "task_lists": task_lists,
         "heartbeat_interval": heartbeat_interval,
         "max_concurrency": max_concurrency,
+        "heartbeat_seconds": heartbeat_seconds,
     }
     if name is not None:
         settings["name"] = name
