@@ -9,12 +9,14 @@ matters are in :doc:`/statemachines`; ``activities check`` runs them from the co
 
 from __future__ import annotations
 
+import ast
 import builtins
 import difflib
 import inspect
 import json
 import re
 import sys
+import textwrap
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -310,7 +312,12 @@ def _timeout(state: Mapping[str, Any]) -> str:
 
 
 def _sends_no_heartbeat(cls: type[Activity]) -> bool:
-    """Whether ``cls`` surely sends no heartbeat; a source that cannot be read is not sure."""
+    """Whether ``cls`` surely sends no heartbeat; a source that cannot be read is not sure.
+
+    It sends one with ``heartbeat_interval``, a generator ``run()``, or a call of a
+    ``heartbeat`` anywhere in the class (a helper method may make it) or in the function
+    of a function activity.
+    """
     if cls.heartbeat_interval is not None:
         return False
     run = inspect.unwrap(cls.run)
@@ -319,10 +326,23 @@ def _sends_no_heartbeat(cls: type[Activity]) -> bool:
     try:
         sources = [inspect.getsource(run)]
         if not issubclass(cls, FunctionActivity):
-            sources.append(inspect.getsource(cls))  # helper methods may heartbeat
-    except (OSError, TypeError):
+            sources.append(inspect.getsource(cls))
+        trees = [ast.parse(textwrap.dedent(source)) for source in sources]
+    except (OSError, TypeError, SyntaxError):
         return False
-    return not any("heartbeat(" in source for source in sources)
+    return not any(_calls_heartbeat(tree) for tree in trees)
+
+
+def _calls_heartbeat(tree: ast.AST) -> bool:
+    """Whether ``tree`` calls ``heartbeat(...)`` or ``something.heartbeat(...)``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            function = node.func
+            if isinstance(function, ast.Attribute) and function.attr == "heartbeat":
+                return True
+            if isinstance(function, ast.Name) and function.id == "heartbeat":
+                return True
+    return False
 
 
 def _activity_name(resource: object) -> tuple[str | None, str | None]:
