@@ -180,6 +180,14 @@ def command_line() -> argparse.ArgumentParser:
         help="the state machine definition file (the last positional argument)",
     )
     checking.add_argument(
+        "--heartbeat-interval",
+        type=_pair,
+        action=_Collect,
+        default={},
+        metavar="NAME=SECONDS",
+        help="as the worker's: activity NAME heartbeats every SECONDS (repeatable)",
+    )
+    checking.add_argument(
         "--strict", action="store_true", help="exit with 1 on warnings too, not only on errors"
     )
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 
 from activities import errors as framework_errors
+from activities._settings import heartbeat_intervals as intervals_of
 from activities.errors import ActivityError, ConfigurationError
 from activities.function import FunctionActivity
 from activities.registry import task_lists as served_task_lists
@@ -104,6 +105,7 @@ def check_definition(
     *,
     prefix: str = "",
     task_lists: Mapping[str, Sequence[str]] | None = None,
+    heartbeat_intervals: Mapping[str, float | None] | None = None,
 ) -> list[Finding]:
     """Hold a state machine definition against the activities a worker would serve.
 
@@ -117,6 +119,8 @@ def check_definition(
         activities: the Activity classes served, e.g. :func:`activities.registry.discover`'s.
         prefix: the worker's ``prefix``: put before every activity name served.
         task_lists: the worker's ``task_lists`` option (activity name to task lists).
+        heartbeat_intervals: the worker's ``heartbeat_intervals`` option (activity name
+            to seconds, or None for none), overriding the classes' ``heartbeat_interval``.
 
     Returns:
         The findings, in the order of the states in the definition.
@@ -125,7 +129,13 @@ def check_definition(
         ConfigurationError: the definition is not JSON or has no ``States``, or the
             activities cannot be served together (see :func:`activities.registry.task_lists`).
     """
-    findings, _ = _run(definition, activities, prefix=prefix, task_lists=task_lists)
+    findings, _ = _run(
+        definition,
+        activities,
+        prefix=prefix,
+        task_lists=task_lists,
+        heartbeat_intervals=heartbeat_intervals,
+    )
     return findings
 
 
@@ -135,6 +145,7 @@ def _run(
     *,
     prefix: str,
     task_lists: Mapping[str, Sequence[str]] | None,
+    heartbeat_intervals: Mapping[str, float | None] | None = None,
 ) -> tuple[list[Finding], int]:
     """:func:`check_definition`'s findings, and how many activity states were checked."""
     if isinstance(definition, str):
@@ -152,6 +163,7 @@ def _run(
         {task_list.rpartition(":")[2]: cls for task_list, cls in served.items()},
         _known_errors(activities),
         prefix,
+        intervals_of({cls.name: cls for cls in activities}, heartbeat_intervals),
     )
     findings = list(checker.states(definition["States"], ""))
     return findings, checker.checked
@@ -160,9 +172,16 @@ def _run(
 class _Checker:
     """The rules, applied state by state; ``checked`` counts the activity states matched."""
 
-    def __init__(self, served: dict[str, type[Activity]], errors: set[str], prefix: str) -> None:
+    def __init__(
+        self,
+        served: dict[str, type[Activity]],
+        errors: set[str],
+        prefix: str,
+        intervals: Mapping[str, float | None],
+    ) -> None:
         self.served = served
         self.prefix = prefix
+        self.intervals = intervals
         self.errors = errors
         self.checked = 0
 
@@ -201,7 +220,7 @@ class _Checker:
         if cls is None:
             yield Finding(path, "error", self._unserved(name))
             return
-        yield from _heartbeats(path, state, cls)
+        yield from _heartbeats(path, state, cls, self.intervals[cls.name])
 
     def _unserved(self, name: str) -> str:
         message = (
@@ -254,14 +273,19 @@ class _Checker:
                         )
 
 
-def _heartbeats(path: str, state: Mapping[str, Any], cls: type[Activity]) -> Iterator[Finding]:
-    """The heartbeat rules of an activity state served by ``cls``."""
+def _heartbeats(
+    path: str, state: Mapping[str, Any], cls: type[Activity], interval: float | None
+) -> Iterator[Finding]:
+    """The heartbeat rules of an activity state served by ``cls``.
+
+    ``interval`` is the seconds between its automatic heartbeats: its
+    ``heartbeat_interval``, or the worker's override.
+    """
     if "HeartbeatSecondsPath" in state:
         return  # set by the execution's input: nothing to hold it against here
     seconds = state.get("HeartbeatSeconds")
     if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)):
         return  # a JSONata expression, read at run time
-    interval = cls.heartbeat_interval
     declared = cls.heartbeat_seconds
     if declared is not None and seconds != declared:
         state_says = "no HeartbeatSeconds" if seconds is None else f"HeartbeatSeconds {seconds}"
@@ -289,9 +313,9 @@ def _heartbeats(path: str, state: Mapping[str, Any], cls: type[Activity]) -> Ite
             f"HeartbeatSeconds {seconds} is at or below {cls.name}'s heartbeat_interval "
             f"({interval:g} s): its heartbeats come too late and every task that runs longer "
             f"fails with States.Timeout; raise HeartbeatSeconds to {int(3 * interval)} or "
-            f"lower heartbeat_interval below {seconds / 3:g}",
+            f"lower heartbeat_interval to {seconds / 3:.3g}",
         )
-    elif _sends_no_heartbeat(cls):
+    elif interval is None and _sends_no_heartbeat(cls):
         yield Finding(
             path,
             "warning",
@@ -314,12 +338,10 @@ def _timeout(state: Mapping[str, Any]) -> str:
 def _sends_no_heartbeat(cls: type[Activity]) -> bool:
     """Whether ``cls`` surely sends no heartbeat; a source that cannot be read is not sure.
 
-    It sends one with ``heartbeat_interval``, a generator ``run()``, or a call of a
-    ``heartbeat`` anywhere in the class (a helper method may make it) or in the function
+    Besides a ``heartbeat_interval``, it sends one with a generator ``run()``, or a call
+    of a ``heartbeat`` anywhere in the class (a helper method may make it) or in the function
     of a function activity.
     """
-    if cls.heartbeat_interval is not None:
-        return False
     run = inspect.unwrap(cls.run)
     if inspect.isgeneratorfunction(run) or inspect.isasyncgenfunction(run):
         return False

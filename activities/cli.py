@@ -310,7 +310,11 @@ def _check(args: argparse.Namespace, definition: object, activities: list[type[A
         msg = f"{args.definition} has no States: it is not an Amazon States Language definition"
         raise ConfigurationError(msg)
     findings, checked = run_check(
-        definition, activities, prefix=args.prefix, task_lists=args.task_list
+        definition,
+        activities,
+        prefix=args.prefix,
+        task_lists=args.task_list,
+        heartbeat_intervals=args.heartbeat_interval,
     )
     for finding in findings:
         print(finding)

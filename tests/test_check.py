@@ -300,6 +300,17 @@ class TestHeartbeats:
         hidden = type("Hidden", (Activity,), {"run": namespace["run"]})
         assert check(machine(A=task("Hidden", HeartbeatSeconds=60)), [hidden]) == []
 
+    def test_the_workers_heartbeat_intervals_override_the_classes(self) -> None:
+        resize = machine(A=task("Resize", HeartbeatSeconds=30))
+        (finding,) = check(resize, ACTIVITIES, heartbeat_intervals={"Resize": 45})
+        assert "at or below Resize's heartbeat_interval (45 s)" in finding.message
+        (finding,) = check(resize, ACTIVITIES, heartbeat_intervals={"Resize": None})
+        assert "Resize sends no heartbeat" in finding.message
+        echo = machine(A=task("Echo", HeartbeatSeconds=30))
+        assert check(echo, ACTIVITIES, heartbeat_intervals={"Echo": 10}) == []
+        with pytest.raises(ConfigurationError, match="'Nope' is not an activity being served"):
+            check(echo, ACTIVITIES, heartbeat_intervals={"Nope": 10})
+
     def test_heartbeat_seconds_from_the_input_is_not_held(self) -> None:
         definition = machine(A=task("Resize", HeartbeatSecondsPath="$.heartbeat"))
         assert check(definition, ACTIVITIES) == []
@@ -448,6 +459,12 @@ class TestCommand:
         assert main(["check", MODULE, path, "--prefix", "dev-", "--task-list", "Ship=ship-eu"]) == 0
         assert main(["check", MODULE, path, "--task-list", "Ship=ship-eu"]) == 1
         assert "is the prefix 'dev-' missing?" in capsys.readouterr().out
+
+    def test_heartbeat_intervals_are_the_workers(self, tmp_path: Path) -> None:
+        path = self.write(tmp_path, machine(A=task("Echo", HeartbeatSeconds=30)))
+        assert main(["check", MODULE, path, "--strict"]) == 1
+        assert main(["check", MODULE, path, "--strict", "--heartbeat-interval", "Echo=10"]) == 0
+        assert main(["check", MODULE, path, "--heartbeat-interval", "Echo=30"]) == 1
 
     def test_options_go_before_or_after_the_modules_and_the_definition(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
