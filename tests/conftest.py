@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from typing import TYPE_CHECKING
 
 import botocore.session
@@ -94,6 +97,44 @@ def fake() -> Iterator[FakeStepFunctions]:
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries of polls and outcomes wait a hundredth of a second: tests of retrying stay fast."""
     monkeypatch.setattr(RetryPolicy, "pause", lambda *_: 0.01)
+
+
+#: Set (to anything) to keep the session's temporary directory for a look after the run.
+KEEP_TMP_VARIABLE = "SFN_ACTIVITIES_KEEP_TEST_TMP"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the session a temporary directory of its own, for every process it starts.
+
+    Workers killed on purpose (SIGKILL) cannot clean up after themselves (multiprocessing's
+    ``pymp-*`` folders, LocalStack's state): everything the suite's processes make goes
+    under one directory, ``$TMPDIR`` for the processes the session starts (pytest-xdist's
+    workers included), removed when the session ends.
+    """
+    if getattr(config, "workerinput", None) is not None:
+        return  # a pytest-xdist worker: $TMPDIR is the controller's already
+    session_tmp = tempfile.mkdtemp(prefix="sfn-activities-tests-")
+    config.stash[_SESSION_TMP] = (os.environ.get("TMPDIR"), session_tmp)
+    # For the processes started from now on; this one keeps its own (pytest's tmp_path
+    # stays where it was: under it, AF_UNIX paths in a test's folder grow too long).
+    os.environ["TMPDIR"] = session_tmp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's temporary directory (see :func:`pytest_configure`)."""
+    saved = config.stash.get(_SESSION_TMP, None)
+    if saved is None:
+        return
+    previous, session_tmp = saved
+    if previous is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = previous
+    if not os.environ.get(KEEP_TMP_VARIABLE):
+        shutil.rmtree(session_tmp, ignore_errors=True)
+
+
+_SESSION_TMP = pytest.StashKey[tuple[str | None, str]]()
 
 
 #: Outcomes of the integration tests' calls, counted where the session is reported.

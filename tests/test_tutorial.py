@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from activities._arguments import command_line
 from activities.local import LocalStepFunctions, free_port
 from tests.processes import ROOT
 from tests.waiting import wait_until
@@ -206,7 +207,8 @@ def test_the_install_works_where_the_tutorial_stands(tmp_path: Path) -> None:
         check=False,
     )
     assert ran.returncode == 0, f"{block.where}:\n{ran.stdout}\n{ran.stderr}"
-    assert "{worker,list,register,invoke,local}" in ran.stdout  # what `activities --help` says
+    # What `activities --help` says: the command of this checkout, installed.
+    assert command_line().format_usage() in ran.stdout
     venv = tmp_path / "echo-tutorial" / ".venv"
     installed = subprocess.run(
         [venv / "bin" / "python", "-c", "import activities; print(activities.__version__)"],
