@@ -115,7 +115,7 @@ class AsyncSlots:
         self._life = life
         self._metrics = metrics_of(settings.metrics_dir)
         #: Task lists the pollers may poll: those of async activities.
-        self._among = task_lists_of(control, settings, asynchronous=True)
+        self._among = task_lists_of(control, settings.by_arn, asynchronous=True)
         self._changed = threading.Condition()
         # Positions free for a poll; the last freed is taken first (dict order), so that
         # the positions that poll are few and the others stay free for handed tasks.

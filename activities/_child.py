@@ -234,7 +234,11 @@ class _Serving:
             metrics=metrics_of(settings.metrics_dir),
         )
         # Beside async positions, the slots leave the async task lists to them.
-        among = task_lists_of(self._control, settings, asynchronous=False) if async_slots else None
+        among = (
+            task_lists_of(self._control, settings.by_arn, asynchronous=False)
+            if async_slots
+            else None
+        )
         self._loops = [
             SlotLoop(
                 slot_name,

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 from activities.errors import ActivityDoesNotExist, ServiceError, Throttled
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
+    from activities._activity import Activity
     from activities._control import Control
-    from activities._loop import SlotSettings
     from activities._metrics import Metrics
     from activities._retry import RetryPolicy
     from activities._slotstate import SlotState
@@ -112,14 +112,12 @@ def poll_failed(
 
 
 def task_lists_of(
-    control: Control, settings: SlotSettings, *, asynchronous: bool
+    control: Control, by_arn: Mapping[str, type[Activity]], *, asynchronous: bool
 ) -> tuple[int, ...]:
     """The task lists (indices in ``control``) of the async activities, or of the sync ones.
 
     Where a process has async positions, they poll the first, its slots the second.
     """
     return tuple(
-        index
-        for index, arn in enumerate(control.arns)
-        if settings.by_arn[arn]._is_async() == asynchronous
+        index for index, arn in enumerate(control.arns) if by_arn[arn]._is_async() == asynchronous
     )

@@ -76,7 +76,9 @@ def thread_units(
         client=client,
         heartbeats=heartbeats,
         # Beside async positions, the threads leave the async task lists to them.
-        among=task_lists_of(control, settings, asynchronous=False) if pool.async_tasks else None,
+        among=task_lists_of(control, settings.by_arn, asynchronous=False)
+        if pool.async_tasks
+        else None,
     )
     positions = functools.partial(
         AsyncUnit, settings, control, owner, context, client=client, heartbeats=heartbeats

@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from benchmarks.run import Contender, Scenario
+    from benchmarks.scenario import Contender, Scenario
 
 NOTES = Path(__file__).with_name("notes.md")
 BARS = "benchmarks.svg"  # written beside the report
