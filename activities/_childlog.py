@@ -120,6 +120,30 @@ class PlainFormatter(logging.Formatter):
         return "".join(exception.format()).removesuffix("\n")
 
 
+def _escape_type_name(exception: traceback.TracebackException) -> None:
+    """Escape the exception's type name, as written on its line, if it needs it (rarely).
+
+    Python 3.13 keeps its parts as ``exc_type_module`` and ``exc_type_qualname`` (its
+    ``exc_type`` warns when read); before, the line reads ``exc_type``'s ``__module__`` and
+    ``__qualname__``, so a stand-in class with escaped names takes its place (not for a
+    ``SyntaxError``, whose line the type's own class decides).
+    """
+    fields = exception.__dict__
+    if "exc_type_qualname" in fields:
+        for field in ("exc_type_module", "exc_type_qualname"):
+            if isinstance(fields.get(field), str):
+                fields[field] = one_line(fields[field])
+        return
+    kind = exception.__dict__.get("exc_type")
+    if not isinstance(kind, type) or issubclass(kind, SyntaxError):
+        return
+    module, name = str(kind.__module__), kind.__qualname__
+    if _NEEDS_ESCAPE.search(module + name):
+        stand_in = type("Escaped", (Exception,), {"__module__": one_line(module)})
+        stand_in.__qualname__ = one_line(name)
+        exception.exc_type = stand_in
+
+
 def _escape_messages(exception: traceback.TracebackException, seen: set[int]) -> None:
     """Escape the messages and notes of ``exception`` and of those chained to it, in place."""
     if id(exception) in seen:
@@ -128,6 +152,7 @@ def _escape_messages(exception: traceback.TracebackException, seen: set[int]) ->
     message = getattr(exception, "_str", None)  # CPython's; without it, left as it is
     if isinstance(message, str):
         exception._str = one_line(message)  # type: ignore[attr-defined]
+    _escape_type_name(exception)
     syntax = getattr(exception, "msg", None)  # a SyntaxError's message
     if isinstance(syntax, str):
         exception.msg = one_line(syntax)

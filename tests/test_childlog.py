@@ -253,6 +253,17 @@ class TestPlainFormatter:
         assert "KeyError: 'first\\nFAKE CAUSE'" in lines
         assert not [line for line in lines if line.startswith("FAKE")]
 
+    def test_an_exception_type_named_from_input_stays_on_its_line(self) -> None:
+        """A class made at run time with a name of the input's: its line is still one line."""
+        forged = type("Evil\nFAKE ERROR forged", (Exception,), {"__module__": "m\nFAKE"})
+        try:
+            raise forged("message")
+        except Exception:  # noqa: BLE001 - the class is made above
+            record = logging.makeLogRecord({"msg": "failed", "exc_info": sys.exc_info()})
+        lines = plain_lines(record)
+        assert not [line for line in lines if line.startswith("FAKE")], lines
+        assert lines[-1] == "m\\nFAKE.Evil\\nFAKE ERROR forged: message"
+
     def test_an_exception_whose_str_raises_is_formatted(self) -> None:
         class Unprintable(Exception):
             def __str__(self) -> str:
