@@ -29,6 +29,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from transport._s3calls import default_client, error_code, owner_args, said, transfer_config
 from transport.base import Transport
 from transport.compressed import ENCODING as COMPRESSED_ENCODING
 from transport.compressed import CompressedTransport
@@ -39,16 +40,11 @@ from transport.reference import (
     REFERENCE_KEY,
     REFERENCE_VERSION,
     ReadRules,
-    default_client,
-    error_code,
     is_reference,
-    owner_args,
     read,
     resolve,
     resolve_within,
-    said,
     shown_location,
-    transfer_config,
 )
 
 if TYPE_CHECKING:
