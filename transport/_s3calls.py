@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -253,3 +255,17 @@ def said(exc: Any) -> str:
     """An exception as a cause says it: its S3 error code first, when it has one."""
     code = error_code(exc)
     return f"{code}: {exc}" if code else str(exc)
+
+
+_shared: dict[int, S3Client] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_client() -> S3Client:
+    """The S3 client :func:`~transport.reference.resolve` reads with by default: one per process."""
+    pid = os.getpid()
+    with _shared_lock:
+        client = _shared.get(pid)
+        if client is None:
+            client = _shared[pid] = default_client()
+        return client

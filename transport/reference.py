@@ -20,12 +20,10 @@ Lambda function, a script) with only ``transport`` and boto3. The format is stab
 from __future__ import annotations
 
 import logging
-import os
 import re
-import threading
 from typing import TYPE_CHECKING, Any
 
-from transport._s3calls import default_client, fetch
+from transport._s3calls import fetch, shared_client
 from transport.compressed import ENCODING as COMPRESSED_ENCODING
 from transport.compressed import CompressedTransport
 from transport.default import JSONTransport
@@ -357,20 +355,6 @@ def decoded(decode: Callable[[str], Any], text: str, where: Where) -> Any:
     except Exception as exc:  # noqa: BLE001 - whatever the encoding's decoder raises
         msg = f"{where} is not valid in its encoding: {exc}"
         raise DecodeError(msg) from None
-
-
-_shared: dict[int, S3Client] = {}
-_shared_lock = threading.Lock()
-
-
-def shared_client() -> S3Client:
-    """The S3 client :func:`resolve` reads with by default: one per process."""
-    pid = os.getpid()
-    with _shared_lock:
-        client = _shared.get(pid)
-        if client is None:
-            client = _shared[pid] = default_client()
-        return client
 
 
 def decoder_of(fields: dict[str, Any]) -> Callable[[str], Any]:
