@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 
 from activities import _runner
 from activities._loop import HANDOFF_WAIT, IDLE_WAIT
-from activities._metrics import metrics_of
 from activities._poll import poll_once, task_lists_of
+from activities._processmetrics import metrics_of
 from activities._serving import (
     arrived_late,
     begin,

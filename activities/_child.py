@@ -29,10 +29,10 @@ from activities._delivery import deliver
 from activities._forkserver import STOP_SIGNALS, rename
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
-from activities._metrics import metrics_of
 from activities._outage import Hearing
 from activities._poll import task_lists_of
 from activities._premade import take
+from activities._processmetrics import metrics_of
 from activities._recycling import ProcessLife
 from activities._sfnclient import READ_TIMEOUT, make_client
 from activities._slot import HEARTBEAT_THREADS, heartbeat_threads

@@ -25,8 +25,8 @@ import attrs
 
 from activities import _runner
 from activities._childlog import LogPlan
-from activities._metrics import metrics_of
 from activities._poll import poll_once
+from activities._processmetrics import metrics_of
 from activities._retry import RetryPolicy
 from activities._serving import (
     arrived_late,

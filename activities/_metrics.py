@@ -28,7 +28,6 @@ __all__ = [
     "POLL_RESULTS",
     "RESTART_REASONS",
     "Metrics",
-    "metrics_of",
     "outcome_name",
 ]
 
@@ -85,12 +84,3 @@ class Metrics:
 
 #: The metrics of a worker without ``--metrics-port``.
 NO_METRICS = Metrics()
-
-
-def metrics_of(directory: str | None) -> Metrics:
-    """What this process counts in: under a worker's metrics ``directory``, or nothing."""
-    if directory is None:
-        return NO_METRICS
-    from activities._prometheus import metrics_in  # noqa: PLC0415 - the optional extra
-
-    return metrics_in(directory)

@@ -15,7 +15,8 @@ from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
 from activities._control import Control
-from activities._metrics import NO_METRICS, Metrics, metrics_of
+from activities._metrics import NO_METRICS, Metrics
+from activities._processmetrics import metrics_of
 from activities._prometheus import (
     DIRECTORY_VARIABLE,
     MAX_ERROR_LABELS,
