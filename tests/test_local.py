@@ -279,6 +279,16 @@ class TestReachableFromLoopbackOnly:
             with pytest.raises(ConnectionRefusedError):
                 socket.create_connection((address, local_sfn.port), timeout=5).close()
 
+    def test_another_address_than_its_own_is_refused(self, local_sfn: LocalStepFunctions) -> None:
+        """127.0.0.2 is this machine too: a server bound to every interface answers it.
+
+        Unlike the test above, this one never lacks an address to try, so it proves on any
+        Linux machine that the bind is to 127.0.0.1 alone (the unpatched server answered).
+        """
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", local_sfn.port), timeout=5).close()
+        socket.create_connection(("127.0.0.1", local_sfn.port), timeout=5).close()
+
     def test_it_refuses_to_run_when_it_listens_elsewhere(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     ) -> None:
