@@ -5,6 +5,7 @@
     ActivitiesError                   root: catch this to catch anything of ours
     +-- ActivityDefinitionError       an Activity subclass is malformed (bad name, ...)
     +-- ConfigurationError            what to serve, or how, is wrong (duplicate names, ...)
+    +-- LocalStepFunctionsError       the local Step Functions could not be installed or started
     +-- ActivityError                 raise from run(): its ``error`` names the failure
     |   +-- InvalidInput              the task input is not valid for run()
     |   +-- SerializationError        run()'s result cannot be encoded
@@ -37,6 +38,7 @@ __all__ = [
     "ConfigurationError",
     "InvalidInput",
     "InvalidOutput",
+    "LocalStepFunctionsError",
     "ResultTooLarge",
     "SerializationError",
     "ServiceError",
@@ -95,6 +97,13 @@ class ConfigurationError(ActivitiesError, ValueError):
 
     E.g. two activities with the same name, a module that cannot be imported, or a
     worker setting out of range. The message names the classes or the setting.
+    """
+
+
+class LocalStepFunctionsError(ActivitiesError):
+    """The local endpoint could not be installed or started; the message says how to fix it.
+
+    Raised by :class:`activities.local.LocalStepFunctions`, and importable from there.
     """
 
 

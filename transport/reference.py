@@ -43,7 +43,6 @@ __all__ = [
     "REFERENCE_VERSION",
     "ReadRules",
     "Where",
-    "fetch",
     "is_reference",
     "resolve",
     "resolve_within",
