@@ -25,7 +25,6 @@ import os
 import signal
 import sys
 import threading
-import traceback
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +38,7 @@ from activities._childlog import PlainFormatter
 from activities._invoke import LOCAL_ROLE_ARN, invoke
 from activities._operations import count_before_imports
 from activities._settings import async_tasks_for
+from activities._usermodules import check_findable, pointed, put_on_import_path
 from activities.check import _run as run_check
 from activities.client import ActivityClient, make_client
 from activities.errors import ActivitiesError, ConfigurationError
@@ -59,9 +59,6 @@ __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
 
-#: Where the framework's own modules are: their frames are not where a user's error is.
-_OWN = (str(Path(__file__).resolve().parent) + os.sep,)
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
@@ -73,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _command(args)
     except ActivitiesError as exc:
-        _error(f"{parser.prog} {args.command}: error: {_pointed(exc)}", as_json=as_json)
+        _error(f"{parser.prog} {args.command}: error: {pointed(exc)}", as_json=as_json)
         return EXIT_USAGE
     except Exception:
         if not as_json:
@@ -113,8 +110,8 @@ def _command(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     """``list``, ``register`` or ``worker``: import the modules, then do it."""
     definition = _definition(args.definition) if args.command == "check" else None
-    _import_path(args.path)
-    _check_findable(args.modules, args.path)
+    put_on_import_path(args.path)
+    check_findable(args.modules, args.path)
     activities = discover(*args.modules)
     if not activities:
         msg = f"no activities found in {', '.join(args.modules)}"
@@ -163,81 +160,13 @@ def _error(line: str, *, as_json: bool) -> None:
     print(line, file=sys.stderr)
 
 
-def _pointed(exc: ActivitiesError) -> str:
-    """``exc``'s message, led by ``file:line:`` when a user's module raised it at import.
-
-    The place is the traceback's last frame in a file under the current directory (where
-    the user's modules are), else its last frame outside the framework and Python's import
-    machinery; for a ``SyntaxError``, the place it names. The whole traceback is logged
-    at DEBUG.
-    """
-    cause = exc.__cause__
-    if cause is None:
-        return str(exc)
-    frames = traceback.extract_tb(cause.__traceback__)
-    if not any(frame.filename.startswith("<frozen importlib") for frame in frames):
-        return str(exc)  # not raised by an import
-    logger.debug("the error's traceback", exc_info=cause)
-    if isinstance(cause, SyntaxError) and cause.filename and cause.lineno:
-        return f"{_shown(cause.filename)}:{cause.lineno}: {exc}"
-    theirs = [
-        frame
-        for frame in frames
-        if not frame.filename.startswith("<") and not frame.filename.startswith(_OWN)
-    ]
-    mine = [frame for frame in theirs if _shown(frame.filename) != frame.filename]
-    chosen = mine or theirs
-    if not chosen:
-        return str(exc)
-    return f"{_shown(chosen[-1].filename)}:{chosen[-1].lineno}: {exc}"
-
-
-def _shown(filename: str) -> str:
-    """``filename`` relative to the current directory when it is under it, else as is."""
-    path = Path(filename).resolve()
-    with contextlib.suppress(ValueError):
-        return str(path.relative_to(Path.cwd()))
-    return filename
-
-
-def _import_path(extra: Sequence[str]) -> None:
-    """Put ``--path`` directories, then the current one, first on the import path.
-
-    As ``python -m`` does for the current directory; task processes get the same path.
-    """
-    for directory in reversed([*extra, os.curdir]):
-        path = os.path.abspath(directory)
-        if path in sys.path:
-            sys.path.remove(path)
-        sys.path.insert(0, path)
-
-
-def _check_findable(modules: Sequence[str], extra: Sequence[str]) -> None:
-    """Refuse, in one line, a module that is nowhere on the import path.
-
-    The line names what was looked for where the user's modules are: the current
-    directory and the ``--path`` ones.
-    """
-    for module in modules:
-        top = module.partition(".")[0]
-        if importlib.util.find_spec(top) is None:
-            where = [f"{os.getcwd()} (the current directory)"]
-            where += [os.path.abspath(directory) for directory in extra]
-            msg = (
-                f"cannot import {module!r}: no {top}.py nor {top}/ in {', '.join(where)}, "
-                f"nor elsewhere on sys.path; run the command where it is, or give its "
-                f"directory with --path DIR"
-            )
-            raise ConfigurationError(msg)
-
-
 def _invoke(args: argparse.Namespace) -> int:
     """Run one task of one activity through Step Functions and print what it reports."""
     serve = None
     name = args.name if args.name.startswith("arn:") else args.prefix + args.name
     if args.module:
-        _import_path(args.path)
-        _check_findable(args.module, args.path)
+        put_on_import_path(args.path)
+        check_findable(args.module, args.path)
         served = task_lists(discover(*args.module), prefix=args.prefix)
         serve = served.get(name.rpartition(":")[2])
         if serve is None:
