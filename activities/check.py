@@ -14,7 +14,6 @@ import builtins
 import difflib
 import inspect
 import json
-import re
 import sys
 import textwrap
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 
 from activities import errors as framework_errors
+from activities._asl import STATES_ERRORS, activity_name
 from activities._settings import heartbeat_intervals as intervals_of
 from activities.errors import ActivityError, ConfigurationError
 from activities.function import FunctionActivity
@@ -39,41 +39,11 @@ __all__ = ["Finding", "check_definition"]
 #: ``info`` (a state that could not be checked) never does.
 Severity = Literal["error", "warning", "info"]
 
-#: The error names Step Functions itself raises (the States Language's predefined errors).
-STATES_ERRORS = frozenset(
-    {
-        "States.ALL",
-        "States.BranchFailed",
-        "States.DataLimitExceeded",
-        "States.ExceedToleratedFailureThreshold",
-        "States.HeartbeatTimeout",
-        "States.Http.Socket",
-        "States.IntrinsicFailure",
-        "States.ItemReaderFailed",
-        "States.NoChoiceMatched",
-        "States.ParameterPathFailure",
-        "States.Permissions",
-        "States.QueryEvaluationError",
-        "States.ResultPathMatchFailure",
-        "States.ResultWriterFailed",
-        "States.Runtime",
-        "States.TaskFailed",
-        "States.Timeout",
-    }
-)
-
 #: How close (difflib's ratio) an unknown name must be to a known one to be called a typo.
 CLOSE = 0.8
 
 #: What a state's ``TimeoutSeconds`` is when it sets none.
 DEFAULT_TIMEOUT = 99_999_999
-
-#: A part of an ARN: literal characters but ``:``, and template placeholders (``${...}``).
-_PART = r"(?:\$\{[^}]*\}|[^:$])*"
-_ACTIVITY_ARN = re.compile(
-    rf"^arn:(?P<partition>{_PART}):states:(?P<region>{_PART}):(?P<account>{_PART})"
-    r":activity:(?P<name>.+)$"
-)
 
 
 @attrs.frozen
@@ -203,7 +173,7 @@ class _Checker:
 
     def task(self, path: str, state: Mapping[str, Any]) -> Iterator[Finding]:
         resource = state.get("Resource")
-        name, shown = _activity_name(resource)
+        name, shown = activity_name(resource)
         if name is None:
             if shown is not None:
                 yield Finding(
@@ -365,47 +335,6 @@ def _calls_heartbeat(tree: ast.AST) -> bool:
             if isinstance(function, ast.Name) and function.id == "heartbeat":
                 return True
     return False
-
-
-def _activity_name(resource: object) -> tuple[str | None, str | None]:
-    """The activity name ``resource`` names, or ``(None, shown)`` if it cannot be read.
-
-    ``shown`` is the resource as a finding shows it when it is a template placeholder that
-    may be an activity; it is ``None`` too when the resource is not an activity.
-    """
-    text = _template_text(resource)
-    if text is None:
-        return None, json.dumps(resource) if isinstance(resource, dict) else None
-    match = _ACTIVITY_ARN.match(text)
-    if match is None:
-        if not text.startswith("arn:") and "${" in text:
-            return None, json.dumps(resource) if isinstance(resource, dict) else text
-        return None, None  # a Lambda, an integration (arn:aws:states:::...), or not ours
-    name = match["name"]
-    if "${" in name or ":" in name:
-        return None, json.dumps(resource) if isinstance(resource, dict) else text
-    return name, None
-
-
-def _template_text(resource: object) -> str | None:
-    """``resource`` as one string with placeholders as ``${...}``, or None if unreadable.
-
-    CloudFormation's ``Fn::Sub`` gives its string, ``Fn::Join`` its parts joined (those
-    not strings become placeholders); ``Ref`` and ``Fn::GetAtt`` cannot be read.
-    """
-    if isinstance(resource, str):
-        return resource
-    if not isinstance(resource, dict) or len(resource) != 1:
-        return None
-    ((function, value),) = resource.items()
-    if function == "Fn::Sub":
-        text = value[0] if isinstance(value, list) and value else value
-        return text if isinstance(text, str) else None
-    if function == "Fn::Join" and isinstance(value, list) and len(value) == 2:  # noqa: PLR2004 - [separator, parts]
-        separator, parts = value
-        if isinstance(separator, str) and isinstance(parts, list):
-            return separator.join(part if isinstance(part, str) else "${?}" for part in parts)
-    return None
 
 
 def _known_errors(activities: Sequence[type[Activity]]) -> set[str]:
