@@ -92,14 +92,7 @@ def command_line() -> argparse.ArgumentParser:
         metavar="MIB",
         help="replace a task process whose resident memory exceeds MIB after a task",
     )
-    worker.add_argument(
-        "--heartbeat-interval",
-        type=_pair,
-        action=_Collect,
-        default={},
-        metavar="NAME=SECONDS",
-        help="heartbeat activity NAME every SECONDS, overriding the class (repeatable)",
-    )
+    _add_heartbeat_intervals(worker)
     worker.add_argument(
         "--no-preload",
         dest="preload",
@@ -179,14 +172,7 @@ def command_line() -> argparse.ArgumentParser:
         metavar="DEFINITION",
         help="the state machine definition file (the last positional argument)",
     )
-    checking.add_argument(
-        "--heartbeat-interval",
-        type=_pair,
-        action=_Collect,
-        default={},
-        metavar="NAME=SECONDS",
-        help="as the worker's: activity NAME heartbeats every SECONDS (repeatable)",
-    )
+    _add_heartbeat_intervals(checking)
     checking.add_argument(
         "--strict", action="store_true", help="exit with 1 on warnings too, not only on errors"
     )
@@ -303,6 +289,18 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         ),
     )
     _add_log_level(parser, "INFO")
+
+
+def _add_heartbeat_intervals(parser: argparse.ArgumentParser) -> None:
+    """``--heartbeat-interval NAME=SECONDS``: the worker's, and what ``check`` holds against."""
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=_pair,
+        action=_Collect,
+        default={},
+        metavar="NAME=SECONDS",
+        help="heartbeat activity NAME every SECONDS, overriding the class (repeatable)",
+    )
 
 
 def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
