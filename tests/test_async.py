@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import signal
@@ -408,26 +409,35 @@ class TestAsyncPositions:
         assert wait_until(lambda: polls_waiting(endpoint) >= 1), log.read_text()
         return worker
 
-    def test_one_process_runs_many_async_tasks_at_once(
-        self, bench_endpoint: str, tmp_path: Path
-    ) -> None:
-        """Twenty tasks that return only once twenty run together: one process, one slot."""
+    def gathered(
+        self, endpoint: str, tmp_path: Path, positions: int | None, task: dict[str, Any]
+    ) -> str:
+        """Serve ``task["count"]`` Gathering tasks with ``positions``; each returned the count.
+
+        A Gathering task returns only once ``count`` of them run together. The worker's log.
+        """
         log = tmp_path / "worker.log"
-        worker = self.serve(bench_endpoint, log, 20)
+        worker = self.serve(endpoint, log, positions)
+        count = task["count"]
         try:
-            load = {"activity": "async-Gathering", "count": 20, "input": '{"count": 20}'}
-            bench(bench_endpoint, "Load", load)
+            load = {"activity": "async-Gathering", "count": count, "input": json.dumps(task)}
+            bench(endpoint, "Load", load)
             assert wait_until(
-                lambda: bench(bench_endpoint, "Stats").get("succeeded", 0) == 20, timeout=30
+                lambda: bench(endpoint, "Stats").get("succeeded", 0) == count, timeout=30
             ), log.read_text()
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(30) == 0
         finally:
             worker.kill()
             worker.wait()
-        stats = bench(bench_endpoint, "Stats", {"outputs": True})
-        assert stats["outputs"] == ["20"] * 20
-        text = log.read_text()
+        assert bench(endpoint, "Stats", {"outputs": True})["outputs"] == [str(count)] * count
+        return log.read_text()
+
+    def test_one_process_runs_many_async_tasks_at_once(
+        self, bench_endpoint: str, tmp_path: Path
+    ) -> None:
+        """Twenty tasks that return only once twenty run together: one process, one slot."""
+        text = self.gathered(bench_endpoint, tmp_path, 20, {"count": 20})
         assert "1 process + 20 async tasks" in text
         assert "ready: all 21 slots are up (20 of them async positions)" in text
         assert text.count("succeeded: async-Gathering") == 20
@@ -436,23 +446,7 @@ class TestAsyncPositions:
         self, bench_endpoint: str, tmp_path: Path
     ) -> None:
         """Fifty tasks awaiting 0.2 s that return only once fifty run together: the default."""
-        log = tmp_path / "worker.log"
-        worker = self.serve(bench_endpoint, log, None)
-        try:
-            task = '{"count": 50, "seconds": 0.2}'
-            bench(
-                bench_endpoint, "Load", {"activity": "async-Gathering", "count": 50, "input": task}
-            )
-            assert wait_until(
-                lambda: bench(bench_endpoint, "Stats").get("succeeded", 0) == 50, timeout=30
-            ), log.read_text()
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(30) == 0
-        finally:
-            worker.kill()
-            worker.wait()
-        assert bench(bench_endpoint, "Stats", {"outputs": True})["outputs"] == ["50"] * 50
-        text = log.read_text()
+        text = self.gathered(bench_endpoint, tmp_path, None, {"count": 50, "seconds": 0.2})
         assert "1 process + 100 async tasks" in text
         assert "ready: all 101 slots are up (100 of them async positions)" in text
 
