@@ -5,8 +5,9 @@
 and SIGTERM (the worker alone decides how to drain), sends its log records to the
 worker, makes its client, then runs a :class:`~activities._loop.SlotLoop` per slot and
 its async positions (:class:`~activities._asyncslots.AsyncSlots`), and passes them the
-tasks the worker hands over. It ends when they have: the worker stopped, the process is
-recycled, or the worker's process is gone (the process then finishes its tasks first).
+tasks the worker hands over. It polls nothing. It ends when they have: the worker
+closed its slots (a stop, or a recycling it asked for), or the worker's process is gone
+(the process then finishes and reports its tasks first).
 """
 
 from __future__ import annotations
@@ -25,20 +26,18 @@ from typing import TYPE_CHECKING
 
 from activities._asyncslots import AsyncSlots, async_threads
 from activities._childlog import say_to_stderr, start_logging
-from activities._delivery import deliver
 from activities._forkserver import STOP_SIGNALS, rename
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
 from activities._outage import Hearing
-from activities._poll import task_lists_of
 from activities._premade import take
 from activities._processmetrics import metrics_of
 from activities._recycling import ProcessLife
-from activities._sfnclient import READ_TIMEOUT, make_client
+from activities._serving import GraceWatch
+from activities._sfnclient import make_client
 from activities._slot import HEARTBEAT_THREADS, heartbeat_threads
+from activities._slotstate import Answer
 from activities.client import ActivityClient
-from activities.errors import WorkerCrashed
-from activities.outcome import failure_from_exception
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,7 +48,7 @@ if TYPE_CHECKING:
     from activities._forkserver import StartState
     from activities._heartbeats import Job
     from activities._loop import SlotSettings
-    from activities._slotstate import SlotState
+    from activities._slotstate import Cells
     from activities.task import Task
 
 __all__ = [
@@ -77,13 +76,13 @@ STUCK_DELIVERY_TIMEOUT = 10.0
 
 
 class _Orphan:
-    """Stops the process's polls once the worker's process is gone, and says so, once.
+    """Says, once, that the worker's process is gone.
 
-    Nobody would drain the process or replace it. The tasks in hand are finished and
-    reported first; every slot, in every task process, sees the shared flag. Each task
-    process says so itself, where the line cannot be lost with the worker: the first to
-    notice sets ``control.orphaned``, and a process stopped by it before it noticed on
-    its own says so as it ends.
+    Nobody would drain the process or replace it: its inbox ends (no task comes any
+    more), the tasks in hand are finished and reported, and it exits. Each task process
+    says so itself, where the line cannot be lost with the worker: the first to notice
+    sets ``control.orphaned``, and a process that ended before it noticed on its own
+    says so as it ends.
     """
 
     def __init__(self, control: Control, plan: LogPlan) -> None:
@@ -104,8 +103,6 @@ class _Orphan:
         multiprocessing.connection.wait([parent.sentinel])
         self._control.orphaned.set()
         self.say()
-        self._control.stopping.set()  # shared: the other task processes stop too
-        self._control.drained.set()  # nobody will hand over a task any more
 
     def say(self) -> None:
         """Log, once, that the worker's process is gone, if it is."""
@@ -127,8 +124,9 @@ def child_main(
     *,
     settings: SlotSettings,
     control: Control,
-    slots: list[tuple[str, int, SlotState]],
-    async_slots: list[tuple[str, int, SlotState]] | None = None,
+    cells: Cells,
+    slots: list[tuple[str, int, int]],
+    async_slots: list[tuple[str, int, int]] | None = None,
 ) -> None:
     """A task process: set signals and logging up, make a client, serve the slots."""
     start.apply()
@@ -152,7 +150,11 @@ def child_main(
         sys.exit(1)
     client.hearing = Hearing(control.answered, control.overdue, (slots or async_slots)[0][1])
     serving = _Serving(name, client, conn, lock, settings=settings, control=control)
-    serving.run(inbox, slots, async_slots)
+    serving.run(
+        inbox,
+        [(slot, position, Answer(cells, at)) for slot, position, at in slots],
+        [(slot, position, Answer(cells, at)) for slot, position, at in async_slots],
+    )
     orphan.say()  # stopped by another orphan's flag before noticing: say it too
     if serving.stuck_async():
         logging.shutdown()
@@ -168,8 +170,8 @@ def async_connections(positions: int) -> int:
     """HTTP connections the calls of ``positions`` async positions need at once, at most."""
     if not positions:
         return 0
-    # Their pollers, their outcome threads, the heartbeats.
-    return 2 * async_threads(positions) + HEARTBEAT_THREADS
+    # Their outcome threads, the heartbeats.
+    return async_threads(positions) + HEARTBEAT_THREADS
 
 
 def _make_client(
@@ -193,8 +195,9 @@ def _make_client(
 class _Serving:
     """What a task process runs: its slots' loops and its async positions, until they end.
 
-    It also says what the slots say to the worker (a task to keep, a slot freed), and
-    handles a task found gone that does not stop (the process is replaced).
+    It also says what the slots say to the worker (a slot freed, recycle this process),
+    fails the running tasks at the end of the shutdown grace, and handles a task found
+    gone that does not stop (the process is replaced).
     """
 
     def __init__(
@@ -213,7 +216,9 @@ class _Serving:
         self._lock = lock
         self._settings = settings
         self._control = control
-        self._life = ProcessLife(name, settings.max_tasks, settings.max_memory)
+        self._life = ProcessLife(
+            name, settings.max_tasks, settings.max_memory, on_recycle=self._recycle
+        )
         self._loops: list[SlotLoop] = []
         self._async: AsyncSlots | None = None
         self._runners: dict[object, threading.Thread] = {}
@@ -222,8 +227,8 @@ class _Serving:
     def run(
         self,
         inbox: Connection,
-        slots: list[tuple[str, int, SlotState]],
-        async_slots: list[tuple[str, int, SlotState]],
+        slots: list[tuple[str, int, Answer]],
+        async_slots: list[tuple[str, int, Answer]],
     ) -> None:
         """Start the slots' loops and the async positions; return once they all ended."""
         settings = self._settings
@@ -233,32 +238,28 @@ class _Serving:
             threads=heartbeat_threads(len(slots) + len(async_slots)),
             metrics=metrics_of(settings.metrics_dir),
         )
-        # Beside async positions, the slots leave the async task lists to them.
-        among = (
-            task_lists_of(self._control, settings.by_arn, asynchronous=False)
-            if async_slots
-            else None
-        )
+        grace = GraceWatch(self._control)
         self._loops = [
             SlotLoop(
                 slot_name,
                 self._client,
                 settings=settings,
                 control=self._control,
-                state=state,
+                answer=answer,
                 heartbeats=heartbeats,
-                overflow=self._overflow,
                 freed=self._freed,
                 position=position,
                 life=self._life,
                 send_in_background=len(slots) == 1,
-                among=among,
             )
-            for slot_name, position, state in slots
+            for slot_name, position, answer in slots
         ]
-        takers: dict[int, Callable[[Task], None]] = {
+        for loop in self._loops:
+            grace.add(loop)
+        takers: dict[int, Callable[[int, Task], None]] = {
             loop.position: loop.hand for loop in self._loops
         }
+        closers: dict[int, Callable[[], None]] = {loop.position: loop.close for loop in self._loops}
         if async_slots:
             positions = self._async = AsyncSlots(
                 f"{self._name}.async",
@@ -267,14 +268,18 @@ class _Serving:
                 control=self._control,
                 positions=async_slots,
                 heartbeats=heartbeats,
-                overflow=self._overflow,
                 freed=self._freed,
                 life=self._life,
             )
+            grace.add(positions)
             for position in positions.positions:
                 takers[position] = functools.partial(positions.hand, position)
+                closers[position] = functools.partial(positions.close, position)
         threading.Thread(
-            target=_receive_tasks, args=(inbox, takers), name="sfn-activities-inbox", daemon=True
+            target=_receive_tasks,
+            args=(inbox, takers, closers),
+            name="sfn-activities-inbox",
+            daemon=True,
         ).start()
         # What the imports made lives as long as the process: keep the collector off it.
         gc.freeze()
@@ -296,22 +301,9 @@ class _Serving:
         """Whether an async task found gone ran on past its cancellation."""
         return self._async is not None and self._async.stuck
 
-    def _overflow(self, task: Task, position: int) -> None:
-        if self._tell(("overflow", task, position)):
-            return
-        # Its buffer is gone with the worker, and this slot runs another task: the task
-        # fails at once, by a name a Retry matches, rather than wait for its timeout.
-        failure = failure_from_exception(
-            WorkerCrashed("the worker's process was gone when the task arrived")
-        )
-        logger.warning(
-            "task %s of %s arrived after the worker's process was gone: failing it with %s",
-            task.token_prefix,
-            task.activity_name,
-            failure.error,
-            extra={"activity": task.activity_name, "token_prefix": task.token_prefix},
-        )
-        deliver(self._client, task, failure, give_up=self._control.give_up)
+    def _recycle(self) -> None:
+        """Ask the worker for no more tasks: it closes the slots, which end when done."""
+        self._tell(("recycle",))
 
     def _freed(self) -> None:
         self._tell(("free",))
@@ -338,9 +330,10 @@ class _Serving:
         if loop is not None:
             # The task is gone: nobody is to report it. (Unless it ended meanwhile and the
             # slot runs another: that one it answers for.)
-            taken = loop.state.take(delivering=False, token=job.task.token)
-            if not taken and not loop.state.running_taken():
+            taken = loop.answer.take(token=job.task.token)
+            if taken is None:
                 return
+            loop.answer.reported(taken[0])
         elif self._async is None or not self._async.give_up(job):
             return  # the task ended meanwhile
         # The process is replaced once the tasks of its other slots, and the outcomes in
@@ -360,14 +353,12 @@ class _Serving:
         if first:
             threading.Thread(
                 target=_exit_stuck,
-                args=(self._stuck_loops, self._runners, self._control),
+                args=(self._stuck_loops, self._runners),
                 name="sfn-activities-stuck",
             ).start()
 
 
-def _exit_stuck(
-    stuck: set[SlotLoop], runners: dict[object, threading.Thread], control: Control
-) -> None:
+def _exit_stuck(stuck: set[SlotLoop], runners: dict[object, threading.Thread]) -> None:
     """End the process once its other slots ended; the stuck tasks' threads die with it.
 
     ``stuck`` may grow meanwhile: another task of the process found gone that does not
@@ -377,25 +368,33 @@ def _exit_stuck(
         time.sleep(0.05)
     for loop in list(stuck):
         loop.finish_delivery(STUCK_DELIVERY_TIMEOUT)
-    # A poll of a stuck slot's that is still open may bring a task: it must not be lost.
-    deadline = time.monotonic() + READ_TIMEOUT
-    while time.monotonic() < deadline and any(
-        control.polling(loop.position) >= 0 for loop in list(stuck)
-    ):
-        time.sleep(0.05)
     logging.shutdown()
     os._exit(EXIT_STUCK)
 
 
-def _receive_tasks(inbox: Connection, takers: dict[int, Callable[[Task], None]]) -> None:
-    """Pass the tasks the worker hands over to the slots (or async positions) they are for."""
+def _receive_tasks(
+    inbox: Connection,
+    takers: dict[int, Callable[[int, Task], None]],
+    closers: dict[int, Callable[[], None]],
+) -> None:
+    """Pass the tasks the worker hands over to the slots (or async positions) they are for.
+
+    A message of a position alone closes it: no task comes there any more. When the
+    worker's process is gone the inbox ends, and every slot is closed.
+    """
     while True:
         try:
-            position, task = inbox.recv()
+            message = inbox.recv()
         except (EOFError, OSError):
-            return
+            break
         try:
-            takers[position](task)
+            if len(message) == 1:
+                closers[message[0]]()
+            else:
+                position, number, task = message
+                takers[position](number, task)
         except Exception:
-            # The slot holds it: the worker fails it with WorkerCrashed if the process ends.
-            logger.exception("task %s could not be started", task.token_prefix)
+            # The worker's record holds it: it fails it with WorkerCrashed if the process ends.
+            logger.exception("a message of the worker's could not be handled")
+    for close in closers.values():
+        close()

@@ -32,13 +32,14 @@ PERSISTENT_ERROR_WINDOW = 60.0
 PERSISTENT_ERROR_ATTEMPTS = 5
 
 
-def deliver(  # noqa: PLR0911 - each way an outcome ends is a return of its own
+def deliver(
     client: ActivityClient,
     task: Task,
     outcome: Outcome,
     *,
     give_up: Flag,
     metrics: Metrics = NO_METRICS,
+    sent: bool = False,
 ) -> bool:
     """Send ``outcome`` for ``task``; ``True`` once Step Functions has taken it.
 
@@ -56,7 +57,9 @@ def deliver(  # noqa: PLR0911 - each way an outcome ends is a return of its own
     Functions refuses becomes an ``activities.SerializationError`` failure, so the task
     never hangs until its timeout. A :class:`~activities.Cancelled` sends nothing.
     ``metrics`` counts each retry, and the outcome Step Functions took (a
-    :class:`~activities.Cancelled` when it said the task was gone).
+    :class:`~activities.Cancelled` when it said the task was gone). ``sent``: another
+    outcome of the task may have landed before (a task process died while sending it);
+    Step Functions' saying the task is closed is then no news, logged at INFO, not counted.
     """
     if not isinstance(outcome, Success | Failure):
         return False
@@ -68,22 +71,7 @@ def deliver(  # noqa: PLR0911 - each way an outcome ends is a return of its own
         try:
             client.send_outcome(task.token, outcome, attempts=1)
         except TaskGone as exc:
-            if unanswered or exc.earlier_may_have_landed:
-                # Not news that the outcome was lost: an attempt before may have landed.
-                logger.warning(
-                    "task %s is no longer known to Step Functions (%s): an earlier attempt "
-                    "of its outcome, unanswered or retried, may have delivered it",
-                    task.token_prefix,
-                    exc,
-                )
-                metrics.task_ended(task, outcome)
-                return False
-            logger.warning(
-                "task %s was closed by Step Functions before its outcome arrived: %s",
-                task.token_prefix,
-                exc,
-            )
-            metrics.task_ended(task, Cancelled(f"closed before its outcome arrived: {exc}"))
+            _gone(task, outcome, exc, sent=sent, unanswered=unanswered, metrics=metrics)
             return False
         except InvalidOutput as exc:
             if not isinstance(outcome, Success):
@@ -116,6 +104,35 @@ def deliver(  # noqa: PLR0911 - each way an outcome ends is a return of its own
             continue
         metrics.task_ended(task, outcome)
         return True
+
+
+def _gone(
+    task: Task, outcome: Outcome, exc: TaskGone, *, sent: bool, unanswered: bool, metrics: Metrics
+) -> None:
+    """Say that Step Functions no longer knows the task, and count how it ended."""
+    if sent:
+        logger.info(
+            "task %s was closed already: the outcome its process sent landed (%s)",
+            task.token_prefix,
+            exc,
+        )
+        return
+    if unanswered or exc.earlier_may_have_landed:
+        # Not news that the outcome was lost: an attempt before may have landed.
+        logger.warning(
+            "task %s is no longer known to Step Functions (%s): an earlier attempt "
+            "of its outcome, unanswered or retried, may have delivered it",
+            task.token_prefix,
+            exc,
+        )
+        metrics.task_ended(task, outcome)
+        return
+    logger.warning(
+        "task %s was closed by Step Functions before its outcome arrived: %s",
+        task.token_prefix,
+        exc,
+    )
+    metrics.task_ended(task, Cancelled(f"closed before its outcome arrived: {exc}"))
 
 
 def _past_persistence(times: list[float]) -> bool:
@@ -177,12 +194,12 @@ class BackgroundDelivery:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
-    def send(self, task: Task, outcome: Outcome) -> None:
-        """Deliver ``outcome`` for ``task`` from a new thread."""
+    def send(self, task: Task, outcome: Outcome, *, sent: bool = False) -> None:
+        """Deliver ``outcome`` for ``task`` from a new thread (``sent``: see :func:`deliver`)."""
         thread = threading.Thread(
             target=deliver,
             args=(self._client, task, outcome),
-            kwargs={"give_up": self._give_up, "metrics": self._metrics},
+            kwargs={"give_up": self._give_up, "metrics": self._metrics, "sent": sent},
             name="sfn-activities-fail",
             daemon=True,
         )

@@ -1,15 +1,12 @@
-"""A slot's life: poll for tasks, run them with heartbeats, deliver their outcomes.
+"""A slot's life: run the tasks the worker hands it, with heartbeats, and deliver their outcomes.
 
 :class:`SlotLoop` is the same in a task process and in a thread of the worker's process
-(:mod:`activities._slot` starts it in either). It has two threads: the *poller*
-long-polls a busy task list whenever the slot is free (see
-:meth:`~activities._control.Control.choose`) and runs the task its poll brings at once,
-in its own thread; the *runner* runs the tasks the worker hands over from its buffer
-(:mod:`activities._handoff`), which a poll elsewhere brought. The slot runs one task at a
-time either way, and never in a process's main thread. A task the slot's own poll brings
-while the slot was handed one meanwhile goes to that buffer. A slot in a process of its
-own sends an outcome from a thread while it already polls for its next task: at a real
-network round trip that doubles what one process serves.
+(:mod:`activities._slot` starts it in either). The worker's own process polls
+(:mod:`activities._poll`) and hands each task to a free slot (:mod:`activities._handoff`);
+the slot runs one task at a time, in a thread of its own (never a process's main
+thread), and reports it. A slot in a process of its own sends an outcome from a thread
+while it already runs its next task: at a real network round trip that doubles what one
+process serves. It ends when the worker says no more tasks will come (:meth:`close`).
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import queue
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -25,7 +21,6 @@ import attrs
 
 from activities import _runner
 from activities._childlog import LogPlan
-from activities._poll import poll_once
 from activities._processmetrics import metrics_of
 from activities._retry import RetryPolicy
 from activities._serving import (
@@ -36,13 +31,14 @@ from activities._serving import (
     past_grace,
     report,
     settle,
+    shutdown_failure,
     start_on_loop,
 )
 from activities._sfnclient import CALL_TIMEOUT
 from activities.outcome import failure_from_exception
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Mapping
 
     from mypy_boto3_stepfunctions import SFNClient
 
@@ -50,7 +46,7 @@ if TYPE_CHECKING:
     from activities._control import Control
     from activities._heartbeats import Heartbeats, Job
     from activities._recycling import ProcessLife
-    from activities._slotstate import SlotState
+    from activities._slotstate import Answer
     from activities.client import ActivityClient
     from activities.outcome import Outcome
     from activities.task import Task
@@ -58,12 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["SlotLoop", "SlotSettings"]
 
 logger = logging.getLogger(__name__)
-
-#: Seconds a free slot waits before it looks again for a task list that needs a poll.
-IDLE_WAIT = 0.05
-
-#: Seconds a free slot waits for a task the worker is handing over before it polls.
-HANDOFF_WAIT = 0.005
 
 
 @attrs.frozen
@@ -98,26 +88,22 @@ class SlotSettings:
 
 
 class SlotLoop:
-    """One slot's life: poll, run, deliver, until the worker stops (or its process recycles).
+    """One slot's life: run the tasks handed to it and deliver their outcomes, until closed.
 
     Args:
         name: the slot's name, for logs.
-        client: the client to poll and report with.
+        client: the client to heartbeat and report with.
         settings: the worker's settings.
         control: the worker's shared flags.
-        state: where the slot shows the task it answers for.
+        answer: who reports the slot's running task (see :class:`~activities._slotstate.Answer`).
         heartbeats: the heartbeats of this process.
-        overflow: takes a task the slot's own poll brought while the slot was busy (it
-            goes to the worker's hand-off buffer).
         freed: tells the worker the slot is free while tasks wait for one.
         position: the slot's place in the worker (0 to slots - 1); a replacement takes
             the place of the slot it replaces.
-        life: the slot is in a task process, which may be recycled: then the slot takes
-            no new task and ends.
-        send_in_background: send an outcome from a thread while polling for the next
-            task (a slot alone in its process: its two round trips overlap).
-        among: the task lists (indices in ``control``) the slot polls, ``None`` for all:
-            beside async positions, those of sync activities only.
+        life: the slot is in a task process, which may be recycled (see
+            :class:`~activities._recycling.ProcessLife`).
+        send_in_background: send an outcome from a thread while running the next task
+            (a slot alone in its process: its two round trips overlap).
     """
 
     def __init__(
@@ -127,40 +113,28 @@ class SlotLoop:
         *,
         settings: SlotSettings,
         control: Control,
-        state: SlotState,
+        answer: Answer,
         heartbeats: Heartbeats,
-        overflow: Callable[[Task, int], None],
         freed: Callable[[], None] = lambda: None,
         position: int = 0,
         life: ProcessLife | None = None,
         send_in_background: bool = False,
-        among: Sequence[int] | None = None,
     ) -> None:
         self.name = name
         self.position = position
-        self.state = state
         #: The task running now, if any.
         self.job: Job | None = None
         self._client = client
         self._settings = settings
         self._control = control
-        self._state = state
+        self._answer = answer
         self._heartbeats = heartbeats
-        self._overflow = overflow
         self._freed = freed
-        self._position = position
-        self._index = {arn: index for index, arn in enumerate(control.arns)}
-        self._turn = position  # where choosing a task list starts: slots spread out
-        self._among = among
         self._life = life
         self._metrics = metrics_of(settings.metrics_dir)
         self._instances: dict[type[Activity], Activity] = {}
-        self._inbox: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
-        self._changed = threading.Condition()
-        self._poller: threading.Thread | None = None
-        self._expected = False  # waited once for a task being handed over
-        self._reason = "stopped"
-        # A slot alone in its process sends an outcome from a thread while it polls for the
+        self._inbox: queue.SimpleQueue[tuple[int, Task] | None] = queue.SimpleQueue()
+        # A slot alone in its process sends an outcome from a thread while it runs the
         # next task: the two round trips overlap. Slots with others around them need not.
         self._sender = (
             ThreadPoolExecutor(1, thread_name_prefix="sfn-activities-outcome")
@@ -169,117 +143,61 @@ class SlotLoop:
         )
         self._pending: Future[None] | None = None
 
+    @property
+    def answer(self) -> Answer:
+        """Who reports the slot's running task."""
+        return self._answer
+
     def run(self) -> str:
-        """Run the slot's tasks (in this thread) until it ends; why it ended.
-
-        The poller runs in a thread of its own; it ends when the worker stops or the
-        slot is worn out, and the runner ends once no task can reach the slot any more.
-        """
-        self._poller = threading.Thread(
-            target=self._poll_loop, name=f"sfn-activities-{self.name}-poll", daemon=True
-        )
-        self._poller.start()
-        ended = False
-        while True:
-            task = self._inbox.get()
-            if task is None:
-                ended = True
-            else:
-                self._run_here(task)
-            # After the poller's end, a task the worker handed over may still be on its way.
-            if ended and (self._state.free() or self._state.retired()):
-                break
+        """Run the tasks handed to the slot (in this thread) until it is closed; why it ended."""
+        while (handed := self._inbox.get()) is not None:
+            self._serve(*handed)
+            if self._control.tasks_waiting():
+                self._freed()
         self.finish_delivery()
-        return self._reason
+        return "stopped"
 
-    def _run_here(self, task: Task) -> None:
-        """Run a task the slot holds in this thread; then the slot is free."""
-        self._serve(task)
-        self._notify()
-        if self._control.tasks_waiting():
-            self._freed()
+    def hand(self, number: int, task: Task) -> None:
+        """Run ``task``, the worker's ``number``-th for this slot, next."""
+        self._inbox.put((number, task))
 
-    def hand(self, task: Task) -> None:
-        """Run ``task`` next; the slot holds it already (see ``SlotState.try_hold``)."""
-        self._inbox.put(task)
-        self._notify()
+    def close(self) -> None:
+        """No task comes after those handed: the slot ends once they are done."""
+        self._inbox.put(None)
 
     def finish_delivery(self, timeout: float | None = None) -> None:
         """Wait (up to ``timeout``) until the outcome sent in the background is sent."""
         if self._pending is not None:
             concurrent.futures.wait([self._pending], timeout)
 
-    # -- the poller -----------------------------------------------------------------------
-
-    def _poll_loop(self) -> None:
-        try:
-            while not self._control.stopping.is_set():
-                if self._life is not None and self._life.recycling.is_set():
-                    self._state.retire()  # unless it runs a task: then once it is free
-                if self._state.retired():
-                    self._reason = "worn out"  # see _serve
-                    return
-                if not self._state.free():
-                    self._idle()
-                    continue
-                if self._control.tasks_waiting() and not self._expected:
-                    # A waiting task is about to be handed to a free slot, maybe this one:
-                    # a poll now could bring a second task with nowhere to go.
-                    self._expected = True
-                    self._idle(HANDOFF_WAIT)
-                    continue
-                self._expected = False
-                index = self._control.choose(self._turn, self._among)
-                self._turn += 1
-                if index < 0:
-                    self._idle()
-                elif (task := self._poll(index)) is not None:
-                    self._run_here(task)
-            # Stopping: tasks in the worker's buffer may still come here, until it is empty.
-            while not (self._control.drained.is_set() or self._control.past_deadline.is_set()):
-                self._control.drained.wait(IDLE_WAIT)
-        except Exception:
-            logger.exception("%s: the poller failed; the slot ends", self.name)
-            self._reason = "poller failed"
-            self._state.retire()
-            if self._life is not None:
-                # Its process is replaced as a whole, once its other slots are done.
-                self._life.recycle(f"{self.name} ended: replacing its process")
-        finally:
-            self._inbox.put(None)
-
-    def _idle(self, timeout: float = IDLE_WAIT) -> None:
-        with self._changed:
-            self._changed.wait(timeout)
-
-    def _notify(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
-
-    def _poll(self, index: int) -> Task | None:
-        """Long-poll task list ``index`` once, if the slot is still free to.
-
-        The task it brings is held by the slot; returned if it is to run in this thread.
-        """
-        return poll_once(
+    def at_grace(self) -> None:
+        """The shutdown grace ended: fail the running task, if any, from here."""
+        taken = self._answer.take()
+        if taken is None:
+            return
+        number, task = taken
+        failure = shutdown_failure(task, task.activity_name)
+        self.finish_delivery()  # what it reported before, first
+        report(
             self._client,
-            self._control,
-            self._state,
-            self._position,
-            index,
+            self._answer,
+            number,
+            task,
+            failure,
+            control=self._control,
             metrics=self._metrics,
-            overflow=self._overflow,
         )
 
     # -- the runner -----------------------------------------------------------------------
 
-    def _serve(self, task: Task) -> None:
+    def _serve(self, number: int, task: Task) -> None:
         activity = self._settings.by_arn[task.activity_arn]
+        self._answer.begin(number, task)
         late = arrived_late(task, activity, self._control)
         if late is not None:
             self.finish_delivery()
-            if self._state.start_delivering():
-                self._deliver(task, late)
+            if self._answer.finish(number):
+                self._deliver(number, task, late)
             return
         job = self.job = begin(
             task,
@@ -293,20 +211,25 @@ class SlotLoop:
         finally:
             self.job = None
         outcome = conclude(job, outcome, heartbeats=self._heartbeats, metrics=self._metrics)
-        # A slot of a process being recycled is retired as it frees, so that no task is
-        # handed to it after.
-        retire = self._life is not None and self._life.task_done()
+        if self._life is not None:
+            self._life.task_done()  # a process to recycle asks the worker for no more tasks
         self.finish_delivery()  # one outcome in flight at most
-        if not settle(self._state, task, outcome, retire=retire, metrics=self._metrics):
+        if not settle(self._answer, number, task, outcome, metrics=self._metrics):
             return
         if self._sender is None:
-            self._deliver(task, outcome)
+            self._deliver(number, task, outcome)
         else:
-            self._pending = self._sender.submit(self._deliver, task, outcome)
+            self._pending = self._sender.submit(self._deliver, number, task, outcome)
 
-    def _deliver(self, task: Task, outcome: Outcome) -> None:
+    def _deliver(self, number: int, task: Task, outcome: Outcome) -> None:
         report(
-            self._client, self._state, task, outcome, control=self._control, metrics=self._metrics
+            self._client,
+            self._answer,
+            number,
+            task,
+            outcome,
+            control=self._control,
+            metrics=self._metrics,
         )
 
     def _run(self, job: Job) -> Outcome:

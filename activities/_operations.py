@@ -136,7 +136,10 @@ class Operations:
         from activities._prometheus import LiveMetrics, exposition  # noqa: PLC0415
 
         assert self._directory is not None  # noqa: S101 - prepared
-        directory, live = self._directory, LiveMetrics(control, names, async_positions)
+        directory, live = (
+            self._directory,
+            LiveMetrics(handoff, names, control.slots, async_positions),
+        )
         self.metrics().start_at_zero(sorted(set(names)))
 
         def alive() -> str | None:
@@ -153,7 +156,7 @@ class Operations:
                 return "not ready: the worker is stopping"
             if not started.is_set():
                 return "not ready: the slots are starting"
-            if control.all_failing():
+            if handoff.lists.all_failing():
                 return "not ready: the last poll of every task list failed"
             return None
 

@@ -7,8 +7,8 @@ ended. :func:`thread_units` makes them in the worker's own process (``threads`` 
 :class:`~activities._slot.AsyncUnit` for the async positions; :func:`process_units` makes
 a :class:`~activities._process.TaskProcess` per process, with its slots and its async
 positions, forked from the forkserver :func:`start_forkserver` starts. What the slots share
-(:class:`~activities._control.Control`, each slot's
-:class:`~activities._slotstate.SlotState`) is made in the context :func:`thread_context`
+with the worker (:class:`~activities._control.Control`, each unit's
+:class:`~activities._slotstate.Cells`) is made in the context :func:`thread_context`
 gives for the first, the forkserver's for the second.
 """
 
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 from activities._child import task_process_connections
 from activities._forkserver import can_fork, preload_modules, task_process_context
 from activities._heartbeats import Heartbeats
-from activities._poll import task_lists_of
 from activities._premade import premake
 from activities._process import TaskProcess
+from activities._serving import GraceWatch
 from activities._slot import AsyncUnit, ThreadSlot, thread_heartbeats
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ def thread_units(
 ) -> tuple[Callable[[list[int]], Unit], Heartbeats]:
     """The units of the worker's own process, and the heartbeats their tasks share."""
     heartbeats = thread_heartbeats(client, pool.concurrency, metrics=metrics)
+    grace = GraceWatch(control)
     thread = functools.partial(
         ThreadSlot,
         settings,
@@ -75,13 +76,17 @@ def thread_units(
         context,
         client=client,
         heartbeats=heartbeats,
-        # Beside async positions, the threads leave the async task lists to them.
-        among=task_lists_of(control, settings.by_arn, asynchronous=False)
-        if pool.async_tasks
-        else None,
+        grace=grace,
     )
     positions = functools.partial(
-        AsyncUnit, settings, control, owner, context, client=client, heartbeats=heartbeats
+        AsyncUnit,
+        settings,
+        control,
+        owner,
+        context,
+        client=client,
+        heartbeats=heartbeats,
+        grace=grace,
     )
 
     def make(at: list[int]) -> Unit:

@@ -1,4 +1,4 @@
-"""Task processes: children of the worker that poll for and run tasks, in slots.
+"""Task processes: children of the worker that run the tasks it hands them, in slots.
 
 A task process is forked from the worker's forkserver (:mod:`activities._forkserver`)
 and lives long: it makes its own Step Functions client and runs one
@@ -15,8 +15,8 @@ A task process is *recycled* (:mod:`activities._recycling`) after
 ``max_tasks_per_process`` tasks, above ``max_memory_per_process``, or when a task found
 gone does not stop: its slots take no new task, those running finish and are reported,
 then it exits and the worker replaces it. The worker hears from it through a pipe
-(ready, log records, a task its own poll brought while its slot was busy, a slot freed)
-and hands it tasks through another.
+(ready, log records, a slot freed, recycle me) and hands it tasks through another; the
+record of which task is where is the worker's (:mod:`activities._slotstate`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from activities._child import EXIT_STUCK, child_main
 from activities._forkserver import StartState
-from activities._slotstate import SlotState
+from activities._slotstate import Cells, SlotState
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -76,24 +76,25 @@ class TaskProcess:
         self.name = f"process-{next(_ids)}"
         self.ready = False
         self._owner = owner
+        cells = Cells(context, len(positions) + len(async_positions))
         self._slots = [
             ProcessSlot(
                 self,
                 position,
-                SlotState(context, control, position),
+                SlotState(cells, at),
                 name=self.name if len(positions) == 1 else f"{self.name}.{number}",
             )
-            for number, position in enumerate(positions, 1)
+            for at, (number, position) in enumerate(enumerate(positions, 1))
         ]
         self._async = [
             ProcessSlot(
                 self,
                 position,
-                SlotState(context, control, position),
+                SlotState(cells, at),
                 name=f"{self.name}.async-{number}",
                 takes_sync=False,
             )
-            for number, position in enumerate(async_positions, 1)
+            for at, (number, position) in enumerate(enumerate(async_positions, 1), len(positions))
         ]
         self._conn, child_conn = context.Pipe(duplex=False)
         inbox, self._inbox = context.Pipe(duplex=False)
@@ -105,8 +106,9 @@ class TaskProcess:
             kwargs={
                 "settings": settings,
                 "control": control,
-                "slots": [(slot.name, slot.position, slot.state) for slot in self._slots],
-                "async_slots": [(slot.name, slot.position, slot.state) for slot in self._async],
+                "cells": cells,
+                "slots": [(slot.name, slot.position, slot.state.at) for slot in self._slots],
+                "async_slots": [(slot.name, slot.position, slot.state.at) for slot in self._async],
             },
             name=f"sfn-activities-{self.name}",
             daemon=True,
@@ -140,13 +142,22 @@ class TaskProcess:
         """Whether the process still runs."""
         return self.process.is_alive()
 
-    def send(self, position: int, task: Task) -> None:
-        """Send ``task``, held by the slot at ``position`` already, to the process."""
+    def send(self, position: int, number: int, task: Task) -> None:
+        """Send ``task``, recorded as the slot's ``number``-th already, to the process.
+
+        If the process is gone, the worker fails the task as it fails the process's
+        others (see ``SlotOwner.on_exit``).
+        """
         try:
             with self._inbox_lock:
-                self._inbox.send((position, task))
+                self._inbox.send((position, number, task))
         except (OSError, ValueError):
-            logger.warning("%s is gone: task %s goes with it", self.name, task.token_prefix)
+            logger.debug("%s is gone: task %s goes with it", self.name, task.token_prefix)
+
+    def close_slot(self, position: int) -> None:
+        """Tell the process that no task comes to ``position`` after those sent."""
+        with contextlib.suppress(OSError, ValueError), self._inbox_lock:
+            self._inbox.send((position,))
 
     def _read(self) -> None:
         while True:
@@ -160,8 +171,8 @@ class TaskProcess:
                     logging.getLogger(record.name).handle(record)
                 elif message[0] == "free":
                     self._owner.on_free()
-                elif message[0] == "overflow":
-                    self._owner.on_overflow(message[1], message[2])
+                elif message[0] == "recycle":
+                    self._owner.on_recycle(self)
                 elif message[0] == "ready":
                     self.ready = True
                     self._owner.on_ready(self)
@@ -173,7 +184,7 @@ class TaskProcess:
         self._conn.close()
         self._inbox.close()
         for slot in self.slots:
-            slot.state.retire()  # no task is handed to a dead process from now on
+            slot.state.close()  # no task is handed to a dead process from now on
         self._owner.on_exit(self, exit_reason(self.process.exitcode), was_ready=self.ready)
 
 
@@ -228,12 +239,18 @@ class ProcessSlot:
         return self._process.ready
 
     def offer(self, task: Task, index: int) -> bool:
-        """Hold ``task`` in the slot's state and send it to the process; ``False`` if busy.
+        """Record ``task`` as the slot's and send it to the process; ``False`` if busy.
 
-        Once held, the task is the slot's: if the process dies before it is done, the
-        worker fails it with ``activities.WorkerCrashed``.
+        Once recorded, the task is the slot's: if the process dies before it is reported,
+        the worker fails it with ``activities.WorkerCrashed``.
         """
-        if not self.state.try_hold(task.activity_arn, task.token, index):
+        number = self.state.hold(task, index)
+        if number is None:
             return False
-        self._process.send(self.position, task)
+        self._process.send(self.position, number, task)
         return True
+
+    def close(self) -> None:
+        """Hand the slot no more tasks: it ends once those sent are done."""
+        self.state.close()
+        self._process.close_slot(self.position)

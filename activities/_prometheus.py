@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
     from prometheus_client.registry import Collector
 
-    from activities._control import Control
+    from activities._handoff import HandOff
     from activities.outcome import Outcome
     from activities.task import Task
 
@@ -315,30 +315,38 @@ class PrometheusMetrics(Metrics):
 
 
 class LiveMetrics:
-    """What the worker's shared state says at a scrape: slots, tasks running and waiting.
+    """What the worker's record says at a scrape: slots, tasks running and waiting.
 
     Args:
-        control: the worker's shared state.
-        names: the activity's name of each task list, in ``control``'s order.
-        async_positions: the positions in ``control`` that are async positions: counted
-            under ``kind="async"``, the slots under ``kind="slot"``.
+        handoff: the worker's hand-off, which keeps the record.
+        names: the activity's name of each task list, in the hand-off's order.
+        slots: how many slots (and async positions) the worker has.
+        async_positions: the positions that are async positions: counted under
+            ``kind="async"``, the slots under ``kind="slot"``.
     """
 
     def __init__(
-        self, control: Control, names: list[str], async_positions: Sequence[int] = ()
+        self,
+        handoff: HandOff,
+        names: list[str],
+        slots: int,
+        async_positions: Sequence[int] = (),
     ) -> None:
-        self._control = control
+        self._handoff = handoff
         self._names = names
         positions = set(async_positions)
         self._kinds = [
-            ("slot", [at for at in range(control.slots) if at not in positions]),
+            ("slot", [at for at in range(slots) if at not in positions]),
             ("async", sorted(positions)),
         ]
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """The gauges, read now."""
-        running = self._control.running_by_task_list()
-        cells = self._control.running_cells()
+        cells = self._handoff.running_cells()
+        running = [0] * len(self._names)
+        for index in cells:
+            if index >= 0:
+                running[index] += 1
         slots = GaugeMetricFamily(
             f"{_NAMESPACE}_slots",
             "Slots (kind slot) and async positions (kind async) running a task (busy) or not "
@@ -361,7 +369,7 @@ class LiveMetrics:
         )
         by_name: dict[str, list[int]] = {}
         for name, count, buffered in zip(
-            self._names, running, self._control.buffered_by_task_list(), strict=True
+            self._names, running, self._handoff.buffered_by_task_list(), strict=True
         ):
             counts = by_name.setdefault(name, [0, 0])
             counts[0] += count

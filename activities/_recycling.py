@@ -1,7 +1,7 @@
 """When a task process is recycled: after so many tasks, above so much memory, or stuck.
 
-A recycled process takes no new task: its slots retire as they free, those running finish
-and are reported, then it exits and the worker starts another in its place
+A recycled process asks the worker for no new task: the worker closes its slots, those
+running finish and are reported, then it exits and the worker starts another in its place
 (:mod:`activities._process`).
 """
 
@@ -10,6 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["ProcessLife"]
 
@@ -23,10 +27,18 @@ class ProcessLife:
         name: the process's name, for logs.
         max_tasks: recycle after this many tasks (of all its slots).
         max_memory: recycle when its resident memory is above this many bytes after a task.
+        on_recycle: asks the worker for no more tasks; called once, as recycling begins.
     """
 
-    def __init__(self, name: str, max_tasks: int | None, max_memory: int | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        max_tasks: int | None,
+        max_memory: int | None,
+        on_recycle: Callable[[], None] = lambda: None,
+    ) -> None:
         self.recycling = threading.Event()
+        self._on_recycle = on_recycle
         self.tasks_done = 0
         self._name = name
         self._max_tasks = max_tasks
@@ -56,6 +68,7 @@ class ProcessLife:
             self.recycling.set()
         if why:
             logger.info("%s", why)
+        self._on_recycle()
 
 
 def _own_memory() -> int | None:

@@ -4,16 +4,18 @@ A slot (:mod:`activities._loop`) and an async position (:mod:`activities._asyncs
 run tasks differently, in a thread or as a coroutine on the process's loop, but begin
 and end each the same way: an INFO line and a count as it starts, heartbeats while it
 runs, an INFO line with its outcome and duration as it ends, then the slot's
-:class:`~activities._slotstate.SlotState` decides whether the slot still answers for the
-task (and sends its outcome) or the worker took it meanwhile.
+:class:`~activities._slotstate.Answer` decides whether the slot still answers for the
+task (and sends its outcome) or the end of the shutdown grace took it meanwhile
+(:class:`GraceWatch`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from activities._delivery import deliver
 from activities._eventloop import event_loop
@@ -28,12 +30,14 @@ if TYPE_CHECKING:
     from activities._control import Control
     from activities._heartbeats import Heartbeats, Job
     from activities._metrics import Metrics
-    from activities._slotstate import SlotState
+    from activities._slotstate import Answer
     from activities.client import ActivityClient
     from activities.outcome import Outcome
     from activities.task import Task
 
 __all__ = [
+    "AtGrace",
+    "GraceWatch",
     "arrived_late",
     "begin",
     "conclude",
@@ -41,10 +45,14 @@ __all__ = [
     "past_grace",
     "report",
     "settle",
+    "shutdown_failure",
     "start_on_loop",
 ]
 
 logger = logging.getLogger("activities._loop")  # one logger for the lines of every task
+
+#: Seconds between two looks at whether the shutdown grace has ended.
+GRACE_LOOK = 0.05
 
 
 def fields_of(task: Task) -> dict[str, object]:
@@ -135,42 +143,103 @@ def conclude(job: Job, outcome: Outcome, *, heartbeats: Heartbeats, metrics: Met
     return outcome
 
 
-def settle(
-    state: SlotState, task: Task, outcome: Outcome, *, retire: bool, metrics: Metrics
-) -> bool:
-    """Free the slot of ``task``; whether the slot is to send ``outcome`` now.
+def settle(answer: Answer, number: int, task: Task, outcome: Outcome, *, metrics: Metrics) -> bool:
+    """Task ``number`` returned: the slot is free; whether the slot is to send ``outcome``.
 
-    Nothing is sent for a cancelled task, nor for one the worker took (it failed it at
-    the shutdown grace). With ``retire`` the slot ends instead of being free. The slot's
-    previous outcome must be sent already (a state has one place for it).
+    Nothing is sent for a cancelled task, nor for one its process failed at the end of
+    the shutdown grace meanwhile (see :class:`GraceWatch`). The slot's previous outcome
+    must be sent already: what the slot reported is one number.
     """
-    if isinstance(outcome, Cancelled):
-        metrics.task_ended(task, outcome)
-        state.release(retire=retire)
-        return False
-    if not state.start_delivering(retire=retire):
+    if not answer.finish(number):
         logger.info(
-            "task %s: the worker failed it at shutdown; its outcome is dropped",
+            "task %s: failed at the end of the shutdown grace; its outcome is dropped",
             task.token_prefix,
         )
+        return False
+    if isinstance(outcome, Cancelled):
+        metrics.task_ended(task, outcome)
+        answer.reported(number)
         return False
     return True
 
 
 def report(
     client: ActivityClient,
-    state: SlotState,
+    answer: Answer,
+    number: int,
     task: Task,
     outcome: Outcome,
     *,
     control: Control,
     metrics: Metrics,
 ) -> None:
-    """Send the outcome the slot took on to send (see :func:`settle`); then it is sent."""
+    """Send the outcome the slot took on to send (see :func:`settle`); then it is reported."""
     try:
         deliver(client, task, outcome, give_up=control.give_up, metrics=metrics)
     finally:
-        state.done_delivering()
+        answer.reported(number)
+
+
+class AtGrace(Protocol):
+    """What runs tasks in a process: it fails those still running when the grace ends."""
+
+    def at_grace(self) -> None:
+        """Fail the tasks still running with ``WorkerShutdown``; drop what they return."""
+
+
+class GraceWatch:
+    """Waits, in a thread of its own, for the end of the shutdown grace; then fails what runs.
+
+    One per process that runs tasks: past the grace, the worker fails the tasks waiting
+    in its buffer, and each process the tasks it runs (their outcomes are dropped when
+    they return); then the worker stops the processes. Nothing is decided across
+    processes: a task is reported by the process that runs it, or, once that process is
+    dead, by the worker.
+
+    Args:
+        control: the worker's flags.
+    """
+
+    def __init__(self, control: Control) -> None:
+        self._control = control
+        self._servers: list[AtGrace] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, server: AtGrace) -> None:
+        """Fail ``server``'s running tasks when the grace ends (the first starts the thread)."""
+        with self._lock:
+            self._servers.append(server)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._wait, name="sfn-activities-grace", daemon=True
+                )
+                self._thread.start()
+
+    def _wait(self) -> None:
+        while not self._control.past_deadline.wait(GRACE_LOOK):
+            pass
+        with self._lock:
+            servers = list(self._servers)
+        for server in servers:
+            try:
+                server.at_grace()
+            except Exception:
+                logger.exception("failing the tasks still running at the grace's end failed")
+
+
+def shutdown_failure(task: Task, activity_name: str) -> Failure:
+    """The failure of a task still running when the shutdown grace ended; said at WARNING."""
+    error = WorkerShutdown("the task was still running when the shutdown grace expired")
+    logger.warning(
+        "task %s of %s failed with %s: %s",
+        task.token_prefix,
+        activity_name,
+        "activities.WorkerShutdown",
+        error,
+        extra={**fields_of(task), "outcome": "failed", "error": "activities.WorkerShutdown"},
+    )
+    return failure_from_exception(error)
 
 
 def _log_end(job: Job, outcome: Outcome, seconds: float, fields: Mapping[str, object]) -> None:

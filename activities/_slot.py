@@ -1,8 +1,8 @@
-"""Slots: places that poll for a task, run it and report it, one at a time.
+"""Slots: places that run a task the worker hands them, and report it, one at a time.
 
-A slot is a loop of its own (:class:`~activities._loop.SlotLoop`): long-poll a task list,
-run the task with heartbeats, deliver its outcome, poll again; the Step Functions calls of
-all slots run side by side. Slots live in *units* the worker starts, replaces and stops:
+A slot is a loop of its own (:class:`~activities._loop.SlotLoop`): run the task handed to
+it with heartbeats, deliver its outcome, take the next; the Step Functions calls of all
+slots run side by side. Slots live in *units* the worker starts, replaces and stops:
 
 - a task process (:mod:`activities._process`) holds one slot, or several with
   ``threads``: a crash or a leak stays inside it, and it is replaced when it dies;
@@ -11,8 +11,9 @@ all slots run side by side. Slots live in *units* the worker starts, replaces an
 - an :class:`AsyncUnit` holds the async positions of the worker's own process
   (``threads`` alone with ``async_tasks``; see :mod:`activities._asyncslots`).
 
-What the worker sees of a slot is its :class:`~activities._slotstate.SlotState`; it hears
-from a unit when it is ready and when it ended (:class:`SlotOwner`).
+What the worker keeps of a slot is its record, :class:`~activities._slotstate.SlotState`;
+it hears from a unit when it is ready, when it is to be recycled and when it ended
+(:class:`SlotOwner`).
 """
 
 from __future__ import annotations
@@ -27,16 +28,17 @@ from activities._asyncslots import AsyncSlots
 from activities._heartbeats import Heartbeats
 from activities._loop import SlotLoop
 from activities._metrics import NO_METRICS
-from activities._slotstate import SlotState
+from activities._slotstate import Answer, Cells, SlotState
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
     from multiprocessing.context import BaseContext
 
     from activities._control import Control
     from activities._heartbeats import Job
     from activities._loop import SlotSettings
     from activities._metrics import Metrics
+    from activities._serving import GraceWatch
     from activities._slotstate import Held
     from activities.client import ActivityClient
     from activities.task import Task
@@ -69,15 +71,15 @@ class SlotOwner(Protocol):
     def on_exit(self, unit: Unit, reason: str, *, was_ready: bool) -> None:
         """The unit ended; ``reason`` says how."""
 
-    def on_overflow(self, task: Task, position: int) -> None:
-        """The poll of the slot at ``position`` brought ``task`` while it ran another: keep it."""
+    def on_recycle(self, unit: Unit) -> None:
+        """The unit is to be recycled: hand it no more tasks (see ``Slot.close``)."""
 
     def on_free(self) -> None:
         """A slot is free, and tasks wait for one."""
 
 
 class Slot(Protocol):
-    """A place that polls for and runs one task at a time."""
+    """A place that runs one task at a time, handed to it by the worker."""
 
     name: str
     kind: str
@@ -88,10 +90,13 @@ class Slot(Protocol):
 
     @property
     def ready(self) -> bool:
-        """Whether the slot polls (its unit has started)."""
+        """Whether the slot takes tasks (its unit has started)."""
 
     def offer(self, task: Task, index: int) -> bool:
         """Hand ``task`` (of task list ``index``) to the slot; ``False`` if it is not free."""
+
+    def close(self) -> None:
+        """Hand the slot no more tasks: it ends once those handed are done."""
 
 
 class Unit(Protocol):
@@ -116,7 +121,7 @@ class Unit(Protocol):
 
 
 class ThreadSlot:
-    """A thread of the worker's process that polls for and runs tasks, for I/O-bound work.
+    """A thread of the worker's process that runs the tasks handed to it, for I/O-bound work.
 
     A thread cannot be stopped from outside: a task whose heartbeat finds it gone is
     cancelled at its next heartbeat, and its outcome is dropped.
@@ -134,26 +139,26 @@ class ThreadSlot:
         *,
         client: ActivityClient,
         heartbeats: Heartbeats,
+        grace: GraceWatch,
         position: int = 0,
-        among: Sequence[int] | None = None,
     ) -> None:
         self.name = f"thread-{next(_ids)}"
         self.position = position
         self.ready = False
-        self.state = SlotState(context, control, position)
+        cells = Cells(context, 1)
+        self.state = SlotState(cells, 0)
         self._owner = owner
         self._loop = SlotLoop(
             self.name,
             client,
             settings=settings,
             control=control,
-            state=self.state,
+            answer=Answer(cells, 0),
             heartbeats=heartbeats,
-            overflow=owner.on_overflow,
             freed=owner.on_free,
             position=position,
-            among=among,
         )
+        grace.add(self._loop)
         self._thread = threading.Thread(
             target=self._main, name=f"sfn-activities-{self.name}", daemon=True
         )
@@ -175,11 +180,17 @@ class ThreadSlot:
         return False
 
     def offer(self, task: Task, index: int) -> bool:
-        """Hold ``task`` in the slot's state and queue it for the thread; ``False`` if busy."""
-        if not self.state.try_hold(task.activity_arn, task.token, index):
+        """Record ``task`` as the slot's and queue it for the thread; ``False`` if busy."""
+        number = self.state.hold(task, index)
+        if number is None:
             return False
-        self._loop.hand(task)
+        self._loop.hand(number, task)
         return True
+
+    def close(self) -> None:
+        """Hand the thread no more tasks: it ends once those handed are done."""
+        self.state.close()
+        self._loop.close()
 
     def is_alive(self) -> bool:
         """Whether the thread still runs."""
@@ -193,7 +204,7 @@ class ThreadSlot:
         except Exception as exc:
             logger.exception("%s failed", self.name)
             reason = f"{type(exc).__name__}: {exc}"
-        self.state.retire()  # no task is handed to an ended thread from now on
+        self.state.close()  # no task is handed to an ended thread from now on
         self._owner.on_exit(self, reason, was_ready=True)
 
 
@@ -215,28 +226,34 @@ class AsyncUnit:
         *,
         client: ActivityClient,
         heartbeats: Heartbeats,
+        grace: GraceWatch,
         positions: Sequence[int],
     ) -> None:
         self.name = f"async-{next(_ids)}"
         self.ready = False
         self._owner = owner
+        cells = Cells(context, len(positions))
         self._slots = [
-            AsyncPosition(self, f"{self.name}.{number}", position, context, control)
-            for number, position in enumerate(positions, 1)
+            AsyncPosition(self, f"{self.name}.{number}", position, SlotState(cells, at))
+            for at, (number, position) in enumerate(enumerate(positions, 1))
         ]
         self._positions = AsyncSlots(
             self.name,
             client,
             settings=settings,
             control=control,
-            positions=[(slot.name, slot.position, slot.state) for slot in self._slots],
+            positions=[
+                (slot.name, slot.position, Answer(cells, at)) for at, slot in enumerate(self._slots)
+            ],
             heartbeats=heartbeats,
-            overflow=owner.on_overflow,
             freed=owner.on_free,
         )
+        grace.add(self._positions)
         # Tasks handed over start in a thread of the unit's, not the hand-off's: starting
         # one may run the activity's __init__.
-        self._inbox: queue.SimpleQueue[tuple[int, Task] | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[int, int, Task] | tuple[int] | None] = (
+            queue.SimpleQueue()
+        )
         self._thread = threading.Thread(
             target=self._main, name=f"sfn-activities-{self.name}", daemon=True
         )
@@ -250,7 +267,7 @@ class AsyncUnit:
         return self._slots
 
     def start(self) -> None:
-        """Start the positions' pollers and the thread that starts handed tasks."""
+        """Start the thread that starts handed tasks, and the one that serves the positions."""
         threading.Thread(
             target=self._receive, name=f"sfn-activities-{self.name}-inbox", daemon=True
         ).start()
@@ -264,17 +281,24 @@ class AsyncUnit:
         """Whether the positions are still served."""
         return self._thread.is_alive()
 
-    def hand(self, position: int, task: Task) -> None:
-        """Start ``task``, held at ``position`` already, as soon as the inbox thread can."""
-        self._inbox.put((position, task))
+    def hand(self, position: int, number: int, task: Task) -> None:
+        """Start ``task``, recorded at ``position`` already, as soon as the inbox thread can."""
+        self._inbox.put((position, number, task))
+
+    def close(self, position: int) -> None:
+        """No task comes to ``position`` after those handed (in order, through the inbox)."""
+        self._inbox.put((position,))
 
     def _receive(self) -> None:
         while (handed := self._inbox.get()) is not None:
             try:
-                self._positions.hand(*handed)
+                if len(handed) == 1:
+                    self._positions.close(handed[0])
+                else:
+                    self._positions.hand(*handed)
             except Exception:
-                # The position holds it: the worker fails it if the unit ends.
-                logger.exception("task %s could not be started", handed[1].token_prefix)
+                # The worker's record holds it: the worker fails it if the unit ends.
+                logger.exception("a task could not be started")
 
     def _main(self) -> None:
         self.ready = True
@@ -285,7 +309,7 @@ class AsyncUnit:
             logger.exception("%s failed", self.name)
             reason = f"{type(exc).__name__}: {exc}"
         for slot in self._slots:
-            slot.state.retire()  # no task is handed to an ended unit from now on
+            slot.state.close()  # no task is handed to an ended unit from now on
         self._inbox.put(None)
         self._owner.on_exit(self, reason, was_ready=True)
 
@@ -296,12 +320,10 @@ class AsyncPosition:
     kind = "thread"
     takes_sync = False
 
-    def __init__(
-        self, unit: AsyncUnit, name: str, position: int, context: BaseContext, control: Control
-    ) -> None:
+    def __init__(self, unit: AsyncUnit, name: str, position: int, state: SlotState) -> None:
         self.name = name
         self.position = position
-        self.state = SlotState(context, control, position)
+        self.state = state
         self._unit = unit
 
     def __repr__(self) -> str:
@@ -313,11 +335,17 @@ class AsyncPosition:
         return self._unit.ready
 
     def offer(self, task: Task, index: int) -> bool:
-        """Hold ``task`` in the position's state and start it; ``False`` if it is busy."""
-        if not self.state.try_hold(task.activity_arn, task.token, index):
+        """Record ``task`` as the position's and start it; ``False`` if it is busy."""
+        number = self.state.hold(task, index)
+        if number is None:
             return False
-        self._unit.hand(self.position, task)
+        self._unit.hand(self.position, number, task)
         return True
+
+    def close(self) -> None:
+        """Hand the position no more tasks."""
+        self.state.close()
+        self._unit.close(self.position)
 
 
 def thread_heartbeats(
@@ -342,6 +370,6 @@ def heartbeat_threads(slots: int) -> int:
     return max(2, min(slots, HEARTBEAT_THREADS))
 
 
-def take_all(unit: Unit, *, delivering: bool) -> list[Held]:
-    """Take what every slot of ``unit`` answers for (see :meth:`SlotState.take`)."""
-    return [held for slot in unit.slots for held in slot.state.take(delivering=delivering)]
+def take_all(units: Iterable[Unit]) -> list[Held]:
+    """Take every task the slots of ``units`` answer for (see :meth:`SlotState.take`)."""
+    return [held for unit in units for slot in unit.slots for held in slot.state.take()]

@@ -1,13 +1,22 @@
-"""The tasks one slot answers for, in memory the worker's process shares with the slot.
+"""Who answers for a slot's tasks: the worker's record, the slot's numbers, no shared lock.
 
-Whoever *takes* a task from a :class:`SlotState` sends that task's outcome: the slot, or
-the worker when the slot died or a stop ran out of time. Every change is made under the
-state's lock, so exactly one of them reports each task.
+The worker hands a slot its tasks, numbered 1, 2, 3... per slot, and keeps the record
+(:class:`SlotState`, in the worker's process only): which task has which number, and
+which the slot still answers for. The slot writes two numbers into memory the worker
+shares with it (:class:`Cells`): the last task it *finished* running (the slot is free
+again) and the last it *reported* (its outcome was sent, or there was none to send).
+Each number has one writer, and nothing is locked across processes: a task process
+killed at any instruction leaves its numbers behind, and the worker reads from them what
+it took with it, the tasks handed after the last reported, which it fails.
+
+Inside the process that runs them, :class:`Answer` decides between the slot and the end of
+the shutdown grace: whoever takes a task first under its (in-process) lock reports it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 from typing import TYPE_CHECKING
 
 from activities.task import TOKEN_PREFIX_LENGTH, Task
@@ -15,23 +24,57 @@ from activities.task import TOKEN_PREFIX_LENGTH, Task
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
 
-    from activities._control import Control
+__all__ = ["Answer", "Cells", "Held", "SlotState"]
 
-__all__ = ["Held", "SlotState"]
+#: Where each number of a slot is in its unit's :class:`Cells`.
+HANDED, FINISHED, REPORTED = 0, 1, 2
+_FIELDS = 3
 
-#: Bytes a slot's state holds: a phase, an activity ARN (up to 256 characters) and a task
-#: token (up to 2,048).
-STATE_CAPACITY = 4096
 
-RUNNING, DELIVERING, TAKEN, RETIRED = b"R", b"D", b"T", b"X"
+class Cells:
+    """The numbers the slots of one unit share with the worker, three per slot.
+
+    ``HANDED`` is written by the worker (the last task handed), ``FINISHED`` and
+    ``REPORTED`` by the slot. Made before the unit starts; a task process gets them as
+    it starts.
+
+    Args:
+        context: the multiprocessing context of the unit.
+        size: how many slots (and async positions) the unit has.
+    """
+
+    def __init__(self, context: BaseContext, size: int) -> None:
+        self._array = context.RawArray(ctypes.c_longlong, _FIELDS * size)
+
+    def get(self, at: int, field: int) -> int:
+        """The number ``field`` of the unit's slot ``at``."""
+        return int(self._array[_FIELDS * at + field])
+
+    def set(self, at: int, field: int, number: int) -> None:
+        """Write the number ``field`` of the unit's slot ``at``."""
+        self._array[_FIELDS * at + field] = number
+
+    def finished(self) -> list[int]:
+        """The ``FINISHED`` number of every slot of the unit, read at once."""
+        return memoryview(self._array).cast("B").cast("q").tolist()[FINISHED::_FIELDS]
 
 
 class Held:
-    """A task a slot answered for, as taken from its :class:`SlotState`."""
+    """A task a slot answered for, as taken from the worker's :class:`SlotState`.
 
-    def __init__(self, activity_arn: str, token: str) -> None:
+    Attributes:
+        activity_arn: the task's activity.
+        token: the task's token.
+        index: its task list's place among those the worker serves.
+        sent: the slot had finished it, and its outcome may have been sent before the
+            slot died: Step Functions may say the task is closed already.
+    """
+
+    def __init__(self, activity_arn: str, token: str, index: int = -1) -> None:
         self.activity_arn = activity_arn
         self.token = token
+        self.index = index
+        self.sent = False
 
     @property
     def token_prefix(self) -> str:
@@ -51,119 +94,144 @@ class Held:
 
 
 class SlotState:
-    r"""The tasks a slot answers for: whoever *takes* one sends that task's outcome.
+    """The worker's record of one slot: the tasks it handed there, and which still run.
 
-    Two places: the task the slot runs, and the one whose outcome it is sending (a process
-    slot sends it in the background while it polls for the next task). A task is
-    :meth:`try_hold`\ ed, by the slot for a task its own poll brought or by the worker for
-    one it hands over from its buffer, only while the slot runs nothing; then it moves to
-    delivering, then it is released. The worker takes what the slot holds when the slot
-    died (running and delivering: it fails them with WorkerCrashed) or when the shutdown
-    grace is over (running only): from then on the slot drops whatever that task returns.
-    Every change is made under one lock, so exactly one of them reports each task.
+    In the worker's process only; changed under a lock of its own, which nothing in a
+    task process can hold.
 
     Args:
-        context: the multiprocessing context of the slots.
-        control: the worker's shared state, where the task list of the task run is shown.
-        position: the slot's position in ``control``.
+        cells: the numbers of the slot's unit.
+        at: the slot's place in ``cells``.
     """
 
-    def __init__(self, context: BaseContext, control: Control, position: int) -> None:
-        self._lock = context.Lock()
-        self._control = control
-        self._position = position
-        self._running = context.RawArray(ctypes.c_char, STATE_CAPACITY)
-        self._delivering = context.RawArray(ctypes.c_char, STATE_CAPACITY)
+    def __init__(self, cells: Cells, at: int) -> None:
+        self.cells = cells
+        self.at = at
+        self._lock = threading.Lock()
+        self._handed = 0
+        self._taken = 0  # the worker answers for the tasks up to this one
+        self._closed = False
+        self._tasks: dict[int, Held] = {}
 
     def free(self) -> bool:
-        """Whether the slot runs nothing now (read without the lock)."""
-        return self._running[0] == b"\x00"  # without copying the task's token
+        """Whether the slot may be handed a task now: it finished the last, and is open."""
+        return not self._closed and self.cells.get(self.at, FINISHED) >= self._handed
 
-    def try_hold(self, activity_arn: str, token: str, index: int) -> bool:
-        """The slot is to run this task of task list ``index``.
+    def busy(self) -> bool:
+        """Whether the slot runs a task it was handed (read without the lock)."""
+        return self.cells.get(self.at, FINISHED) < self._handed
 
-        ``False`` if it runs one already, or the task's activity is at its limit.
-        """
-        value = b"\n".join([RUNNING, activity_arn.encode(), token.encode()])
-        with self._lock:
-            if self._running.value or not self._control.start_running(self._position, index):
-                return False
-            self._running.value = value
-            return True
+    def hold(self, task: Task, index: int) -> int | None:
+        """Record ``task`` (of task list ``index``) as the slot's; its number, or ``None``.
 
-    def claim_poll(self, index: int) -> bool:
-        """The slot, free, is to poll task list ``index``; ``False`` if it runs a task now.
-
-        Under the lock the worker hands buffered tasks over with: a poll opened by a slot
-        that was just handed a task is seen, and counted against the buffer.
+        ``None`` when the slot is not free (see :meth:`free`).
         """
         with self._lock:
-            if self._running.value:
-                return False
-            return self._control.claim_poll(self._position, index)
+            if not self.free():
+                return None
+            number = self._handed = self._handed + 1
+            self._tasks[number] = Held(task.activity_arn, task.token, index)
+            done = max(self.cells.get(self.at, REPORTED), self._taken)
+            for old in [old for old in self._tasks if old <= done]:
+                del self._tasks[old]
+            self.cells.set(self.at, HANDED, number)
+            return number
 
-    def retire(self) -> bool:
-        """The slot ends: no task is handed to it any more; ``False`` if it runs one."""
+    def close(self) -> None:
+        """Hand the slot no task from now on."""
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        """Whether the slot takes no task any more (see :meth:`close`)."""
+        return self._closed
+
+    def running(self) -> int:
+        """The task list of the task the slot runs now, or -1 when it runs none."""
         with self._lock:
-            if self._running.value:
-                return False
-            self._running.value = RETIRED
-            return True
-
-    def retired(self) -> bool:
-        """Whether the slot ended (see :meth:`retire`)."""
-        return self._running.value == RETIRED
-
-    def start_delivering(self, *, retire: bool = False) -> bool:
-        """The slot is about to send the running task's outcome.
-
-        ``False`` if the worker took the task: the outcome is dropped. The slot must have
-        finished sending the previous outcome (see :meth:`done_delivering`). With
-        ``retire``, the slot ends after it (see :meth:`retire`) instead of being free.
-        """
-        with self._lock:
-            value = self._running.value
-            self._running.value = RETIRED if retire else b""
-            self._control.set_running(self._position, -1)
-            if not value.startswith(RUNNING):
-                return False
-            self._delivering.value = DELIVERING + value[1:]
-            return True
-
-    def done_delivering(self) -> None:
-        """The outcome being sent was sent (or given up)."""
-        with self._lock:
-            self._delivering.value = b""
-
-    def release(self, *, retire: bool = False) -> None:
-        """The slot is done with the task it ran, without an outcome to send."""
-        with self._lock:
-            self._running.value = RETIRED if retire else b""
-            self._control.set_running(self._position, -1)
-
-    def take(self, *, delivering: bool, token: str | None = None) -> list[Held]:
-        """Take the task the slot runs (and, with ``delivering``, the one it reports).
-
-        The slot keeps running it, but no longer answers for it. With ``token``, only if
-        the task it runs is that one (not one it took after that one ended).
-        """
-        taken: list[bytes] = []
-        with self._lock:
-            running = self._running.value
-            if running.startswith(RUNNING) and (
-                token is None or running.rpartition(b"\n")[2] == token.encode()
-            ):
-                taken.append(running)
-                self._running.value = TAKEN
-            if delivering and self._delivering.value:
-                taken.append(self._delivering.value)
-                self._delivering.value = b""
-        return [Held(*value.decode().split("\n", 2)[1:]) for value in taken]
+            if self.cells.get(self.at, FINISHED) >= self._handed:
+                return -1
+            held = self._tasks.get(self._handed)
+            return held.index if held is not None else -1
 
     def answering(self) -> bool:
-        """Whether the slot runs or reports a task it still answers for."""
-        return self._running.value.startswith(RUNNING) or bool(self._delivering.value)
+        """Whether the slot runs, or reports, a task the worker has not taken."""
+        return max(self.cells.get(self.at, REPORTED), self._taken) < self._handed
 
-    def running_taken(self) -> bool:
-        """Whether the slot still runs a task the worker took from it."""
-        return self._running.value == TAKEN
+    def take(self) -> list[Held]:
+        """Take every task the slot answers for; the slot is closed.
+
+        For a slot whose unit died, or that a stop at once ended: the worker reports
+        them from now on.
+        """
+        with self._lock:
+            self._closed = True
+            finished = self.cells.get(self.at, FINISHED)
+            first = max(self.cells.get(self.at, REPORTED), self._taken) + 1
+            taken = [self._tasks[number] for number in range(first, self._handed + 1)]
+            for number, held in zip(range(first, self._handed + 1), taken, strict=True):
+                held.sent = number <= finished
+            self._taken = self._handed
+            return taken
+
+
+class Answer:
+    """Inside the process that runs a slot: its task now, and who reports it.
+
+    The slot reports what its task returns, unless the shutdown grace ended first: then
+    the process fails the task itself (:meth:`take`) and drops what it returns later.
+    One lock, in this process, decides.
+
+    Args:
+        cells: the numbers of the slot's unit.
+        at: the slot's place in ``cells``.
+    """
+
+    def __init__(self, cells: Cells, at: int) -> None:
+        self._cells = cells
+        self._at = at
+        self._lock = threading.Lock()
+        self._number = 0
+        self._task: Task | None = None
+        self._taken = False
+
+    def handed(self) -> int:
+        """The number of the last task the worker handed to the slot."""
+        return self._cells.get(self._at, HANDED)
+
+    def begin(self, number: int, task: Task) -> None:
+        """The slot starts task ``number``."""
+        with self._lock:
+            self._number, self._task, self._taken = number, task, False
+
+    def finish(self, number: int) -> bool:
+        """Task ``number`` returned: the slot is free; whether it is to report the task."""
+        with self._lock:
+            taken = self._taken and self._number == number
+            self._task = None
+            self._cells.set(self._at, FINISHED, number)
+            return not taken
+
+    def reported(self, number: int) -> None:
+        """The slot answers for task ``number`` no more: reported, or nothing to report."""
+        with self._lock:
+            if number > self._cells.get(self._at, REPORTED):
+                self._cells.set(self._at, REPORTED, number)
+
+    def take(self, token: str | None = None) -> tuple[int, Task] | None:
+        """Take the running task from the slot: the caller answers for it (the grace ended).
+
+        With ``token``, only if the running task is that one (not one it took after).
+        """
+        with self._lock:
+            if self._task is None or self._taken:
+                return None
+            if token is not None and self._task.token != token:
+                return None
+            self._taken = True
+            return self._number, self._task
+
+    def running(self) -> Task | None:
+        """The task the slot runs now, unless taken."""
+        with self._lock:
+            return None if self._taken else self._task

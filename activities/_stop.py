@@ -1,11 +1,14 @@
 """How a worker's pool stops: drained gracefully, or at once.
 
 A graceful stop (the first SIGTERM or Ctrl-C, :meth:`~activities.Worker.stop`) starts no
-new poll, lets the polls in flight return and what they bring run, and gives running tasks
-the shutdown grace; past it, the tasks still running or waiting for a slot fail with
-``activities.WorkerShutdown``, and the processes running them are stopped. A stop at once
-(a second signal, :meth:`~activities.Worker.terminate`) fails them all now. Either way the
-worker's own failures are delivered before it says it stopped.
+new poll, lets the polls in flight return and what they bring run, then closes the slots
+(no task comes any more: each unit ends once its tasks are reported), and gives running
+tasks the shutdown grace. Past it, the worker fails the tasks waiting for a slot, each
+process fails the tasks it still runs (all with ``activities.WorkerShutdown``), and the
+worker stops the processes that answer for nothing any more; one that still has not
+reported its tasks a minute later is stopped, and the worker fails them. A stop at once (a
+second signal, :meth:`~activities.Worker.terminate`) stops the processes and fails their
+tasks now. Either way the worker's own failures are delivered before it says it stopped.
 
 :class:`Stop` is the worker's, made as it starts; the worker keeps the flags that say
 whether it is stopping.
@@ -100,7 +103,7 @@ class Stop:
         When a signal began it (:func:`stop_on_signals`), the line also says what a second
         one costs.
         """
-        polls = sum(self._control.polls_open())
+        polls = self._handoff.polls_open()
         received = _received.get()
         line, arguments = "stopping gracefully: no new polls", list[object]()
         if received:
@@ -122,46 +125,36 @@ class Stop:
     def drain(self, deadline: float, terminating: threading.Event) -> bool:
         """Wait for the units to end; past ``deadline``, fail and stop what still runs.
 
-        Returns whether every outcome and failure was delivered; returns at once, early,
-        when ``terminating`` is set (a stop at once took over).
+        Returns whether it was clean: every task ended within the grace, and every
+        outcome and failure was delivered; returns at once, early, when ``terminating``
+        is set (a stop at once took over).
         """
         control, handoff = self._control, self._handoff
         delivered = True
+        closed = False
         given_up = deadline + DRAIN_DELIVERY_TIMEOUT
         next_report = time.monotonic() + DRAIN_REPORT_INTERVAL
         while not terminating.is_set():
             units = self._units()
-            if time.monotonic() >= next_report:
+            now = time.monotonic()
+            if now >= next_report:
                 next_report += DRAIN_REPORT_INTERVAL
                 self._report(units)
-            if time.monotonic() >= deadline:
-                control.past_deadline.set()
-                failed = handoff.fail_waiting(
-                    WorkerShutdown(
-                        f"the task was still waiting for a slot when the shutdown grace of "
-                        f"{self._grace:.0f} s expired"
-                    )
-                )
-                if failed:
-                    logger.warning("failed %d tasks that were waiting for a slot", failed)
-                for unit in units:
-                    self._stop_overdue(unit)
-            if (
-                not control.drained.is_set()
-                and handoff.idle()
-                and not any(control.polls_open())
-                and not control.overflowing()  # a task a poll brought is on its way
-            ):
-                control.drained.set()  # no task can arrive any more: idle slots may end
-            if time.monotonic() >= given_up and not control.give_up.is_set():
+            if now >= deadline and self._past_deadline(units):
+                delivered = False  # tasks failed with WorkerShutdown
+            if not closed and handoff.idle():
+                # No poll is open and no task waits: none can arrive any more.
+                handoff.close_slots([slot for unit in units for slot in unit.slots])
+                closed = True
+            if now >= given_up and not control.give_up.is_set():
                 logger.error("some outcomes were still undelivered when the worker stopped")
                 delivered = False
                 control.give_up.set()
-            # A thread still running a task the worker failed is not waited for; the
-            # worker's own polls are: what they bring runs, or is failed past the grace.
-            if handoff.idle() and not any(
-                unit.is_alive() and not all(slot.state.running_taken() for slot in unit.slots)
-                for unit in units
+                self._stop_unreported(units)
+            # Past the grace, a thread still running a task its process failed is not
+            # waited for; the worker's own polls are: what they bring runs, or is failed.
+            if closed and not any(
+                unit.is_alive() and (now < deadline or _answering(unit)) for unit in units
             ):
                 break
             time.sleep(TICK)
@@ -173,22 +166,64 @@ class Stop:
         return delivered
 
     def at_once(self) -> None:
-        """Fail running and waiting tasks with WorkerShutdown, stop the units, now."""
+        """Stop the task processes now; fail their tasks, and those waiting, with WorkerShutdown.
+
+        Thread slots cannot be stopped: their process fails the tasks they run (see
+        :class:`~activities._serving.GraceWatch`), with one attempt each.
+        """
         control = self._control
         for flag in (control.give_up, control.stopping, control.past_deadline):
             flag.set()
-        for unit in self._units():
-            taken = take_all(unit, delivering=True)
-            unit.terminate()
-            for held in taken:
-                self._fail(
-                    held, WorkerShutdown("the worker was stopped at once while the task ran")
-                )
+        units = self._units()
+        stopped = [unit for unit in units if unit.terminate()]
+        for held in take_all(stopped):
+            self._fail(held, WorkerShutdown("the worker was stopped at once while the task ran"))
         self._handoff.close()
         self._handoff.fail_waiting(
             WorkerShutdown("the worker was stopped at once while the task waited for a slot")
         )
-        self._failures.wait(TERMINATE_DELIVERY_TIMEOUT)
+        ends = time.monotonic() + TERMINATE_DELIVERY_TIMEOUT
+        others = [unit for unit in units if unit not in stopped]
+        while time.monotonic() < ends and any(_answering(unit) for unit in others):
+            time.sleep(TICK)
+        self._failures.wait(max(0.0, ends - time.monotonic()))
+
+    def _past_deadline(self, units: list[Unit]) -> bool:
+        """The grace is over: fail what waits; stop the processes that answer for nothing.
+
+        Each process fails the tasks it still runs itself, as the flag tells it; the
+        worker stops it once it has reported them (its tasks' threads cannot be ended
+        otherwise). Whether, the first time, a task still ran or waited.
+        """
+        control = self._control
+        first = not control.past_deadline.is_set()
+        if first:
+            control.past_deadline.set()
+            failed = self._handoff.fail_waiting(
+                WorkerShutdown(
+                    f"the task was still waiting for a slot when the shutdown grace of "
+                    f"{self._grace:.0f} s expired"
+                )
+            )
+            if failed:
+                logger.warning("failed %d tasks that were waiting for a slot", failed)
+            first = bool(failed) or any(slot.state.busy() for unit in units for slot in unit.slots)
+        for unit in units:
+            if unit.is_alive() and unit.kind == "process" and not _answering(unit):
+                unit.terminate()
+        return first
+
+    def _stop_unreported(self, units: list[Unit]) -> None:
+        """A minute past the grace: stop the processes that still have not reported; fail theirs."""
+        late = [unit for unit in units if unit.is_alive() and _answering(unit) and unit.terminate()]
+        for held in take_all(late):
+            self._fail(
+                held,
+                WorkerShutdown(
+                    f"the task was still running when the shutdown grace of "
+                    f"{self._grace:.0f} s expired"
+                ),
+            )
 
     def _report(self, units: list[Unit]) -> None:
         """Say what a graceful stop still waits for."""
@@ -197,22 +232,13 @@ class Stop:
             "still stopping: %s running, %s waiting for a slot, %s open",
             plural(running, "task"),
             plural(self._handoff.waiting(), "task"),
-            plural(sum(self._control.polls_open()), "poll"),
+            plural(self._handoff.polls_open(), "poll"),
         )
 
-    def _stop_overdue(self, unit: Unit) -> None:
-        """Past the grace: fail the tasks ``unit`` still runs, and stop it."""
-        taken = take_all(unit, delivering=False)
-        for held in taken:
-            self._fail(
-                held,
-                WorkerShutdown(
-                    f"the task was still running when the shutdown grace of "
-                    f"{self._grace:.0f} s expired"
-                ),
-            )
-        if taken:
-            unit.terminate()
+
+def _answering(unit: Unit) -> bool:
+    """Whether a slot of ``unit`` runs or reports a task the worker has not taken."""
+    return any(slot.state.answering() for slot in unit.slots)
 
 
 @contextlib.contextmanager

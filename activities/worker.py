@@ -6,19 +6,22 @@
 
 Pieces, in the order a task travels:
 
+- **the polls** (:mod:`activities._poll`, in the worker's process): every
+  ``GetActivityTask``, a poll on every task list and more on the busy ones, as far as
+  there is room;
+- **the hand-off** (:mod:`activities._handoff`, in the worker's process): each task a
+  poll brings goes to a free slot, or waits in a bounded buffer, heartbeated, for the
+  first that frees; it owns the record of which slot runs which task
+  (:mod:`activities._slotstate`) and the activities' ``max_concurrency``;
 - **slots** (:mod:`activities._slot`): pre-started processes (or threads), each running
-  the loop of :mod:`activities._loop`: when free, long-poll a task list that needs a poll,
-  run the task it brings with heartbeats, deliver the outcome; the slots' Step Functions
-  calls run side by side; beside them, with ``async_tasks``, a process's *async
-  positions* (:mod:`activities._asyncslots`) run async tasks on its event loop. Which
-  units (processes, threads) hold them is :mod:`activities._pool`'s;
-- **the hand-off** (:mod:`activities._handoff`, in the worker's process): a coverage poll
-  on every task list that has none, and a bounded buffer of tasks that arrived when no
-  slot was free, heartbeated, each handed to the first slot that frees;
-- **control** (:mod:`activities._control`): what the worker and its slots share: the stop
-  flags, the polls open per task list, the task each slot answers for, the limits;
+  the loop of :mod:`activities._loop`: run the task handed over with heartbeats, deliver
+  the outcome; beside them, with ``async_tasks``, a process's *async positions*
+  (:mod:`activities._asyncslots`) run async tasks on its event loop. Which units
+  (processes, threads) hold them is :mod:`activities._pool`'s;
+- **control** (:mod:`activities._control`): the flags the worker sets and its task
+  processes read;
 - **the worker** (this module, in the parent process): starts the slots, replaces one that
-  dies and fails the task it held, and stops them (:mod:`activities._stop`): drain,
+  dies and fails the tasks it held, and stops them (:mod:`activities._stop`): drain,
   shutdown deadline, or at once.
 """
 
@@ -214,6 +217,7 @@ class Worker:
         self._stop: Stop | None = None
         self._watch: OutageWatch | None = None
         self._units: set[Unit] = set()
+        self._slots: Sequence[Slot] | None = None
         self._lock = threading.Lock()
         self._running = False
         self._stopping = threading.Event()
@@ -278,12 +282,7 @@ class Worker:
         by_arn = {arns[task_list]: activity for task_list, activity in self.served.items()}
         names = list(self.activities)
         control = self._control = Control(
-            self._context,
-            list(by_arn),
-            slots=self.settings.concurrency,
-            pollers=self.settings.pollers,
-            groups=[names.index(activity.name) for activity in by_arn.values()],
-            limits=[self.max_concurrency[name] for name in names],
+            self._context, list(by_arn), slots=self.settings.concurrency
         )
         self.client.hearing = Hearing(control.answered, control.overdue, control.slots)
         self._watch = OutageWatch(
@@ -334,6 +333,9 @@ class Worker:
             fail=self._fail_task,
             metrics=self._metrics,
             sync_positions=self.settings.sync_positions(),
+            pollers=self.settings.pollers,
+            groups=[names.index(activity.name) for activity in by_arn.values()],
+            limits=[self.max_concurrency[name] for name in names],
         )
         self._stop = Stop(
             control,
@@ -464,12 +466,10 @@ class Worker:
             among = f" ({positions} of them async positions)" if positions else ""
             logger.info("ready: %s up%s", ready, among)
 
-    def on_overflow(self, task: Task, position: int) -> None:
-        """A slot's own poll brought a task while the slot ran another: it waits for one."""
-        assert self._handoff is not None  # noqa: S101 - started
-        assert self._control is not None  # noqa: S101 - started
-        self._handoff.put(task)
-        self._control.overflow_taken(position)  # in the buffer now: a stop waits for it
+    def on_recycle(self, unit: Unit) -> None:
+        """A task process is to be recycled: hand it no more tasks; it ends when done."""
+        if self._handoff is not None:
+            self._handoff.close_slots(unit.slots)
 
     def on_free(self) -> None:
         """A slot is free while tasks wait for one: hand one over now."""
@@ -480,18 +480,15 @@ class Worker:
         """A unit ended: fail the tasks its slots held, and replace it unless stopping."""
         with self._lock:
             self._units.discard(unit)
+            self._slots = None
         is_process = isinstance(unit, TaskProcess)
         if isinstance(unit, TaskProcess) and self._operations is not None:
             self._operations.process_ended(unit.process.pid)
         if self._control is not None:
             for slot in unit.slots:
-                self._control.done_polling(slot.position)  # a poll it died in is over
-                self._control.set_running(slot.position, -1)
                 self._control.overdue[slot.position] = 0.0  # its calls are over too
-            # Its messages were all read: what it sent is in the buffer, what it did not
-            # send never will be.
-            self._control.overflow_settled([slot.position for slot in unit.slots])
-        taken = take_all(unit, delivering=True)
+        # What it answered for and had not reported: it took none of it with it.
+        taken = take_all([unit])
         for held in taken:
             error = WorkerCrashed(f"the {unit.kind} running the task died ({reason})")
             self._fail(held, error)
@@ -514,16 +511,22 @@ class Worker:
         with self._lock:
             return list(self._units)
 
-    def _current_slots(self) -> list[Slot]:
-        with self._lock:
-            slots = [slot for unit in self._units for slot in unit.slots]
-        return sorted(slots, key=lambda slot: slot.position)
+    def _current_slots(self) -> Sequence[Slot]:
+        """The slots of the units running now, by position (kept until a unit changes)."""
+        slots = self._slots
+        if slots is None:
+            with self._lock:
+                slots = [slot for unit in self._units for slot in unit.slots]
+                slots.sort(key=lambda slot: slot.position)
+                slots = self._slots = tuple(slots)
+        return slots
 
     def _start_unit(self, positions: list[int]) -> None:
         assert self._new_unit is not None  # noqa: S101 - started
         unit = self._new_unit(positions)
         with self._lock:
             self._units.add(unit)
+            self._slots = None
         unit.start()
 
     def _drain(self) -> None:
@@ -539,14 +542,18 @@ class Worker:
         self._finish()
 
     def _fail(self, held: Held, error: Exception) -> None:
-        """Fail a task a slot held on the worker's behalf, in the background."""
-        self._fail_task(held.as_task(self.client.worker_name), error)
+        """Fail a task a slot held on the worker's behalf, in the background.
 
-    def _fail_task(self, task: Task, error: Exception) -> None:
+        One the slot had finished may have been reported before its process died: then
+        Step Functions' saying it is closed is no news.
+        """
+        self._fail_task(held.as_task(self.client.worker_name), error, sent=held.sent)
+
+    def _fail_task(self, task: Task, error: Exception, *, sent: bool = False) -> None:
         """Fail a task on the worker's behalf, in the background; say which, and why.
 
         A line per task, with its activity and token prefix: an ERROR for a crash, a
-        WARNING for a stop.
+        WARNING for a stop. ``sent``: its outcome may have been delivered already.
         """
         assert self._failures is not None  # noqa: S101 - started
         if isinstance(error, WorkerShutdown):
@@ -554,11 +561,12 @@ class Worker:
         failure = failure_from_exception(error)
         logger.log(
             logging.ERROR if isinstance(error, WorkerCrashed) else logging.WARNING,
-            "task %s of %s failed with %s: %s",
+            "task %s of %s failed with %s: %s%s",
             task.token_prefix,
             task.activity_name,
             failure.error,
             error,
+            " (unless the outcome it was sending landed)" if sent else "",
             extra={
                 "activity": task.activity_name,
                 "token_prefix": task.token_prefix,
@@ -566,7 +574,7 @@ class Worker:
                 "error": failure.error,
             },
         )
-        self._failures.send(task, failure)
+        self._failures.send(task, failure, sent=sent)
 
     def _finish(self) -> None:
         if self._watch is not None:
