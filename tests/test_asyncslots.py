@@ -1,26 +1,28 @@
 """Async positions: many async tasks of one process on its loop, with a slot's guarantees.
 
 The positions run in this process here, on the in-memory Step Functions: what the
-worker does around them (its hand-off, its stop) is done by hand, as it would.
+worker does around them (its record of each position, handing tasks over, closing the
+positions, the shutdown grace) is done by hand, as the worker and the task process would.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from activities import _asyncslots, _heartbeats
-from activities._asyncslots import AsyncSlots
+from activities._asyncslots import AsyncSlots, async_threads
 from activities._control import Control
-from activities._heartbeats import Heartbeats
+from activities._heartbeats import Heartbeats, Job
 from activities._loop import SlotSettings
 from activities._recycling import ProcessLife
-from activities._slotstate import SlotState
+from activities._serving import GraceWatch
+from activities._slotstate import FINISHED, HANDED, REPORTED, Answer, Cells, SlotState
 from activities.client import ActivityClient
+from activities.task import Task
 from tests import async_workload, workloads
 from tests.fake_sfn import ARN_PREFIX
 from tests.waiting import wait_until
@@ -29,8 +31,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from activities._activity import Activity
-    from activities._heartbeats import Job
-    from activities.task import Task
     from tests.fake_sfn import FakeStepFunctions
 
 
@@ -48,12 +48,15 @@ class Positions:
         context = multiprocessing.get_context("spawn")
         self.fake = fake
         self.arns = [ARN_PREFIX + activity.name for activity in activities]
-        self.control = Control(context, self.arns, slots=count, pollers=None)
-        self.states = [SlotState(context, self.control, at) for at in range(count)]
+        self.control = Control(context, self.arns, slots=count)
+        self.cells = Cells(context, count)
+        #: The worker's record of each position.
+        self.states = [SlotState(self.cells, at) for at in range(count)]
+        self.answers = [Answer(self.cells, at) for at in range(count)]
         self.client = ActivityClient(fake, worker_name="w")  # type: ignore[arg-type]
-        self.overflow: list[Task] = []
         self.freed = threading.Event()
-        self.life = ProcessLife("p", max_tasks, None)
+        self.recycled = threading.Event()
+        self.life = ProcessLife("p", max_tasks, None, on_recycle=self.recycled.set)
         self.heartbeats = Heartbeats(self.client, on_stuck=self._stuck, threads=2)
         settings = SlotSettings(
             by_arn=dict(zip(self.arns, activities, strict=True)),
@@ -65,12 +68,13 @@ class Positions:
             self.client,
             settings=settings,
             control=self.control,
-            positions=[(f"p.async-{at}", at, state) for at, state in enumerate(self.states)],
+            positions=[(f"p.async-{at}", at, answer) for at, answer in enumerate(self.answers)],
             heartbeats=self.heartbeats,
-            overflow=lambda task, _: self.overflow.append(task),
             freed=self.freed.set,
             life=self.life,
         )
+        self.grace = GraceWatch(self.control)  # as the task process's
+        self.grace.add(self.slots)
         self.reason: str | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -80,31 +84,37 @@ class Positions:
 
     def _stuck(self, job: Job) -> None:
         if self.slots.give_up(job):
-            self.life.recycle()
+            self.life.recycle()  # as the task process does
 
     def hand(self, position: int, activity: type[Activity], data: str = "{}") -> str:
-        """Hand a task of ``activity`` to ``position``, as the worker's buffer would; its token."""
+        """Hand a task of ``activity`` to ``position``, as the hand-off would; its token."""
         self.fake.add_task(activity.name, data)
         task = self.client.poll(ARN_PREFIX + activity.name)
         assert task is not None
-        index = self.arns.index(task.activity_arn)
-        assert self.states[position].try_hold(task.activity_arn, task.token, index)
-        self.slots.hand(position, task)
+        number = self.states[position].hold(task, self.arns.index(task.activity_arn))
+        assert number is not None, f"position {position} is not free"
+        self.slots.hand(position, number, task)
         return task.token
 
-    def stop(self, *, past_grace: bool = False) -> None:
-        """Stop as the worker does: no new polls, nothing left to hand over."""
-        self.control.stopping.set()
-        if past_grace:
-            self.control.past_deadline.set()
-        self.control.drained.set()
+    def number(self, position: int, field: int) -> int:
+        """One of the numbers ``position`` shares with the worker."""
+        return self.cells.get(position, field)
+
+    def close_all(self) -> None:
+        """Close every position, as the worker's stop (or recycling) does."""
+        for state in self.states:
+            state.close()
+        for position in range(len(self.states)):
+            self.slots.close(position)
 
     def ended(self, timeout: float = 10) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def close(self) -> None:
-        self.stop(past_grace=True)
+        self.control.stopping.set()
+        self.control.past_deadline.set()
+        self.close_all()
         self.ended()
         self.heartbeats.close()
 
@@ -128,37 +138,36 @@ class TestRunning:
         self, fake: FakeStepFunctions, positions: list[Positions]
     ) -> None:
         """Three tasks that return only once all three run together, on one loop."""
+        async_workload.Gathering.reset()
         p = make(positions, fake, [async_workload.Gathering], 3)
         tokens = [p.hand(at, async_workload.Gathering, '{"count": 3}') for at in range(3)]
         assert fake.wait_for(3)
         assert [fake.successes.get(token) for token in tokens] == ["3", "3", "3"]
         assert wait_until(lambda: all(state.free() for state in p.states))
+        assert [(p.number(at, FINISHED), p.number(at, REPORTED)) for at in range(3)] == [(1, 1)] * 3
 
-    def test_the_pollers_serve_a_busy_task_list(
+    def test_each_task_of_a_position_has_its_number(
         self, fake: FakeStepFunctions, positions: list[Positions]
     ) -> None:
-        """Twelve tasks through three positions: each is polled and answered."""
-        tokens = [
-            fake.add_task("async-Echo", f'{{"value": {n}, "seconds": 0.01}}') for n in range(12)
-        ]
-        p = make(positions, fake, [async_workload.AsyncEcho], 3)
-        p.control.mark_busy(0)  # as the worker's own poll of the task list does
-        assert fake.wait_for(12)
-        assert [fake.successes[token] for token in tokens] == [str(n) for n in range(12)]
-        assert not p.overflow
+        """The second task of a position finishes and is reported as number 2."""
+        p = make(positions, fake, [async_workload.AsyncEcho], 1)
+        p.hand(0, async_workload.AsyncEcho, '{"value": 1}')
+        assert wait_until(p.states[0].free)
+        token = p.hand(0, async_workload.AsyncEcho, '{"value": 2}')
+        assert fake.wait_for(2)
+        assert fake.successes[token] == "2"
+        assert wait_until(lambda: p.number(0, REPORTED) == 2)
+        assert (p.number(0, HANDED), p.number(0, FINISHED)) == (2, 2)
+        assert not p.states[0].answering()
 
-    def test_a_sync_activity_is_left_to_the_slots(
+    def test_a_sync_task_handed_to_a_position_runs_all_the_same(
         self, fake: FakeStepFunctions, positions: list[Positions]
     ) -> None:
-        sync = fake.add_task("it-Echo", '{"value": 1}')
-        coroutine = fake.add_task("async-Echo", '{"value": 2}')
-        p = make(positions, fake, [workloads.Echo, async_workload.AsyncEcho], 2)
-        p.control.mark_busy(0)
-        p.control.mark_busy(1)
+        """The worker keeps sync tasks to slots; one that reaches a position runs in a thread."""
+        p = make(positions, fake, [workloads.Echo], 1)
+        token = p.hand(0, workloads.Echo, '{"value": 7}')
         assert fake.wait_for(1)
-        time.sleep(0.3)  # the pollers look again, at both task lists if they would
-        assert fake.successes == {coroutine: "2"}
-        assert sync not in fake.handed_out
+        assert fake.successes[token] == "7"
 
     def test_an_instance_that_cannot_be_made_fails_the_task(
         self, fake: FakeStepFunctions, positions: list[Positions]
@@ -168,97 +177,133 @@ class TestRunning:
         assert fake.wait_for(1)
         assert fake.failures[token][0] == "RuntimeError"
         assert wait_until(p.states[0].free)
+        assert wait_until(lambda: p.number(0, REPORTED) == 1)
 
     def test_a_freed_position_tells_the_worker_when_tasks_wait(
         self, fake: FakeStepFunctions, positions: list[Positions]
     ) -> None:
         p = make(positions, fake, [async_workload.AsyncEcho], 1)
-        p.control.buffered(0, 1)  # a task waits in the worker's buffer
+        p.control.set_waiting(1)  # a task waits in the worker's buffer
         p.hand(0, async_workload.AsyncEcho, '{"value": 1}')
         assert p.freed.wait(10)
 
-
-class TestPolling:
-    def test_idle_pollers_wait_instead_of_waking_each_other(
-        self, fake: FakeStepFunctions, positions: list[Positions], monkeypatch: pytest.MonkeyPatch
+    def test_a_freed_position_says_nothing_when_no_task_waits(
+        self, fake: FakeStepFunctions, positions: list[Positions]
     ) -> None:
-        """No busy task list: each poller looks about every IDLE_WAIT, not in a loop."""
-        calls = [0]
-        choose = Control.choose
+        p = make(positions, fake, [async_workload.AsyncEcho], 1)
+        p.hand(0, async_workload.AsyncEcho, '{"value": 1}')
+        assert wait_until(lambda: p.number(0, REPORTED) == 1)
+        assert wait_until(p.states[0].free)
+        assert not p.freed.is_set()
 
-        def counting(self: Control, turn: int, among: Any = None) -> int:
-            calls[0] += 1
-            return choose(self, turn, among)
-
-        monkeypatch.setattr(Control, "choose", counting)
-        make(positions, fake, [async_workload.AsyncEcho], 50)
-        time.sleep(0.3)
-        calls[0] = 0
-        time.sleep(1.0)
-        # 16 pollers looking every 50 ms: about 320 looks in a second; spinning, tens of
-        # thousands.
-        assert calls[0] < 1000, calls[0]
-
-    def test_a_position_is_polled_by_one_poller_at_a_time(
-        self, fake: FakeStepFunctions, positions: list[Positions], monkeypatch: pytest.MonkeyPatch
+    def test_each_task_counts_towards_the_process_s_life(
+        self, fake: FakeStepFunctions, positions: list[Positions]
     ) -> None:
-        """Handed a task while its poll is open, and done with it: not polled twice at once."""
-        fake.poll_wait = 3.0
-        doubled: list[int] = []
-        claim = Control.claim_poll
-
-        def claiming(self: Control, position: int, index: int) -> bool:
-            if position < self.slots and self.polling(position) >= 0:
-                doubled.append(position)
-            return claim(self, position, index)
-
-        monkeypatch.setattr(Control, "claim_poll", claiming)
-        p = make(positions, fake, [async_workload.AsyncEcho, async_workload.Gathering], 3)
-        p.control.mark_busy(0)
-        assert wait_until(lambda: all(p.control.polling(at) == 0 for at in range(3)))
-        p.hand(0, async_workload.Gathering, '{"count": 1}')  # ends at once, its poll open
-        assert fake.wait_for(1)
-        time.sleep(0.2)
-        for _ in range(2):
-            fake.add_task("async-Echo", '{"value": 1, "seconds": 1}')
-        assert fake.wait_for(3)
-        assert not doubled
+        """Worn out (``max_tasks``), the process asks the worker for no more tasks."""
+        p = make(positions, fake, [async_workload.AsyncEcho], 3, max_tasks=2)
+        p.hand(0, async_workload.AsyncEcho, '{"value": 1}')
+        assert wait_until(lambda: p.number(0, REPORTED) == 1)
+        assert not p.recycled.is_set()
+        p.hand(1, async_workload.AsyncEcho, '{"value": 2}')
+        assert p.recycled.wait(10)
+        assert p.life.tasks_done == 2
 
 
 class TestCancellation:
-    def test_a_gone_task_is_cancelled_and_its_position_freed(
+    def test_a_gone_task_is_cancelled_and_its_number_reported(
         self, fake: FakeStepFunctions, positions: list[Positions]
     ) -> None:
+        """Nothing is sent for it, and the position answers for it no more."""
         async_workload.Forever.cancelled.clear()
         p = make(positions, fake, [async_workload.Forever], 1)
         token = p.hand(0, async_workload.Forever)
         fake.gone.add(token)  # its next automatic heartbeat finds it gone
         assert wait_until(lambda: token in async_workload.Forever.cancelled)
-        assert wait_until(p.states[0].free)
+        assert wait_until(lambda: p.number(0, REPORTED) == 1)
+        assert p.number(0, FINISHED) == 1
+        assert p.states[0].free()
+        assert not p.states[0].answering()
         assert token not in fake.successes
         assert token not in fake.failures
 
-    def test_past_the_grace_a_running_task_fails_with_worker_shutdown(
+    def test_past_the_grace_a_running_task_fails_with_worker_shutdown_once(
         self, fake: FakeStepFunctions, positions: list[Positions]
     ) -> None:
+        """The grace's end (at_grace) and the coroutine's cancellation race: one outcome is sent."""
         async_workload.Forever.cancelled.clear()
         p = make(positions, fake, [async_workload.Forever], 1)
         token = p.hand(0, async_workload.Forever)
-        p.stop(past_grace=True)
+        p.control.stopping.set()
+        p.control.past_deadline.set()
         assert fake.wait_for(1)
         assert fake.failures[token][0] == "activities.WorkerShutdown"
-        assert token in async_workload.Forever.cancelled
+        assert wait_until(lambda: token in async_workload.Forever.cancelled)
+        assert wait_until(lambda: p.number(0, FINISHED) == 1)
+        assert p.number(0, REPORTED) == 1
+        p.close_all()
         assert p.ended()
+        assert fake.calls["SendTaskFailure"] == 1
+        assert not fake.successes
+
+    def test_what_a_task_returns_after_the_grace_took_it_is_dropped(
+        self, fake: FakeStepFunctions, positions: list[Positions]
+    ) -> None:
+        """at_grace first: the failure is sent; the coroutine, cancelled, returns a success."""
+        p = make(positions, fake, [async_workload.AsyncIgnoresCancel], 1)
+        token = p.hand(0, async_workload.AsyncIgnoresCancel)
+        assert wait_until(lambda: p.answers[0].running() is not None)
+        p.slots.at_grace()  # what the process's GraceWatch does at the grace's end
+        assert fake.wait_for(1)
+        assert fake.failures[token][0] == "activities.WorkerShutdown"
+        assert wait_until(lambda: p.number(0, REPORTED) == 1)
+        assert p.number(0, FINISHED) == 0, "still running"
+        assert not p.states[0].answering()
+        p.control.past_deadline.set()  # the coroutine is cancelled: it returns "done anyway"
+        assert wait_until(lambda: p.number(0, FINISHED) == 1)
+        p.close_all()
+        assert p.ended()  # no outcome of it is in flight
+        assert fake.successes == {}
+        assert fake.calls["SendTaskFailure"] == 1
+
+    def test_the_grace_takes_nothing_whose_outcome_is_on_its_way(
+        self, fake: FakeStepFunctions, positions: list[Positions], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The coroutine ended first: its success is sent, and at_grace sends no failure."""
+        sending, release = threading.Event(), threading.Event()
+        send = fake.send_task_success
+
+        def slow_success(taskToken: str, output: str) -> dict[str, str]:  # noqa: N803
+            sending.set()
+            assert release.wait(10)
+            return send(taskToken=taskToken, output=output)
+
+        monkeypatch.setattr(fake, "send_task_success", slow_success)
+        p = make(positions, fake, [async_workload.AsyncEcho], 1)
+        token = p.hand(0, async_workload.AsyncEcho, '{"value": 1}')
+        assert sending.wait(10)
+        assert p.number(0, FINISHED) == 1
+        p.slots.at_grace()
+        release.set()
+        assert fake.wait_for(1)
+        assert wait_until(lambda: p.number(0, REPORTED) == 1)
+        p.close_all()
+        assert p.ended()
+        assert fake.successes == {token: "1"}
+        assert fake.calls["SendTaskFailure"] == 0
 
     def test_a_task_handed_over_after_the_grace_fails_unstarted(
         self, fake: FakeStepFunctions, positions: list[Positions]
     ) -> None:
-        p = make(positions, fake, [async_workload.AsyncEcho], 1)
+        async_workload.Gathering.reset()
+        p = make(positions, fake, [async_workload.Gathering], 1)
         p.control.past_deadline.set()
-        token = p.hand(0, async_workload.AsyncEcho, '{"value": 1}')
+        token = p.hand(0, async_workload.Gathering, '{"count": 1}')
         assert fake.wait_for(1)
         assert fake.failures[token][0] == "activities.WorkerShutdown"
-        assert wait_until(p.states[0].free)
+        assert async_workload.Gathering.most == 0, "it ran"
+        assert wait_until(lambda: p.number(0, REPORTED) == 1)
+        assert p.number(0, FINISHED) == 1
+        assert fake.calls["SendTaskFailure"] == 1
 
     def test_a_task_that_will_not_stop_is_given_up(
         self, fake: FakeStepFunctions, positions: list[Positions], monkeypatch: pytest.MonkeyPatch
@@ -273,35 +318,54 @@ class TestCancellation:
         try:
             assert wait_until(lambda: p.slots.stuck), "the task was not given up"
             assert token in stubborn.refused
-            assert p.life.recycling.is_set()
-            assert p.ended(), "run() waited for the stuck task"
-            assert p.reason == "worn out"
+            assert p.recycled.is_set()
+            assert p.number(0, REPORTED) == 1
+            assert p.number(0, FINISHED) == 0, "it still runs"
             assert not p.states[0].answering()
+            p.close_all()
+            assert p.ended(), "run() waited for the stuck task"
+            assert p.reason == "stopped"
+            assert token not in fake.successes
+            assert token not in fake.failures
         finally:
             stubborn.released.set()
+
+    def test_a_task_not_of_these_positions_is_not_given_up(
+        self, fake: FakeStepFunctions, positions: list[Positions]
+    ) -> None:
+        p = make(positions, fake, [async_workload.AsyncEcho], 1)
+        task = Task(token="t" * 40, activity_arn=p.arns[0], worker_name="w", input="{}")
+        assert not p.slots.give_up(Job(task, async_workload.AsyncEcho, None))
+        assert not p.slots.stuck
 
 
 class TestEnding:
     def test_a_stop_lets_running_tasks_finish_and_report(
         self, fake: FakeStepFunctions, positions: list[Positions]
     ) -> None:
+        """Closed while a task runs: run() returns once its outcome is sent."""
         p = make(positions, fake, [async_workload.AsyncEcho], 2)
         token = p.hand(1, async_workload.AsyncEcho, '{"value": "done", "seconds": 0.3}')
-        p.stop()
+        p.control.stopping.set()
+        p.close_all()
         assert p.ended()
         assert fake.successes[token] == '"done"'
+        assert p.number(1, REPORTED) == 1
         assert p.reason == "stopped"
 
-    def test_positions_retire_when_the_process_is_worn_out(
+    def test_run_goes_on_while_a_position_is_open(
         self, fake: FakeStepFunctions, positions: list[Positions]
     ) -> None:
-        p = make(positions, fake, [async_workload.AsyncEcho], 3, max_tasks=2)
-        first = p.hand(0, async_workload.AsyncEcho, '{"value": 1}')
-        second = p.hand(1, async_workload.AsyncEcho, '{"value": 2}')
+        """One position of two closed, and nothing runs: run() still serves the other."""
+        p = make(positions, fake, [async_workload.AsyncEcho], 2)
+        p.states[0].close()
+        p.slots.close(0)
+        assert not p.ended(timeout=0.3)
+        token = p.hand(1, async_workload.AsyncEcho, '{"value": 3}')
+        assert fake.wait_for(1)
+        assert fake.successes[token] == "3"
+        p.slots.close(1)
         assert p.ended()
-        assert p.reason == "worn out"
-        assert all(state.retired() for state in p.states)
-        assert (fake.successes[first], fake.successes[second]) == ("1", "2")
 
 
 class TestErrors:
@@ -323,6 +387,13 @@ class TestErrors:
         p = make(positions, fake, [async_workload.AsyncEcho], 1)
         p.hand(0, async_workload.AsyncEcho, '{"value": 1}')
         assert wait_until(p.states[0].free)
+        assert p.number(0, REPORTED) == 1, "the worker would think it still answers for it"
         token = p.hand(0, async_workload.AsyncEcho, '{"value": 2}')
         assert fake.wait_for(1)
         assert fake.successes == {token: "2"}
+
+
+class TestThreads:
+    @pytest.mark.parametrize(("positions", "threads"), [(1, 1), (3, 3), (16, 16), (100, 16)])
+    def test_outcome_threads_are_few(self, positions: int, threads: int) -> None:
+        assert async_threads(positions) == threads
