@@ -71,6 +71,9 @@ TASK_PROCESS_NAME = "sfn-task"
 #: Exit code of a process that stopped itself because a task was gone and would not stop.
 EXIT_STUCK = 75
 
+#: Seconds a task process whose inbox ended waits for the worker's process to be gone.
+ORPHAN_WAIT = 1.0
+
 #: Seconds such a process waits for outcomes it is still sending before it exits.
 STUCK_DELIVERY_TIMEOUT = 10.0
 
@@ -104,16 +107,27 @@ class _Orphan:
         self._control.orphaned.set()
         self.say()
 
-    def say(self) -> None:
-        """Log, once, that the worker's process is gone, if it is."""
+    def say(self, *, inbox_ended: bool = False) -> None:
+        """Log, once, that the worker's process is gone, if it is.
+
+        ``inbox_ended``: the worker's messages ended without a word: its process is
+        dying, though its sentinel may not say so yet; it is given a moment to.
+        """
         if not self._control.orphaned.is_set():
-            return
+            parent = multiprocessing.parent_process()
+            if not inbox_ended or parent is None:
+                return
+            if not multiprocessing.connection.wait([parent.sentinel], timeout=ORPHAN_WAIT):
+                return
+            self._control.orphaned.set()
+        # Written under the lock: the main thread, about to end the process, waits for
+        # the watch's line rather than take it for written.
         with self._lock:
             if self._said:
                 return
             self._said = True
-        message = "the worker's process is gone: ending this task process after its tasks"
-        say_to_stderr(self._plan, logger, logging.ERROR, message)
+            message = "the worker's process is gone: ending this task process after its tasks"
+            say_to_stderr(self._plan, logger, logging.ERROR, message)
 
 
 def child_main(
@@ -155,7 +169,7 @@ def child_main(
         [(slot, position, Answer(cells, at)) for slot, position, at in slots],
         [(slot, position, Answer(cells, at)) for slot, position, at in async_slots],
     )
-    orphan.say()  # stopped by another orphan's flag before noticing: say it too
+    orphan.say(inbox_ended=serving.inbox_ended.is_set())  # if not said yet: say it too
     if serving.stuck_async():
         logging.shutdown()
         os._exit(EXIT_STUCK)
@@ -222,6 +236,8 @@ class _Serving:
         self._loops: list[SlotLoop] = []
         self._async: AsyncSlots | None = None
         self._runners: dict[object, threading.Thread] = {}
+        #: Set when the worker's messages ended without a word (its process died).
+        self.inbox_ended = threading.Event()
         self._stuck_loops: set[SlotLoop] = set()
 
     def run(
@@ -277,7 +293,7 @@ class _Serving:
                 closers[position] = functools.partial(positions.close, position)
         threading.Thread(
             target=_receive_tasks,
-            args=(inbox, takers, closers),
+            args=(inbox, takers, closers, self.inbox_ended),
             name="sfn-activities-inbox",
             daemon=True,
         ).start()
@@ -376,16 +392,18 @@ def _receive_tasks(
     inbox: Connection,
     takers: dict[int, Callable[[int, Task], None]],
     closers: dict[int, Callable[[], None]],
+    ended: threading.Event,
 ) -> None:
     """Pass the tasks the worker hands over to the slots (or async positions) they are for.
 
     A message of a position alone closes it: no task comes there any more. When the
-    worker's process is gone the inbox ends, and every slot is closed.
+    worker's process is gone the inbox ends (``ended`` is set), and every slot is closed.
     """
     while True:
         try:
             message = inbox.recv()
         except (EOFError, OSError):
+            ended.set()
             break
         try:
             if len(message) == 1:

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from activities._slot import Unit
-    from activities.task import Task
 
 
 class Owner:
@@ -39,7 +38,7 @@ class Owner:
 
     def on_exit(self, unit: Unit, reason: str, *, was_ready: bool) -> None: ...
 
-    def on_overflow(self, task: Task, position: int) -> None: ...
+    def on_recycle(self, unit: Unit) -> None: ...
 
     def on_free(self) -> None: ...
 
@@ -48,7 +47,7 @@ def test_a_process_stopped_before_it_started_is_no_error() -> None:
     """A stop at once can come while the worker is still starting its processes."""
     context = task_process_context(list(FRAMEWORK_MODULES), fork=False)
     settings = SlotSettings(by_arn={}, heartbeat_intervals={}, worker_name="w")
-    control = Control(context, ["arn:a"], slots=3, pollers=None)
+    control = Control(context, ["arn:a"], slots=3)
     process = TaskProcess(settings, control, Owner(), context, positions=[0, 1, 2])
     assert [slot.position for slot in process.slots] == [0, 1, 2]
     assert [slot.name for slot in process.slots] == [f"{process.name}.{n}" for n in (1, 2, 3)]
