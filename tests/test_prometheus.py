@@ -14,7 +14,6 @@ import pytest
 from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
-from activities._control import Control
 from activities._metrics import NO_METRICS, Metrics
 from activities._processmetrics import metrics_of
 from activities._prometheus import (
@@ -437,14 +436,39 @@ class TestNeverRaises:
         assert scrape(directory) == {}, "nothing was counted"
 
 
+class Record:
+    """A stand-in for the worker's hand-off: what its record says of each slot and task list."""
+
+    def __init__(self, slots: int, task_lists: int) -> None:
+        #: The task list of the task each slot runs (-1: none), by position.
+        self.cells = [-1] * slots
+        #: How many tasks of each task list wait in the buffer.
+        self.buffered = [0] * task_lists
+
+    def running_cells(self) -> list[int]:
+        return list(self.cells)
+
+    def buffered_by_task_list(self) -> list[int]:
+        return list(self.buffered)
+
+
+def live_of(
+    record: Record, names: list[str], async_positions: list[int] | None = None
+) -> LiveMetrics:
+    return LiveMetrics(
+        record,  # type: ignore[arg-type]
+        names,
+        len(record.cells),
+        async_positions or (),
+    )
+
+
 class TestLiveMetrics:
-    def test_slots_and_tasks_are_read_from_the_control_at_each_scrape(
+    def test_slots_and_tasks_are_read_from_the_hand_off_at_each_scrape(
         self, directory: MetricsDirectory
     ) -> None:
-        control = Control(
-            multiprocessing.get_context("spawn"), [ECHO_ARN, JUDGE_ARN], slots=3, pollers=None
-        )
-        live = LiveMetrics(control, ["it-Echo", "it-Judge"])
+        record = Record(slots=3, task_lists=2)
+        live = live_of(record, ["it-Echo", "it-Judge"])
         busy, free = (
             key("sfn_activities_slots", state="busy", kind="slot"),
             key("sfn_activities_slots", state="free", kind="slot"),
@@ -461,18 +485,15 @@ class TestLiveMetrics:
         assert (found[running("it-Echo")], found[running("it-Judge")]) == (0, 0)
         assert (found[waiting("it-Echo")], found[waiting("it-Judge")]) == (0, 0)
 
-        control.set_running(0, 0)
-        control.set_running(1, 1)
-        control.set_running(2, 0)
-        control.buffered(1, 2)
+        record.cells = [0, 1, 0]
+        record.buffered = [0, 2]
         found = scrape(directory, live)
         assert (found[busy], found[free]) == (3, 0)
         assert (found[running("it-Echo")], found[running("it-Judge")]) == (2, 1)
         assert (found[waiting("it-Echo")], found[waiting("it-Judge")]) == (0, 2)
 
-        control.set_running(2, -1)
-        control.buffered(1, -1)
-        control.buffered(0, 1)
+        record.cells = [0, 1, -1]
+        record.buffered = [1, 1]
         found = scrape(directory, live)
         assert (found[busy], found[free]) == (2, 1)
         assert (found[running("it-Echo")], found[running("it-Judge")]) == (1, 1)
@@ -487,10 +508,9 @@ class TestLiveMetrics:
         self, directory: MetricsDirectory
     ) -> None:
         """One slot and three async positions: a busy slot is no free capacity for sync work."""
-        control = Control(multiprocessing.get_context("spawn"), [ECHO_ARN], slots=4, pollers=None)
-        control.set_running(0, 0)
-        control.set_running(2, 0)
-        found = scrape(directory, LiveMetrics(control, ["it-Echo"], async_positions=[1, 2, 3]))
+        record = Record(slots=4, task_lists=1)
+        record.cells = [0, -1, 0, -1]
+        found = scrape(directory, live_of(record, ["it-Echo"], async_positions=[1, 2, 3]))
         slots = {
             (state, kind): found[key("sfn_activities_slots", state=state, kind=kind)]
             for state in ("busy", "free")
@@ -502,16 +522,22 @@ class TestLiveMetrics:
             ("busy", "async"): 1,
             ("free", "async"): 2,
         }
+        assert found[key("sfn_activities_tasks_running", activity="it-Echo")] == 2
+
+    def test_no_async_kind_without_async_positions(self, directory: MetricsDirectory) -> None:
+        """A worker of slots alone shows no ``kind="async"`` series."""
+        found = scrape(directory, live_of(Record(slots=2, task_lists=1), ["it-Echo"]))
+        kinds = {
+            dict(labels).get("kind") for name, labels in found if name == "sfn_activities_slots"
+        }
+        assert kinds == {"slot"}
 
     def test_task_lists_of_one_name_are_added_up(self, directory: MetricsDirectory) -> None:
         """One activity in two regions: one sample each, not two of one name and labels."""
-        arns = [ECHO_ARN, ECHO_ARN.replace("us-east-1", "eu-west-1")]
-        control = Control(multiprocessing.get_context("spawn"), arns, slots=3, pollers=None)
-        control.set_running(0, 0)
-        control.set_running(1, 1)
-        control.buffered(0, 1)
-        control.buffered(1, 3)
-        found = scrape(directory, LiveMetrics(control, ["it-Echo", "it-Echo"]))
+        record = Record(slots=3, task_lists=2)
+        record.cells = [0, 1, -1]
+        record.buffered = [1, 3]
+        found = scrape(directory, live_of(record, ["it-Echo", "it-Echo"]))
         assert found[key("sfn_activities_tasks_running", activity="it-Echo")] == 2
         assert found[key("sfn_activities_tasks_waiting", activity="it-Echo")] == 4
         names = [name for name, _ in found]
@@ -520,10 +546,10 @@ class TestLiveMetrics:
     def test_counted_and_live_metrics_are_scraped_together(
         self, directory: MetricsDirectory
     ) -> None:
-        control = Control(multiprocessing.get_context("spawn"), [ECHO_ARN], slots=2, pollers=None)
-        control.set_running(1, 0)
+        record = Record(slots=2, task_lists=1)
+        record.cells = [-1, 0]
         PrometheusMetrics().polled(ECHO_ARN, "task")
-        found = scrape(directory, LiveMetrics(control, ["it-Echo"]))
+        found = scrape(directory, live_of(record, ["it-Echo"]))
         assert found[key("sfn_activities_polls_total", activity="it-Echo", result="task")] == 1
         assert found[key("sfn_activities_slots", state="busy", kind="slot")] == 1
         assert found[key("sfn_activities_slots", state="free", kind="slot")] == 1
