@@ -1,102 +1,224 @@
-"""A slot's state: the tasks it answers for, taken by exactly one of slot and worker."""
+"""Who answers for a slot's tasks: the worker's record, the slot's numbers, no shared lock."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import threading
+import time
 
 import pytest
 
-from activities._control import Control
-from activities._slotstate import SlotState
+from activities._pool import thread_context
+from activities._slotstate import FINISHED, HANDED, REPORTED, Answer, Cells, Held, SlotState
+from activities.task import Task
 from tests.waiting import wait_until
 
-ARNS = ["arn:a", "arn:b", "arn:c"]
+#: The longest token Step Functions hands out.
+LONG_TOKEN = "t" * 2048
+
+
+def task(token: str, arn: str = "arn:aws:states:us-east-1:1:activity:a") -> Task:
+    return Task(token=token, activity_arn=arn, worker_name="w", input="{}")
+
+
+@pytest.fixture
+def cells() -> Cells:
+    return Cells(thread_context(), 2)
+
+
+@pytest.fixture
+def state(cells: Cells) -> SlotState:
+    return SlotState(cells, 1)
+
+
+@pytest.fixture
+def answer(cells: Cells) -> Answer:
+    return Answer(cells, 1)
+
+
+class TestCells:
+    def test_each_slot_has_numbers_of_its_own(self, cells: Cells) -> None:
+        cells.set(0, FINISHED, 4)
+        cells.set(1, FINISHED, 7)
+        cells.set(1, REPORTED, 6)
+        assert cells.finished() == [4, 7]
+        assert (cells.get(0, HANDED), cells.get(0, REPORTED), cells.get(1, REPORTED)) == (0, 0, 6)
 
 
 class TestSlotState:
-    @pytest.fixture
-    def state(self) -> SlotState:
-        context = multiprocessing.get_context("spawn")
-        return SlotState(context, Control(context, ARNS, slots=1, pollers=None), 0)
-
-    def test_a_slot_holds_one_task_at_a_time(self, state: SlotState) -> None:
-        """The worker hands a task only to a free slot; a free slot only polls when free."""
+    def test_tasks_are_numbered_and_a_busy_slot_takes_none(
+        self, state: SlotState, answer: Answer
+    ) -> None:
+        """The worker hands a task only to a free slot; the slot's FINISHED frees it."""
         assert state.free()
-        assert state.try_hold("arn:a", "first", 0)
+        assert not state.busy()
+        assert state.hold(task("first"), 0) == 1
+        assert answer.handed() == 1, "the number is written for the slot to read"
+        assert state.busy()
         assert not state.free()
-        assert not state.try_hold("arn:a", "second", 0)
-        assert not state.claim_poll(1)
-        assert state.start_delivering()
+        assert state.hold(task("second"), 0) is None
+        answer.begin(1, task("first"))
+        assert answer.finish(1)
         assert state.free()
-        assert state.claim_poll(1)
+        assert not state.busy()
+        assert state.hold(task("second"), 0) == 2
+        answer.finish(2)
+        assert state.hold(task("third"), 0) == 3
 
-    def test_a_retired_slot_takes_no_task(self, state: SlotState) -> None:
-        assert state.retire()
-        assert state.retired()
-        assert not state.try_hold("arn:a", "late", 0)
+    def test_a_closed_slot_takes_no_task(self, state: SlotState) -> None:
+        assert not state.closed
+        state.close()
+        assert state.closed
+        assert not state.free()
+        assert state.hold(task("late"), 0) is None
 
-    def test_a_running_task_taken_by_the_worker_is_dropped_by_the_slot(
-        self, state: SlotState
+    def test_running_names_the_task_list_of_the_running_task(
+        self, state: SlotState, answer: Answer
     ) -> None:
-        """At the deadline the worker takes the task: the slot's outcome is not sent."""
-        token = "t" * 2048  # the longest token Step Functions hands out
-        assert state.try_hold("arn:a", token, 0)
-        assert state.answering()
-        [held] = state.take(delivering=False)
-        assert (held.activity_arn, held.token, held.token_prefix) == ("arn:a", token, "t" * 12)
-        assert state.running_taken()
-        assert not state.answering()
-        assert not state.start_delivering()
-        assert state.take(delivering=True) == [], "taken twice"
-
-    def test_a_task_is_taken_by_its_token_only(self, state: SlotState) -> None:
-        """A stuck task's token: not the task the slot took after that one ended."""
-        assert state.try_hold("arn:a", "token-2", 0)
-        assert state.take(delivering=False, token="token-1") == []
-        assert state.answering()
-        [held] = state.take(delivering=False, token="token-2")
-        assert held.token == "token-2"
-        assert state.running_taken()
-
-    def test_an_outcome_being_sent_is_only_taken_when_the_slot_died(self, state: SlotState) -> None:
-        assert state.try_hold("arn:a", "sending", 0)
-        assert state.start_delivering()
-        assert state.take(delivering=False) == []
-        [held] = state.take(delivering=True)
-        assert held.token == "sending"
+        assert state.running() == -1
+        state.hold(task("first"), 2)
+        assert state.running() == 2
+        answer.begin(1, task("first"))
+        answer.finish(1)
+        assert state.running() == -1, "finished: the slot runs nothing"
+        assert state.answering(), "its outcome is not reported yet"
+        answer.reported(1)
         assert not state.answering()
 
-    def test_a_slot_runs_one_task_while_it_sends_the_outcome_of_another(
-        self, state: SlotState
+    def test_the_worker_takes_what_the_slot_runs_and_sends_once(
+        self, state: SlotState, answer: Answer
     ) -> None:
-        """A dead process answered for both: the worker fails both."""
-        assert state.try_hold("arn:a", "sending", 0)
-        assert state.start_delivering()
-        assert state.try_hold("arn:b", "running", 1)
-        taken = state.take(delivering=True)
-        assert sorted((held.activity_arn, held.token) for held in taken) == [
-            ("arn:a", "sending"),
-            ("arn:b", "running"),
+        """A slot whose unit died: the worker answers for its tasks after the last reported."""
+        state.hold(task("reported"), 0)
+        answer.begin(1, task("reported"))
+        answer.finish(1)
+        answer.reported(1)
+        state.hold(task("sending", "arn:aws:states:us-east-1:1:activity:b"), 1)
+        answer.begin(2, task("sending"))
+        answer.finish(2)  # its outcome is on its way
+        state.hold(task(LONG_TOKEN), 0)  # running
+        taken = state.take()
+        assert [(held.token, held.index, held.sent) for held in taken] == [
+            ("sending", 1, True),
+            (LONG_TOKEN, 0, False),
         ]
-
-    def test_what_was_sent_or_released_is_nobodys(self, state: SlotState) -> None:
-        assert state.try_hold("arn:a", "sent", 0)
-        assert state.start_delivering()
-        state.done_delivering()
-        assert state.try_hold("arn:a", "cancelled", 0)
-        state.release()
+        assert state.closed
         assert not state.answering()
-        assert state.take(delivering=True) == []
+        assert state.hold(task("late"), 0) is None
+        assert state.take() == [], "taken twice"
 
-    def test_the_worker_sees_what_a_child_process_holds(self, state: SlotState) -> None:
+    def test_what_was_reported_is_nobodys(self, state: SlotState, answer: Answer) -> None:
+        state.hold(task("sent"), 0)
+        answer.begin(1, task("sent"))
+        answer.finish(1)
+        answer.reported(1)
+        assert state.take() == []
+
+    def test_a_held_task_names_itself_as_a_task(self) -> None:
+        held = Held("arn:aws:states:us-east-1:1:activity:pre-Resize", LONG_TOKEN, 3)
+        assert (held.token_prefix, held.activity_name, held.sent) == ("t" * 12, "pre-Resize", False)
+        again = held.as_task("w")
+        assert (again.token, again.activity_arn, again.worker_name) == (
+            LONG_TOKEN,
+            held.activity_arn,
+            "w",
+        )
+
+
+class TestAcrossProcesses:
+    """The slot's numbers are shared memory: the worker reads what a task process wrote."""
+
+    def test_the_record_sees_what_a_child_process_finished_and_reported(self) -> None:
         context = multiprocessing.get_context("spawn")
-        child = context.Process(target=hold_and_exit, args=(state,))
+        cells = Cells(context, 2)
+        state = SlotState(cells, 1)
+        assert state.hold(task("from-the-worker"), 0) == 1
+        child = context.Process(target=run_and_report, args=(cells, 1))
         child.start()
         child.join(30)
-        assert wait_until(state.answering)
-        [held] = state.take(delivering=True)
-        assert held.token == "from-the-child"
+        assert child.exitcode == 0
+        assert state.free()
+        assert not state.answering()
+        assert state.take() == []
+
+    def test_a_process_killed_before_it_reported_leaves_its_tasks_to_the_worker(self) -> None:
+        """No lock: the worker takes what the dead process answered for, and nothing blocks."""
+        context = multiprocessing.get_context("spawn")
+        cells = Cells(context, 2)
+        state = SlotState(cells, 1)
+        assert state.hold(task("finished"), 0) == 1
+        child = context.Process(target=finish_then_die, args=(cells, 1))
+        child.start()
+        assert wait_until(lambda: state.free() or not child.is_alive())
+        assert state.hold(task("running"), 1) == 2
+        child.join(30)
+        assert child.exitcode == -signal.SIGKILL
+        taken: list[Held] = []
+        taker = threading.Thread(target=lambda: taken.extend(state.take()), daemon=True)
+        taker.start()
+        taker.join(30)
+        assert not taker.is_alive(), "taking the dead slot's tasks blocked"
+        assert [(held.token, held.sent) for held in taken] == [
+            ("finished", True),
+            ("running", False),
+        ]
 
 
-def hold_and_exit(state: SlotState) -> None:
-    state.try_hold("arn:a", "from-the-child", 0)
+def run_and_report(cells: Cells, at: int) -> None:
+    answer = Answer(cells, at)
+    answer.begin(answer.handed(), task("from-the-worker"))
+    if answer.finish(1):
+        answer.reported(1)
+
+
+def finish_then_die(cells: Cells, at: int) -> None:
+    """Finish task 1, begin the next, and die before task 1 was reported."""
+    answer = Answer(cells, at)
+    answer.begin(1, task("finished"))
+    answer.finish(1)
+    deadline = time.monotonic() + 30
+    while answer.handed() < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    answer.begin(2, task("running"))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class TestAnswer:
+    def test_the_slot_reports_what_the_grace_did_not_take(self, answer: Answer) -> None:
+        first = task("first")
+        answer.begin(1, first)
+        assert answer.running() is first
+        assert answer.finish(1)
+        assert answer.running() is None
+        assert answer.take() is None, "nothing runs"
+
+    def test_a_task_taken_at_the_grace_is_not_the_slots_to_report(
+        self, cells: Cells, answer: Answer
+    ) -> None:
+        first = task("first")
+        answer.begin(1, first)
+        assert answer.take() == (1, first)
+        assert answer.running() is None
+        assert answer.take() is None, "taken twice"
+        assert not answer.finish(1)
+        assert cells.get(1, FINISHED) == 1, "the slot is free all the same"
+        answer.begin(2, task("second"))
+        assert answer.finish(2), "the next task is the slot's again"
+
+    def test_a_task_is_taken_by_its_token_only(self, answer: Answer) -> None:
+        """A stuck task's token: not the task the slot began after that one ended."""
+        second = task("token-2")
+        answer.begin(2, second)
+        assert answer.take(token="token-1") is None
+        assert answer.running() is second
+        assert answer.take(token="token-2") == (2, second)
+        assert not answer.finish(2)
+
+    def test_the_reported_number_never_goes_back(self, cells: Cells, answer: Answer) -> None:
+        """A late report of an earlier task does not give the worker back a reported task."""
+        answer.reported(3)
+        answer.reported(2)
+        assert cells.get(1, REPORTED) == 3
+        assert cells.get(0, REPORTED) == 0, "another slot's number"
