@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities import _asyncslots, _heartbeats
+from activities import _asyncslots, _heartbeats, _serving
 from activities._asyncslots import AsyncSlots, async_threads
 from activities._control import Control
 from activities._heartbeats import Heartbeats, Job
@@ -373,7 +373,7 @@ class TestErrors:
         self, fake: FakeStepFunctions, positions: list[Positions], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """An error before the outcome is settled (a metrics file, say): the position goes on."""
-        conclude = _asyncslots.conclude
+        conclude = _serving.conclude
         calls = [0]
 
         def failing(*args: Any, **kwargs: Any) -> Any:

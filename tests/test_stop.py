@@ -185,10 +185,10 @@ class Pool:
         return unit
 
     def units_now(self) -> list[Unit]:
-        return list(self.units)  # type: ignore[arg-type]
+        return list(self.units)
 
     def slots(self) -> list[Slot]:
-        return [slot for unit in self.units for slot in unit.slots]  # type: ignore[misc]
+        return [slot for unit in self.units for slot in unit.slots]
 
     def task(self, arn: str = ARNS[0]) -> Task:
         self._tokens += 1
