@@ -57,7 +57,9 @@ def command_line() -> argparse.ArgumentParser:
         ),
     )
     worker.add_argument(
-        "--pollers", type=_positive, help="the most long polls open at once (default: no cap)"
+        "--pollers",
+        type=_positive,
+        help="the most long polls open at once (default: one per task list, up to 64 more)",
     )
     worker.add_argument(
         "--buffer",

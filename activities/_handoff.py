@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from activities._heartbeats import HEARTBEAT_MIN_INTERVAL
 from activities._metrics import NO_METRICS
-from activities._poll import MAX_POLLS, Polls, TaskLists
+from activities._poll import Polls, TaskLists
 from activities.errors import WorkerShutdown
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class HandOff:
         metrics: what the polls are counted in.
         sync_positions: the slots that take sync tasks, when some do not (async
             positions); ``None``: all of them.
-        pollers: polls open at once, at most (``None``: :data:`~activities._poll.MAX_POLLS`).
+        most_polls: polls open at once, at most.
         groups: for each task list, the index of the activity class served on it.
         limits: for each activity class, the most of its tasks run at once
             (``max_concurrency``), ``None`` for no limit.
@@ -83,7 +83,7 @@ class HandOff:
         fail: Callable[[Task, Exception], None],
         metrics: Metrics = NO_METRICS,
         sync_positions: Sequence[int] | None = None,
-        pollers: int | None = None,
+        most_polls: int = 1,
         groups: Sequence[int] | None = None,
         limits: Sequence[int | None] = (),
     ) -> None:
@@ -117,7 +117,7 @@ class HandOff:
             take=self.take,
             stopping=control.stopping,
             give_up=control.give_up,
-            most=pollers or MAX_POLLS,
+            most=most_polls,
             metrics=metrics,
         )
         self._thread = threading.Thread(

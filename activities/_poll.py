@@ -32,17 +32,13 @@ if TYPE_CHECKING:
     from activities.client import ActivityClient
     from activities.task import Task
 
-__all__ = ["MAX_POLLS", "Polls", "TaskLists", "poll_failed"]
+__all__ = ["Polls", "TaskLists", "poll_failed"]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds a task list counts as busy after a poll brought a task: the worker adds polls
 #: to a busy task list, where one is enough for an idle one.
 BUSY_WINDOW = 0.5
-
-#: Polls open at once at most, without ``pollers``: at a 20 ms round trip, 64 polls take
-#: 3,200 tasks a second, over six times the ``GetActivityTask`` quota of a Region.
-MAX_POLLS = 64
 
 
 class TaskLists:
@@ -113,7 +109,8 @@ class Polls:
         take: takes what a poll brought (runs it, or keeps it waiting).
         stopping: set when the worker stops: no new poll starts.
         give_up: set when it stops at once: a poll's error then goes unlogged.
-        most: polls open at once, at most.
+        most: polls open at once, at most (see
+            :meth:`~activities._settings.WorkerSettings.polls_at_most`).
         metrics: what polls are counted in.
     """
 
@@ -127,7 +124,7 @@ class Polls:
         take: Callable[[Task], None],
         stopping: Flag,
         give_up: Flag,
-        most: int = MAX_POLLS,
+        most: int,
         metrics: Metrics = NO_METRICS,
     ) -> None:
         self.lists = lists

@@ -81,8 +81,8 @@ logger = logging.getLogger(__name__)
 #: Seconds to wait before replacing a process that died before it was ready.
 RESTART_BACKOFF_CAP = 30.0
 
-#: HTTP connections of the worker's own client beyond one per task list (its coverage
-#: polls): heartbeats of waiting tasks, failures of tasks, creating activities.
+#: HTTP connections of the worker's own client beyond one per poll it may keep open:
+#: heartbeats of waiting tasks, failures of tasks, creating activities.
 PARENT_CONNECTIONS = 8
 
 
@@ -102,11 +102,13 @@ class Worker:
             process instead of a thread each (see :doc:`/async`). By default 100
             (``ASYNC_TASKS``) when an activity served is async, none otherwise; 0: none,
             async tasks run on the slots, one per slot.
-        pollers: the most long polls open at once (slots' and the worker's own); no cap
-            by default. Fewer than the task lists served leaves some without a poll.
-        buffer: how many received tasks may wait for a free slot (polls that may bring
-            one included); one per task list served by default. No new poll starts while
-            it is full.
+        pollers: the most long polls open at once, all of them the worker's own process's
+            (task processes poll nothing); by default one per task list served and up to
+            64 more on the busy ones, never more than the slots and the buffer hold.
+            Fewer than the task lists served leaves some without a poll.
+        buffer: how many received tasks may wait for a free slot; one per task list
+            served by default. Polls open and tasks held never exceed the slots and the
+            buffer: no new poll starts while it is full.
         client: a function that makes a Step Functions client (each process calls it:
             it must be picklable, e.g. ``functools.partial(make_client, endpoint_url=...)``),
             or, with ``threads``, a client; :func:`~activities.make_client` by default,
@@ -197,7 +199,7 @@ class Worker:
         self._client_factory, sfn = client_and_factory(
             client,
             use_threads=self.settings.use_threads,
-            connections=len(self.served)
+            connections=self.settings.polls_at_most(len(self.served))
             + PARENT_CONNECTIONS
             + (self._thread_connections() if self.settings.use_threads else 0),
         )
@@ -333,7 +335,7 @@ class Worker:
             fail=self._fail_task,
             metrics=self._metrics,
             sync_positions=self.settings.sync_positions(),
-            pollers=self.settings.pollers,
+            most_polls=self.settings.polls_at_most(len(by_arn)),
             groups=[names.index(activity.name) for activity in by_arn.values()],
             limits=[self.max_concurrency[name] for name in names],
         )
