@@ -36,7 +36,7 @@ def test_without_preload_only_the_framework_is_imported() -> None:
 
 def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
     """Every module the pickle of a task process names (its pipes, the shared flags, its
-    slots' states, the settings, the activities) is imported by the worker before the
+    slots' numbers, the settings, the activities) is imported by the worker before the
     fork: imported in a forked task process, a module costs it the pages its import
     writes to (see ``UNPICKLING_MODULES``)."""
     script = textwrap.dedent(
@@ -55,7 +55,7 @@ def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
         from activities._loop import SlotSettings
         from activities._child import child_main
         from activities._sfnclient import make_client
-        from activities._slotstate import SlotState
+        from activities._slotstate import Cells
 
         class Popen:  # what multiprocessing pickles a forkserver child's arguments under
             def duplicate_for_child(self, fd):
@@ -64,7 +64,7 @@ def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
                 return popen_forkserver._DupFd(fd)
 
         forkserver = multiprocessing.get_context("forkserver")
-        control = Control(forkserver, ["arn:a", "arn:b"], slots=2, pollers=None)
+        control = Control(forkserver, ["arn:a", "arn:b"], slots=2)
         settings = SlotSettings(
             by_arn={"arn:a": tests.preload_workload.Recorded},
             heartbeat_intervals={"preload-Recorded": None},
@@ -78,7 +78,9 @@ def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
             kwargs={
                 "settings": settings,
                 "control": control,
-                "slots": [("process-1", 0, SlotState(forkserver, control, 0))],
+                "cells": Cells(forkserver, 2),
+                "slots": [("process-1", 0, 0)],
+                "async_slots": [("process-1.async-1", 1, 1)],
             },
         )
         buffer = io.BytesIO()
@@ -126,6 +128,7 @@ def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
         "activities._control",
         "activities._loop",
         "activities._child",
+        "activities._slotstate",
         "multiprocessing.connection",
         "multiprocessing.popen_forkserver",
         "multiprocessing.sharedctypes",
