@@ -52,8 +52,10 @@ class ScriptedClient:
         limit: int | None = None,
     ) -> None:
         self.retry = retry if retry is not None else RetryPolicy()
-        self._held = held
-        self._limit = limit
+        #: See ``held`` (may be set after the client is made).
+        self.held = held
+        #: See ``held``.
+        self.limit = limit
         self._lock = threading.Condition()
         self._answers: dict[str, collections.deque[Answer]] = collections.defaultdict(
             collections.deque
@@ -77,11 +79,11 @@ class ScriptedClient:
             self.open[activity_arn] += 1
             total = sum(self.open.values())
             self.most = max(self.most, total)
-            if self._held is not None and self._limit is not None:
+            if self.held is not None and self.limit is not None:
                 # Polls that returned already count as tasks held, if they brought one: a
                 # task is never counted twice, and polls open stay put under the lock.
-                held = self._held()
-                if total + held > self._limit:
+                held = self.held()
+                if total + held > self.limit:
                     self.over.append((total, held))
             self._lock.notify_all()
             answers = self._answers[activity_arn]

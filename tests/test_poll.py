@@ -17,7 +17,7 @@ import pytest
 from activities import RetryPolicy
 from activities._control import Flag
 from activities._metrics import NO_METRICS, Metrics
-from activities._poll import MAX_POLLS, Polls, TaskLists, poll_failed
+from activities._poll import Polls, TaskLists, poll_failed
 from activities._pool import thread_context
 from activities.errors import ActivityDoesNotExist, ServiceError, Throttled
 from tests.fake_polls import ScriptedClient, arn, task
@@ -61,7 +61,7 @@ def make_polls(
     room: Callable[[bool], int] = lambda _: PLENTY,
     may_poll: Callable[[int], bool] = lambda _: True,
     take: Callable[[Task], None] = lambda _: None,
-    most: int = MAX_POLLS,
+    most: int = PLENTY,
     metrics: Metrics = NO_METRICS,
 ) -> Polls:
     context = thread_context()
@@ -205,9 +205,7 @@ class TestClaim:
         "not only among the busy ones: with fewer polls than task lists, the first ones "
         "are polled again and again and the others never",
     )
-    @pytest.mark.parametrize(
-        ("most", "room"), [(3, PLENTY), (MAX_POLLS, 3)], ids=["pollers", "room"]
-    )
+    @pytest.mark.parametrize(("most", "room"), [(3, PLENTY), (PLENTY, 3)], ids=["pollers", "room"])
     def test_fewer_polls_than_task_lists_turn_over_all_of_them(self, most: int, room: int) -> None:
         """Three polls and six idle task lists: each poll that returns empty goes on to another."""
         lists = Lists(names(6))
