@@ -173,7 +173,7 @@ class Polls:
                 count = lists.open[index]
                 if count and not lists.is_busy(index, now):
                     continue  # an idle task list needs one poll
-                if count > fewest or (count == fewest and index != current):
+                if count > fewest or (count == fewest and (index != current or not count)):
                     continue
                 if lists.paused(index, now) or not self._may_poll(index):
                     continue

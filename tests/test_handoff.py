@@ -712,12 +712,6 @@ class TestCoverage:
         assert fake.most <= 2
         assert set(fake.successes) == set(tokens)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="a poller whose poll of an idle task list returns empty polls that task "
-        "list again (Polls._claim prefers it): with fewer polls than task lists, the "
-        "others are never polled",
-    )
     @pytest.mark.parametrize("options", [{"pollers": 3}, {"buffer": 2}], ids=["pollers", "room"])
     def test_fewer_polls_than_task_lists_still_reach_every_task_list(
         self, options: dict[str, int]

@@ -199,12 +199,6 @@ class TestClaim:
         assert polls._claim(-1) == -1
         assert polls.open_count() == 3
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="_claim prefers the poller's own task list among those with no poll open, "
-        "not only among the busy ones: with fewer polls than task lists, the first ones "
-        "are polled again and again and the others never",
-    )
     @pytest.mark.parametrize(("most", "room"), [(3, PLENTY), (PLENTY, 3)], ids=["pollers", "room"])
     def test_fewer_polls_than_task_lists_turn_over_all_of_them(self, most: int, room: int) -> None:
         """Three polls and six idle task lists: each poll that returns empty goes on to another."""
