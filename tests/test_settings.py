@@ -7,8 +7,17 @@ import os
 import pytest
 
 from activities import ConfigurationError
-from activities._settings import ASYNC_TASKS, WorkerSettings, async_tasks_for
+from activities._settings import ASYNC_TASKS, BUSY_POLLS, WorkerSettings, async_tasks_for
 from tests import async_workload, workloads
+
+
+def test_polls_default_to_one_per_task_list_and_more_for_busy_ones_within_the_room() -> None:
+    """Each poll may bring a task: never more polls than the slots and the buffer hold."""
+    many = WorkerSettings(processes=16, async_tasks=100)  # 1,616 slots and positions
+    assert many.polls_at_most(3) == 3 + BUSY_POLLS
+    assert WorkerSettings(processes=2).polls_at_most(3) == 2 + 3  # slots + buffer
+    assert WorkerSettings(processes=2, buffer=1).polls_at_most(3) == 3
+    assert WorkerSettings(processes=16, async_tasks=100, pollers=5).polls_at_most(3) == 5
 
 
 def test_defaults_are_a_process_per_cpu_and_no_cap_on_polls() -> None:
