@@ -12,6 +12,7 @@ closed its slots (a stop, or a recycling it asked for), or the worker's process 
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import gc
 import logging
@@ -38,6 +39,7 @@ from activities._sfnclient import make_client
 from activities._slot import HEARTBEAT_THREADS, heartbeat_threads
 from activities._slotstate import Answer
 from activities.client import ActivityClient
+from activities.task import Task
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,7 +51,6 @@ if TYPE_CHECKING:
     from activities._heartbeats import Job
     from activities._loop import SlotSettings
     from activities._slotstate import Cells
-    from activities.task import Task
 
 __all__ = [
     "CONNECTIONS_PER_SLOT",
@@ -57,6 +58,8 @@ __all__ = [
     "TASK_PROCESS_NAME",
     "async_connections",
     "child_main",
+    "closing",
+    "handing",
     "task_process_connections",
 ]
 
@@ -293,7 +296,7 @@ class _Serving:
                 closers[position] = functools.partial(positions.close, position)
         threading.Thread(
             target=_receive_tasks,
-            args=(inbox, takers, closers, self.inbox_ended),
+            args=(inbox, takers, closers, self.inbox_ended, settings.worker_name),
             name="sfn-activities-inbox",
             daemon=True,
         ).start()
@@ -388,11 +391,43 @@ def _exit_stuck(stuck: set[SlotLoop], runners: dict[object, threading.Thread]) -
     os._exit(EXIT_STUCK)
 
 
+def handing(position: int, number: int, task: Task) -> bytes:
+    """The worker's message handing ``task``, its ``number``-th, to the slot at ``position``.
+
+    Plain bytes rather than a pickle: it is sent for every task. The input comes last,
+    the only field that may hold a newline.
+    """
+    head = f"{position}\n{number}\n{task.started_at.timestamp()!r}\n{task.activity_arn}\n"
+    return b"".join([head.encode(), task.token.encode(), b"\n", task.input.encode()])
+
+
+def closing(position: int) -> bytes:
+    """The worker's message saying that no task comes to the slot at ``position`` any more."""
+    return f"{position}".encode()
+
+
+def _read(message: bytes, worker_name: str) -> tuple[int, int, Task] | int:
+    """What a message of the worker's says: a task handed over, or a slot closed."""
+    fields = message.split(b"\n", 5)
+    if len(fields) == 1:
+        return int(fields[0])
+    position, number, started, arn, token, data = fields
+    task = Task(
+        token=token.decode(),
+        activity_arn=arn.decode(),
+        worker_name=worker_name,
+        input=data.decode(),
+        started_at=dt.datetime.fromtimestamp(float(started), dt.UTC),
+    )
+    return int(position), int(number), task
+
+
 def _receive_tasks(
     inbox: Connection,
     takers: dict[int, Callable[[int, Task], None]],
     closers: dict[int, Callable[[], None]],
     ended: threading.Event,
+    worker_name: str,
 ) -> None:
     """Pass the tasks the worker hands over to the slots (or async positions) they are for.
 
@@ -401,15 +436,16 @@ def _receive_tasks(
     """
     while True:
         try:
-            message = inbox.recv()
+            message = inbox.recv_bytes()
         except (EOFError, OSError):
             ended.set()
             break
         try:
-            if len(message) == 1:
-                closers[message[0]]()
+            said = _read(message, worker_name)
+            if isinstance(said, int):
+                closers[said]()
             else:
-                position, number, task = message
+                position, number, task = said
                 takers[position](number, task)
         except Exception:
             # The worker's record holds it: it fails it with WorkerCrashed if the process ends.

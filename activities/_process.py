@@ -27,7 +27,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from activities._child import EXIT_STUCK, child_main
+from activities._child import EXIT_STUCK, child_main, closing, handing
 from activities._forkserver import StartState
 from activities._slotstate import Cells, SlotState
 
@@ -150,14 +150,14 @@ class TaskProcess:
         """
         try:
             with self._inbox_lock:
-                self._inbox.send((position, number, task))
+                self._inbox.send_bytes(handing(position, number, task))
         except (OSError, ValueError):
             logger.debug("%s is gone: task %s goes with it", self.name, task.token_prefix)
 
     def close_slot(self, position: int) -> None:
         """Tell the process that no task comes to ``position`` after those sent."""
         with contextlib.suppress(OSError, ValueError), self._inbox_lock:
-            self._inbox.send((position,))
+            self._inbox.send_bytes(closing(position))
 
     def _read(self) -> None:
         while True:

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from activities._child import _read, closing, handing
 from activities._control import Control
 from activities._forkserver import FRAMEWORK_MODULES, task_process_context
 from activities._loop import SlotSettings
 from activities._process import TaskProcess
+from activities.task import Task
 from tests.processes import (
     ROOT,
     bench,
@@ -184,3 +186,16 @@ def _kill_all(worker: subprocess.Popen[bytes], pids: list[int]) -> None:
     for pid in pids:
         if running(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_task_crosses_to_its_process_whole() -> None:
+    """The worker's message of a task: every field comes back, an input with newlines too."""
+    task = Task(
+        token="AAAA/bbb+ccc==" * 100,
+        activity_arn="arn:aws:states:eu-west-1:1:activity:Ünïcode",
+        worker_name="w",
+        input='{"text": "two\\nlines", "more": "\\u00e9"}\n',
+    )
+    said = _read(handing(3, 17, task), "w")
+    assert said == (3, 17, task)
+    assert _read(closing(3), "w") == 3
