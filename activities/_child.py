@@ -29,7 +29,7 @@ from activities._asyncslots import AsyncSlots, async_threads
 from activities._childlog import say_to_stderr, start_logging
 from activities._forkserver import STOP_SIGNALS, rename
 from activities._heartbeats import Heartbeats
-from activities._loop import SlotLoop
+from activities._loop import SlotLoop, outcome_sender
 from activities._outage import Hearing
 from activities._premade import take
 from activities._processmetrics import metrics_of
@@ -258,6 +258,7 @@ class _Serving:
             metrics=metrics_of(settings.metrics_dir),
         )
         grace = GraceWatch(self._control)
+        sender = outcome_sender(len(slots))
         self._loops = [
             SlotLoop(
                 slot_name,
@@ -269,7 +270,7 @@ class _Serving:
                 freed=self._freed,
                 position=position,
                 life=self._life,
-                send_in_background=len(slots) == 1,
+                sender=sender,
             )
             for slot_name, position, answer in slots
         ]

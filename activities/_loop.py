@@ -4,17 +4,20 @@
 (:mod:`activities._slot` starts it in either). The worker's own process polls
 (:mod:`activities._poll`) and hands each task to a free slot (:mod:`activities._handoff`);
 the slot runs one task at a time, in a thread of its own (never a process's main
-thread), and reports it. A slot in a process of its own sends an outcome from a thread
-while it already runs its next task: at a real network round trip that doubles what one
-process serves. It ends when the worker says no more tasks will come (:meth:`close`).
+thread), and reports it. It sends each outcome from a thread of its process's *sender*
+while it already runs its next task, two outcomes on their way at most: at a real
+network round trip the slot is free again as soon as ``run()`` returns, and its outcome
+and the poll of its next task overlap. It ends when the worker says no more tasks will
+come (:meth:`close`).
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 import queue
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import attrs
@@ -51,9 +54,18 @@ if TYPE_CHECKING:
     from activities.outcome import Outcome
     from activities.task import Task
 
-__all__ = ["SlotLoop", "SlotSettings"]
+__all__ = ["OUTCOMES_ON_THEIR_WAY", "SlotLoop", "SlotSettings", "outcome_sender"]
 
 logger = logging.getLogger(__name__)
+
+#: Outcomes of one slot on their way at once, at most: the slot takes its next task while
+#: the last one's is sent, and waits for the older one when Step Functions is slow.
+OUTCOMES_ON_THEIR_WAY = 2
+
+
+def outcome_sender(slots: int) -> ThreadPoolExecutor:
+    """The threads that send the outcomes of ``slots`` slots of one process."""
+    return ThreadPoolExecutor(slots + 1, thread_name_prefix="sfn-activities-outcome")
 
 
 @attrs.frozen
@@ -102,8 +114,8 @@ class SlotLoop:
             the place of the slot it replaces.
         life: the slot is in a task process, which may be recycled (see
             :class:`~activities._recycling.ProcessLife`).
-        send_in_background: send an outcome from a thread while running the next task
-            (a slot alone in its process: its two round trips overlap).
+        sender: the threads that send the outcomes of the process's slots (see
+            :func:`outcome_sender`).
     """
 
     def __init__(
@@ -118,7 +130,7 @@ class SlotLoop:
         freed: Callable[[], None] = lambda: None,
         position: int = 0,
         life: ProcessLife | None = None,
-        send_in_background: bool = False,
+        sender: Executor,
     ) -> None:
         self.name = name
         self.position = position
@@ -134,14 +146,8 @@ class SlotLoop:
         self._metrics = metrics_of(settings.metrics_dir)
         self._instances: dict[type[Activity], Activity] = {}
         self._inbox: queue.SimpleQueue[tuple[int, Task] | None] = queue.SimpleQueue()
-        # A slot alone in its process sends an outcome from a thread while it runs the
-        # next task: the two round trips overlap. Slots with others around them need not.
-        self._sender = (
-            ThreadPoolExecutor(1, thread_name_prefix="sfn-activities-outcome")
-            if send_in_background
-            else None
-        )
-        self._pending: Future[None] | None = None
+        self._sender = sender
+        self._pending: collections.deque[Future[None]] = collections.deque()
 
     @property
     def answer(self) -> Answer:
@@ -166,9 +172,8 @@ class SlotLoop:
         self._inbox.put(None)
 
     def finish_delivery(self, timeout: float | None = None) -> None:
-        """Wait (up to ``timeout``) until the outcome sent in the background is sent."""
-        if self._pending is not None:
-            concurrent.futures.wait([self._pending], timeout)
+        """Wait (up to ``timeout``) until the outcomes on their way are sent."""
+        concurrent.futures.wait(list(self._pending), timeout)
 
     def at_grace(self) -> None:
         """The shutdown grace ended: fail the running task, if any, from here."""
@@ -177,7 +182,6 @@ class SlotLoop:
             return
         number, task = taken
         failure = shutdown_failure(task, task.activity_name)
-        self.finish_delivery()  # what it reported before, first
         report(
             self._client,
             self._answer,
@@ -195,7 +199,6 @@ class SlotLoop:
         self._answer.begin(number, task)
         late = arrived_late(task, activity, self._control)
         if late is not None:
-            self.finish_delivery()
             if self._answer.finish(number):
                 self._deliver(number, task, late)
             return
@@ -213,13 +216,13 @@ class SlotLoop:
         outcome = conclude(job, outcome, heartbeats=self._heartbeats, metrics=self._metrics)
         if self._life is not None:
             self._life.task_done()  # a process to recycle asks the worker for no more tasks
-        self.finish_delivery()  # one outcome in flight at most
+        while self._pending and self._pending[0].done():
+            self._pending.popleft()
+        if len(self._pending) >= OUTCOMES_ON_THEIR_WAY:
+            concurrent.futures.wait([self._pending.popleft()])  # Step Functions is slow
         if not settle(self._answer, number, task, outcome, metrics=self._metrics):
             return
-        if self._sender is None:
-            self._deliver(number, task, outcome)
-        else:
-            self._pending = self._sender.submit(self._deliver, number, task, outcome)
+        self._pending.append(self._sender.submit(self._deliver, number, task, outcome))
 
     def _deliver(self, number: int, task: Task, outcome: Outcome) -> None:
         report(

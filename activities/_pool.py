@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from activities._child import task_process_connections
 from activities._forkserver import can_fork, preload_modules, task_process_context
 from activities._heartbeats import Heartbeats
+from activities._loop import outcome_sender
 from activities._premade import premake
 from activities._process import TaskProcess
 from activities._serving import GraceWatch
@@ -77,6 +78,7 @@ def thread_units(
         client=client,
         heartbeats=heartbeats,
         grace=grace,
+        sender=outcome_sender(pool.threads or 1),
     )
     positions = functools.partial(
         AsyncUnit,

@@ -32,6 +32,7 @@ from activities._slotstate import Answer, Cells, SlotState
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
+    from concurrent.futures import Executor
     from multiprocessing.context import BaseContext
 
     from activities._control import Control
@@ -140,6 +141,7 @@ class ThreadSlot:
         client: ActivityClient,
         heartbeats: Heartbeats,
         grace: GraceWatch,
+        sender: Executor,
         position: int = 0,
     ) -> None:
         self.name = f"thread-{next(_ids)}"
@@ -157,6 +159,7 @@ class ThreadSlot:
             heartbeats=heartbeats,
             freed=owner.on_free,
             position=position,
+            sender=sender,
         )
         grace.add(self._loop)
         self._thread = threading.Thread(

@@ -194,6 +194,8 @@ class Answer:
         self._number = 0
         self._task: Task | None = None
         self._taken = False
+        self._sending: set[int] = set()  # tasks whose outcome is on its way
+        self._done = 0  # the last task reported
 
     def handed(self) -> int:
         """The number of the last task the worker handed to the slot."""
@@ -205,18 +207,31 @@ class Answer:
             self._number, self._task, self._taken = number, task, False
 
     def finish(self, number: int) -> bool:
-        """Task ``number`` returned: the slot is free; whether it is to report the task."""
+        """Task ``number`` returned: the slot is free; whether it is to report the task.
+
+        If so, the slot answers for it until :meth:`reported`.
+        """
         with self._lock:
             taken = self._taken and self._number == number
             self._task = None
+            if not taken:
+                self._sending.add(number)
             self._cells.set(self._at, FINISHED, number)
             return not taken
 
     def reported(self, number: int) -> None:
-        """The slot answers for task ``number`` no more: reported, or nothing to report."""
+        """The slot answers for task ``number`` no more: reported, or nothing to report.
+
+        Outcomes may land out of order (a slot has two on their way at most): what the
+        worker reads is the last task before the first still on its way, so that it never
+        takes an outcome on its way for sent.
+        """
         with self._lock:
-            if number > self._cells.get(self._at, REPORTED):
-                self._cells.set(self._at, REPORTED, number)
+            self._sending.discard(number)
+            self._done = max(self._done, number)
+            last = min(self._sending) - 1 if self._sending else self._done
+            if last > self._cells.get(self._at, REPORTED):
+                self._cells.set(self._at, REPORTED, last)
 
     def take(self, token: str | None = None) -> tuple[int, Task] | None:
         """Take the running task from the slot: the caller answers for it (the grace ended).
@@ -229,6 +244,7 @@ class Answer:
             if token is not None and self._task.token != token:
                 return None
             self._taken = True
+            self._sending.add(self._number)
             return self._number, self._task
 
     def running(self) -> Task | None:

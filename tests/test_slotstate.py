@@ -222,3 +222,18 @@ class TestAnswer:
         answer.reported(2)
         assert cells.get(1, REPORTED) == 3
         assert cells.get(0, REPORTED) == 0, "another slot's number"
+
+    def test_outcomes_landing_out_of_order_leave_the_earlier_to_the_worker(
+        self, cells: Cells, state: SlotState, answer: Answer
+    ) -> None:
+        """Two outcomes on their way: the later one lands first; the earlier is still answered."""
+        for token in ("first", "second"):
+            number = state.hold(task(token), 0)
+            assert number is not None
+            answer.begin(number, task(token))
+            assert answer.finish(number)
+        answer.reported(2)
+        assert cells.get(1, REPORTED) == 0, "task 1 is still on its way"
+        assert [held.token for held in state.take()] == ["first", "second"]
+        answer.reported(1)
+        assert cells.get(1, REPORTED) == 2
