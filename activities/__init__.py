@@ -22,7 +22,7 @@ from __future__ import annotations
 from importlib.metadata import version as _version
 
 from activities._activity import Activity
-from activities._retry import RetryPolicy
+from activities._aws.retry import RetryPolicy
 from activities.check import Finding, check_definition
 from activities.client import ActivityClient, default_worker_name, make_client
 from activities.errors import (

@@ -22,10 +22,10 @@ import attrs
 
 from activities import errors as framework_errors
 from activities._asl import STATES_ERRORS, activity_name
-from activities._settings import heartbeat_intervals as intervals_of
 from activities.errors import ActivityError, ConfigurationError
 from activities.function import FunctionActivity
 from activities.registry import task_lists as served_task_lists
+from activities.worker._settings import heartbeat_intervals as intervals_of
 from transport import S3ClaimCheckError
 
 if TYPE_CHECKING:

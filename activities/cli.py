@@ -9,7 +9,7 @@
     activities local
     activities invoke Echo --input '{"value": 1}' --module myproject.activities
 
-What each command does is here; its arguments are in :mod:`activities._arguments`.
+What each command does is here; its arguments are in :mod:`activities._cli.arguments`.
 """
 
 from __future__ import annotations
@@ -32,13 +32,10 @@ from typing import TYPE_CHECKING
 import boto3
 import botocore.exceptions
 
-from activities._arguments import EXIT_USAGE, command_line, parse
-from activities._child import task_process_connections
-from activities._childlog import PlainFormatter
-from activities._invoke import LOCAL_ROLE_ARN, invoke
-from activities._operations import count_before_imports
-from activities._settings import async_tasks_for
-from activities._usermodules import check_findable, pointed, put_on_import_path
+from activities._cli.arguments import EXIT_USAGE, command_line, parse
+from activities._cli.invoke import LOCAL_ROLE_ARN, invoke
+from activities._cli.usermodules import check_findable, pointed, put_on_import_path
+from activities._ops.operations import count_before_imports
 from activities.check import _run as run_check
 from activities.client import ActivityClient, make_client
 from activities.errors import ActivitiesError, ConfigurationError
@@ -46,6 +43,9 @@ from activities.jsonlog import JsonFormatter
 from activities.local import LocalStepFunctions
 from activities.registry import discover, register, task_lists
 from activities.worker import Worker
+from activities.worker._childlog import PlainFormatter
+from activities.worker._settings import async_tasks_for
+from activities.worker._taskprocess import task_process_connections
 
 if TYPE_CHECKING:
     import argparse

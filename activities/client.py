@@ -3,7 +3,7 @@
 For code that embeds task processing in a loop of its own instead of running the worker
 pool; the pool is built on it. Every botocore ``ClientError`` is mapped to the
 framework's :class:`~activities.ServiceError` tree here, and nowhere else, and every call
-is retried here with the framework's one policy (see ``activities._retry``).
+is retried here with the framework's one policy (see ``activities._aws.retry``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import botocore.exceptions
 
 from activities import _runner
-from activities._outage import Hearing
-from activities._retry import Pacer, RetryPolicy
-from activities._sfnclient import CALL_TIMEOUT, make_client, set_call_timeout
-from activities._wire import Wire
+from activities._aws.outage import Hearing
+from activities._aws.retry import Pacer, RetryPolicy
+from activities._aws.sfnclient import CALL_TIMEOUT, make_client, set_call_timeout
+from activities._aws.wire import Wire
 from activities.errors import (
     ActivityDoesNotExist,
     InvalidOutput,
@@ -84,7 +84,7 @@ class ActivityClient:
 
     Each call is retried when it fails for a reason that passes (throttling, a 5xx, a
     timeout, a lost connection), up to ``retry.attempts`` attempts; calls of an operation
-    that Step Functions throttles are paced (see ``activities._retry``). A client of
+    that Step Functions throttles are paced (see ``activities._aws.retry``). A client of
     your own should not retry on its own (``retries={"total_max_attempts": 1}``), or its
     retries stack under these.
 
@@ -110,10 +110,10 @@ class ActivityClient:
         self.call_timeout = call_timeout
         #: Spaces this client's calls of an operation while it is throttled.
         self.pacer = Pacer()
-        #: What this client's calls heard from Step Functions (see activities._outage).
+        #: What this client's calls heard from Step Functions (see activities._aws.outage).
         self.hearing = Hearing()
         set_call_timeout(self.client, call_timeout)
-        #: The direct path of the activity calls (see activities._wire), or None: botocore's.
+        #: The direct path of the activity calls (see activities._aws.wire), or None: botocore's.
         self._wire = Wire.of(self.client)
         self.worker_name = worker_name if worker_name is not None else default_worker_name()
         if not 1 <= len(self.worker_name) <= MAX_WORKER_NAME_LENGTH:

@@ -2,7 +2,7 @@
 
 ::
 
-    {"time": "2026-12-01T19:52:03.114Z", "level": "INFO", "logger": "activities._loop",
+    {"time": "2026-12-01T19:52:03.114Z", "level": "INFO", "logger": "activities.task",
      "process": "sfn-activities-process-1", "pid": 4242,
      "message": "task AAAAKgAAAAIA succeeded: Echo in 0.004 s",
      "activity": "Echo", "token_prefix": "AAAAKgAAAAIA", "outcome": "succeeded",

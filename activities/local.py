@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any, Self
 
 import boto3
 
-from activities._listening import is_loopback, listeners
-from activities._localstack_install import default_home, install_localstack
-from activities._sfnclient import make_client
+from activities._aws.sfnclient import make_client
+from activities._local.install import default_home, install_localstack
+from activities._local.listening import is_loopback, listeners
 from activities.errors import LocalStepFunctionsError
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: The script LocalStack's Python runs: it patches a heartbeat race, then starts LocalStack.
-LAUNCHER = Path(__file__).with_name("_localstack_main.py")
+LAUNCHER = Path(__file__).parent / "_local" / "main.py"
 
 #: Seconds to wait for the endpoint to report Step Functions ready.
 STARTUP_TIMEOUT = 90.0

@@ -15,7 +15,7 @@ import logging
 import sys
 
 from activities import Worker
-from activities._childlog import LOG_FORMAT
+from activities.worker._childlog import LOG_FORMAT
 from benchmarks import workloads
 
 if __name__ == "__main__":

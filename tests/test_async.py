@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from activities import Activity, ActivityDefinitionError, activity, cli, make_client
-from activities._child import task_process_connections
-from activities._eventloop import EventLoop
-from activities._settings import ASYNC_TASKS
 from activities.registry import discover
 from activities.testing import ActivityEnvironment
 from activities.worker import Worker
+from activities.worker._eventloop import EventLoop
+from activities.worker._settings import ASYNC_TASKS
+from activities.worker._taskprocess import task_process_connections
 from tests import async_workload, workloads
 from tests.fake_sfn import ARN_PREFIX, FakeStepFunctions
 from tests.processes import ROOT, bench, bench_environment, polls_waiting, task_processes
@@ -383,7 +383,7 @@ class TestBlockedLoop:
             time.sleep(0.6)
 
         loop = EventLoop(blocked_after=0.2)
-        with caplog.at_level(logging.WARNING, "activities._eventloop"):
+        with caplog.at_level(logging.WARNING, "activities.worker._eventloop"):
             running = loop.start(blocking(), "task AAAA of Blocker")
             assert running.future is not None
             running.future.result(timeout=10)

@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities import _asyncslots, _heartbeats, _serving
-from activities._asyncslots import AsyncSlots, async_threads
-from activities._control import Control
-from activities._heartbeats import Heartbeats, Job
-from activities._loop import SlotSettings
-from activities._recycling import ProcessLife
-from activities._serving import GraceWatch
-from activities._slotstate import FINISHED, HANDED, REPORTED, Answer, Cells, SlotState
 from activities.client import ActivityClient
 from activities.task import Task
+from activities.worker import _asyncslots, _heartbeats, _serving
+from activities.worker._asyncslots import AsyncSlots, async_threads
+from activities.worker._control import Control
+from activities.worker._heartbeats import Heartbeats, Job
+from activities.worker._loop import SlotSettings
+from activities.worker._recycling import ProcessLife
+from activities.worker._serving import GraceWatch
+from activities.worker._slotstate import FINISHED, HANDED, REPORTED, Answer, Cells, SlotState
 from tests import async_workload, workloads
 from tests.fake_sfn import ARN_PREFIX
 from tests.waiting import wait_until

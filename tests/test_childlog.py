@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from activities._childlog import (
+from activities.worker._childlog import (
     LogPlan,
     PlainFormatter,
     StreamSpec,
@@ -144,7 +144,7 @@ def test_a_task_process_writes_its_own_lines_in_place() -> None:
     script = textwrap.dedent(
         """
         import logging, pickle, sys, threading
-        from activities._childlog import start_logging
+        from activities.worker._childlog import start_logging
         plan = pickle.loads(bytes.fromhex(sys.argv[1]))
         start_logging(plan, None, threading.Lock())  # the pipe is not used in place
         logging.getLogger("tests.task").info("task started")

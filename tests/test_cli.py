@@ -16,7 +16,7 @@ import pytest
 
 from activities import Worker, cli
 from activities import local as local_module
-from activities._arguments import command_line
+from activities._cli.arguments import command_line
 from activities.cli import main
 from activities.local import LocalStepFunctions, free_port, local_client
 from tests import workloads

@@ -29,7 +29,7 @@ from activities import (
     default_worker_name,
     make_client,
 )
-from activities._sfnclient import READ_TIMEOUT, set_call_timeout
+from activities._aws.sfnclient import READ_TIMEOUT, set_call_timeout
 from activities.local import free_port
 from transport import CompressedTransport
 

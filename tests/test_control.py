@@ -6,7 +6,7 @@ import multiprocessing
 import sys
 import time
 
-from activities._control import Control, Flag
+from activities.worker._control import Control, Flag
 
 ARNS = ["arn:a", "arn:b", "arn:c"]
 

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING
 import pytest
 from botocore.stub import ANY
 
-from activities import RetryPolicy, _delivery
-from activities._control import Flag
-from activities._delivery import BackgroundDelivery, deliver
+from activities import RetryPolicy
 from activities.errors import ServiceError, TaskGone, Throttled
 from activities.outcome import Cancelled, Failure, Success
 from activities.task import Task
+from activities.worker import _delivery
+from activities.worker._control import Flag
+from activities.worker._delivery import BackgroundDelivery, deliver
 
 if TYPE_CHECKING:
     from botocore.stub import Stubber
@@ -217,7 +218,7 @@ def test_an_unexpected_error_is_retried_with_pauses_and_logged_once_with_its_tra
 ) -> None:
     """Not Step Functions' answer: the outcome is not dropped, the thread does not die."""
     client, waits = FailsFirst(RuntimeError("a bug"), 3), Waits()
-    with caplog.at_level(logging.DEBUG, "activities._delivery"):
+    with caplog.at_level(logging.DEBUG, "activities.worker._delivery"):
         assert deliver(client, TASK, Success("1"), give_up=waits)  # type: ignore[arg-type]
     assert client.calls == 4
     assert len(waits.waited) == 3, "a pause before each new attempt"

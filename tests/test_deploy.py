@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from activities._arguments import command_line
-from activities._settings import SHUTDOWN_GRACE
+from activities._cli.arguments import command_line
+from activities.worker._settings import SHUTDOWN_GRACE
 
 DEPLOY = Path(__file__).parent.parent / "examples" / "deploy"
 

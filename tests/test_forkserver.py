@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from activities._forkserver import FRAMEWORK_MODULES, StartState, preload_modules
+from activities.worker._forkserver import FRAMEWORK_MODULES, StartState, preload_modules
 from tests.processes import ROOT, bench_environment, children, forkservers, name, task_processes
 from tests.waiting import wait_until
 
@@ -27,7 +27,7 @@ def test_the_activities_modules_come_first_and_the_framework_last() -> None:
     """The framework's module freezes the heap: it is imported after everything else."""
     modules = preload_modules(["app.a", "app.b", "app.a"], preload=True)
     assert modules == ["app.a", "app.b", *FRAMEWORK_MODULES]
-    assert modules[-1] == "activities._preload"
+    assert modules[-1] == "activities.worker._preload"
 
 
 def test_without_preload_only_the_framework_is_imported() -> None:
@@ -42,20 +42,20 @@ def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
     script = textwrap.dedent(
         """
         import functools, importlib, io, pickletools, sys
-        from activities._forkserver import FRAMEWORK_MODULES
+        from activities.worker._forkserver import FRAMEWORK_MODULES
         import tests.preload_workload  # an activity's module: the worker imported it
         for module in FRAMEWORK_MODULES[:-1]:
             importlib.import_module(module)
         before = set(sys.modules)
         import multiprocessing
         from multiprocessing import context, popen_forkserver, reduction
-        from activities._childlog import log_plan
-        from activities._control import Control
-        from activities._forkserver import StartState
-        from activities._loop import SlotSettings
-        from activities._child import child_main
-        from activities._sfnclient import make_client
-        from activities._slotstate import Cells
+        from activities.worker._childlog import log_plan
+        from activities.worker._control import Control
+        from activities.worker._forkserver import StartState
+        from activities.worker._loop import SlotSettings
+        from activities.worker._taskprocess import child_main
+        from activities._aws.sfnclient import make_client
+        from activities.worker._slotstate import Cells
 
         class Popen:  # what multiprocessing pickles a forkserver child's arguments under
             def duplicate_for_child(self, fd):
@@ -72,7 +72,7 @@ def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
             client_factory=functools.partial(make_client, region_name="us-east-1"),
             log_plan=log_plan(),
         )
-        process = forkserver.Process(  # as activities._process.TaskProcess makes it
+        process = forkserver.Process(  # as activities.worker._process.TaskProcess makes it
             target=child_main,
             args=(*forkserver.Pipe(duplex=False), "process-1", StartState.now()),
             kwargs={
@@ -125,10 +125,10 @@ def test_what_a_task_process_is_started_with_needs_no_new_import() -> None:
     named, missing = done.stdout.splitlines()
     # The scan finds what the pickle names (it would pass on finding nothing at all).
     assert {
-        "activities._control",
-        "activities._loop",
-        "activities._child",
-        "activities._slotstate",
+        "activities.worker._control",
+        "activities.worker._loop",
+        "activities.worker._taskprocess",
+        "activities.worker._slotstate",
         "multiprocessing.connection",
         "multiprocessing.popen_forkserver",
         "multiprocessing.sharedctypes",
@@ -144,7 +144,7 @@ def test_a_task_process_gets_the_environment_and_directory_of_its_start(
     script = textwrap.dedent(
         """
         import os, pickle, sys
-        from activities._forkserver import StartState
+        from activities.worker._forkserver import StartState
         start = pickle.loads(bytes.fromhex(sys.argv[1]))
         os.environ["LEFT_OVER"] = "from the forkserver"
         start.apply()

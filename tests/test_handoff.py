@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from activities import Activity, RetryPolicy, Worker
-from activities._control import Control
-from activities._handoff import WAITING_HEARTBEAT_INTERVAL, HandOff
-from activities._heartbeats import Job
-from activities._pool import thread_context
-from activities._slotstate import FINISHED, HANDED, REPORTED, Cells, SlotState
 from activities.errors import ServiceError, WorkerShutdown
+from activities.worker._control import Control
+from activities.worker._handoff import WAITING_HEARTBEAT_INTERVAL, HandOff
+from activities.worker._heartbeats import Job
+from activities.worker._pool import thread_context
+from activities.worker._slotstate import FINISHED, HANDED, REPORTED, Cells, SlotState
 from tests.fake_polls import ScriptedClient, arn, task
 from tests.fake_sfn import ARN_PREFIX, FakeStepFunctions
 from tests.waiting import wait_until
@@ -98,13 +98,13 @@ def never_busy(monkeypatch: pytest.MonkeyPatch) -> None:
     the moment a task its poll brought is not yet held, and then stays open (documented in
     ``HandOff._may_poll``). Tests that count the polls at the limit rule that moment out.
     """
-    monkeypatch.setattr("activities._poll.BUSY_WINDOW", 0.0)
+    monkeypatch.setattr("activities.worker._poll.BUSY_WINDOW", 0.0)
 
 
 @pytest.fixture
 def long_busy(monkeypatch: pytest.MonkeyPatch) -> None:
     """A task list a poll brought a task for stays busy for the test, however slow the machine."""
-    monkeypatch.setattr("activities._poll.BUSY_WINDOW", 600.0)
+    monkeypatch.setattr("activities.worker._poll.BUSY_WINDOW", 600.0)
 
 
 def names(prefix: str, count: int) -> list[str]:

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from activities import Activity, TaskGone
-from activities import _heartbeats as heartbeats_module
-from activities._heartbeats import Heartbeats, Job
 from activities.task import Task
+from activities.worker import _heartbeats as heartbeats_module
+from activities.worker._heartbeats import Heartbeats, Job
 from tests.waiting import wait_until
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""One task through Step Functions (activities._invoke): served here, and the end awaited."""
+"""One task through Step Functions (activities._cli.invoke): served here, and the end awaited."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from botocore.stub import ANY
 
 from activities import Activity, ActivityClient
-from activities import _invoke as invoke_module
-from activities._invoke import invoke
+from activities._cli import invoke as invoke_module
+from activities._cli.invoke import invoke
 
 if TYPE_CHECKING:
     from botocore.stub import Stubber

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import attrs
 import pytest
 
-from activities._childlog import _stream_spec
 from activities.jsonlog import TASK_FIELDS, JsonFormatter
+from activities.worker._childlog import _stream_spec
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from activities._listening import is_loopback, listeners, listening_sockets
+from activities._local.listening import is_loopback, listeners, listening_sockets
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -17,9 +17,9 @@ import boto3
 import botocore.config
 import pytest
 
-import activities._listening
+import activities._local.listening
 from activities import Activity, ActivityClient, Success, TaskGone
-from activities._listening import listeners
+from activities._local.listening import listeners
 from activities.cli import main
 from activities.local import (
     LAUNCHER,
@@ -300,7 +300,7 @@ class TestReachableFromLoopbackOnly:
             f"   0: 00000000:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 "
             "00000000     0        0 4242 1 0000000000000000 100 0 0 10 0\n"
         )
-        monkeypatch.setattr(activities._listening, "PROC", tmp_path)
+        monkeypatch.setattr(activities._local.listening, "PROC", tmp_path)
         checked = []
         check = LocalStepFunctions._check_loopback_only
 
@@ -450,7 +450,7 @@ class TestInstallLocalStack:
         home.mkdir()
         (home / "notes.txt").write_text("mine")
         fake = FakeInstall()
-        monkeypatch.setattr("activities._localstack_install._run", fake)
+        monkeypatch.setattr("activities._local.install._run", fake)
         with pytest.raises(
             LocalStepFunctionsError,
             match=f"^{home} exists and is not a LocalStack installation of sfn-activities",
@@ -467,7 +467,7 @@ class TestInstallLocalStack:
         """The virtualenv is built in a temporary sibling, moved to ``home``, scripts fixed."""
         home = tmp_path / "localstack"
         fake = FakeInstall()
-        monkeypatch.setattr("activities._localstack_install._run", fake)
+        monkeypatch.setattr("activities._local.install._run", fake)
         assert install_localstack(home) == home / "bin" / "python"
         assert fake.commands[0][3:5] == ["--prompt", "localstack"]
         staging = Path(fake.commands[0][-1])
@@ -489,7 +489,7 @@ class TestInstallLocalStack:
     ) -> None:
         """pip failing removes the temporary sibling, and ``home`` is not created."""
         home = tmp_path / "localstack"
-        monkeypatch.setattr("activities._localstack_install._run", FakeInstall(pip_fails=True))
+        monkeypatch.setattr("activities._local.install._run", FakeInstall(pip_fails=True))
         with pytest.raises(LocalStepFunctionsError, match="no network"):
             install_localstack(home)
         assert not home.exists()
@@ -501,7 +501,7 @@ class TestInstallLocalStack:
         """A folder made for it, still empty, receives the installation."""
         home = tmp_path / "localstack"
         home.mkdir()
-        monkeypatch.setattr("activities._localstack_install._run", FakeInstall())
+        monkeypatch.setattr("activities._local.install._run", FakeInstall())
         install_localstack(home)
         assert (home / ".sfn-activities-installed").exists()
 
@@ -516,7 +516,7 @@ class TestInstallLocalStack:
         theirs = tmp_path / ".localstack.installing-users"
         theirs.mkdir()
         (theirs / "data").write_text("keep")
-        monkeypatch.setattr("activities._localstack_install._run", FakeInstall())
+        monkeypatch.setattr("activities._local.install._run", FakeInstall())
         install_localstack(home)
         assert not ours.exists()
         assert (theirs / "data").read_text() == "keep"

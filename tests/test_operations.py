@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from activities import ConfigurationError, Worker, _operations
-from activities._prometheus import DIRECTORY_VARIABLE
+from activities import ConfigurationError, Worker
+from activities._ops import operations as _operations
+from activities._ops.prometheus import DIRECTORY_VARIABLE
 from activities.cli import main
 from tests import workloads
 from tests.fake_sfn import FakeStepFunctions, client_error

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from activities._outage import POLL_DUE, REPEAT, Hearing, OutageWatch
+from activities._aws.outage import POLL_DUE, REPEAT, Hearing, OutageWatch
 
 
 class Clock:

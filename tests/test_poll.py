@@ -15,11 +15,11 @@ import attrs
 import pytest
 
 from activities import RetryPolicy
-from activities._control import Flag
-from activities._metrics import NO_METRICS, Metrics
-from activities._poll import Polls, TaskLists, poll_failed
-from activities._pool import thread_context
+from activities._ops.metrics import NO_METRICS, Metrics
 from activities.errors import ActivityDoesNotExist, ServiceError, Throttled
+from activities.worker._control import Flag
+from activities.worker._poll import Polls, TaskLists, poll_failed
+from activities.worker._pool import thread_context
 from tests.fake_polls import ScriptedClient, arn, task
 from tests.waiting import wait_until
 
@@ -134,7 +134,7 @@ class TestTaskLists:
 @pytest.fixture
 def long_busy(monkeypatch: pytest.MonkeyPatch) -> None:
     """A task list marked busy stays busy for the test, however slow the machine."""
-    monkeypatch.setattr("activities._poll.BUSY_WINDOW", 600.0)
+    monkeypatch.setattr("activities.worker._poll.BUSY_WINDOW", 600.0)
 
 
 @pytest.mark.usefixtures("long_busy")
@@ -359,10 +359,10 @@ class TestPollFailed:
         """
         monkeypatch.setattr("random.uniform", lambda low, high: high)  # the longest pause
         lists = Lists(names(1))
-        with caplog.at_level(logging.ERROR, "activities._poll"):
+        with caplog.at_level(logging.ERROR, "activities.worker._poll"):
             poll_failed(lists, 0, RuntimeError("something unexpected"), retry)
         assert lists.pauses == [(0, retry.cap)]
-        records = [record for record in caplog.records if record.name == "activities._poll"]
+        records = [record for record in caplog.records if record.name == "activities.worker._poll"]
         assert records, "the failure is logged"
         assert all(record.levelno == logging.ERROR for record in records)
         assert any(record.exc_info is not None for record in records), "with its traceback"
@@ -387,9 +387,9 @@ class TestPollFailed:
     ) -> None:
         """Throttling at DEBUG, service errors at WARNING, a missing activity or a bug at ERROR."""
         lists = Lists(names(1))
-        with caplog.at_level(logging.DEBUG, "activities._poll"):
+        with caplog.at_level(logging.DEBUG, "activities.worker._poll"):
             poll_failed(lists, 0, error, RetryPolicy())
-        records = [record for record in caplog.records if record.name == "activities._poll"]
+        records = [record for record in caplog.records if record.name == "activities.worker._poll"]
         assert [record.levelname for record in records] == [level]
         assert (records[0].exc_info is not None) is traceback
         assert "list-00" in records[0].getMessage()
@@ -398,9 +398,9 @@ class TestPollFailed:
     def test_unlogged_when_the_worker_gives_up(self, caplog: pytest.LogCaptureFixture) -> None:
         """A poll abandoned by a stop at once still pauses its task list, silently."""
         lists = Lists(names(1))
-        with caplog.at_level(logging.DEBUG, "activities._poll"):
+        with caplog.at_level(logging.DEBUG, "activities.worker._poll"):
             poll_failed(lists, 0, RuntimeError("closed"), RetryPolicy(), log=False)
-        assert not [record for record in caplog.records if record.name == "activities._poll"]
+        assert not [record for record in caplog.records if record.name == "activities.worker._poll"]
         assert len(lists.pauses) == 1
 
     def test_a_lasting_error_pauses_longer_than_a_passing_one(

@@ -16,9 +16,9 @@ from tests.waiting import wait_until
 #: Makes what thread slots share, then says whether multiprocessing's resource tracker runs.
 SHARED_IN_THREADS = """
 import multiprocessing.resource_tracker as tracker
-from activities._control import Control
-from activities._pool import thread_context
-from activities._slotstate import Answer, Cells, SlotState
+from activities.worker._control import Control
+from activities.worker._pool import thread_context
+from activities.worker._slotstate import Answer, Cells, SlotState
 from activities.task import Task
 control = Control(thread_context(), ["arn:a"], slots=2)
 control.stopping.set()

@@ -10,9 +10,10 @@ import botocore.credentials
 import botocore.exceptions
 import pytest
 
-from activities import ActivityClient, _premade, make_client
-from activities._forkserver import StartState
-from activities._premade import ProcessCredentials, premake, take
+from activities import ActivityClient, make_client
+from activities.worker import _premade
+from activities.worker._forkserver import StartState
+from activities.worker._premade import ProcessCredentials, premake, take
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

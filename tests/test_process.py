@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from activities._child import _read, closing, handing
-from activities._control import Control
-from activities._forkserver import FRAMEWORK_MODULES, task_process_context
-from activities._loop import SlotSettings
-from activities._process import TaskProcess
 from activities.task import Task
+from activities.worker._control import Control
+from activities.worker._forkserver import FRAMEWORK_MODULES, task_process_context
+from activities.worker._loop import SlotSettings
+from activities.worker._process import TaskProcess
+from activities.worker._taskprocess import _read, closing, handing
 from tests.processes import (
     ROOT,
     bench,
@@ -32,7 +32,7 @@ from tests.waiting import wait_until
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from activities._slot import Unit
+    from activities.worker._slot import Unit
 
 
 class Owner:

@@ -14,9 +14,9 @@ import pytest
 from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
-from activities._metrics import NO_METRICS, Metrics
-from activities._processmetrics import metrics_of
-from activities._prometheus import (
+from activities._ops.metrics import NO_METRICS, Metrics
+from activities._ops.processmetrics import metrics_of
+from activities._ops.prometheus import (
     DIRECTORY_VARIABLE,
     MAX_ERROR_LABELS,
     OTHER_ERROR,
@@ -419,14 +419,16 @@ class TestNeverRaises:
         for name in os.listdir(directory.path):
             os.remove(os.path.join(directory.path, name))
         os.rmdir(directory.path)
-        with caplog.at_level(logging.DEBUG, logger="activities._prometheus"):
+        with caplog.at_level(logging.DEBUG, logger="activities._ops.prometheus"):
             metrics.polled(ECHO_ARN, "empty")
             metrics.task_started(a_task())
             ended(metrics, a_task(), Failure("ValueError"), 0.1)
             metrics.heartbeat(a_task(), "sent")
             metrics.delivery_retried(a_task())
             metrics.process_restarted("crashed")
-        records = [record for record in caplog.records if record.name == "activities._prometheus"]
+        records = [
+            record for record in caplog.records if record.name == "activities._ops.prometheus"
+        ]
         assert len(records) == 1, "later failures are not logged"
         [record] = records
         assert record.levelno == logging.DEBUG

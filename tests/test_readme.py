@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from activities._arguments import command_line
+from activities._cli.arguments import command_line
 from tests.processes import ROOT
 
 if TYPE_CHECKING:

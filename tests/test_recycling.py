@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from activities._recycling import ProcessLife
+from activities.worker._recycling import ProcessLife
 
 if TYPE_CHECKING:
     import pytest
@@ -26,7 +26,7 @@ class TestProcessLife:
 
     def test_a_recycle_is_said_once(self, caplog: pytest.LogCaptureFixture) -> None:
         life = ProcessLife("process-1", max_tasks=None, max_memory=None)
-        with caplog.at_level(logging.INFO, logger="activities._recycling"):
+        with caplog.at_level(logging.INFO, logger="activities.worker._recycling"):
             life.recycle("stuck")
             life.recycle("stuck again")
             assert life.task_done() is not False  # recycling: every slot retires

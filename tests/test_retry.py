@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from activities import RetryPolicy
-from activities._retry import MAX_GAP, MIN_GAP, REPORT_EVERY, Pacer
+from activities._aws.retry import MAX_GAP, MIN_GAP, REPORT_EVERY, Pacer
 
 
 class Clock:

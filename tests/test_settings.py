@@ -7,7 +7,7 @@ import os
 import pytest
 
 from activities import ConfigurationError
-from activities._settings import ASYNC_TASKS, BUSY_POLLS, WorkerSettings, async_tasks_for
+from activities.worker._settings import ASYNC_TASKS, BUSY_POLLS, WorkerSettings, async_tasks_for
 from tests import async_workload, workloads
 
 

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from activities._pool import thread_context
-from activities._slotstate import FINISHED, HANDED, REPORTED, Answer, Cells, Held, SlotState
 from activities.task import Task
+from activities.worker._pool import thread_context
+from activities.worker._slotstate import FINISHED, HANDED, REPORTED, Answer, Cells, Held, SlotState
 from tests.waiting import wait_until
 
 #: The longest token Step Functions hands out.

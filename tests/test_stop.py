@@ -1,8 +1,8 @@
-"""How a worker's pool stops (activities._stop): drained, past the grace, at once.
+"""How a worker's pool stops (activities.worker._stop): drained, past the grace, at once.
 
 Against the worker's real hand-off (not started: its polls are counted by hand), with
 stand-in units whose slots keep the worker's real record
-(:class:`~activities._slotstate.SlotState`); a test writes the numbers a slot would.
+(:class:`~activities.worker._slotstate.SlotState`); a test writes the numbers a slot would.
 """
 
 from __future__ import annotations
@@ -18,22 +18,23 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from activities import Activity, _stop
-from activities._control import Control
-from activities._handoff import HandOff
-from activities._heartbeats import Heartbeats
-from activities._slotstate import FINISHED, REPORTED, Cells, Held, SlotState
-from activities._stop import Stop, stop_on_signals
+from activities import Activity
 from activities.client import ActivityClient
 from activities.errors import WorkerShutdown
 from activities.task import Task
+from activities.worker import _stop
+from activities.worker._control import Control
+from activities.worker._handoff import HandOff
+from activities.worker._heartbeats import Heartbeats
+from activities.worker._slotstate import FINISHED, REPORTED, Cells, Held, SlotState
+from activities.worker._stop import Stop, stop_on_signals
 from tests.fake_sfn import ARN_PREFIX
 from tests.waiting import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from activities._slot import Slot, Unit
+    from activities.worker._slot import Slot, Unit
     from tests.fake_sfn import FakeStepFunctions
 
 

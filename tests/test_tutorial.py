@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from activities._arguments import command_line
+from activities._cli.arguments import command_line
 from activities.local import LocalStepFunctions, free_port
 from tests.processes import ROOT
 from tests.waiting import wait_until

@@ -1,4 +1,4 @@
-"""The direct path of the activity calls (activities._wire), against a scripted HTTP server."""
+"""The direct path of the activity calls (activities._aws.wire), against a scripted HTTP server."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import botocore.session
 import pytest
 
 from activities import ActivityClient, ServiceError, Success, TaskGone, make_client
-from activities._wire import Wire, allow_direct
+from activities._aws.wire import Wire, allow_direct
 from activities.local import free_port
 
 if TYPE_CHECKING:

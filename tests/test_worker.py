@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from activities import Activity, ConfigurationError, Worker, make_client
-from activities import _stop as stop_module
 from activities import registry as stop_module_registry
 from activities.local import local_client
+from activities.worker import _stop as stop_module
 from tests import workloads
 from tests.fake_sfn import FakeStepFunctions, client_error
 from tests.processes import ROOT, bench_environment, running
@@ -212,7 +212,7 @@ class TestMachinery:
             thread_worker(fake, workloads.Sleepy),
         ):
             assert fake.wait_for(1)
-        lines = [r.getMessage() for r in caplog.records if r.name == "activities._loop"]
+        lines = [r.getMessage() for r in caplog.records if r.name == "activities.task"]
         started = [line for line in lines if "started" in line and "token-0001" in line]
         ended = [line for line in lines if "succeeded" in line and "token-0001" in line]
         assert started == ["task token-0001-x started: it-Sleepy"]
@@ -379,7 +379,9 @@ class TestPools:
             worker.terminate()
         assert pid != os.getpid()
         assert f"hello from {pid}" in [r.getMessage() for r in caplog.records]
-        started = [r for r in caplog.records if r.name == "activities._loop" and "started" in r.msg]
+        started = [
+            r for r in caplog.records if r.name == "activities.task" and "started" in r.msg
+        ]
         assert started, "the task process's INFO line did not arrive"
         assert all(r.process == pid for r in started)
 

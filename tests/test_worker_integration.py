@@ -273,7 +273,7 @@ class TestShutdown:
         assert "SIGTERM: stopping gracefully" in output
         # The task process writes its own lines, in the command's format.
         assert re.search(
-            r"INFO +sfn-activities-process-\d+ activities\._loop: task \S+ succeeded: \S*Slow in",
+            r"INFO +sfn-activities-process-\d+ activities\.task: task \S+ succeeded: \S*Slow in",
             output,
         ), output
 

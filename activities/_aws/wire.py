@@ -1,0 +1,430 @@
+"""The activity API's calls over the framework's own HTTP connections: the direct path.
+
+A worker spends most of its own CPU time in four calls, ``GetActivityTask``,
+``SendTaskSuccess``, ``SendTaskFailure`` and ``SendTaskHeartbeat``, and botocore spends
+about 1 ms of CPU on each: its event hooks, parameter validation, serializer, signer,
+urllib3 and parser. :class:`Wire` makes those four calls itself, about four times
+cheaper: the same JSON 1.0 request botocore sends, signed with Signature Version 4 and the
+credentials of the boto3 client it stands in for (:mod:`activities._aws.sigv4`), over
+keep-alive ``http.client`` connections to that client's endpoint. Its errors are botocore's
+(``ClientError`` with the service's code, ``EndpointConnectionError``,
+``ReadTimeoutError``, ...), so that :class:`~activities.ActivityClient` handles both
+paths alike.
+
+Only clients made by :func:`~activities.make_client` take the direct path (``direct=True``,
+the default), and only when their configuration is one it speaks (see :meth:`Wire.of`:
+no proxy, no client certificate, no tracer wrapping botocore's calls). A client of one's
+own, or ``make_client(direct=False)``, goes through botocore for every call, so that its
+event hooks, a ``Stubber``, or instrumentation (X-Ray, OpenTelemetry) see the calls.
+"""
+
+from __future__ import annotations
+
+import http.client
+import inspect
+import json
+import logging
+import os
+import select
+import socket
+import ssl
+import threading
+import types
+import weakref
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import botocore
+import botocore.exceptions
+import botocore.httpsession
+
+from activities._aws.sigv4 import Signer
+
+if TYPE_CHECKING:
+    import time
+    from collections.abc import Callable
+
+    from botocore.credentials import Credentials
+    from mypy_boto3_stepfunctions import SFNClient
+
+__all__ = ["Wire", "allow_direct"]
+
+logger = logging.getLogger(__name__)
+
+#: Idle connections kept for the next calls, at most; more are closed.
+MAX_IDLE = 64
+
+#: The attribute set on a client made by make_client whose calls may take the direct path
+#: (absent: the client goes through botocore).
+_DIRECT = "_sfn_activities_direct"
+
+_OK = 200
+_NOT_EMPTY = ("taskToken", "activityArn", "workerName")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def allow_direct(client: SFNClient) -> None:
+    """Let ``client``'s activity calls take the direct path, signed as ``client`` signs.
+
+    Nothing changes for a client whose signer is not one this module knows (a botocore
+    of another make): its calls go through botocore.
+    """
+    signer = getattr(client, "_request_signer", None)
+    if signer is not None and hasattr(signer, "_credentials"):
+        setattr(client, _DIRECT, True)
+
+
+class Wire:
+    """Make the activity API's calls of one Step Functions client on connections of its own.
+
+    Safe to use from many threads at once: each call takes an idle connection, or opens
+    one, and puts it back when the answer is read. After a fork, the child opens its own.
+
+    Args:
+        endpoint_url: the client's endpoint, e.g. ``https://states.us-east-1.amazonaws.com``.
+        region: the Region calls are signed for.
+        credentials: botocore credentials (refreshed as they expire), or ``None``.
+        service: the signing name of the service.
+        verify: verify TLS certificates: ``True`` (botocore's bundle), ``False``, or the
+            path of a CA bundle.
+        connect_timeout: seconds to wait for a connection.
+        read_timeout: seconds a long poll waits for its answer (the client's read timeout).
+        user_agent_extra: added to the ``User-Agent`` header (the client's config's).
+        tcp_keepalive: turn TCP keep-alive on for the connections (the client's config's).
+    """
+
+    def __init__(
+        self,
+        endpoint_url: str,
+        *,
+        region: str,
+        credentials: Credentials | None,
+        service: str = "states",
+        verify: bool | str = True,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 70.0,
+        user_agent_extra: str = "",
+        tcp_keepalive: bool = False,
+    ) -> None:
+        parts = urlsplit(endpoint_url)
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+            msg = f"not an http(s) endpoint: {endpoint_url!r}"
+            raise ValueError(msg)
+        if parts.path not in {"", "/"} or parts.query:
+            msg = f"an endpoint with a path or a query: {endpoint_url!r}"
+            raise ValueError(msg)
+        self.endpoint_url = endpoint_url
+        self._https = parts.scheme == "https"
+        self._hostname = parts.hostname
+        self._port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        # The Host header as botocore sends (and signs) it: no default port.
+        host = self._hostname if ":" not in self._hostname else f"[{self._hostname}]"
+        self._host = host if self._port == _DEFAULT_PORTS[parts.scheme] else f"{host}:{self._port}"
+        self._signer = Signer(self._host, region=region, service=service, credentials=credentials)
+        self._connect_timeout = connect_timeout
+        #: Seconds a long poll waits for its answer.
+        self.read_timeout = read_timeout
+        self._context: ssl.SSLContext | None = None
+        if self._https and verify is False:
+            self._context = ssl.create_default_context()
+            self._context.check_hostname = False
+            self._context.verify_mode = ssl.CERT_NONE
+        elif self._https:
+            # Only the bundle botocore trusts (its own, or AWS_CA_BUNDLE's), as botocore does:
+            # not the system's store besides.
+            bundle = verify if isinstance(verify, str) else botocore.httpsession.get_cert_path(True)
+            self._context = ssl.create_default_context(cafile=bundle)
+        self._user_agent = " ".join(
+            filter(None, (f"sfn-activities botocore/{botocore.__version__}", user_agent_extra))
+        )
+        self._tcp_keepalive = tcp_keepalive
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        # Closed with the wire, as urllib3 closes a pool's; made anew in a forked child.
+        weakref.finalize(self, _close_all, self._idle)
+        _WIRES.add(self)
+
+    @classmethod
+    def of(cls, client: object) -> Wire | None:
+        """The direct path for ``client``, or ``None`` if its calls must go through botocore.
+
+        ``None`` unless :func:`allow_direct` was called on it, or when its configuration is
+        one the direct path does not speak: a proxy (the client's, or ``HTTPS_PROXY`` as
+        botocore reads it, ``NO_PROXY`` included), a client certificate, an endpoint that
+        is not http(s) or has a path, a CA bundle that cannot be read, botocore's calls
+        instrumented (a wrapped ``_make_api_call``, as X-Ray and OpenTelemetry wrap it,
+        when the client is made). Which path was taken, and why, is logged at DEBUG.
+        """
+        meta = getattr(client, "meta", None)
+        if not getattr(client, _DIRECT, False) or meta is None:
+            return None
+        config = meta.config
+        endpoint_url: str = meta.endpoint_url
+        http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+        why_not = _why_not(client, endpoint_url, http_session)
+        if why_not:
+            logger.debug("the activity calls go through botocore: %s", why_not)
+            return None
+        appid = getattr(config, "user_agent_appid", None)  # botocore 1.31 and later
+        extra = " ".join(filter(None, (config.user_agent_extra, appid and f"app/{appid}")))
+        try:
+            wire = cls(
+                endpoint_url,
+                region=meta.region_name,
+                credentials=client._request_signer._credentials,  # type: ignore[attr-defined]
+                service=meta.service_model.signing_name or "states",
+                # What botocore verifies TLS with: its bundle, AWS_CA_BUNDLE's, or nothing.
+                verify=getattr(http_session, "_verify", True),
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+                user_agent_extra=extra,
+                tcp_keepalive=bool(getattr(config, "tcp_keepalive", False)),
+            )
+        except (ValueError, OSError) as exc:  # a CA bundle that cannot be read: botocore says
+            logger.debug("the activity calls go through botocore: %s", exc)
+            return None
+        logger.debug("the activity calls take the direct path to %s", endpoint_url)
+        return wire
+
+    def method(self, operation: str, *, timeout: float) -> Callable[..., dict[str, Any]]:
+        """A callable of ``operation`` with the keyword arguments of boto3's method."""
+
+        def call(**params: Any) -> dict[str, Any]:
+            return self.call(operation, params, timeout=timeout)
+
+        return call
+
+    def call(self, operation: str, params: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+        """Make the call ``operation`` with ``params``; its answer, parsed as botocore would.
+
+        ``timeout`` bounds the wait for each read of the answer, in seconds.
+
+        Raises:
+            botocore.exceptions.ParamValidationError: a parameter is not a string, or one
+                that must not be empty is (nothing was sent).
+            botocore.exceptions.ClientError: Step Functions answered with an error.
+            botocore.exceptions.NoCredentialsError: no credentials (nothing was sent).
+            botocore.exceptions.EndpointConnectionError: no connection could be made.
+            botocore.exceptions.ConnectTimeoutError: the connection was not made in time.
+            botocore.exceptions.ReadTimeoutError: no answer within ``timeout``.
+            botocore.exceptions.ConnectionClosedError: the connection broke, unanswered.
+            botocore.exceptions.SSLError: TLS failed.
+        """
+        _validate(params)
+        body = json.dumps(params, separators=(",", ":")).encode()
+        headers = self.signed_headers(operation, body)
+        connection = self._take()
+        if connection.sock is None:
+            self._connect(connection)
+        try:
+            assert connection.sock is not None  # noqa: S101 - connected
+            connection.sock.settimeout(timeout)
+            connection.request("POST", "/", body, headers)
+            response = connection.getresponse()
+            data = response.read()
+        except BaseException as exc:
+            connection.close()  # in an unknown state: not for another call
+            error = self._botocore_error(exc, connecting=False)
+            if error is None:
+                raise
+            raise error from exc
+        if response.will_close:
+            connection.close()
+        else:
+            self._put_back(connection)
+        if response.status != _OK:
+            raise botocore.exceptions.ClientError(
+                _error_of(response, data),  # type: ignore[arg-type]
+                operation,
+            )
+        try:
+            answer = json.loads(data) if data else {}
+        except ValueError:
+            answer = {}  # as botocore's parser: what is not JSON holds no field
+        return answer if isinstance(answer, dict) else {}
+
+    def signed_headers(
+        self, operation: str, body: bytes, *, now: time.struct_time | None = None
+    ) -> dict[str, str]:
+        """The headers of a call of ``operation`` with ``body``, signed (SigV4) at ``now``.
+
+        Raises:
+            botocore.exceptions.NoCredentialsError: there are no credentials.
+        """
+        headers = self._signer.headers(operation, body, now=now)
+        headers["user-agent"] = self._user_agent
+        return headers
+
+    def close(self) -> None:
+        """Close the idle connections (calls may still open new ones)."""
+        with self._lock:
+            idle = self._idle[:]
+            self._idle.clear()
+        _close_all(idle)
+
+    def _take(self) -> http.client.HTTPConnection:
+        """An idle connection the server has not closed meanwhile, or a new one."""
+        with self._lock:
+            while self._idle:
+                connection = self._idle.pop()
+                if not _dropped(connection):
+                    return connection
+                connection.close()
+        if self._context is not None:
+            return http.client.HTTPSConnection(self._hostname, self._port, context=self._context)
+        return http.client.HTTPConnection(self._hostname, self._port)
+
+    def _connect(self, connection: http.client.HTTPConnection) -> None:
+        connection.timeout = self._connect_timeout
+        try:
+            connection.connect()
+            assert connection.sock is not None  # noqa: S101 - connected
+            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tcp_keepalive:
+                connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        except BaseException as exc:
+            connection.close()
+            error = self._botocore_error(exc, connecting=True)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _botocore_error(self, exc: BaseException, *, connecting: bool) -> Exception | None:
+        """The botocore exception for ``exc``, met connecting or calling; ``None``: none."""
+        url = self.endpoint_url
+        if isinstance(exc, TimeoutError):
+            if connecting:
+                return botocore.exceptions.ConnectTimeoutError(endpoint_url=url)
+            return botocore.exceptions.ReadTimeoutError(endpoint_url=url)
+        if isinstance(exc, ssl.SSLError):
+            return botocore.exceptions.SSLError(endpoint_url=url, error=exc)
+        if isinstance(exc, OSError | http.client.HTTPException):
+            if connecting:
+                return botocore.exceptions.EndpointConnectionError(endpoint_url=url, error=exc)
+            return botocore.exceptions.ConnectionClosedError(endpoint_url=url)
+        return None
+
+    def _put_back(self, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < MAX_IDLE:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's connections and lock are not this process's."""
+        self._lock = threading.Lock()
+        _close_all(self._idle)  # closes this process's copies only: the parent's stay open
+        self._idle.clear()
+
+    def __repr__(self) -> str:
+        return f"<Wire {self.endpoint_url}>"
+
+
+def _close_all(connections: list[http.client.HTTPConnection]) -> None:
+    for connection in connections:
+        connection.close()
+
+
+def _dropped(connection: http.client.HTTPConnection) -> bool:
+    """Whether an idle connection was closed by the server (it reads as ready: EOF)."""
+    sock = connection.sock
+    if sock is None:
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
+
+
+def _error_of(response: http.client.HTTPResponse, data: bytes) -> dict[str, Any]:
+    """The error of an answer that is not 200 OK, in botocore's form (its JSON parser's)."""
+    try:
+        body = json.loads(data) if data else {}
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        # Not JSON (a proxy's or load balancer's page): its status names it.
+        message = response.reason or data.decode("utf-8", "replace")
+        body = {"message": message}
+    code = str(body.get("__type") or response.status)
+    code = code.split(":", 1)[0].rsplit("#", 1)[-1]
+    metadata: dict[str, Any] = {"HTTPStatusCode": response.status}
+    request_id = response.getheader("x-amzn-RequestId")
+    if request_id:
+        metadata["RequestId"] = request_id
+    message = body.get("message", body.get("Message", ""))
+    return {"Error": {"Code": code, "Message": message}, "ResponseMetadata": metadata}
+
+
+def _validate(params: dict[str, Any]) -> None:
+    """Refuse what botocore's validation would: a value not a string, an empty required one.
+
+    Every parameter of the four calls is a string; ``taskToken``, ``activityArn`` and
+    ``workerName`` must not be empty.
+    """
+    problems = [
+        f"Invalid type for parameter {name}, value: {value!r}, type: {type(value)}, "
+        "valid types: <class 'str'>"
+        for name, value in params.items()
+        if not isinstance(value, str)
+    ]
+    problems += [
+        f"Invalid length for parameter {name}, value: 0, valid min length: 1"
+        for name in _NOT_EMPTY
+        if params.get(name) == ""
+    ]
+    if problems:
+        raise botocore.exceptions.ParamValidationError(report="\n".join(problems))
+
+
+def _why_not(client: object, endpoint_url: str, http_session: object) -> str:
+    """Why ``client``'s calls must go through botocore; ``""`` if they need not."""
+    meta = client.meta  # type: ignore[attr-defined]
+    parts = urlsplit(endpoint_url)
+    proxies = getattr(http_session, "_proxy_config", None)
+    reasons = (
+        (
+            proxies is None or not hasattr(proxies, "proxy_url_for"),
+            "botocore's HTTP session is not one the direct path knows",
+        ),
+        # The client's proxies, or HTTPS_PROXY without a NO_PROXY for it, as botocore reads them.
+        (proxies is not None and proxies.proxy_url_for(endpoint_url), "a proxy applies"),
+        (bool(meta.config.client_cert), "the client has a client certificate"),
+        (parts.path not in {"", "/"} or bool(parts.query), "the endpoint has a path or a query"),
+        (not meta.region_name, "the client has no Region"),
+        (_instrumented(client), "botocore's calls are instrumented (X-Ray, OpenTelemetry, ...)"),
+    )
+    return next((reason for applies, reason in reasons if applies), "")
+
+
+def _instrumented(client: object) -> bool:
+    """Whether ``client``'s calls go through code not botocore's: a tracer's wrapper.
+
+    X-Ray, OpenTelemetry and others wrap ``BaseClient._make_api_call`` (with wrapt, or a
+    function of their own); botocore's own is a function of its package.
+    """
+    call = inspect.getattr_static(type(client), "_make_api_call", None)
+    code = getattr(call, "__code__", None)
+    return not (
+        isinstance(call, types.FunctionType)
+        and code is not None
+        and code.co_filename.startswith(_BOTOCORE_DIR)
+    )
+
+
+#: Where botocore's modules are.
+_BOTOCORE_DIR = os.path.join(os.path.dirname(botocore.__file__), "")
+
+
+def _after_fork_in_child() -> None:
+    for wire in list(_WIRES):
+        wire._forked()
+
+
+#: Every wire of this process, made anew in a forked child (their locks and connections).
+_WIRES: weakref.WeakSet[Wire] = weakref.WeakSet()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
