@@ -68,33 +68,23 @@ def thread_units(
 ) -> tuple[Callable[[list[int]], Unit], Heartbeats]:
     """The units of the worker's own process, and the heartbeats their tasks share."""
     heartbeats = thread_heartbeats(client, pool.concurrency, metrics=metrics)
+    shared = (settings, control, owner, context)
     grace = GraceWatch(control)
-    thread = functools.partial(
-        ThreadSlot,
-        settings,
-        control,
-        owner,
-        context,
-        client=client,
-        heartbeats=heartbeats,
-        grace=grace,
-        sender=outcome_sender(pool.threads or 1),
-    )
-    positions = functools.partial(
-        AsyncUnit,
-        settings,
-        control,
-        owner,
-        context,
-        client=client,
-        heartbeats=heartbeats,
-        grace=grace,
-    )
+    sender = outcome_sender(pool.threads or 1)
 
     def make(at: list[int]) -> Unit:
         if pool.is_async_position(at[0]):
-            return positions(positions=at)
-        return thread(position=at[0])
+            return AsyncUnit(
+                *shared, client=client, heartbeats=heartbeats, grace=grace, positions=at
+            )
+        return ThreadSlot(
+            *shared,
+            client=client,
+            heartbeats=heartbeats,
+            grace=grace,
+            sender=sender,
+            position=at[0],
+        )
 
     return make, heartbeats
 
