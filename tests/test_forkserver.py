@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing.connection
+import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import signal
 import subprocess
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from activities.worker import _forkserver
 from activities.worker._forkserver import FRAMEWORK_MODULES, StartState, preload_modules
 from tests.processes import ROOT, bench_environment, children, forkservers, name, task_processes
 from tests.waiting import wait_until
@@ -21,6 +25,36 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     WorkerOf = Callable[..., subprocess.Popen[str]]
+
+
+#: The private state of multiprocessing a forkserver forked from the worker sets up, as
+#: Python 3.11 to 3.13 have it (a forkserver's, the resource tracker's).
+KNOWN_SERVER_STATE = {
+    "_forkserver_address",
+    "_forkserver_alive_fd",
+    "_forkserver_pid",
+    "_inherited_fds",
+    "_lock",
+    "_preload_modules",
+}
+KNOWN_TRACKER_STATE = {"_fd", "_lock", "_pid"} | (
+    {"_exitcode"} if sys.version_info >= (3, 13) else set()
+)
+
+
+def test_the_private_state_the_copy_sets_up_is_all_multiprocessing_has() -> None:
+    """A Python release that adds, renames or drops a piece of it fails here, not in a worker.
+
+    Where the copy is not made (3.14 added an authentication key), nothing private is used.
+    """
+    if sys.version_info >= (3, 14):
+        assert not _forkserver.can_fork()
+        return
+    assert set(vars(multiprocessing.forkserver.ForkServer())) == KNOWN_SERVER_STATE
+    assert set(vars(multiprocessing.resource_tracker.ResourceTracker())) == KNOWN_TRACKER_STATE
+    assert _forkserver._SERVER is multiprocessing.forkserver._forkserver  # type: ignore[attr-defined]
+    assert _forkserver._TRACKER is multiprocessing.resource_tracker._resource_tracker  # type: ignore[attr-defined]
+    assert _forkserver._ARBITRARY_ADDRESS("AF_UNIX")
 
 
 def test_the_activities_modules_come_first_and_the_framework_last() -> None:

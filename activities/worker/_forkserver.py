@@ -109,7 +109,8 @@ def preload_modules(activity_modules: Iterable[str], *, preload: bool) -> list[s
 #: multiprocessing's own state, which a forkserver forked from this process sets up as
 #: its ``ensure_running`` would (private: as of Python 3.11 to 3.13; 3.14 adds an
 #: authentication key to the forkserver, and gets new interpreters until this is checked
-#: against it).
+#: against it). What no public API does: tests/test_forkserver.py holds every attribute
+#: of it against the running Python's, and fails when a release changes one.
 _SERVER: Any = multiprocessing.forkserver._forkserver
 _TRACKER: Any = multiprocessing.resource_tracker._resource_tracker
 _ARBITRARY_ADDRESS: Callable[[str], str] = multiprocessing.connection.arbitrary_address  # type: ignore[attr-defined]
