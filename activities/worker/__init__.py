@@ -459,7 +459,7 @@ class Worker:
     # -- what slots report ----------------------------------------------------------------
 
     def on_ready(self, unit: Unit) -> None:
-        """A unit is up: its slots poll when free, and tasks can be handed to them."""
+        """A unit is up: tasks can be handed to its slots."""
         self._restart_failures = 0
         with self._lock:
             self._started_slots += len(unit.slots)

@@ -67,7 +67,7 @@ class SlotOwner(Protocol):
     """What a unit tells the worker. Called from a thread of the unit's own."""
 
     def on_ready(self, unit: Unit) -> None:
-        """The unit's slots poll."""
+        """The unit's slots take tasks."""
 
     def on_exit(self, unit: Unit, reason: str, *, was_ready: bool) -> None:
         """The unit ended; ``reason`` says how."""

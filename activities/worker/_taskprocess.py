@@ -65,7 +65,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: HTTP connections of a task process's client per slot: its poll or outcome, heartbeats.
+#: HTTP connections of a task process's client per slot: its outcomes (two on their way at
+#: most) and heartbeats.
 CONNECTIONS_PER_SLOT = 4
 
 #: The name a task process goes by (``ps -o comm``, ``top``).
