@@ -379,9 +379,7 @@ class TestPools:
             worker.terminate()
         assert pid != os.getpid()
         assert f"hello from {pid}" in [r.getMessage() for r in caplog.records]
-        started = [
-            r for r in caplog.records if r.name == "activities.task" and "started" in r.msg
-        ]
+        started = [r for r in caplog.records if r.name == "activities.task" and "started" in r.msg]
         assert started, "the task process's INFO line did not arrive"
         assert all(r.process == pid for r in started)
 
