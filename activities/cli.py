@@ -35,7 +35,7 @@ import botocore.exceptions
 from activities._cli.arguments import EXIT_USAGE, command_line, parse
 from activities._cli.invoke import LOCAL_ROLE_ARN, invoke
 from activities._cli.usermodules import check_findable, pointed, put_on_import_path
-from activities._ops.operations import count_before_imports
+from activities._ops.endpoint import count_before_imports
 from activities.check import _run as run_check
 from activities.client import ActivityClient, make_client
 from activities.errors import ActivitiesError, ConfigurationError

@@ -2,5 +2,5 @@
 
 What the worker counts (``metrics``, ``processmetrics``), Prometheus' view of it
 (``prometheus``), and the HTTP endpoint of ``/metrics``, ``/healthz`` and ``/readyz``
-(``operations``, ``health``).
+(``endpoint``).
 """

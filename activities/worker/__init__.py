@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING
 from activities import registry
 from activities._aws.outage import Hearing, OutageWatch
 from activities._aws.sfnclient import CALL_TIMEOUT
+from activities._ops.endpoint import Operations
 from activities._ops.metrics import NO_METRICS
-from activities._ops.operations import Operations
 from activities.client import ActivityClient
 from activities.errors import WorkerCrashed, WorkerShutdown
 from activities.outcome import failure_from_exception

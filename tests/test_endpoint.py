@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import attrs
 import pytest
 
-from activities._ops.health import METRICS_CONTENT_TYPE, HealthServer
+from activities._ops.endpoint import METRICS_CONTENT_TYPE, HealthServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -165,11 +165,11 @@ def test_a_route_that_raises_is_a_500_and_the_server_goes_on(
     server: HealthServer, worker: Worker, caplog: pytest.LogCaptureFixture
 ) -> None:
     worker.error = RuntimeError("the metrics directory is gone")
-    with caplog.at_level(logging.ERROR, logger="activities._ops.health"):
+    with caplog.at_level(logging.ERROR, logger="activities._ops.endpoint"):
         answer = get(server.address, "/metrics")
     assert (answer.status, answer.body) == (500, b"error\n")
     assert answer.content_type == "text/plain; charset=utf-8"
-    [record] = [record for record in caplog.records if record.name == "activities._ops.health"]
+    [record] = [record for record in caplog.records if record.name == "activities._ops.endpoint"]
     assert record.getMessage() == "answering /metrics failed"
     assert record.exc_info is not None
     assert record.exc_info[1] is worker.error

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from activities import ConfigurationError, Worker
-from activities._ops import operations as _operations
+from activities._ops import endpoint as _endpoint
 from activities._ops.prometheus import DIRECTORY_VARIABLE
 from activities.cli import main
 from tests import workloads
@@ -159,7 +159,7 @@ class TestInOneProcess:
             assert worker._handoff is not None
             # The hand-off looks again within milliseconds unless it is stuck: hold it.
             with worker._handoff._wake:
-                worker._handoff.looked_at -= _operations.STALL_AFTER + 1
+                worker._handoff.looked_at -= _endpoint.STALL_AFTER + 1
                 status, body = get(address, "/healthz")
             assert status == 503
             assert body.startswith("stalled: the worker's hand-off has not run for")
@@ -181,12 +181,12 @@ class TestInOneProcess:
 def test_without_the_extra_the_command_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real = _operations.importlib.util.find_spec
+    real = _endpoint.importlib.util.find_spec
 
     def find_spec(name: str, *args: Any) -> Any:
         return None if name == "prometheus_client" else real(name, *args)
 
-    monkeypatch.setattr(_operations.importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(_endpoint.importlib.util, "find_spec", find_spec)
     code = main(["worker", "tests.workloads", "--region", "us-east-1", "--metrics-port", "9090"])
     assert code == 2
     error = capsys.readouterr().err
