@@ -181,7 +181,7 @@ def set_call_timeout(client: SFNClient, seconds: float) -> None:
     if events is None:  # a stand-in for a botocore client, in tests
         return
     if getattr(client, _CALL_TIMEOUT_SET, None) == seconds:
-        # Set before the fork (see activities.worker._premade): registering again would be a
+        # Set before the fork (see activities.worker._forkserver): registering again would be a
         # no-op that still inspects the handler's signature.
         return
 

@@ -21,8 +21,9 @@ travels:
 5. ``_delivery``: its outcome, retried until Step Functions takes it;
 6. ``_stop``: a graceful drain, the shutdown grace, a stop at once; and this module, the
    supervisor, which starts the units (``_pool``; task processes are forked from
-   ``_forkserver``, with what ``_preload`` and ``_premade`` made before), replaces one that
-   dies, fails the tasks it took with it, and recycles them (``_recycling``).
+   ``_forkserver``, with the client made before the fork and what ``_preload`` read),
+   replaces one that dies, fails the tasks it took with it, and recycles them
+   (``_recycling``).
 
 Beside them: ``_settings`` (the pool's shape), ``_control`` (the flags the supervisor
 sets and task processes read), ``_childlog`` (how task processes log).

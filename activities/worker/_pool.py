@@ -18,10 +18,9 @@ import functools
 import multiprocessing
 from typing import TYPE_CHECKING
 
-from activities.worker._forkserver import can_fork, preload_modules, task_process_context
+from activities.worker._forkserver import can_fork, preload_modules, premake, task_process_context
 from activities.worker._heartbeats import Heartbeats
 from activities.worker._loop import outcome_sender
-from activities.worker._premade import premake
 from activities.worker._process import TaskProcess
 from activities.worker._serving import GraceWatch
 from activities.worker._slot import AsyncUnit, ThreadSlot, thread_heartbeats

@@ -11,9 +11,8 @@ import botocore.exceptions
 import pytest
 
 from activities import ActivityClient, make_client
-from activities.worker import _premade
-from activities.worker._forkserver import StartState
-from activities.worker._premade import ProcessCredentials, premake, take
+from activities.worker import _forkserver
+from activities.worker._forkserver import ProcessCredentials, StartState, premake, take
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -29,7 +28,7 @@ def _environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     yield
-    _premade._premade = None
+    _forkserver._premade = None
 
 
 def _user_factory() -> SFNClient:
