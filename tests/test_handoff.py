@@ -348,6 +348,30 @@ class TestLimits:
         rig.handoff._dispatch()
         assert first.tokens + second.tokens == ["t1", "t2"]
 
+    def test_two_polls_bringing_tasks_at_once_never_pass_the_limit(self) -> None:
+        """The limit is read under the lock that hands tasks: two pollers cannot both pass it."""
+        entered, release = threading.Event(), threading.Event()
+
+        class SlowTaker(Taker):
+            def offer(self, task: Task, index: int) -> bool:
+                entered.set()
+                release.wait(5)  # the second poller takes its task meanwhile
+                return super().offer(task, index)
+
+        first, second = SlowTaker(0), Taker(1)
+        rig = Rig([first, second], {"l1": Quick, "l2": Quick}, groups=[0, 0], limits=[1])
+        one = threading.Thread(target=rig.handoff.take, args=(task("l1", "t1"),))
+        other = threading.Thread(target=rig.handoff.take, args=(task("l2", "t2"),))
+        one.start()
+        assert entered.wait(5)
+        other.start()
+        time.sleep(0.2)  # the second poller waits for the hand-off, or (wrongly) passed it
+        release.set()
+        one.join(5)
+        other.join(5)
+        assert (first.tokens, second.tokens) == (["t1"], [])
+        assert rig.handoff.waiting() == 1
+
     def test_a_task_at_its_limit_lets_another_activitys_pass(self) -> None:
         slots = [Taker(0), Taker(1), Taker(2)]
         rig = Rig(slots, {"l": Quick, "u": Quick}, groups=[0, 1], limits=[1, None])

@@ -133,7 +133,7 @@ class HandOff:
         index = self._index[task.activity_arn]
         with self._wake:
             queued = bool(self._waiting)  # first come, first served
-        if not queued and self._may_run(index) and self._hand(task, index):
+        if not queued and self._hand(task, index):
             return
         self.put(task)
 
@@ -146,7 +146,8 @@ class HandOff:
         index = self._index[task.activity_arn]
         activity = self._by_arn[task.activity_arn]
         with self._wake:
-            closed = self._closed.is_set() or self._control.past_deadline.is_set()
+            at_once = self._closed.is_set()
+            closed = at_once or self._control.past_deadline.is_set()
             if not closed:
                 job = self._heartbeats.begin(task, activity, WAITING_HEARTBEAT_INTERVAL)
                 self._waiting.append(job)
@@ -154,7 +155,11 @@ class HandOff:
                 self._control.set_waiting(len(self._waiting))
                 self._woken = True
                 self._wake.notify()
-        if closed:
+        if at_once:
+            self._fail(
+                task, WorkerShutdown("the task arrived after the worker was stopped at once")
+            )
+        elif closed:
             self._fail(task, WorkerShutdown("the task arrived after the worker's shutdown grace"))
 
     def nudge(self) -> None:
@@ -310,11 +315,9 @@ class HandOff:
                 continue
             if self._control.past_deadline.is_set():
                 return  # the worker fails what waits (see fail_waiting)
-            index = self._index[task.activity_arn]
-            if not self._may_run(index):
-                continue  # its activity runs its max_concurrency: the next one may go
-            if not self._hand(task, index, job=job):
-                continue  # no free slot takes its kind: one behind it may go
+            if not self._hand(task, self._index[task.activity_arn], job=job):
+                continue  # at its max_concurrency, or no free slot takes its kind: next
+
             logger.debug(
                 "task %s waited %.1f ms for a slot",
                 task.token_prefix,
@@ -322,17 +325,22 @@ class HandOff:
             )
 
     def _hand(self, task: Task, index: int, *, job: Job | None = None) -> bool:
-        """Hand ``task`` to a free slot that takes it; ``False`` if none is free.
+        """Hand ``task`` to a free slot that takes it; ``False`` if none is free, or at its limit.
 
         An async task goes to an async position before a slot (a slot would give it a
         thread of its own); a sync one never goes to a position. A waiting task (``job``)
-        leaves the buffer as it is handed.
+        leaves the buffer as it is handed. Its activity's ``max_concurrency`` is read under
+        the lock tasks are handed with: two polls bringing tasks at once never both pass it.
         """
         slots = self._slots()
         kinds = (False, True) if self._is_async[index] else (True,)
         with self._handing:
-            if job is not None and job not in self._waiting:
-                return False  # failed at the deadline meanwhile
+            if job is not None:
+                with self._wake:
+                    if job not in self._waiting:
+                        return False  # failed at the deadline meanwhile
+            if not self._may_run(index):
+                return False
             for takes_sync in kinds:
                 for slot in slots:
                     if slot.takes_sync is not takes_sync or not slot.ready:
