@@ -24,7 +24,7 @@ from activities.worker._control import Control
 from activities.worker._handoff import WAITING_HEARTBEAT_INTERVAL, HandOff
 from activities.worker._heartbeats import Job
 from activities.worker._pool import thread_context
-from activities.worker._slotstate import FINISHED, HANDED, REPORTED, Cells, SlotState
+from activities.worker._slotstate import FINISHED, REPORTED, Cells, SlotState
 from tests.fake_polls import ScriptedClient, arn, task
 from tests.fake_sfn import ARN_PREFIX, FakeStepFunctions
 from tests.waiting import wait_until
@@ -127,11 +127,14 @@ class Taker:
         self.cells = Cells(thread_context(), 1)
         self.state = SlotState(self.cells, 0)
         self.taken: list[Task] = []
+        self.number = 0
         self.closes = 0
 
     def offer(self, task: Task, index: int) -> bool:
-        if self.state.hold(task, index) is None:
+        number = self.state.hold(task, index)
+        if number is None:
             return False
+        self.number = number
         self.taken.append(task)
         return True
 
@@ -141,9 +144,8 @@ class Taker:
 
     def finish(self) -> None:
         """The task handed last returned, and was reported."""
-        number = self.cells.get(0, HANDED)
-        self.cells.set(0, FINISHED, number)
-        self.cells.set(0, REPORTED, number)
+        self.cells.set(0, FINISHED, self.number)
+        self.cells.set(0, REPORTED, self.number)
 
     @property
     def tokens(self) -> list[str]:

@@ -6,14 +6,17 @@ import multiprocessing
 import os
 import signal
 import threading
-import time
+from typing import TYPE_CHECKING
 
 import pytest
 
 from activities.task import Task
 from activities.worker._pool import thread_context
-from activities.worker._slotstate import FINISHED, HANDED, REPORTED, Answer, Cells, Held, SlotState
+from activities.worker._slotstate import FINISHED, REPORTED, Answer, Cells, Held, SlotState
 from tests.waiting import wait_until
+
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Event
 
 #: The longest token Step Functions hands out.
 LONG_TOKEN = "t" * 2048
@@ -43,8 +46,8 @@ class TestCells:
         cells.set(0, FINISHED, 4)
         cells.set(1, FINISHED, 7)
         cells.set(1, REPORTED, 6)
-        assert cells.finished() == [4, 7]
-        assert (cells.get(0, HANDED), cells.get(0, REPORTED), cells.get(1, REPORTED)) == (0, 0, 6)
+        assert (cells.get(0, FINISHED), cells.get(1, FINISHED)) == (4, 7)
+        assert (cells.get(0, REPORTED), cells.get(1, REPORTED)) == (0, 6)
 
 
 class TestSlotState:
@@ -55,7 +58,6 @@ class TestSlotState:
         assert state.free()
         assert not state.busy()
         assert state.hold(task("first"), 0) == 1
-        assert answer.handed() == 1, "the number is written for the slot to read"
         assert state.busy()
         assert not state.free()
         assert state.hold(task("second"), 0) is None
@@ -149,10 +151,12 @@ class TestAcrossProcesses:
         cells = Cells(context, 2)
         state = SlotState(cells, 1)
         assert state.hold(task("finished"), 0) == 1
-        child = context.Process(target=finish_then_die, args=(cells, 1))
+        handed = context.Event()
+        child = context.Process(target=finish_then_die, args=(cells, 1, handed))
         child.start()
         assert wait_until(lambda: state.free() or not child.is_alive())
         assert state.hold(task("running"), 1) == 2
+        handed.set()  # as the worker's message would tell it
         child.join(30)
         assert child.exitcode == -signal.SIGKILL
         taken: list[Held] = []
@@ -168,19 +172,17 @@ class TestAcrossProcesses:
 
 def run_and_report(cells: Cells, at: int) -> None:
     answer = Answer(cells, at)
-    answer.begin(answer.handed(), task("from-the-worker"))
+    answer.begin(1, task("from-the-worker"))
     if answer.finish(1):
         answer.reported(1)
 
 
-def finish_then_die(cells: Cells, at: int) -> None:
-    """Finish task 1, begin the next, and die before task 1 was reported."""
+def finish_then_die(cells: Cells, at: int, handed: Event) -> None:
+    """Finish task 1, begin the next once handed, and die before task 1 was reported."""
     answer = Answer(cells, at)
     answer.begin(1, task("finished"))
     answer.finish(1)
-    deadline = time.monotonic() + 30
-    while answer.handed() < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    handed.wait(30)
     answer.begin(2, task("running"))
     os.kill(os.getpid(), signal.SIGKILL)
 

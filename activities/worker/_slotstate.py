@@ -27,15 +27,15 @@ if TYPE_CHECKING:
 __all__ = ["Answer", "Cells", "Held", "SlotState"]
 
 #: Where each number of a slot is in its unit's :class:`Cells`.
-HANDED, FINISHED, REPORTED = 0, 1, 2
-_FIELDS = 3
+FINISHED, REPORTED = 0, 1
+_FIELDS = 2
 
 
 class Cells:
-    """The numbers the slots of one unit share with the worker, three per slot.
+    """The numbers the slots of one unit share with the worker, two per slot.
 
-    ``HANDED`` is written by the worker (the last task handed), ``FINISHED`` and
-    ``REPORTED`` by the slot. Made before the unit starts; a task process gets them as
+    ``FINISHED`` and ``REPORTED``, written by the slot only (the worker keeps what it
+    handed in its own record). Made before the unit starts; a task process gets them as
     it starts.
 
     Args:
@@ -53,10 +53,6 @@ class Cells:
     def set(self, at: int, field: int, number: int) -> None:
         """Write the number ``field`` of the unit's slot ``at``."""
         self._array[_FIELDS * at + field] = number
-
-    def finished(self) -> list[int]:
-        """The ``FINISHED`` number of every slot of the unit, read at once."""
-        return memoryview(self._array).cast("B").cast("q").tolist()[FINISHED::_FIELDS]
 
 
 class Held:
@@ -134,7 +130,6 @@ class SlotState:
             done = max(self.cells.get(self.at, REPORTED), self._taken)
             for old in [old for old in self._tasks if old <= done]:
                 del self._tasks[old]
-            self.cells.set(self.at, HANDED, number)
             return number
 
     def close(self) -> None:
@@ -196,10 +191,6 @@ class Answer:
         self._taken = False
         self._sending: set[int] = set()  # tasks whose outcome is on its way
         self._done = 0  # the last task reported
-
-    def handed(self) -> int:
-        """The number of the last task the worker handed to the slot."""
-        return self._cells.get(self._at, HANDED)
 
     def begin(self, number: int, task: Task) -> None:
         """The slot starts task ``number``."""
