@@ -120,6 +120,20 @@ class Unanswered:
         )
 
 
+def test_a_failure_of_a_task_whose_outcome_was_sent_is_no_news_when_refused(
+    stubbed: tuple[ActivityClient, Stubber], give_up: Flag, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker fails a task its dead process was reporting: "closed" means it landed."""
+    client, stubber = stubbed
+    stubber.add_client_error("send_task_failure", service_error_code="TaskTimedOut")
+    failure = Failure("activities.WorkerCrashed", "its process died")
+    with caplog.at_level(logging.INFO):
+        assert not deliver(client, TASK, failure, give_up=give_up, sent=True)
+    [record] = [r for r in caplog.records if "closed already" in r.getMessage()]
+    assert record.levelno == logging.INFO
+    assert "closed by Step Functions before its outcome arrived" not in caplog.text
+
+
 def test_gone_after_an_unanswered_attempt_says_it_may_have_been_delivered(
     give_up: Flag, caplog: pytest.LogCaptureFixture
 ) -> None:
