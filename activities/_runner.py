@@ -3,6 +3,7 @@
 Shared by every way of running a task (the worker, ``ActivityClient.process`` and
 ``activities.testing``), so that they all map input, errors and output the same way. An
 ``async def run()`` is awaited by :func:`execute_async`, on whichever loop runs it.
+:func:`process` is ``ActivityClient.process``: a task run here, then its outcome sent.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from activities.errors import (
     ActivityDefinitionError,
     ActivityError,
     InvalidInput,
+    InvalidOutput,
     TaskCancelled,
     TaskGone,
 )
@@ -22,6 +24,7 @@ from activities.outcome import (
     Cancelled,
     exception_text,
     failure_from_exception,
+    refused_output,
     success_from_result,
 )
 
@@ -29,12 +32,16 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Generator
 
     from activities._activity import Activity
+    from activities.client import ActivityClient
     from activities.outcome import Outcome
     from activities.task import Task
 
-__all__ = ["execute", "execute_async"]
+__all__ = ["execute", "execute_async", "process"]
 
 logger = logging.getLogger(__name__)
+
+#: The logger of what :func:`process` says: ``ActivityClient.process``'s, as before it moved.
+_client_logger = logging.getLogger("activities.client")
 
 
 class Heartbeat:
@@ -135,6 +142,41 @@ async def execute_async(
         return _succeeded(activity, result, heartbeat)
     finally:
         activity._task = activity._heartbeat = None
+
+
+def process(client: ActivityClient, activity: Activity, task: Task) -> Outcome:
+    """Run ``task`` on ``activity`` with ``client``'s heartbeats, then send its outcome.
+
+    What :meth:`ActivityClient.process <activities.ActivityClient.process>` does. An output
+    Step Functions refuses as invalid is replaced by an ``activities.SerializationError``
+    failure, sent in its place. When Step Functions says the task is gone, the outcome
+    is :class:`Cancelled` (dropped), or, when an earlier attempt of it got no answer or
+    botocore retried it, the outcome (that attempt may have delivered it); a warning says
+    which.
+    """
+    outcome = execute(activity, task, lambda: client.send_heartbeat(task.token))
+    try:
+        try:
+            client.send_outcome(task.token, outcome)
+        except InvalidOutput as exc:
+            outcome = refused_output(exc)
+            client.send_outcome(task.token, outcome)
+    except TaskGone as exc:
+        if exc.earlier_may_have_landed:
+            _client_logger.warning(
+                "task %s is no longer known to Step Functions (%s): an earlier attempt "
+                "of its outcome, unanswered or retried, may have delivered it",
+                task.token_prefix,
+                exc,
+            )
+            return outcome
+        _client_logger.warning(
+            "task %s ended after Step Functions closed it; its outcome was dropped: %s",
+            task.token_prefix,
+            exc,
+        )
+        return Cancelled(str(exc))
+    return outcome
 
 
 def _arguments(activity: Activity, task: Task) -> tuple[tuple[Any, ...], dict[str, Any]] | Outcome:

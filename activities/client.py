@@ -29,11 +29,9 @@ from activities.errors import (
     Throttled,
 )
 from activities.outcome import (
-    Cancelled,
     Failure,
     Success,
     failure_from_exception,
-    refused_output,
     success_from_result,
 )
 from activities.task import Task
@@ -255,29 +253,7 @@ class ActivityClient:
         Functions refuses as invalid is replaced by an ``activities.SerializationError``
         failure, so the task never hangs until its timeout.
         """
-        outcome = _runner.execute(activity, task, lambda: self.send_heartbeat(task.token))
-        try:
-            try:
-                self.send_outcome(task.token, outcome)
-            except InvalidOutput as exc:
-                outcome = refused_output(exc)
-                self.send_outcome(task.token, outcome)
-        except TaskGone as exc:
-            if exc.earlier_may_have_landed:
-                logger.warning(
-                    "task %s is no longer known to Step Functions (%s): an earlier attempt "
-                    "of its outcome, unanswered or retried, may have delivered it",
-                    task.token_prefix,
-                    exc,
-                )
-                return outcome
-            logger.warning(
-                "task %s ended after Step Functions closed it; its outcome was dropped: %s",
-                task.token_prefix,
-                exc,
-            )
-            return Cancelled(str(exc))
-        return outcome
+        return _runner.process(self, activity, task)
 
     def _method(self, operation: str, method: Any) -> Any:
         """``operation``'s callable: on the direct path if the client has one, else ``method``."""

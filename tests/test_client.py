@@ -10,7 +10,6 @@ import botocore.exceptions
 import botocore.session
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.stub import ANY, Stubber
 
 from activities import (
     Activity,
@@ -35,6 +34,8 @@ from transport import CompressedTransport
 
 if TYPE_CHECKING:
     from collections.abc import Generator
+
+    from botocore.stub import Stubber
 
 ARN = "arn:aws:states:us-east-1:123456789012:activity:Echo"
 TOKEN = "AAAA-token-" + "t" * 100
@@ -266,6 +267,8 @@ def poll_task(client: ActivityClient, stubber: Stubber, data: str) -> Task:
 
 
 class TestProcess:
+    """The public process(); what it does with an outcome is tested in tests/test_runner.py."""
+
     def test_runs_heartbeats_and_sends_the_result(
         self, stubbed: tuple[ActivityClient, Stubber]
     ) -> None:
@@ -276,96 +279,6 @@ class TestProcess:
         stubber.add_response("send_task_heartbeat", {}, {"taskToken": TOKEN})
         stubber.add_response("send_task_success", {}, {"taskToken": TOKEN, "output": "2"})
         assert client.process(Beats(), task) == Success("2")
-
-    def test_heartbeat_timeout_cancels_without_sending(
-        self, stubbed: tuple[ActivityClient, Stubber]
-    ) -> None:
-        """After TaskTimedOut on a heartbeat, no success or failure is sent."""
-        client, stubber = stubbed
-        task = poll_task(client, stubber, '{"n": 5}')
-        stubber.add_client_error("send_task_heartbeat", service_error_code="TaskTimedOut")
-        assert isinstance(client.process(Beats(), task), Cancelled)
-
-    def test_refused_output_fails_the_task_instead_of_hanging_it(
-        self, stubbed: tuple[ActivityClient, Stubber]
-    ) -> None:
-        """A transport writing what Step Functions refuses still ends the task, as a failure."""
-
-        class NotJSON(Echo):
-            def _serialize_result(self, result: Any) -> str:
-                return "not json"
-
-        client, stubber = stubbed
-        stubber.add_client_error("send_task_success", service_error_code="InvalidOutput")
-        stubber.add_response(
-            "send_task_failure",
-            {},
-            {"taskToken": TOKEN, "error": "activities.SerializationError", "cause": ANY},
-        )
-        task = Task(token=TOKEN, activity_arn=ARN, worker_name="w", input="[1]")
-        outcome = client.process(NotJSON(), task)
-        assert isinstance(outcome, Failure)
-        assert "refused the output" in outcome.cause
-
-    def test_an_exception_whose_str_raises_fails_with_its_own_name(
-        self, stubbed: tuple[ActivityClient, Stubber]
-    ) -> None:
-        """str() raising inside the exception sends the failure anyway, named by its class."""
-
-        class Unprintable(Exception):
-            def __str__(self) -> str:
-                return self.missing  # type: ignore[attr-defined, no-any-return]
-
-        class Raises(Activity):
-            def run(self) -> None:
-                raise Unprintable
-
-        client, stubber = stubbed
-        stubber.add_response(
-            "send_task_failure", {}, {"taskToken": TOKEN, "error": "Unprintable", "cause": ANY}
-        )
-        task = Task(token=TOKEN, activity_arn=ARN, worker_name="w", input="")
-        outcome = client.process(Raises(), task)
-        assert isinstance(outcome, Failure)
-        assert outcome.error == "Unprintable"
-        assert json.loads(outcome.cause)["errorMessage"] == "<unprintable Unprintable object>"
-
-    def test_outcome_refused_as_gone_is_cancelled(
-        self, stubbed: tuple[ActivityClient, Stubber], caplog: pytest.LogCaptureFixture
-    ) -> None:
-        """A task closed while it ran is reported as Cancelled, with a warning."""
-        client, stubber = stubbed
-        task = poll_task(client, stubber, "[1]")
-        stubber.add_client_error("send_task_success", service_error_code="TaskDoesNotExist")
-        assert isinstance(client.process(Echo(), task), Cancelled)
-        assert "ended after Step Functions closed it" in caplog.text
-
-    def test_gone_after_an_unanswered_attempt_is_not_called_dropped(
-        self,
-        stubbed: tuple[ActivityClient, Stubber],
-        caplog: pytest.LogCaptureFixture,
-        monkeypatch: pytest.MonkeyPatch,
-    ) -> None:
-        """The first attempt timed out waiting for its answer, the retry hears TaskTimedOut:
-        the first may have delivered the outcome, so process() does not report it lost."""
-        monkeypatch.setattr(RetryPolicy, "pause", lambda *_: 0.0)
-        client, stubber = stubbed
-        task = Task(token=TOKEN, activity_arn=ARN, worker_name="w", input="[1]")
-        stubber.add_client_error("send_task_success", service_error_code="TaskTimedOut")
-        calls = []
-        send = client.client.send_task_success
-
-        def timed_out_first(**kwargs: Any) -> Any:
-            calls.append(kwargs)
-            if len(calls) == 1:
-                raise botocore.exceptions.ReadTimeoutError(endpoint_url="https://states")
-            return send(**kwargs)
-
-        monkeypatch.setattr(client.client, "send_task_success", timed_out_first)
-        assert client.process(Echo(), task) == Success("1")
-        assert len(calls) == 2
-        assert "may have delivered it" in caplog.text
-        assert "was dropped" not in caplog.text
 
 
 class TestRetry:

@@ -1,4 +1,4 @@
-"""The runner, through activities.testing: every way a task can end."""
+"""The runner, through activities.testing: every way a task can end; and process()."""
 
 from __future__ import annotations
 
@@ -7,14 +7,19 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+import botocore.exceptions
 import pytest
+from botocore.stub import ANY
 
 from activities import (
     Activity,
     ActivityError,
     Cancelled,
+    Failure,
     InvalidInput,
+    RetryPolicy,
     ServiceError,
+    Success,
     TaskCancelled,
     TaskGone,
     _runner,
@@ -25,6 +30,10 @@ from activities.testing import ActivityEnvironment
 
 if TYPE_CHECKING:
     from collections.abc import Generator
+
+    from botocore.stub import Stubber
+
+    from activities import ActivityClient
 
 
 class Echo(Activity):
@@ -280,3 +289,103 @@ class TestHeartbeats:
         report = env.run(Count, '{"m": 1}')
         assert report.error == InvalidInput.error
         assert report.heartbeats == 0
+
+
+ARN = "arn:aws:states:us-east-1:123456789012:activity:Echo"
+TOKEN = "AAAA-token-" + "t" * 100
+
+
+class TestProcess:
+    """process(): a task run, then its outcome sent (``ActivityClient.process``)."""
+
+    def test_heartbeat_timeout_cancels_without_sending(
+        self, stubbed: tuple[ActivityClient, Stubber]
+    ) -> None:
+        """After TaskTimedOut on a heartbeat, no success or failure is sent."""
+        client, stubber = stubbed
+        task = Task(token=TOKEN, activity_arn=ARN, worker_name="w", input='{"n": 5}')
+        stubber.add_client_error("send_task_heartbeat", service_error_code="TaskTimedOut")
+        assert isinstance(_runner.process(client, Count(), task), Cancelled)
+
+    def test_refused_output_fails_the_task_instead_of_hanging_it(
+        self, stubbed: tuple[ActivityClient, Stubber]
+    ) -> None:
+        """A transport writing what Step Functions refuses still ends the task, as a failure."""
+
+        class NotJSON(Echo):
+            def _serialize_result(self, result: Any) -> str:
+                return "not json"
+
+        client, stubber = stubbed
+        stubber.add_client_error("send_task_success", service_error_code="InvalidOutput")
+        stubber.add_response(
+            "send_task_failure",
+            {},
+            {"taskToken": TOKEN, "error": "activities.SerializationError", "cause": ANY},
+        )
+        task = Task(token=TOKEN, activity_arn=ARN, worker_name="w", input="[1]")
+        outcome = _runner.process(client, NotJSON(), task)
+        assert isinstance(outcome, Failure)
+        assert "refused the output" in outcome.cause
+
+    def test_an_exception_whose_str_raises_fails_with_its_own_name(
+        self, stubbed: tuple[ActivityClient, Stubber]
+    ) -> None:
+        """str() raising inside the exception sends the failure anyway, named by its class."""
+
+        class Unprintable(Exception):
+            def __str__(self) -> str:
+                return self.missing  # type: ignore[attr-defined, no-any-return]
+
+        class Raises(Activity):
+            def run(self) -> None:
+                raise Unprintable
+
+        client, stubber = stubbed
+        stubber.add_response(
+            "send_task_failure", {}, {"taskToken": TOKEN, "error": "Unprintable", "cause": ANY}
+        )
+        task = Task(token=TOKEN, activity_arn=ARN, worker_name="w", input="")
+        outcome = _runner.process(client, Raises(), task)
+        assert isinstance(outcome, Failure)
+        assert outcome.error == "Unprintable"
+        assert json.loads(outcome.cause)["errorMessage"] == "<unprintable Unprintable object>"
+
+    def test_outcome_refused_as_gone_is_cancelled(
+        self, stubbed: tuple[ActivityClient, Stubber], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A task closed while it ran is reported as Cancelled, with the client's warning."""
+        client, stubber = stubbed
+        task = Task(token=TOKEN, activity_arn=ARN, worker_name="w", input="[1]")
+        stubber.add_client_error("send_task_success", service_error_code="TaskDoesNotExist")
+        assert isinstance(_runner.process(client, Echo(), task), Cancelled)
+        [record] = [each for each in caplog.records if "closed it" in each.getMessage()]
+        assert record.name == "activities.client"
+        assert "ended after Step Functions closed it" in record.getMessage()
+
+    def test_gone_after_an_unanswered_attempt_is_not_called_dropped(
+        self,
+        stubbed: tuple[ActivityClient, Stubber],
+        caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The first attempt timed out waiting for its answer, the retry hears TaskTimedOut:
+        the first may have delivered the outcome, so process() does not report it lost."""
+        monkeypatch.setattr(RetryPolicy, "pause", lambda *_: 0.0)
+        client, stubber = stubbed
+        task = Task(token=TOKEN, activity_arn=ARN, worker_name="w", input="[1]")
+        stubber.add_client_error("send_task_success", service_error_code="TaskTimedOut")
+        calls = []
+        send = client.client.send_task_success
+
+        def timed_out_first(**kwargs: Any) -> Any:
+            calls.append(kwargs)
+            if len(calls) == 1:
+                raise botocore.exceptions.ReadTimeoutError(endpoint_url="https://states")
+            return send(**kwargs)
+
+        monkeypatch.setattr(client.client, "send_task_success", timed_out_first)
+        assert _runner.process(client, Echo(), task) == Success("1")
+        assert len(calls) == 2
+        assert "may have delivered it" in caplog.text
+        assert "was dropped" not in caplog.text
