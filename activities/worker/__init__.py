@@ -13,8 +13,8 @@ travels:
    heartbeated; it owns the record of which slot runs which task (``_slotstate``) and the
    activities' ``max_concurrency``;
 3. ``_process`` (the supervisor's side) and ``_taskprocess`` (inside): a task process
-   receives the tasks handed to its slots; ``_slot`` holds the slots of the worker's own
-   process instead (``threads`` alone);
+   receives the tasks handed to its slots; ``_threadslots`` holds the slots of the worker's
+   own process instead (``threads`` alone), ``_slot`` what both promise the worker;
 4. ``_loop`` (a slot's thread) and ``_asyncslots`` (async positions on the process's
    ``_eventloop``) run a task; ``_serving`` is what each does around it (its lines, who
    reports it), ``_heartbeats`` keeps it alive;

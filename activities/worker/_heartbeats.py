@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from activities.client import ActivityClient
     from activities.task import Task
 
-__all__ = ["Heartbeats", "Job"]
+__all__ = ["HEARTBEAT_THREADS", "Heartbeats", "Job", "heartbeat_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,14 @@ CANCEL_GRACE = 5.0
 
 #: Seconds between two looks at the running tasks.
 TICK = 0.25
+
+#: Threads sending the heartbeats of the slots of one process, at most.
+HEARTBEAT_THREADS = 16
+
+
+def heartbeat_threads(slots: int) -> int:
+    """How many heartbeats the tasks of ``slots`` slots of one process send at once."""
+    return max(2, min(slots, HEARTBEAT_THREADS))
 
 
 class Job:

@@ -1,7 +1,8 @@
 """A slot's life: run the tasks the worker hands it, with heartbeats, and deliver their outcomes.
 
-:class:`SlotLoop` is the same in a task process and in a thread of the worker's process
-(:mod:`activities.worker._slot` starts it in either). The worker's own process polls
+:class:`SlotLoop` is the same in a task process (:mod:`activities.worker._taskprocess` starts
+it there) and in a thread of the worker's process (:mod:`activities.worker._threadslots`).
+The worker's own process polls
 (:mod:`activities.worker._poll`) and hands each task to a free slot
 (:mod:`activities.worker._handoff`); the slot runs one task at a time, in a thread of its
 own (never a process's main thread), and reports it. It sends each outcome from a thread of

@@ -3,10 +3,11 @@
 The worker starts one *unit* per set of positions that :meth:`WorkerSettings.units
 <activities.worker._settings.WorkerSettings.units>` gives, and a new one in the place of one that
 ended. :func:`thread_units` makes them in the worker's own process (``threads`` alone): a
-:class:`~activities.worker._slot.ThreadSlot` per thread, and an
-:class:`~activities.worker._slot.AsyncUnit` for the async positions; :func:`process_units` makes
-a :class:`~activities.worker._process.TaskProcess` per process, with its slots and its async
-positions, forked from the forkserver :func:`start_forkserver` starts. What the slots share
+:class:`~activities.worker._threadslots.ThreadSlot` per thread, and an
+:class:`~activities.worker._threadslots.AsyncUnit` for the async positions;
+:func:`process_units` makes a :class:`~activities.worker._process.TaskProcess` per process,
+with its slots and its async positions, forked from the forkserver :func:`start_forkserver`
+starts. What the slots share
 with the worker (:class:`~activities.worker._control.Control`, each unit's
 :class:`~activities.worker._slotstate.Cells`) is made in the context :func:`thread_context`
 gives for the first, the forkserver's for the second.
@@ -23,8 +24,8 @@ from activities.worker._heartbeats import Heartbeats
 from activities.worker._loop import outcome_sender
 from activities.worker._process import TaskProcess
 from activities.worker._serving import GraceWatch
-from activities.worker._slot import AsyncUnit, ThreadSlot, thread_heartbeats
 from activities.worker._taskprocess import task_process_connections
+from activities.worker._threadslots import AsyncUnit, ThreadSlot, thread_heartbeats
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

@@ -33,11 +33,10 @@ from activities.task import Task
 from activities.worker._asyncslots import AsyncSlots, async_threads
 from activities.worker._childlog import say_to_stderr, start_logging
 from activities.worker._forkserver import STOP_SIGNALS, rename, take
-from activities.worker._heartbeats import Heartbeats
+from activities.worker._heartbeats import HEARTBEAT_THREADS, Heartbeats, heartbeat_threads
 from activities.worker._loop import SlotLoop, outcome_sender
 from activities.worker._recycling import ProcessLife
 from activities.worker._serving import GraceWatch
-from activities.worker._slot import HEARTBEAT_THREADS, heartbeat_threads
 from activities.worker._slotstate import Answer
 
 if TYPE_CHECKING:
