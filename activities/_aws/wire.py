@@ -6,8 +6,8 @@ about 1 ms of CPU on each: its event hooks, parameter validation, serializer, si
 urllib3 and parser. :class:`Wire` makes those four calls itself, about four times
 cheaper: the same JSON 1.0 request botocore sends, signed with Signature Version 4 and the
 credentials of the boto3 client it stands in for (:mod:`activities._aws.sigv4`), over
-keep-alive ``http.client`` connections to that client's endpoint. Its errors are botocore's
-(``ClientError`` with the service's code, ``EndpointConnectionError``,
+keep-alive connections to that client's endpoint (:mod:`activities._aws.exchange`). Its
+errors are botocore's (``ClientError`` with the service's code, ``EndpointConnectionError``,
 ``ReadTimeoutError``, ...), so that :class:`~activities.ActivityClient` handles both
 paths alike.
 
@@ -25,8 +25,6 @@ import inspect
 import json
 import logging
 import os
-import select
-import socket
 import ssl
 import threading
 import types
@@ -38,6 +36,7 @@ import botocore
 import botocore.exceptions
 import botocore.httpsession
 
+from activities._aws.exchange import Answer, Connection, request
 from activities._aws.sigv4 import Signer
 
 if TYPE_CHECKING:
@@ -138,7 +137,7 @@ class Wire:
             filter(None, (f"sfn-activities botocore/{botocore.__version__}", user_agent_extra))
         )
         self._tcp_keepalive = tcp_keepalive
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[Connection] = []
         self._lock = threading.Lock()
         # Closed with the wire, as urllib3 closes a pool's; made anew in a forked child.
         weakref.finalize(self, _close_all, self._idle)
@@ -212,36 +211,30 @@ class Wire:
         """
         _validate(params)
         body = json.dumps(params, separators=(",", ":")).encode()
-        headers = self.signed_headers(operation, body)
-        connection = self._take()
-        if connection.sock is None:
-            self._connect(connection)
+        message = request("POST", "/", self.signed_headers(operation, body), body)
+        connection = self._take() or self._connect()
         try:
-            assert connection.sock is not None  # noqa: S101 - connected
-            connection.sock.settimeout(timeout)
-            connection.request("POST", "/", body, headers)
-            response = connection.getresponse()
-            data = response.read()
+            answer = connection.exchange(message, timeout=timeout)
         except BaseException as exc:
             connection.close()  # in an unknown state: not for another call
             error = self._botocore_error(exc, connecting=False)
             if error is None:
                 raise
             raise error from exc
-        if response.will_close:
+        if answer.will_close:
             connection.close()
         else:
             self._put_back(connection)
-        if response.status != _OK:
+        if answer.status != _OK:
             raise botocore.exceptions.ClientError(
-                _error_of(response, data),  # type: ignore[arg-type]
+                _error_of(answer),  # type: ignore[arg-type]
                 operation,
             )
         try:
-            answer = json.loads(data) if data else {}
+            parsed = json.loads(answer.body) if answer.body else {}
         except ValueError:
-            answer = {}  # as botocore's parser: what is not JSON holds no field
-        return answer if isinstance(answer, dict) else {}
+            parsed = {}  # as botocore's parser: what is not JSON holds no field
+        return parsed if isinstance(parsed, dict) else {}
 
     def signed_headers(
         self, operation: str, body: bytes, *, now: time.struct_time | None = None
@@ -253,6 +246,7 @@ class Wire:
         """
         headers = self._signer.headers(operation, body, now=now)
         headers["user-agent"] = self._user_agent
+        headers["accept-encoding"] = "identity"  # the body as it is: never compressed
         return headers
 
     def close(self) -> None:
@@ -262,28 +256,26 @@ class Wire:
             self._idle.clear()
         _close_all(idle)
 
-    def _take(self) -> http.client.HTTPConnection:
-        """An idle connection the server has not closed meanwhile, or a new one."""
+    def _take(self) -> Connection | None:
+        """An idle connection the server has not closed meanwhile, if any."""
         with self._lock:
             while self._idle:
                 connection = self._idle.pop()
-                if not _dropped(connection):
+                if not connection.dropped():
                     return connection
                 connection.close()
-        if self._context is not None:
-            return http.client.HTTPSConnection(self._hostname, self._port, context=self._context)
-        return http.client.HTTPConnection(self._hostname, self._port)
+        return None
 
-    def _connect(self, connection: http.client.HTTPConnection) -> None:
-        connection.timeout = self._connect_timeout
+    def _connect(self) -> Connection:
         try:
-            connection.connect()
-            assert connection.sock is not None  # noqa: S101 - connected
-            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._tcp_keepalive:
-                connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            return Connection.open(
+                self._hostname,
+                self._port,
+                timeout=self._connect_timeout,
+                context=self._context,
+                keepalive=self._tcp_keepalive,
+            )
         except BaseException as exc:
-            connection.close()
             error = self._botocore_error(exc, connecting=True)
             if error is None:
                 raise
@@ -304,7 +296,7 @@ class Wire:
             return botocore.exceptions.ConnectionClosedError(endpoint_url=url)
         return None
 
-    def _put_back(self, connection: http.client.HTTPConnection) -> None:
+    def _put_back(self, connection: Connection) -> None:
         with self._lock:
             if len(self._idle) < MAX_IDLE:
                 self._idle.append(connection)
@@ -321,38 +313,26 @@ class Wire:
         return f"<Wire {self.endpoint_url}>"
 
 
-def _close_all(connections: list[http.client.HTTPConnection]) -> None:
+def _close_all(connections: list[Connection]) -> None:
     for connection in connections:
         connection.close()
 
 
-def _dropped(connection: http.client.HTTPConnection) -> bool:
-    """Whether an idle connection was closed by the server (it reads as ready: EOF)."""
-    sock = connection.sock
-    if sock is None:
-        return True
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
-    readable, _, _ = select.select([sock], [], [], 0)
-    return bool(readable)
-
-
-def _error_of(response: http.client.HTTPResponse, data: bytes) -> dict[str, Any]:
+def _error_of(answer: Answer) -> dict[str, Any]:
     """The error of an answer that is not 200 OK, in botocore's form (its JSON parser's)."""
+    data = answer.body
     try:
         body = json.loads(data) if data else {}
     except ValueError:
         body = None
     if not isinstance(body, dict):
         # Not JSON (a proxy's or load balancer's page): its status names it.
-        message = response.reason or data.decode("utf-8", "replace")
+        message = answer.reason or data.decode("utf-8", "replace")
         body = {"message": message}
-    code = str(body.get("__type") or response.status)
+    code = str(body.get("__type") or answer.status)
     code = code.split(":", 1)[0].rsplit("#", 1)[-1]
-    metadata: dict[str, Any] = {"HTTPStatusCode": response.status}
-    request_id = response.getheader("x-amzn-RequestId")
+    metadata: dict[str, Any] = {"HTTPStatusCode": answer.status}
+    request_id = answer.headers.get("x-amzn-requestid")
     if request_id:
         metadata["RequestId"] = request_id
     message = body.get("message", body.get("Message", ""))
