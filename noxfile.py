@@ -122,6 +122,13 @@ def faults(session: nox.Session) -> None:
 
 
 @nox.session
+def cost(session: nox.Session) -> None:
+    """CPU per zero-work task of the worker's whole process tree, against bare boto3 loops."""
+    session.install(".")
+    session.run("python", "-m", "benchmarks.cost", *session.posargs)
+
+
+@nox.session
 def chaos(session: nox.Session) -> None:
     """Kill task processes under load, stop workers while they start: what is left open?"""
     session.install(".")
