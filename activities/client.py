@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
@@ -54,9 +54,36 @@ logger = logging.getLogger(__name__)
 MAX_WORKER_NAME_LENGTH = 80
 
 _TASK_GONE = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
-_THROTTLED = frozenset({"ThrottlingException", "ActivityWorkerLimitExceeded"})
 
-#: Codes of errors that pass, besides throttling and 5xx answers.
+#: Codes of throttling: every code botocore's retries take for throttling
+#: (``botocore.retries.standard.ThrottledRetryableChecker``; its legacy mode's
+#: ``_retry.json`` names fewer), and Step Functions' ``ActivityWorkerLimitExceeded``
+#: (too many polls open on an activity).
+_THROTTLING_CODES = frozenset(
+    {
+        "ActivityWorkerLimitExceeded",
+        "BandwidthLimitExceeded",
+        "EC2ThrottledException",
+        "LimitExceededException",
+        "PriorRequestNotComplete",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "ThrottledException",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequestsException",
+        "TransactionInProgressException",
+    }
+)
+
+#: The HTTP status of throttling, whatever the answer's body says: a proxy's or a load
+#: balancer's page that is not JSON (its code is then "429"), or a code of its own.
+_THROTTLING_STATUS = 429
+
+#: Codes of errors that pass, besides throttling and 5xx answers (botocore's transient ones).
 _PASSING = frozenset({"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"})
 
 #: botocore's errors of a call that got no answer, which another attempt may not meet.
@@ -304,11 +331,12 @@ class ActivityClient:
             response = method(**kwargs)
         except botocore.exceptions.ClientError as exc:
             self.hearing.answered(attempt)
-            if exc.response.get("Error", {}).get("Code") in _THROTTLED:
+            error = _service_error(operation, exc)
+            if isinstance(error, Throttled):
                 self.pacer.throttled(operation)
             else:
                 self.pacer.taken(operation)  # answered, throttled or not: TaskGone, ...
-            _raise_service_error(operation, exc)
+            raise error from exc
         except botocore.exceptions.BotoCoreError as exc:
             transient = isinstance(exc, _NETWORK_ERRORS)
             if transient:
@@ -326,20 +354,26 @@ class ActivityClient:
         return response
 
 
-def _raise_service_error(operation: str, exc: botocore.exceptions.ClientError) -> NoReturn:
-    """Raise the framework's exception for a botocore ``ClientError``."""
+def _service_error(operation: str, exc: botocore.exceptions.ClientError) -> ServiceError:
+    """The framework's exception for a botocore ``ClientError``.
+
+    Throttling is what botocore takes for it: a code of ``_THROTTLING_CODES``, or the
+    HTTP status 429 whatever the code, so that a proxy's page that is not JSON (its code is
+    then ``"429"``, on both paths) is retried and paced too.
+    """
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
     message = f"{operation}: {code}: {error.get('Message', '')}"
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    transient = code in _THROTTLED or code in _PASSING or status >= 500  # noqa: PLR2004 - 5xx
+    throttled = code in _THROTTLING_CODES or status == _THROTTLING_STATUS
+    transient = throttled or code in _PASSING or status >= 500  # noqa: PLR2004 - 5xx
     kind: type[ServiceError] = ServiceError
     if code in _TASK_GONE:
         kind = TaskGone
-    elif code in _THROTTLED:
+    elif throttled:
         kind = Throttled
     elif code == "ActivityDoesNotExist":
         kind = ActivityDoesNotExist
     elif code == "InvalidOutput":
         kind = InvalidOutput
-    raise kind(message, code=code, operation=operation, transient=transient) from exc
+    return kind(message, code=code, operation=operation, transient=transient)

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.loaders
 import botocore.session
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.retries import standard
 
 from activities import (
     Activity,
@@ -39,6 +41,21 @@ if TYPE_CHECKING:
 
 ARN = "arn:aws:states:us-east-1:123456789012:activity:Echo"
 TOKEN = "AAAA-token-" + "t" * 100
+
+
+def botocore_throttling_codes() -> list[str]:
+    """The codes botocore's retries take for throttling, in standard mode and in legacy mode."""
+    codes = set(standard.ThrottledRetryableChecker._THROTTLED_ERROR_CODES)
+    retry = botocore.loaders.create_loader().load_data("_retry")
+    for policy in retry["retry"]["__default__"]["policies"].values():
+        response = retry["definitions"][policy["$ref"]]["applies_when"].get("response", {})
+        if "service_error_code" in response:
+            codes.add(response["service_error_code"])
+    return sorted(codes)
+
+
+#: Every code of throttling: botocore's, and Step Functions' own for too many polls.
+THROTTLING_CODES = [*botocore_throttling_codes(), "ActivityWorkerLimitExceeded"]
 
 
 class Echo(Activity):
@@ -151,6 +168,60 @@ class TestPoll:
         assert (info.value.code, info.value.operation) == (code, "GetActivityTask")
         assert str(info.value) == f"GetActivityTask: {code}: no"
         assert info.value.transient is (kind is Throttled)
+
+
+class TestThrottling:
+    """Throttling is what botocore takes for it: its codes, and the HTTP status 429."""
+
+    def test_the_issues_codes_and_429_are_botocores(self) -> None:
+        """The list the tests check against holds what botocore holds, and 429."""
+        assert {
+            "Throttling",
+            "ThrottlingException",
+            "TooManyRequestsException",
+            "RequestLimitExceeded",
+        } <= set(THROTTLING_CODES)
+        assert standard.ThrottlingStatusCodeChecker._THROTTLING_STATUS_CODES == [429]
+
+    @pytest.mark.parametrize("code", THROTTLING_CODES)
+    def test_each_code_is_throttling(
+        self, stubbed: tuple[ActivityClient, Stubber], code: str
+    ) -> None:
+        """Through botocore: Throttled, a failure that passes, and the operation is paced."""
+        client, stubber = stubbed
+        stubber.add_client_error("send_task_heartbeat", service_error_code=code)
+        client.retry = RetryPolicy(attempts=1)
+        with pytest.raises(Throttled) as caught:
+            client.send_heartbeat(TOKEN)
+        assert caught.value.transient
+        assert caught.value.code == code
+        assert client.pacer.gap("SendTaskHeartbeat") > 0
+
+    @pytest.mark.parametrize("code", ["429", "SomeProxysOwnCode", ""])
+    def test_a_429_is_throttling_whatever_its_code(
+        self, stubbed: tuple[ActivityClient, Stubber], code: str
+    ) -> None:
+        client, stubber = stubbed
+        stubber.add_client_error(
+            "send_task_heartbeat", service_error_code=code, http_status_code=429
+        )
+        client.retry = RetryPolicy(attempts=1)
+        with pytest.raises(Throttled) as caught:
+            client.send_heartbeat(TOKEN)
+        assert caught.value.transient
+        assert client.pacer.gap("SendTaskHeartbeat") > 0
+
+    def test_another_4xx_is_not(self, stubbed: tuple[ActivityClient, Stubber]) -> None:
+        """Not every refusal is throttling: a 400 of another code stays, and paces nothing."""
+        client, stubber = stubbed
+        stubber.add_client_error(
+            "send_task_heartbeat", service_error_code="400", http_status_code=400
+        )
+        with pytest.raises(ServiceError) as caught:
+            client.send_heartbeat(TOKEN)
+        assert type(caught.value) is ServiceError
+        assert not caught.value.transient
+        assert client.pacer.gap("SendTaskHeartbeat") == 0
 
 
 class TestNetworkErrors:

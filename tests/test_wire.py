@@ -22,9 +22,18 @@ import botocore.exceptions
 import botocore.session
 import pytest
 
-from activities import ActivityClient, ServiceError, Success, TaskGone, make_client
+from activities import (
+    ActivityClient,
+    RetryPolicy,
+    ServiceError,
+    Success,
+    TaskGone,
+    Throttled,
+    make_client,
+)
 from activities._aws.wire import Wire, allow_direct
 from activities.local import free_port
+from tests.test_client import THROTTLING_CODES
 
 if TYPE_CHECKING:
     import socket
@@ -112,7 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[Scripted]:
     with Scripted() as scripted:
-        thread = threading.Thread(target=scripted.serve_forever, daemon=True)
+        thread = threading.Thread(target=scripted.serve_forever, args=(0.05,), daemon=True)
         thread.start()
         yield scripted
         scripted.stopping.set()
@@ -464,6 +473,36 @@ class TestThroughActivityClient:
         client.send_outcome("t", Success("{}"))
         assert len(server.requests) == 2
         assert json.loads(server.requests[1][1]) == {"taskToken": "t", "output": "{}"}
+
+    @pytest.mark.parametrize("code", THROTTLING_CODES)
+    def test_each_throttling_code_is_throttling(
+        self, server: Scripted, client: ActivityClient, code: str
+    ) -> None:
+        server.answers.append(Answer(400, json.dumps({"__type": code}).encode()))
+        client.retry = RetryPolicy(attempts=1)
+        with pytest.raises(Throttled) as caught:
+            client.send_heartbeat("t")
+        assert caught.value.transient
+        assert caught.value.code == code
+        assert client.pacer.gap("SendTaskHeartbeat") > 0
+
+    @pytest.mark.parametrize("direct", [True, False])
+    def test_a_429_that_is_not_json_is_throttling(
+        self, server: Scripted, client: ActivityClient, direct: bool
+    ) -> None:
+        """A proxy's page: named "429" by its status on both paths, throttling, retried."""
+        if not direct:
+            sfn = make_client(region_name="us-east-1", endpoint_url=server.url, direct=False)
+            client = ActivityClient(sfn, worker_name="w", call_timeout=0.3)
+        assert (client._wire is not None) is direct
+        server.answers.append(Answer(429, b"<html><body>Too Many Requests</body></html>"))
+        server.answers.append(Answer(429, b"<html><body>Too Many Requests</body></html>"))
+        client.retry = RetryPolicy(attempts=2)
+        with pytest.raises(Throttled) as caught:
+            client.send_heartbeat("t")
+        assert (caught.value.code, caught.value.transient) == ("429", True)
+        assert len(server.requests) == 2, "retried"
+        assert client.pacer.gap("SendTaskHeartbeat") > 0
 
     def test_a_hung_call_waits_the_call_timeout(
         self, server: Scripted, client: ActivityClient
