@@ -216,6 +216,12 @@ class GraceWatch:
                 )
                 self._thread.start()
 
+    def forget(self, server: AtGrace) -> None:
+        """``server`` ended: let go of it (a unit of the worker's process that is replaced)."""
+        with self._lock:
+            if server in self._servers:
+                self._servers.remove(server)
+
     def _wait(self) -> None:
         while not self._control.past_deadline.wait(GRACE_LOOK):
             pass

@@ -72,6 +72,7 @@ class ThreadSlot:
         cells = Cells(context, 1)
         self.state = SlotState(cells, 0)
         self._owner = owner
+        self._grace = grace
         self._loop = SlotLoop(
             self.name,
             client,
@@ -129,6 +130,7 @@ class ThreadSlot:
         except Exception as exc:
             logger.exception("%s failed", self.name)
             reason = f"{type(exc).__name__}: {exc}"
+        self._grace.forget(self._loop)  # nothing runs on it now: the grace has nothing to fail
         self.state.close()  # no task is handed to an ended thread from now on
         self._owner.on_exit(self, reason, was_ready=True)
 
@@ -157,6 +159,7 @@ class AsyncUnit:
         self.name = f"async-{next(_ids)}"
         self.ready = False
         self._owner = owner
+        self._grace = grace
         cells = Cells(context, len(positions))
         self._slots = [
             AsyncPosition(self, f"{self.name}.{number}", position, SlotState(cells, at))
@@ -233,6 +236,7 @@ class AsyncUnit:
         except Exception as exc:
             logger.exception("%s failed", self.name)
             reason = f"{type(exc).__name__}: {exc}"
+        self._grace.forget(self._positions)  # nothing runs on them now
         for slot in self._slots:
             slot.state.close()  # no task is handed to an ended unit from now on
         self._inbox.put(None)
