@@ -14,17 +14,26 @@ and shrinks by a quarter with each call taken. Against a token bucket the gap se
 where about two calls in five are throttled, so a process calls at a steady rate near
 what the bucket refills, instead of storming it; throttling that is random (a share of
 calls refused whatever the rate) leaves the gap near zero, so the work goes on at full
-speed. A process logs one warning at most every :data:`REPORT_EVERY` seconds while its
-calls are throttled, with how many were.
+speed.
+
+Each throttled attempt's own line is DEBUG; what a process says of throttling is a
+summary, one WARNING with how many calls of each operation were throttled, every one
+counted once: when a burst is over (no call throttled for :data:`QUIET` seconds), or
+every :data:`REPORT_EVERY` seconds while it goes on, never two within
+:data:`REPORT_EVERY` seconds (what comes meanwhile goes in the next one). A summary due
+while the process makes no call is said from a short-lived timer thread; one not said yet
+when the client is closed is said then (:meth:`Pacer.flush`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import threading
 import time
+import weakref
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -48,8 +57,12 @@ MAX_GAP = 1.0
 GROW = 1.5
 SHRINK = 0.75
 
-#: Seconds between two warnings of one process about throttled calls.
+#: Seconds between two warnings of one process about throttled calls, at least; and
+#: the longest a burst goes on before one.
 REPORT_EVERY = 10.0
+
+#: Seconds without a throttled call after which a burst of them is over.
+QUIET = 1.0
 
 #: The most doublings of ``base`` a pause counts: ``2.0 ** 1023`` is the largest power of
 #: two a float holds, and any cap is reached long before.
@@ -104,6 +117,8 @@ class Pacer:
     Args:
         clock: seconds, monotonic.
         sleep: waits a number of seconds.
+        later: calls a function in a number of seconds, from another thread (a summary
+            due while no call is made); a daemon :class:`threading.Timer` by default.
     """
 
     def __init__(
@@ -111,14 +126,20 @@ class Pacer:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        later: Callable[[float, Callable[[], None]], None] | None = None,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
+        self._later = later if later is not None else _later
         self._lock = threading.Lock()
         self._gaps: dict[str, float] = {}
         self._next: dict[str, float] = {}
-        self._throttled: Counter[str] = Counter()
-        self._reported = -REPORT_EVERY
+        self._throttled: Counter[str] = Counter()  # calls not said yet, by operation
+        self._first = 0.0  # the first throttled call not said yet
+        self._last = 0.0  # the last throttled call
+        self._reported = -math.inf  # when the last summary was said
+        self._armed = False  # a look is due later
+        _PACERS.add(self)
 
     def gap(self, operation: str) -> float:
         """Seconds kept now between two starts of ``operation``; 0 when not throttled."""
@@ -139,35 +160,129 @@ class Pacer:
         return start - now
 
     def throttled(self, operation: str) -> None:
-        """A call of ``operation`` was throttled: widen the gap; warn now and then."""
+        """A call of ``operation`` was throttled: widen the gap; warn if a summary is due."""
         with self._lock:
             gap = self._gaps.get(operation, 0.0)
             self._gaps[operation] = min(MAX_GAP, max(MIN_GAP, gap * GROW))
-            self._throttled[operation] += 1
             now = self._clock()
-            if now - self._reported < REPORT_EVERY:
-                return
-            since, self._reported = self._reported, now
-            counts, self._throttled = self._throttled, Counter()
-            gaps = dict(self._gaps)
-        total = sum(counts.values())
-        each = ", ".join(
-            f"{name} {count} (one start every {gaps.get(name, 0.0) * 1000:.0f} ms)"
-            for name, count in counts.most_common()
-        )
-        window = "so far" if since < 0 else f"in {now - since:.0f} s"
-        logger.warning(
-            "Step Functions throttled %d call%s %s: %s; they are retried, and paced while it lasts",
-            total,
-            "" if total == 1 else "s",
-            window,
-            each,
-        )
+            if not self._throttled:
+                self._first = now
+            self._throttled[operation] += 1
+            self._last = now
+            summary, look_in = self._look(now)
+        self._say(summary, look_in)
 
     def taken(self, operation: str) -> None:
-        """A call of ``operation`` was answered (not throttled): narrow the gap."""
+        """A call of ``operation`` was answered (not throttled): narrow the gap; warn if due."""
         with self._lock:
             gap = self._gaps.get(operation, 0.0)
             if gap:
                 gap *= SHRINK
                 self._gaps[operation] = gap if gap >= MIN_GAP else 0.0
+            if not self._throttled:
+                return
+            summary, look_in = self._look(self._clock())
+        self._say(summary, look_in)
+
+    def flush(self) -> None:
+        """Warn now of the throttled calls not said yet, if any (the client is closed)."""
+        with self._lock:
+            summary = self._summary(self._clock()) if self._throttled else None
+        self._say(summary, None)
+
+    def _looked_later(self) -> None:
+        """The look that was due later: warn if a summary is due, else look again then."""
+        with self._lock:
+            self._armed = False
+            summary, look_in = self._look(self._clock()) if self._throttled else (None, None)
+        self._say(summary, look_in)
+
+    def _look(self, now: float) -> tuple[_Summary | None, float | None]:
+        """A summary if one is due now, else the seconds until one is; under the lock.
+
+        Due once the burst is over (no call throttled for ``QUIET`` seconds) or has gone
+        on for ``REPORT_EVERY``, and ``REPORT_EVERY`` after the summary before.
+        """
+        due = max(
+            self._reported + REPORT_EVERY, min(self._first + REPORT_EVERY, self._last + QUIET)
+        )
+        if now >= due:
+            return self._summary(now), None
+        if self._armed:
+            return None, None
+        self._armed = True
+        return None, due - now
+
+    def _summary(self, now: float) -> _Summary:
+        """The calls not said yet, taken, with the seconds they span; under the lock."""
+        counts, self._throttled = self._throttled, Counter()
+        self._reported = now
+        over = now - self._last >= QUIET
+        span = (self._last if over else now) - self._first
+        return _Summary(counts, span, dict(self._gaps))
+
+    def _say(self, summary: _Summary | None, look_in: float | None) -> None:
+        """Log ``summary``, if any; look again in ``look_in`` seconds, if given."""
+        if look_in is not None:
+            self._later(look_in, self._looked_later)
+        if summary is not None:
+            summary.warn()
+
+    def _forked(self) -> None:
+        """In a forked child: the parent says what it counted, and its timer is not here."""
+        self._lock = threading.Lock()
+        self._throttled = Counter()
+        self._armed = False
+
+
+@attrs.frozen
+class _Summary:
+    """Throttled calls by operation, over ``span`` seconds, and the gaps kept then."""
+
+    counts: Counter[str]
+    span: float
+    gaps: dict[str, float]
+
+    def warn(self) -> None:
+        """Say how many calls were throttled, of which operations."""
+        total = sum(self.counts.values())
+        each = ", ".join(
+            f"{name} {count} ({_pacing(self.gaps.get(name, 0.0))})"
+            for name, count in self.counts.most_common()
+        )
+        if total == 1:
+            within = ""
+        elif self.span >= REPORT_EVERY:
+            within = f" in {self.span:.0f} s"
+        else:
+            within = f" in {self.span:.1f} s"
+        logger.warning(
+            "Step Functions throttled %d call%s%s: %s; they are retried, and paced while it lasts",
+            total,
+            "" if total == 1 else "s",
+            within,
+            each,
+        )
+
+
+def _pacing(gap: float) -> str:
+    return f"one start every {gap * 1000:.0f} ms" if gap else "no longer paced"
+
+
+def _later(delay: float, function: Callable[[], None]) -> None:
+    """Call ``function`` in ``delay`` seconds, from a daemon thread."""
+    timer = threading.Timer(delay, function)
+    timer.name = "sfn-activities-pacer"
+    timer.daemon = True
+    timer.start()
+
+
+def _after_fork_in_child() -> None:
+    for pacer in list(_PACERS):
+        pacer._forked()
+
+
+#: Every pacer of this process, made anew in a forked child (their locks, counts, timers).
+_PACERS: weakref.WeakSet[Pacer] = weakref.WeakSet()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
