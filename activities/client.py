@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import botocore.exceptions
 
 from activities import _runner
-from activities._aws.outage import Hearing
+from activities._aws.outage import ALONE_AFTER, Hearing
 from activities._aws.retry import Pacer, RetryPolicy
 from activities._aws.sfnclient import CALL_TIMEOUT, make_client, set_call_timeout
 from activities._aws.wire import Wire
@@ -111,7 +111,11 @@ class ActivityClient:
     timeout, a lost connection), up to ``retry.attempts`` attempts; calls of an operation
     that Step Functions throttles are paced (see ``activities._aws.retry``). A client of
     your own should not retry on its own (``retries={"total_max_attempts": 1}``), or its
-    retries stack under these.
+    retries stack under these. Each retry is logged at DEBUG; WARNINGs sum them up, on the
+    ``activities.client`` logger: how many calls were throttled (once a burst is over, or
+    every 10 s while it goes on), and when Step Functions has answered none of the
+    client's calls for 15 s (again every minute while it lasts; an INFO line when it
+    answers again; a worker says that itself, for all its processes).
 
     Args:
         client: a boto3 Step Functions client; :func:`make_client` by default.
@@ -135,8 +139,9 @@ class ActivityClient:
         self.call_timeout = call_timeout
         #: Spaces this client's calls of an operation while it is throttled.
         self.pacer = Pacer()
-        #: What this client's calls heard from Step Functions (see activities._aws.outage).
-        self.hearing = Hearing()
+        #: What this client's calls heard from Step Functions (see activities._aws.outage);
+        #: with no worker, it warns by itself when they hear nothing for a while.
+        self.hearing = Hearing(warn_after=ALONE_AFTER)
         set_call_timeout(self.client, call_timeout)
         #: The direct path of the activity calls (see activities._aws.wire), or None: botocore's.
         self._wire = Wire.of(self.client)
@@ -152,8 +157,9 @@ class ActivityClient:
         """Close the client's idle connections, botocore's and the direct path's.
 
         Calls made afterwards open new ones. A process about to fork closes them, so that
-        its copy holds none.
+        its copy holds none. Throttled calls the pacer has not summarised yet are logged.
         """
+        self.pacer.flush()
         if self._wire is not None:
             self._wire.close()
         close = getattr(self.client, "close", None)  # a stand-in in tests may have none
@@ -325,17 +331,24 @@ class ActivityClient:
             return response
 
     def _attempt(self, operation: str, method: Any, kwargs: dict[str, Any]) -> Any:
-        """One attempt of a call; what Step Functions said goes to the pacer and ``hearing``."""
+        """One attempt of a call; what Step Functions said goes to the pacer and ``hearing``.
+
+        An error is an answer, but for one that passes and is not throttling (a 5xx, a
+        request timeout): like no answer, it says nothing of the call.
+        """
         attempt = self.hearing.started(operation)
         try:
             response = method(**kwargs)
         except botocore.exceptions.ClientError as exc:
-            self.hearing.answered(attempt)
             error = _service_error(operation, exc)
+            if error.transient and not isinstance(error, Throttled):
+                self.hearing.unanswered(attempt)
+            else:
+                self.hearing.answered(attempt)
             if isinstance(error, Throttled):
                 self.pacer.throttled(operation)
             else:
-                self.pacer.taken(operation)  # answered, throttled or not: TaskGone, ...
+                self.pacer.taken(operation)  # not throttled: TaskGone, a 5xx, ...
             raise error from exc
         except botocore.exceptions.BotoCoreError as exc:
             transient = isinstance(exc, _NETWORK_ERRORS)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ from activities import (
     default_worker_name,
     make_client,
 )
+from activities._aws.outage import ALONE_AFTER, Hearing
+from activities._aws.retry import Pacer
 from activities._aws.sfnclient import READ_TIMEOUT, set_call_timeout
 from activities.local import free_port
 from transport import CompressedTransport
@@ -56,6 +59,12 @@ def botocore_throttling_codes() -> list[str]:
 
 #: Every code of throttling: botocore's, and Step Functions' own for too many polls.
 THROTTLING_CODES = [*botocore_throttling_codes(), "ActivityWorkerLimitExceeded"]
+
+
+@pytest.fixture(autouse=True)
+def no_timers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Throttled calls here are summed up now or never, not by a timer in a later test."""
+    monkeypatch.setattr("activities._aws.retry._later", lambda delay, function: None)
 
 
 class Echo(Activity):
@@ -502,3 +511,118 @@ class TestRetry:
         stubber.add_client_error("get_activity_task", service_error_code="ThrottlingException")
         with pytest.raises(Throttled):
             client.poll(ARN, keep_trying=lambda: False)
+
+    def test_a_5xx_is_no_answer(self, stubbed: tuple[ActivityClient, Stubber]) -> None:
+        """A 5xx says nothing of the call: it counts toward a silence, as a timeout does."""
+        client, stubber = stubbed
+        stubber.add_client_error(
+            "send_task_heartbeat", service_error_code="InternalFailure", http_status_code=500
+        )
+        with pytest.raises(ServiceError):
+            client.send_heartbeat(TOKEN)
+        assert client.hearing.answered_cells[0] == 0
+        assert client.hearing.overdue_cells[0] > 0
+
+    def test_throttling_is_an_answer(self, stubbed: tuple[ActivityClient, Stubber]) -> None:
+        client, stubber = stubbed
+        client.retry = RetryPolicy(attempts=1)
+        stubber.add_client_error("send_task_heartbeat", service_error_code="ThrottlingException")
+        with pytest.raises(Throttled):
+            client.send_heartbeat(TOKEN)
+        assert client.hearing.answered_cells[0] > 0
+        assert client.hearing.overdue_cells[0] == 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class TestLogs:
+    """A client alone: a line per attempt at DEBUG, and a WARNING that sums them up."""
+
+    @pytest.fixture
+    def clock(self, stubbed: tuple[ActivityClient, Stubber]) -> Clock:
+        client, _ = stubbed
+        clock = Clock()
+        client.hearing = Hearing(clock=clock, warn_after=ALONE_AFTER)
+        client.pacer = Pacer(clock=clock, sleep=clock.sleep)
+        return clock
+
+    def test_an_outage_is_one_warning(
+        self,
+        stubbed: tuple[ActivityClient, Stubber],
+        clock: Clock,
+        caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Five attempts 5 s apart met by 503s: four DEBUG retries, one WARNING, then INFO."""
+        client, stubber = stubbed
+        monkeypatch.setattr(RetryPolicy, "pause", lambda *_: 0.0)
+        for _ in range(5):
+            stubber.add_client_error(
+                "send_task_heartbeat",
+                service_error_code="ServiceUnavailable",
+                http_status_code=503,
+            )
+        stubber.add_response("send_task_heartbeat", {}, {"taskToken": TOKEN})
+        taken = client.pacer.taken
+
+        def five_seconds_each(operation: str) -> None:
+            clock.now += 5
+            taken(operation)
+
+        client.pacer.taken = five_seconds_each  # type: ignore[method-assign]
+        caplog.set_level(logging.DEBUG, "activities")
+        with pytest.raises(ServiceError):
+            client.send_heartbeat(TOKEN)
+        client.send_heartbeat(TOKEN)
+        said = [
+            (record.levelno, record.getMessage())
+            for record in caplog.records
+            if record.name.startswith("activities")
+        ]
+        assert [level for level, _ in said] == [logging.DEBUG] * 3 + [
+            logging.WARNING,
+            logging.DEBUG,
+            logging.INFO,
+        ]
+        assert said[0][1] == ("SendTaskHeartbeat: ServiceUnavailable: ; attempt 2 in 0.000 s")
+        assert said[3][1] == (
+            "Step Functions has answered none of this client's calls for 15 s; each is "
+            "retried up to its attempts"
+        )
+        assert said[5][1] == "Step Functions answers again, after 25 s without an answer"
+
+    def test_throttling_is_summed_up_when_the_client_closes(
+        self,
+        stubbed: tuple[ActivityClient, Stubber],
+        clock: Clock,
+        caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Throttled twice, then taken at once: no WARNING until the burst is over, or closed."""
+        client, stubber = stubbed
+        monkeypatch.setattr(RetryPolicy, "pause", lambda *_: 0.0)
+        for _ in range(2):
+            stubber.add_client_error(
+                "send_task_heartbeat", service_error_code="ThrottlingException"
+            )
+        stubber.add_response("send_task_heartbeat", {}, {"taskToken": TOKEN})
+        caplog.set_level(logging.DEBUG, "activities")
+        client.send_heartbeat(TOKEN)
+        assert {record.levelno for record in caplog.records} == {logging.DEBUG}
+        client.close()
+        warnings = [
+            record.getMessage() for record in caplog.records if record.levelno > logging.DEBUG
+        ]
+        assert len(warnings) == 1
+        assert warnings[0].startswith(
+            "Step Functions throttled 2 calls in 0.0 s: SendTaskHeartbeat 2"
+        )

@@ -115,3 +115,80 @@ def test_a_new_process_clears_what_the_one_before_left(clock: Clock) -> None:
     assert overdue[0] > 0
     Hearing(answered, overdue, 0, clock=clock)
     assert overdue[0] == 0
+
+
+def test_a_poll_refused_at_once_is_due_from_then(clock: Clock) -> None:
+    """A long poll that ended without an answer will get none: it counts from its end."""
+    first, _, watch = two_processes(clock)
+    first.unanswered(first.started("GetActivityTask"))  # a refused connection
+    clock.now += 15
+    assert watch.silence() == 15
+
+
+def test_the_worker_hears_silently(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    """A process of a worker leaves the warning to the worker's watch: no line of its own."""
+    first, _, _ = two_processes(clock)
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(40):
+            first.unanswered(first.started("SendTaskSuccess"))
+            clock.now += 1
+        first.answered(first.started("SendTaskSuccess"))
+    assert lines(caplog) == []
+
+
+class TestAlone:
+    """A client with no worker warns of a silence itself, when an attempt ends unanswered."""
+
+    def test_a_silence_is_warned_of_once_and_its_end_said(
+        self, clock: Clock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Answered at 1000, then every attempt unanswered from 1001: silent from 1001."""
+        hearing = Hearing(clock=clock, warn_after=15)
+        hearing.answered(hearing.started("SendTaskHeartbeat"))
+
+        def unanswered_until(end: float) -> None:
+            while clock.now < end:
+                clock.now += 1
+                hearing.unanswered(hearing.started("SendTaskHeartbeat"))
+
+        with caplog.at_level(logging.DEBUG):
+            unanswered_until(1015)
+            assert lines(caplog) == [], "silent for 14 s"
+            unanswered_until(1016)
+            assert lines(caplog) == [
+                (
+                    logging.WARNING,
+                    (
+                        "Step Functions has answered none of this client's calls for 15 s; "
+                        "each is retried up to its attempts"
+                    ),
+                )
+            ]
+            assert caplog.records[0].name == "activities.client"
+            unanswered_until(1016 + REPEAT - 1)
+            assert len(caplog.records) == 1, "once a minute at most"
+            unanswered_until(1016 + REPEAT)
+            assert lines(caplog)[-1][1].startswith(
+                "Step Functions has answered none of this client's calls for 75 s"
+            )
+            clock.now += 1
+            hearing.answered(hearing.started("SendTaskHeartbeat"))
+            assert lines(caplog)[-1] == (
+                logging.INFO,
+                "Step Functions answers again, after 76 s without an answer",
+            )
+            hearing.answered(hearing.started("SendTaskHeartbeat"))
+            assert len(caplog.records) == 3
+
+    def test_a_short_blip_says_nothing(
+        self, clock: Clock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        hearing = Hearing(clock=clock, warn_after=15)
+        with caplog.at_level(logging.DEBUG):
+            for _ in range(3):
+                hearing.unanswered(hearing.started("SendTaskSuccess"))
+                clock.now += 4
+            hearing.answered(hearing.started("SendTaskSuccess"))
+            clock.now += 20
+            hearing.answered(hearing.started("SendTaskSuccess"))
+        assert lines(caplog) == []

@@ -44,6 +44,12 @@ ARN = "arn:aws:states:us-east-1:123456789012:activity:Echo"
 TLS = pathlib.Path(__file__).parent / "tls"  # a self-signed certificate for 127.0.0.1
 
 
+@pytest.fixture(autouse=True)
+def no_timers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Throttled calls here are summed up now or never, not by a timer in a later test."""
+    monkeypatch.setattr("activities._aws.retry._later", lambda delay, function: None)
+
+
 class Answer:
     """What the scripted server does with one request."""
 
