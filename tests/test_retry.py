@@ -281,3 +281,23 @@ class TestThrottlingSummary:
         assert warnings(caplog) == []
         pacer.throttled("SendTaskHeartbeat")
         assert len(later.asked) == 2, "the parent's timer is not the child's"
+
+    def test_no_thread_for_a_look_is_no_error(
+        self, clock: Clock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """At interpreter shutdown no thread starts: the throttled call is not failed for it."""
+
+        def no_thread(delay: float, function: Callable[[], None]) -> None:
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+        pacer = Pacer(clock=clock, sleep=clock.sleep, later=no_thread)
+        pacer.throttled("SendTaskSuccess")
+        pacer.throttled("SendTaskSuccess")
+        clock.now += QUIET
+        pacer.taken("SendTaskSuccess")
+        assert [message for _, message in warnings(caplog)] == [
+            (
+                "Step Functions throttled 2 calls in 0.0 s: SendTaskSuccess 2 (one start every "
+                "2 ms); they are retried, and paced while it lasts"
+            )
+        ]

@@ -224,7 +224,11 @@ class Pacer:
     def _say(self, summary: _Summary | None, look_in: float | None) -> None:
         """Log ``summary``, if any; look again in ``look_in`` seconds, if given."""
         if look_in is not None:
-            self._later(look_in, self._looked_later)
+            try:
+                self._later(look_in, self._looked_later)
+            except RuntimeError:  # no new thread at interpreter shutdown: a call looks
+                with self._lock:
+                    self._armed = False
         if summary is not None:
             summary.warn()
 
