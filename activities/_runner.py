@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from activities._ops import tracing
 from activities.errors import (
     ActivityDefinitionError,
     ActivityError,
@@ -88,26 +89,19 @@ def execute(activity: Activity, task: Task, send_heartbeat: Callable[[], None]) 
             :class:`TaskCancelled`) when the task is gone.
 
     An ``async def run()`` runs to its end on a new event loop (``asyncio.run``), in
-    this thread.
+    this thread. When the process traces (see :mod:`activities._ops.tracing`), the task
+    has a span, current while ``run()`` runs.
     """
     if activity._is_async():
         return asyncio.run(execute_async(activity, task, send_heartbeat))
     heartbeat = Heartbeat(send_heartbeat, task)
-    activity._task, activity._heartbeat = task, heartbeat
-    try:
-        arguments = _arguments(activity, task)
-        if not isinstance(arguments, tuple):
-            return arguments
-        try:
-            if activity._is_generator():
-                result = _drive(activity.run(*arguments[0], **arguments[1]), heartbeat)
-            else:
-                result = activity.run(*arguments[0], **arguments[1])
-        except Exception as exc:  # noqa: BLE001 - whatever run() raises fails the task
-            return _failed(exc, heartbeat)
-        return _succeeded(activity, result, heartbeat)
-    finally:
-        activity._task = activity._heartbeat = None
+    span = tracing.task_span(task)
+    if span is None:
+        return _run(activity, task, heartbeat).outcome
+    with span:
+        ended = _run(activity, task, heartbeat)
+        span.ended(*ended)
+    return ended.outcome
 
 
 async def execute_async(
@@ -119,26 +113,66 @@ async def execute_async(
     runs in the loop. When the coroutine is cancelled (the task is gone, or the worker
     stops), the outcome is :class:`Cancelled`, unless ``run()`` caught the cancellation
     and returned: then it is what ``run()`` returned. A ``CancelledError`` of something
-    else ``run()`` awaited fails the task, as ``SystemExit`` does: never the loop.
+    else ``run()`` awaited fails the task, as ``SystemExit`` does: never the loop. The
+    task's span, if any, is current in the coroutine's context.
     """
     heartbeat = Heartbeat(send_heartbeat, task)
+    span = tracing.task_span(task)
+    if span is None:
+        return (await _run_async(activity, task, heartbeat)).outcome
+    with span:
+        ended = await _run_async(activity, task, heartbeat)
+        span.ended(*ended)
+    return ended.outcome
+
+
+class _Ended(NamedTuple):
+    """How a task ended: its outcome, and the exception a failure was made from, if any."""
+
+    outcome: Outcome
+    error: BaseException | None = None
+
+
+def _run(activity: Activity, task: Task, heartbeat: Heartbeat) -> _Ended:
+    """:func:`execute`'s work, in the task's span if it has one."""
     activity._task, activity._heartbeat = task, heartbeat
     try:
         arguments = _arguments(activity, task)
-        if not isinstance(arguments, tuple):
+        if isinstance(arguments, _Ended):
             return arguments
+        args, kwargs = arguments
         try:
-            result = await activity.run(*arguments[0], **arguments[1])
+            if activity._is_generator():
+                result = _drive(activity.run(*args, **kwargs), heartbeat)
+            else:
+                result = activity.run(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - whatever run() raises fails the task
+            return _failed(exc, heartbeat)
+        return _succeeded(activity, result, heartbeat)
+    finally:
+        activity._task = activity._heartbeat = None
+
+
+async def _run_async(activity: Activity, task: Task, heartbeat: Heartbeat) -> _Ended:
+    """:func:`execute_async`'s work, in the task's span if it has one."""
+    activity._task, activity._heartbeat = task, heartbeat
+    try:
+        arguments = _arguments(activity, task)
+        if isinstance(arguments, _Ended):
+            return arguments
+        args, kwargs = arguments
+        try:
+            result = await activity.run(*args, **kwargs)
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
-                return Cancelled("the task's coroutine was cancelled")
+                return _Ended(Cancelled("the task's coroutine was cancelled"))
             # Not cancelled itself: something it awaited was (a task, a library's future).
-            return failure_from_exception(exc)
+            return _Ended(failure_from_exception(exc), exc)
         except Exception as exc:  # noqa: BLE001 - whatever run() raises fails the task
             return _failed(exc, heartbeat)
         except BaseException as exc:  # noqa: BLE001 - SystemExit would end the loop of every task
-            return failure_from_exception(exc)
+            return _Ended(failure_from_exception(exc), exc)
         return _succeeded(activity, result, heartbeat)
     finally:
         activity._task = activity._heartbeat = None
@@ -179,32 +213,34 @@ def process(client: ActivityClient, activity: Activity, task: Task) -> Outcome:
     return outcome
 
 
-def _arguments(activity: Activity, task: Task) -> tuple[tuple[Any, ...], dict[str, Any]] | Outcome:
+def _arguments(activity: Activity, task: Task) -> tuple[tuple[Any, ...], dict[str, Any]] | _Ended:
     """``run()``'s arguments from the task input, or the failure of input that does not fit."""
     try:
         return activity._deserialize_arguments(task.input)
     except (ActivityError, ActivityDefinitionError) as exc:
-        return failure_from_exception(exc)
+        return _Ended(failure_from_exception(exc), exc)
     except Exception as exc:  # noqa: BLE001 - any other decoding error is the input's fault
-        return failure_from_exception(InvalidInput(exception_text(exc)))
+        invalid = InvalidInput(exception_text(exc))
+        return _Ended(failure_from_exception(invalid), invalid)
 
 
-def _failed(exc: Exception, heartbeat: Heartbeat) -> Outcome:
+def _failed(exc: Exception, heartbeat: Heartbeat) -> _Ended:
     """The outcome of ``run()`` raising ``exc``: cancelled if the task is gone, else failed."""
     if heartbeat.cancelled is not None:
-        return Cancelled(heartbeat.cancelled.message)
-    return failure_from_exception(_without_runner_frames(exc))
+        return _Ended(Cancelled(heartbeat.cancelled.message))
+    exc = _without_runner_frames(exc)
+    return _Ended(failure_from_exception(exc), exc)
 
 
-def _succeeded(activity: Activity, result: Any, heartbeat: Heartbeat) -> Outcome:
+def _succeeded(activity: Activity, result: Any, heartbeat: Heartbeat) -> _Ended:
     """The outcome of ``run()`` returning ``result``."""
     if heartbeat.cancelled is not None:
         # run() caught TaskCancelled and returned: the task is gone all the same.
-        return Cancelled(heartbeat.cancelled.message)
+        return _Ended(Cancelled(heartbeat.cancelled.message))
     try:
-        return success_from_result(activity._serialize_result, result)
+        return _Ended(success_from_result(activity._serialize_result, result))
     except Exception as exc:  # noqa: BLE001 - an ActivityError, or a transport's named error
-        return failure_from_exception(exc)
+        return _Ended(failure_from_exception(exc), exc)
 
 
 def _without_runner_frames(exc: Exception) -> Exception:
