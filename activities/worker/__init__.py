@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 from activities import registry
 from activities._aws.outage import Hearing, OutageWatch
 from activities._aws.sfnclient import CALL_TIMEOUT
+from activities._ops import tracing
 from activities._ops.endpoint import Operations
 from activities._ops.metrics import NO_METRICS
 from activities.client import ActivityClient
@@ -560,7 +561,8 @@ class Worker:
         """Fail a task on the worker's behalf, in the background; say which, and why.
 
         A line per task, with its activity and token prefix: an ERROR for a crash, a
-        WARNING for a stop. ``sent``: its outcome may have been delivered already.
+        WARNING for a stop; and a span when the process traces (the span a dead process
+        was making of it is lost). ``sent``: its outcome may have been delivered already.
         """
         assert self._failures is not None  # noqa: S101 - started
         if isinstance(error, WorkerShutdown):
@@ -581,6 +583,7 @@ class Worker:
                 "error": failure.error,
             },
         )
+        tracing.failed_by_worker(task, failure, error, sent=sent)
         self._failures.send(task, failure, sent=sent)
 
     def _finish(self) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from activities._aws.outage import Hearing
 from activities._aws.sfnclient import make_client
+from activities._ops import tracing
 from activities._ops.processmetrics import metrics_of
 from activities.client import ActivityClient
 from activities.task import Task
@@ -172,6 +173,8 @@ def child_main(
         [(slot, position, Answer(cells, at)) for slot, position, at in async_slots],
     )
     orphan.say(inbox_ended=serving.inbox_ended.is_set())  # if not said yet: say it too
+    # multiprocessing ends the process with os._exit: no atexit handler exports the spans.
+    tracing.flush()
     if serving.stuck_async():
         logging.shutdown()
         os._exit(EXIT_STUCK)
@@ -387,6 +390,7 @@ def _exit_stuck(stuck: set[SlotLoop], runners: dict[object, threading.Thread]) -
         time.sleep(0.05)
     for loop in list(stuck):
         loop.finish_delivery(STUCK_DELIVERY_TIMEOUT)
+    tracing.flush()
     logging.shutdown()
     os._exit(EXIT_STUCK)
 
