@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FLUSH_TIMEOUT",
     "INSTRUMENTATION_NAME",
+    "MESSAGING_SYSTEM",
     "TaskSpan",
     "failed_by_worker",
     "flush",
