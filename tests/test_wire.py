@@ -21,6 +21,7 @@ import botocore.credentials
 import botocore.exceptions
 import botocore.session
 import pytest
+import wrapt
 
 from activities import (
     ActivityClient,
@@ -433,6 +434,21 @@ class TestWhichClients:
 
         traced.__wrapped__ = original  # type: ignore[attr-defined]
         monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", traced)
+        assert Wire.of(make_client(region_name="eu-west-1")) is None
+
+    def test_botocore_wrapped_with_wrapt_goes_through_botocore(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """As OpenTelemetry's botocore instrumentation wraps it: the wrapper passes for a
+        function of botocore's (isinstance, __code__)."""
+        original = botocore.client.BaseClient._make_api_call
+
+        def traced(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            return wrapped(*args, **kwargs)
+
+        monkeypatch.setattr(
+            botocore.client.BaseClient, "_make_api_call", wrapt.FunctionWrapper(original, traced)
+        )
         assert Wire.of(make_client(region_name="eu-west-1")) is None
 
     def test_the_user_agent_extra_is_sent(self, server: Scripted) -> None:

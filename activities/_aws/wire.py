@@ -384,12 +384,13 @@ def _instrumented(client: object) -> bool:
     """Whether ``client``'s calls go through code not botocore's: a tracer's wrapper.
 
     X-Ray, OpenTelemetry and others wrap ``BaseClient._make_api_call`` (with wrapt, or a
-    function of their own); botocore's own is a function of its package.
+    function of their own); botocore's own is a function of its package. A wrapt wrapper
+    passes for the function it wraps (``isinstance``, ``__code__``): only its type tells.
     """
     call = inspect.getattr_static(type(client), "_make_api_call", None)
     code = getattr(call, "__code__", None)
     return not (
-        isinstance(call, types.FunctionType)
+        type(call) is types.FunctionType
         and code is not None
         and code.co_filename.startswith(_BOTOCORE_DIR)
     )
