@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from activities._ops import tracing
 from activities.errors import (
@@ -33,11 +33,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Generator
 
     from activities._activity import Activity
-    from activities.client import ActivityClient
     from activities.outcome import Outcome
     from activities.task import Task
 
-__all__ = ["execute", "execute_async", "process"]
+__all__ = ["Reporter", "execute", "execute_async", "process"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +177,17 @@ async def _run_async(activity: Activity, task: Task, heartbeat: Heartbeat) -> _E
         activity._task = activity._heartbeat = None
 
 
-def process(client: ActivityClient, activity: Activity, task: Task) -> Outcome:
+class Reporter(Protocol):
+    """What :func:`process` needs of a client (an :class:`~activities.ActivityClient`)."""
+
+    def send_heartbeat(self, token: str) -> None:
+        """Send a heartbeat of the task ``token``."""
+
+    def send_outcome(self, token: str, outcome: Outcome) -> None:
+        """Send the outcome of the task ``token``."""
+
+
+def process(client: Reporter, activity: Activity, task: Task) -> Outcome:
     """Run ``task`` on ``activity`` with ``client``'s heartbeats, then send its outcome.
 
     What :meth:`ActivityClient.process <activities.ActivityClient.process>` does. An output
