@@ -22,9 +22,13 @@ class AsyncEcho(Activity):
 
 
 class AsyncBeats(Activity):
-    """Heartbeats ``beats`` times, ``every`` seconds apart; returns how many it sent."""
+    """Heartbeats ``beats`` times, ``every`` seconds apart; returns how many it sent.
+
+    Its states' HeartbeatSeconds are 3: a worker heartbeats its tasks every second.
+    """
 
     name = "async-Beats"
+    heartbeat_seconds = 3
 
     async def run(self, beats: int, every: float = 0) -> int:
         for _ in range(beats):

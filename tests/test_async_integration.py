@@ -54,13 +54,13 @@ class TestAsyncActivities:
         failures = [e for e in history(sfn, execution) if e["type"] == "ActivityFailed"]
         assert [f["activityFailedEventDetails"]["error"] for f in failures] == ["Flaky"]
 
-    def test_awaited_heartbeats_keep_a_task_past_its_heartbeat_seconds(
-        self, sfn: SFNClient
-    ) -> None:
-        """Four seconds of work under HeartbeatSeconds=2: the heartbeats keep it alive."""
-        state = task_state(arn(async_workload.AsyncBeats), HeartbeatSeconds=2, TimeoutSeconds=60)
+    def test_heartbeats_keep_a_task_past_its_heartbeat_seconds(self, sfn: SFNClient) -> None:
+        """Six seconds of work under HeartbeatSeconds=3, declared as the class's
+        heartbeat_seconds: heartbeats every second (its awaited ones coalesced to them)
+        keep it alive."""
+        state = task_state(arn(async_workload.AsyncBeats), HeartbeatSeconds=3, TimeoutSeconds=60)
         execution = start(
-            sfn, create_machine(sfn, {"Beat": state}, "Beat"), {"beats": 8, "every": 0.5}
+            sfn, create_machine(sfn, {"Beat": state}, "Beat"), {"beats": 8, "every": 0.75}
         )
         done = wait_for(sfn, execution)
         assert done["status"] == "SUCCEEDED", done

@@ -21,8 +21,8 @@ import pytest
 from activities import Activity, RetryPolicy, Worker
 from activities.errors import ServiceError, WorkerShutdown
 from activities.worker._control import Control
-from activities.worker._handoff import WAITING_HEARTBEAT_INTERVAL, HandOff
-from activities.worker._heartbeats import Job
+from activities.worker._handoff import HandOff
+from activities.worker._heartbeats import DEFAULT_CADENCE, Job
 from activities.worker._pool import thread_context
 from activities.worker._slotstate import FINISHED, REPORTED, Cells, SlotState
 from tests.fake_polls import ScriptedClient, arn, task
@@ -56,6 +56,22 @@ class Quick(Activity):
 
     def run(self, value: Any = None) -> Any:
         return value
+
+
+class Declared(Activity):
+    """States with HeartbeatSeconds 60: heartbeated every 20 s."""
+
+    name = "ho-Declared"
+    heartbeat_seconds = 60
+
+    def run(self) -> None: ...
+
+
+class Paced(Activity):
+    name = "ho-Paced"
+    heartbeat_interval = 7.0
+
+    def run(self) -> None: ...
 
 
 class AsyncQuick(Activity):
@@ -99,6 +115,12 @@ def never_busy(monkeypatch: pytest.MonkeyPatch) -> None:
     ``HandOff._may_poll``). Tests that count the polls at the limit rule that moment out.
     """
     monkeypatch.setattr("activities.worker._poll.BUSY_WINDOW", 0.0)
+
+
+@pytest.fixture
+def short_cadence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks of activities that declare no heartbeat_seconds are heartbeated every 0.2 s."""
+    monkeypatch.setattr("activities.worker._heartbeats.DEFAULT_CADENCE", 0.2)
 
 
 @pytest.fixture
@@ -157,19 +179,25 @@ def async_position(position: int) -> Taker:
 
 
 class Beats:
-    """Stands in for the worker's Heartbeats: records what begins and ends."""
+    """Stands in for the worker's Heartbeats: records what begins, ends and goes to a slot."""
 
     def __init__(self) -> None:
         self.begun: list[Job] = []
         self.ended: list[Job] = []
+        self.handed: list[Job] = []
 
-    def begin(self, task: Task, activity: type[Activity], interval: float | None) -> Job:
-        job = Job(task, activity, interval)
+    def begin(
+        self, task: Task, activity: type[Activity], interval: float | None, *, waiting: bool = False
+    ) -> Job:
+        job = Job(task, activity, interval, waiting=waiting)
         self.begun.append(job)
         return job
 
     def end(self, job: Job) -> None:
         self.ended.append(job)
+
+    def hand_over(self, job: Job) -> None:
+        self.handed.append(job)
 
 
 class Rig:
@@ -247,7 +275,7 @@ class TestTake:
         assert rig.control.tasks_waiting() == 1
         assert rig.handoff.buffered_by_task_list() == [0, 1]
         [job] = rig.beats.begun
-        assert (job.task.token, job.interval) == ("t2", WAITING_HEARTBEAT_INTERVAL)
+        assert (job.task.token, job.automatic, job.cadence) == ("t2", True, DEFAULT_CADENCE)
         rig.handoff._dispatch()
         assert rig.handoff.waiting() == 1, "the slot is still busy"
         slot.finish()
@@ -256,7 +284,24 @@ class TestTake:
         assert rig.handoff.waiting() == 0
         assert rig.control.tasks_waiting() == 0
         assert rig.handoff.buffered_by_task_list() == [0, 0]
-        assert rig.beats.ended == [job], "no heartbeats from the buffer once it runs"
+        assert rig.beats.handed == [job], "no heartbeats from the buffer once it runs"
+        assert rig.beats.ended == []
+
+    def test_a_waiting_task_is_heartbeated_at_its_activitys_cadence(self) -> None:
+        """A third of its heartbeat_seconds; the worker's interval when shorter."""
+        slot = Taker(0)
+        rig = Rig([slot], {"a": Quick, "b": Declared, "c": Quick}, intervals={"ho-Quick": 4.0})
+        for name, token in (("a", "t1"), ("b", "t2"), ("c", "t3")):
+            rig.handoff.take(task(name, token))
+        cadences = {job.task.token: (job.automatic, job.cadence) for job in rig.beats.begun}
+        assert cadences == {"t2": (True, 20.0), "t3": (True, 4.0)}
+
+    def test_without_the_workers_intervals_the_classes_are_used(self) -> None:
+        rig = Rig([Taker(0)], {"a": Quick, "b": Paced})
+        rig.handoff.take(task("a", "t1"))
+        rig.handoff.take(task("b", "t2"))
+        [job] = rig.beats.begun
+        assert (job.task.token, job.cadence) == ("t2", 7.0)
 
     def test_first_come_first_served(self) -> None:
         """A task polled while others wait goes behind them, though a slot is free."""
@@ -772,7 +817,7 @@ class TestBuffer:
             assert fake.wait_for(4, timeout=LONG_POLL / 3)
         assert len(fake.successes) == 4
 
-    def test_waiting_tasks_are_heartbeated(self) -> None:
+    def test_waiting_tasks_are_heartbeated(self, short_cadence: None) -> None:
         """A task waiting for a slot gets heartbeats, so HeartbeatSeconds does not expire."""
         fake = FakeStepFunctions(poll_wait=LONG_POLL)
         with serving(fake, Gate, Quick, threads=1) as worker:
@@ -782,7 +827,7 @@ class TestBuffer:
             assert fake.wait_for(2)
         assert fake.successes[waiting] == "2"
 
-    def test_a_waiting_task_that_is_gone_is_dropped(self) -> None:
+    def test_a_waiting_task_that_is_gone_is_dropped(self, short_cadence: None) -> None:
         """A heartbeat that finds a waiting task gone drops it: no slot is spent on it."""
         fake = FakeStepFunctions(poll_wait=LONG_POLL)
         with serving(fake, Gate, Quick, threads=1) as worker:

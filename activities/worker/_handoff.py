@@ -5,9 +5,10 @@ the slots share: which slot runs which task (:class:`~activities.worker._slotsta
 the activities' ``max_concurrency``, the bounded buffer, the polls' budget. A task a poll
 brings goes at once to a free slot that takes its kind (an async task to an async
 position first; a sync one never to a position); when none is free it waits in the
-buffer, heartbeated (its ``HeartbeatSeconds`` run from the moment it was received), and is
-handed to the first slot that frees, oldest first. It is failed with
-``activities.WorkerShutdown`` if the shutdown grace ends first.
+buffer, heartbeated at its activity's cadence (its ``HeartbeatSeconds`` run from the moment
+it was received; see :mod:`activities.worker._heartbeats`), and is handed to the first slot
+that frees, oldest first. It is failed with ``activities.WorkerShutdown`` if the shutdown
+grace ends first.
 
 The buffer's room bounds the polls: tasks held (running or waiting) and polls open
 together never exceed the slots plus :attr:`HandOff.capacity`, so at most that many tasks
@@ -24,7 +25,6 @@ from typing import TYPE_CHECKING
 
 from activities._ops.metrics import NO_METRICS
 from activities.errors import WorkerShutdown
-from activities.worker._heartbeats import HEARTBEAT_MIN_INTERVAL
 from activities.worker._poll import Polls, TaskLists
 
 if TYPE_CHECKING:
@@ -46,10 +46,6 @@ logger = logging.getLogger(__name__)
 #: frees or a task arrives).
 DISPATCH_TICK = 0.01
 
-#: Seconds between heartbeats of a task waiting in the buffer: as often as those of a
-#: task that yields.
-WAITING_HEARTBEAT_INTERVAL = HEARTBEAT_MIN_INTERVAL
-
 
 class HandOff:
     """The worker's polls, its bounded buffer of received tasks, and who runs which task.
@@ -60,6 +56,10 @@ class HandOff:
         by_arn: the activity class served on each activity ARN.
         capacity: how many tasks may wait for a slot.
         heartbeats: sends the heartbeats of waiting tasks.
+        intervals: seconds between automatic heartbeats by activity name, as the slots
+            have them (the worker's ``heartbeat_intervals``); the classes' own
+            ``heartbeat_interval`` when ``None``. With ``heartbeat_seconds``, they set a
+            waiting task's cadence (see :func:`~activities.worker._heartbeats.cadence`).
         slots: the worker's slots now.
         fail: fails a task on the worker's behalf.
         metrics: what the polls are counted in.
@@ -86,6 +86,7 @@ class HandOff:
         most_polls: int = 1,
         groups: Sequence[int] | None = None,
         limits: Sequence[int | None] = (),
+        intervals: Mapping[str, float | None] | None = None,
     ) -> None:
         self.capacity = capacity
         #: When (``time.monotonic()``) the hand-off last looked at the waiting tasks; it
@@ -100,6 +101,11 @@ class HandOff:
         self._groups = tuple(groups) if groups is not None else tuple(range(len(arns)))
         self._limits = tuple(limits) or (None,) * (max(self._groups, default=-1) + 1)
         self._heartbeats = heartbeats
+        self._intervals = (
+            dict(intervals)
+            if intervals is not None
+            else {activity.name: activity.heartbeat_interval for activity in by_arn.values()}
+        )
         self._slots = slots
         self._fail = fail
         self._waiting: collections.deque[Job] = collections.deque()
@@ -138,7 +144,7 @@ class HandOff:
         self.put(task)
 
     def put(self, task: Task) -> None:
-        """Keep ``task`` until a slot is free; it is heartbeated meanwhile.
+        """Keep ``task`` until a slot is free; it is heartbeated meanwhile, at its cadence.
 
         After :meth:`close` (the worker stopped at once), or past the shutdown grace, the
         task is failed instead.
@@ -149,7 +155,8 @@ class HandOff:
             at_once = self._closed.is_set()
             closed = at_once or self._control.past_deadline.is_set()
             if not closed:
-                job = self._heartbeats.begin(task, activity, WAITING_HEARTBEAT_INTERVAL)
+                interval = self._intervals.get(activity.name, activity.heartbeat_interval)
+                job = self._heartbeats.begin(task, activity, interval, waiting=True)
                 self._waiting.append(job)
                 self._buffered[index] += 1
                 self._control.set_waiting(len(self._waiting))
@@ -292,7 +299,8 @@ class HandOff:
                 logger.exception("the hand-off failed; it goes on")
                 time.sleep(DISPATCH_TICK)
 
-    def _remove(self, job: Job) -> bool:
+    def _remove(self, job: Job, *, handed: bool = False) -> bool:
+        """Take ``job`` out of the buffer; ``handed``: to a slot, which heartbeats it from now."""
         with self._wake:
             try:
                 self._waiting.remove(job)
@@ -300,7 +308,10 @@ class HandOff:
                 return False
             self._buffered[self._index[job.task.activity_arn]] -= 1
             self._control.set_waiting(len(self._waiting))
-        self._heartbeats.end(job)
+        if handed:
+            self._heartbeats.hand_over(job)
+        else:
+            self._heartbeats.end(job)
         return True
 
     def _dispatch(self) -> None:
@@ -347,6 +358,6 @@ class HandOff:
                         continue
                     if slot.state.free() and slot.offer(task, index):
                         if job is not None:
-                            self._remove(job)
+                            self._remove(job, handed=True)
                         return True
         return False
