@@ -25,6 +25,11 @@ MAX_NAME_LENGTH = 80
 #: Characters Step Functions refuses in an activity name (besides white space and controls).
 FORBIDDEN_NAME_CHARACTERS = frozenset('<>{}[]?*"#%\\^|~`$&,;:/')
 
+#: The least ``heartbeat_seconds`` an activity may declare. The worker heartbeats its tasks
+#: every third of it: at least a second apart (a task spends at most a heartbeat a second of
+#: the account's quota), with two seconds left for a late or retried heartbeat to land.
+MIN_HEARTBEAT_SECONDS = 3
+
 
 def activity_name_problem(name: object) -> str | None:
     r"""Say what makes ``name`` unacceptable as a Step Functions activity name, or ``None``.
@@ -66,8 +71,10 @@ class Activity:
     the task with the exception's ``error`` attribute or class name as the Step Functions
     error (see :class:`~activities.ActivityError`).
 
-    ``run()`` may be a generator: each ``yield`` sends a heartbeat and the generator's
-    ``return`` value is the result. When Step Functions answers that the task is gone,
+    ``run()`` may be a generator: each ``yield`` asks for a heartbeat and the generator's
+    ``return`` value is the result. The worker sends one when one is due, at the task's
+    cadence (a third of ``heartbeat_seconds``; see :doc:`/heartbeats`), however often it
+    yields. When Step Functions answers that the task is gone,
     :class:`~activities.TaskCancelled` is raised at the ``yield`` (or from
     :meth:`heartbeat`) so that the work stops.
 
@@ -86,18 +93,23 @@ class Activity:
             only its ``name``: e.g. ``("resize-gpu", "resize-cpu")``. A worker's
             ``prefix`` goes before names, and its ``task_lists`` option overrides this.
         heartbeat_interval: when set, the worker sends a heartbeat every this many seconds
-            while a task runs, whether or not ``run()`` yields, so a long call into a
-            library keeps its task alive. When Step Functions answers that the task is
-            gone, work that does not yield is stopped by replacing its process.
+            (or every third of ``heartbeat_seconds``, if sooner) while a task runs, whether
+            or not ``run()`` yields, so a long call into a library keeps its task alive.
+            When Step Functions answers that the task is gone, work that does not yield is
+            stopped by replacing its process.
         max_concurrency: when set, at most this many of the activity's tasks run at
             once across a worker, e.g. for a rate-limited downstream API; its task lists
             are not polled while its running and waiting tasks reach it, so its tasks
             stay in Step Functions for other workers. A worker's ``max_concurrency``
             option overrides this.
         heartbeat_seconds: when set, the ``HeartbeatSeconds`` the activity's ``Task``
-            states declare, a whole number of seconds above ``heartbeat_interval``:
-            ``activities check`` (see :doc:`/statemachines`) reports a state whose
-            ``HeartbeatSeconds`` differs. The worker does not use it.
+            states declare, a whole number of seconds, at least 3 and above
+            ``heartbeat_interval``. The worker heartbeats each of its tasks, running or
+            waiting for a slot, every third of it, whether or not ``run()`` yields; its
+            yields send nothing more. Without it (and without ``heartbeat_interval``), a
+            task's yields send a heartbeat every 10 s, made for ``HeartbeatSeconds`` of 30
+            or more (see :doc:`/heartbeats`). ``activities check`` (see
+            :doc:`/statemachines`) reports a state whose ``HeartbeatSeconds`` differs.
     """
 
     name: ClassVar[str] = "Activity"
@@ -194,10 +206,11 @@ class Activity:
     def heartbeat(self) -> Awaitable[None]:
         """Tell Step Functions the task is alive, resetting its ``HeartbeatSeconds`` clock.
 
-        In a worker the heartbeat is sent from a thread of its own: this never waits for
-        the network (``ActivityClient.process`` sends it in place). In an ``async def
-        run()``, ``await self.heartbeat()``; in a sync one, call it (what it returns needs
-        no awaiting there).
+        In a worker the heartbeat is sent when one is due at the task's cadence (a call
+        between two due times sends nothing; see :doc:`/heartbeats`), from a thread of its
+        own: this never waits for the network (``ActivityClient.process`` sends it in
+        place). In an ``async def run()``, ``await self.heartbeat()``; in a sync one, call
+        it (what it returns needs no awaiting there).
 
         Raises:
             TaskCancelled: Step Functions no longer knows the task (it timed out or its
@@ -294,7 +307,16 @@ def _check_heartbeat_seconds(cls: type[Activity]) -> None:
     if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
         msg = (
             f"{cls.__qualname__}.heartbeat_seconds = {seconds!r} must be a whole number of "
-            f"seconds >= 1 (a state's HeartbeatSeconds), or None"
+            f"seconds >= {MIN_HEARTBEAT_SECONDS} (a state's HeartbeatSeconds), or None"
+        )
+        raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="heartbeat_seconds")
+    if seconds < MIN_HEARTBEAT_SECONDS:
+        msg = (
+            f"{cls.__qualname__}.heartbeat_seconds = {seconds!r} is too short: the worker "
+            f"heartbeats every third of it, which must be a second or more, so that a late or "
+            f"retried heartbeat still lands in time and a task spends at most one a second "
+            f"of the account's quota; raise the states' HeartbeatSeconds to "
+            f"{MIN_HEARTBEAT_SECONDS} or more"
         )
         raise ActivityDefinitionError(msg, activity=cls.__qualname__, setting="heartbeat_seconds")
     interval = cls.heartbeat_interval

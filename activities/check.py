@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 
 from activities import errors as framework_errors
+from activities._activity import MIN_HEARTBEAT_SECONDS
 from activities._asl import STATES_ERRORS, activity_name
 from activities.errors import ActivityError, ConfigurationError
 from activities.function import FunctionActivity
 from activities.registry import task_lists as served_task_lists
+from activities.worker._heartbeats import DEFAULT_CADENCE
 from activities.worker._settings import heartbeat_intervals as intervals_of
 from transport import S3ClaimCheckError
 
@@ -249,7 +251,10 @@ def _heartbeats(
     """The heartbeat rules of an activity state served by ``cls``.
 
     ``interval`` is the seconds between its automatic heartbeats: its
-    ``heartbeat_interval``, or the worker's override.
+    ``heartbeat_interval``, or the worker's override. A class that declares the state's
+    ``HeartbeatSeconds`` as its ``heartbeat_seconds`` is heartbeated every third of it,
+    whatever it does; one that declares neither is heartbeated every
+    :data:`~activities.worker._heartbeats.DEFAULT_CADENCE` seconds at its yields.
     """
     if "HeartbeatSecondsPath" in state:
         return  # set by the execution's input: nothing to hold it against here
@@ -266,6 +271,8 @@ def _heartbeats(
             f'"HeartbeatSeconds": {declared} or change the class',
         )
         return
+    if declared is not None:
+        return  # the worker heartbeats its tasks every third of it, yields or not
     if seconds is None:
         suggested = f"e.g. {int(3 * interval)}, 3 x heartbeat_interval" if interval else "e.g. 60"
         yield Finding(
@@ -273,7 +280,7 @@ def _heartbeats(
             "warning",
             f"no HeartbeatSeconds: a worker that dies holding a task leaves the execution "
             f"waiting until TimeoutSeconds ({_timeout(state)}); set HeartbeatSeconds "
-            f"({suggested}) and heartbeat from {cls.name}",
+            f"({suggested}) and declare it as {cls.name}'s heartbeat_seconds",
         )
         return
     if interval is not None and seconds <= interval:
@@ -290,10 +297,34 @@ def _heartbeats(
             path,
             "warning",
             f"HeartbeatSeconds {seconds}, but {cls.name} sends no heartbeat (no "
-            f"heartbeat_interval, no yield in run(), no heartbeat() call): a task running "
-            f"longer than {seconds} s fails with States.Timeout; set heartbeat_interval = "
-            f"{max(seconds // 3, 1)} on it",
+            f"heartbeat_seconds, no heartbeat_interval, no yield in run(), no heartbeat() "
+            f"call): a task running longer than {seconds} s fails with States.Timeout; "
+            f"{_keep_up(cls, seconds)}",
         )
+    elif interval is None and seconds < 3 * DEFAULT_CADENCE:
+        late = seconds <= DEFAULT_CADENCE
+        cost = (
+            "too late: every task that runs longer fails with States.Timeout"
+            if late
+            else "with little margin for a late heartbeat"
+        )
+        yield Finding(
+            path,
+            "error" if late else "warning",
+            f"HeartbeatSeconds {seconds}, but {cls.name} declares no heartbeat_seconds: the "
+            f"worker heartbeats its tasks every {DEFAULT_CADENCE:g} s (at a yield, or while "
+            f"one waits for a slot), {cost}; {_keep_up(cls, seconds)}",
+        )
+
+
+def _keep_up(cls: type[Activity], seconds: int) -> str:
+    """What makes the worker heartbeat ``cls``'s tasks in time for ``HeartbeatSeconds``."""
+    if seconds >= MIN_HEARTBEAT_SECONDS:
+        return (
+            f"declare heartbeat_seconds = {seconds} on {cls.name} (the worker then heartbeats "
+            f"every third of it)"
+        )
+    return f"set heartbeat_interval = {seconds / 3:.2g} on {cls.name}"
 
 
 def _timeout(state: Mapping[str, Any]) -> str:

@@ -77,8 +77,8 @@ def activity(
     qualified name, so that the worker discovers it, lists it, registers it and sends it
     to task processes (by reference) as it does a class. The function is the class's
     ``run``, a static method: its parameters are the input's schema (annotations
-    structured with cattrs), a generator function heartbeats at each ``yield``, and
-    ``resize_image.run(...)`` calls the plain function, e.g. in a unit test. A function
+    structured with cattrs), a generator function asks for a heartbeat at each ``yield``,
+    and ``resize_image.run(...)`` calls the plain function, e.g. in a unit test. A function
     has no ``self``: an activity that needs ``self.task``, ``self.heartbeat()`` or state
     set up in ``__init__`` is a class.
 
@@ -93,8 +93,9 @@ def activity(
             by default.
         heartbeat_interval: seconds between automatic heartbeats while a task runs.
         max_concurrency: the most tasks of the activity run at once in a worker.
-        heartbeat_seconds: the ``HeartbeatSeconds`` of the activity's states, held
-            against them by ``activities check``.
+        heartbeat_seconds: the ``HeartbeatSeconds`` of the activity's states: the worker
+            heartbeats its tasks every third of it, and ``activities check`` holds it
+            against the states.
 
     Returns:
         The Activity subclass, or, when called with keyword arguments only, a decorator

@@ -271,7 +271,51 @@ class TestHeartbeats:
         (finding,) = check(machine(A=task("Echo", HeartbeatSeconds=60)), ACTIVITIES)
         assert finding.severity == "warning"
         assert "Echo sends no heartbeat" in finding.message
-        assert finding.message.endswith("set heartbeat_interval = 20 on it")
+        assert finding.message.endswith(
+            "declare heartbeat_seconds = 60 on Echo (the worker then heartbeats every third of it)"
+        )
+
+    def test_an_activity_that_declares_the_states_heartbeat_seconds_is_heartbeated(
+        self,
+    ) -> None:
+        """The worker heartbeats it every third of them, whatever run() does or the interval."""
+
+        class Declared(Activity):
+            heartbeat_seconds = 60
+
+            def run(self) -> None: ...
+
+        state = machine(A=task("Declared", HeartbeatSeconds=60))
+        assert check(state, [Declared]) == []
+        assert check(state, [Declared], heartbeat_intervals={"Declared": 90}) == []
+
+    @pytest.mark.parametrize("seconds", [5, 10])
+    def test_yields_under_heartbeat_seconds_of_ten_or_less_are_too_late(self, seconds: int) -> None:
+        """Without heartbeat_seconds, the worker sends a yielding task's heartbeats every 10 s."""
+        (finding,) = check(machine(A=task("Ship", HeartbeatSeconds=seconds)), ACTIVITIES)
+        assert finding.severity == "error"
+        assert str(finding) == (
+            f"A: HeartbeatSeconds {seconds}, but Ship declares no heartbeat_seconds: the worker "
+            f"heartbeats its tasks every 10 s (at a yield, or while one waits for a slot), too "
+            f"late: every task that runs longer fails with States.Timeout; declare "
+            f"heartbeat_seconds = {seconds} on Ship (the worker then heartbeats every third of it)"
+        )
+
+    @pytest.mark.parametrize(
+        ("seconds", "severity"), [(11, "warning"), (29, "warning"), (30, None)]
+    )
+    def test_yields_under_heartbeat_seconds_below_thirty_have_little_margin(
+        self, seconds: int, severity: str | None
+    ) -> None:
+        findings = check(machine(A=task("Ship", HeartbeatSeconds=seconds)), ACTIVITIES)
+        assert [finding.severity for finding in findings] == ([severity] if severity else [])
+        if severity:
+            assert "with little margin for a late heartbeat" in findings[0].message
+
+    def test_under_three_seconds_the_interval_is_suggested(self) -> None:
+        """heartbeat_seconds cannot be under 3: automatic heartbeats can."""
+        (finding,) = check(machine(A=task("Ship", HeartbeatSeconds=2)), ACTIVITIES)
+        assert finding.message.endswith("set heartbeat_interval = 0.67 on Ship")
 
     @pytest.mark.parametrize("served", [Ship, Charge, Resize, notify])
     def test_a_yield_a_heartbeat_call_or_an_interval_is_a_heartbeat(
@@ -385,6 +429,14 @@ class TestDeclaredHeartbeatSeconds:
         with pytest.raises(ActivityDefinitionError, match="heartbeat_seconds") as info:
             type("Bad", (Activity,), {"heartbeat_seconds": seconds})
         assert info.value.setting == "heartbeat_seconds"
+
+    @pytest.mark.parametrize("seconds", [1, 2])
+    def test_it_must_be_three_or_more(self, seconds: int) -> None:
+        """The worker heartbeats every third of it, a second apart at the least."""
+        with pytest.raises(ActivityDefinitionError) as info:
+            type("Short", (Activity,), {"heartbeat_seconds": seconds})
+        assert info.value.setting == "heartbeat_seconds"
+        assert str(info.value).endswith("raise the states' HeartbeatSeconds to 3 or more")
 
     @pytest.mark.parametrize("interval", [60, 90])
     def test_it_must_be_above_the_heartbeat_interval(self, interval: int) -> None:
