@@ -19,6 +19,7 @@ See ``docs/tracing.md``.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import threading
@@ -96,10 +97,8 @@ def _decide() -> Tracer | None:
     provider = trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return None
-    from activities import __version__  # noqa: PLC0415 - the package imports this module
-
     logger.debug("tasks get spans, from %r", provider)
-    return provider.get_tracer(INSTRUMENTATION_NAME, __version__)
+    return provider.get_tracer(INSTRUMENTATION_NAME, importlib.metadata.version("sfn-activities"))
 
 
 def _forget() -> None:

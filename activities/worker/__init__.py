@@ -186,7 +186,7 @@ class Worker:
         silence_warning: float = SILENCE_WARNING,
     ) -> None:
         self.served = registry.task_lists(activities, prefix=prefix, overrides=task_lists)
-        self.activities = _by_name(self.served.values())
+        self.activities = {activity.name: activity for activity in self.served.values()}
         self.heartbeat_intervals = heartbeat_intervals_of(self.activities, heartbeat_intervals)
         self.max_concurrency = concurrency_limits_of(self.activities, max_concurrency)
         self.settings = WorkerSettings(
@@ -560,9 +560,8 @@ class Worker:
     def _fail_task(self, task: Task, error: Exception, *, sent: bool = False) -> None:
         """Fail a task on the worker's behalf, in the background; say which, and why.
 
-        A line per task, with its activity and token prefix: an ERROR for a crash, a
-        WARNING for a stop; and a span when the process traces (the span a dead process
-        was making of it is lost). ``sent``: its outcome may have been delivered already.
+        A line per task (ERROR for a crash, WARNING for a stop), and a span when tracing
+        (a dead process's span of it is lost). ``sent``: its outcome may have landed.
         """
         assert self._failures is not None  # noqa: S101 - started
         if isinstance(error, WorkerShutdown):
@@ -596,8 +595,3 @@ class Worker:
         if self._operations is not None:
             self._operations.close()
         self._stopped.set()
-
-
-def _by_name(activities: Iterable[type[Activity]]) -> dict[str, type[Activity]]:
-    """The distinct classes served, by their own ``name``."""
-    return {activity.name: activity for activity in activities}
