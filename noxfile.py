@@ -129,6 +129,13 @@ def cost(session: nox.Session) -> None:
 
 
 @nox.session
+def heartbeats(session: nox.Session) -> None:
+    """SendTaskHeartbeat calls a second for 500 yielding tasks (benchmarks/heartbeats.py)."""
+    session.install(".")
+    session.run("python", "-m", "benchmarks.heartbeats", *session.posargs)
+
+
+@nox.session
 def chaos(session: nox.Session) -> None:
     """Kill task processes under load, stop workers while they start: what is left open?"""
     session.install(".")

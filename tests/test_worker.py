@@ -261,6 +261,25 @@ class TestMachinery:
         assert workloads.Sleepy.heartbeat_interval is None
         assert fake.heartbeats[token] >= 2
 
+    def test_the_override_reaches_tasks_waiting_for_a_slot(self, fake: FakeStepFunctions) -> None:
+        """A task waiting in the buffer is heartbeated at the worker's interval, not the
+        default cadence (10 s)."""
+        fake.add_task("it-Sleepy", '{"seconds": 1.5}')
+        waiting = fake.add_task("it-Sleepy", '{"seconds": 0}')
+        worker = Worker(
+            [workloads.Sleepy],
+            threads=1,
+            buffer=1,
+            client=fake,  # type: ignore[arg-type]
+            heartbeat_intervals={"it-Sleepy": 0.1},
+        )
+        worker.start()
+        try:
+            assert fake.wait_for(2)
+        finally:
+            worker.terminate()
+        assert fake.heartbeats[waiting] >= 3
+
     def test_heartbeat_override_for_nothing_served_is_refused(
         self, sfn_offline: Callable[[], SFNClient]
     ) -> None:

@@ -336,6 +336,7 @@ class Worker:
             by_arn=by_arn,
             capacity=self.settings.buffer or len(by_arn),
             heartbeats=self._heartbeats,
+            intervals=self.heartbeat_intervals,
             slots=self._current_slots,
             fail=self._fail_task,
             metrics=self._metrics,
