@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.faults import ACTIVITY, ROOT, Endpoint, stop_worker
+from benchmarks.faults import ACTIVITY, Endpoint, start, stop_worker
 
 #: The contenders: a name and the command after ``python -m``.
 CONTENDERS = {
@@ -66,28 +65,12 @@ def tree(pid: int) -> list[int]:
 def measure(command: list[str], tasks: int) -> tuple[float, float]:
     """CPU milliseconds per task of ``command``'s tree, and its tasks per second."""
     endpoint = Endpoint()
-    environment = {
-        **os.environ,
-        "AWS_ENDPOINT_URL": endpoint.url,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "PYTHONPATH": str(ROOT),
-    }
-    process = subprocess.Popen(  # noqa: S603 - our own modules
-        [sys.executable, "-m", *command],
-        cwd=ROOT,
-        env=environment,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     try:
-        deadline = time.monotonic() + 60
-        while endpoint.call("Stats")["waiting"] < 1:
-            if time.monotonic() > deadline or process.poll() is not None:
-                msg = f"{command} never polled"
-                raise RuntimeError(msg)
-            time.sleep(0.05)
+        process = start(endpoint, *command)
+    except BaseException:
+        endpoint.close()
+        raise
+    try:
         time.sleep(0.5)  # every process up and polling
         pids = tree(process.pid)
         before = {pid: cpu_seconds(pid) for pid in pids}

@@ -74,31 +74,43 @@ class Endpoint:
             self.process.stdout.close()
 
 
-def start_worker(endpoint: Endpoint, *options: str) -> subprocess.Popen[bytes]:
-    """``activities worker benchmarks.workloads.nothing --processes 2``, its polls open."""
+def start(
+    endpoint: Endpoint, *command: str, root: Path = ROOT, first_poll: bool = True
+) -> subprocess.Popen[bytes]:
+    """``python -m COMMAND`` in ``root`` against ``endpoint``, its first poll open.
+
+    Its own process group (stopped with :func:`stop_worker`), its stderr dropped, and
+    stand-in credentials; ``first_poll=False`` returns at once.
+    """
     environment = {
         **os.environ,
         "AWS_ENDPOINT_URL": endpoint.url,
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench",
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(root),
     }
-    command = [sys.executable, "-m", "activities", "worker", "benchmarks.workloads.nothing"]
-    worker = subprocess.Popen(  # noqa: S603 - our own command
-        [*command, "--processes", "2", *options],
-        cwd=ROOT,
+    process = subprocess.Popen(  # noqa: S603 - our own modules
+        [sys.executable, "-m", *command],
+        cwd=root,
         env=environment,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     deadline = time.monotonic() + 60
-    while endpoint.call("Stats")["waiting"] < 1:
-        if time.monotonic() > deadline or worker.poll() is not None:
-            msg = "the worker never polled"
+    while first_poll and endpoint.call("Stats")["waiting"] < 1:
+        if time.monotonic() > deadline or process.poll() is not None:
+            stop_worker(process)
+            msg = f"{' '.join(command)} never polled"
             raise RuntimeError(msg)
         time.sleep(0.05)
-    return worker
+    return process
+
+
+def start_worker(endpoint: Endpoint, *options: str) -> subprocess.Popen[bytes]:
+    """``activities worker benchmarks.workloads.nothing --processes 2``, its polls open."""
+    command = ("activities", "worker", "benchmarks.workloads.nothing", "--processes", "2")
+    return start(endpoint, *command, *options)
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:

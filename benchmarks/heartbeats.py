@@ -27,7 +27,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING
 from activities import Activity
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Generator, Iterator
 
     from benchmarks.faults import Endpoint
@@ -89,29 +89,10 @@ def code_of(root: Path | None) -> Iterator[Path]:
 
 def start_worker(endpoint: Endpoint, code: Path, threads: int) -> subprocess.Popen[bytes]:
     """``activities worker benchmarks.heartbeats --threads N`` in ``code``, its polls open."""
-    environment = {
-        **os.environ,
-        "AWS_ENDPOINT_URL": endpoint.url,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "PYTHONPATH": str(code),
-    }
-    command = [sys.executable, "-m", "activities", "worker", "benchmarks.heartbeats"]
-    worker = subprocess.Popen(  # noqa: S603 - our own command
-        [*command, "--threads", str(threads)],
-        cwd=code,
-        env=environment,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while endpoint.call("Stats")["waiting"] < 1:
-        if time.monotonic() > deadline or worker.poll() is not None:
-            msg = "the worker never polled"
-            raise RuntimeError(msg)
-        time.sleep(0.05)
-    return worker
+    from benchmarks.faults import start  # noqa: PLC0415 - the worker imports this module too
+
+    command = ("activities", "worker", "benchmarks.heartbeats", "--threads", str(threads))
+    return start(endpoint, *command, root=code)
 
 
 def measure(
