@@ -371,7 +371,7 @@ class TestPollFailed:
         ("error", "level", "traceback"),
         [
             (Throttled("slow down", code="ThrottlingException", transient=True), "DEBUG", False),
-            (ServiceError("503", code="ServiceUnavailable", transient=True), "WARNING", False),
+            (ServiceError("503", code="ServiceUnavailable", transient=True), "DEBUG", False),
             (ServiceError("denied", code="AccessDeniedException"), "WARNING", False),
             (ActivityDoesNotExist("no such activity", code="ActivityDoesNotExist"), "ERROR", False),
             (RuntimeError("a bug"), "ERROR", True),
@@ -385,7 +385,7 @@ class TestPollFailed:
         traceback: bool,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        """Throttling at DEBUG, service errors at WARNING, a missing activity or a bug at ERROR."""
+        """What passes at DEBUG, what stays at WARNING, a missing activity or a bug at ERROR."""
         lists = Lists(names(1))
         with caplog.at_level(logging.DEBUG, "activities.worker._poll"):
             poll_failed(lists, 0, error, RetryPolicy())

@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from activities._ops.metrics import NO_METRICS
-from activities.errors import InvalidOutput, ServiceError, TaskGone, Throttled
+from activities.errors import InvalidOutput, ServiceError, TaskGone
 from activities.outcome import Cancelled, Failure, Success, exception_text, refused_output
 
 if TYPE_CHECKING:
@@ -46,8 +46,9 @@ def deliver(
     Retried with the client's policy (:class:`~activities.RetryPolicy`: exponential
     backoff with full jitter, and pacing while throttled) until it is taken, Step
     Functions says the task is gone, or ``give_up`` is set (an immediate stop): then it
-    gets one more attempt at most. Throttled attempts are logged at DEBUG (the client's
-    pacer warns of throttling as a whole), other failures at WARNING; an error that is
+    gets one more attempt at most. Attempts that failed for a reason that passes are logged
+    at DEBUG (the client's pacer warns of throttling, the worker's outage watch of
+    silence, as a whole), other failures at WARNING; an error that is
     not Step Functions' answer (a bug) is retried too, logged at ERROR with its traceback
     the first time. An error that does not pass (``AccessDeniedException``: a policy
     without ``states:SendTaskSuccess``; a bug) is retried for
@@ -160,7 +161,8 @@ def _given_up(task: Task, exc: Exception, times: list[float]) -> None:
 def _not_delivered(task: Task, exc: Exception, pause: float | None, *, first: bool) -> None:
     """Log an attempt of ``task``'s outcome that failed with ``exc``; ``None``: given up.
 
-    A throttled attempt at DEBUG, another service error at WARNING, and an error that is
+    An error that passes (throttling, a timeout, a 5xx) at DEBUG, since the pacer and the
+    outage watch sum those up; another service error at WARNING, and an error that is
     not Step Functions' answer at ERROR with its traceback, the first time for the task.
     """
     if pause is None:
@@ -172,7 +174,10 @@ def _not_delivered(task: Task, exc: Exception, pause: float | None, *, first: bo
     elif pause is None:
         logger.error("task %s: %s: %s", task.token_prefix, what, exception_text(exc))
     else:
-        level = logging.DEBUG if isinstance(exc, Throttled) else logging.WARNING
+        # What passes is summed up: throttling by the pacer, no answer (a timeout, a lost
+        # connection, a 5xx) by the outage watch.
+        passes = isinstance(exc, ServiceError) and exc.transient
+        level = logging.DEBUG if passes else logging.WARNING
         logger.log(level, "task %s: %s: %s", task.token_prefix, what, exception_text(exc))
 
 

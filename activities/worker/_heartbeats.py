@@ -250,7 +250,9 @@ class Heartbeats:
                     job.on_gone()
         except ServiceError as exc:
             self._metrics.heartbeat(job.task, "error")
-            logger.warning("heartbeat for task %s failed: %s", job.task.token_prefix, exc)
+            # What passes is summed up by the pacer and the outage watch.
+            level = logging.DEBUG if exc.transient else logging.WARNING
+            logger.log(level, "heartbeat for task %s failed: %s", job.task.token_prefix, exc)
         finally:
             job.in_flight = False
 

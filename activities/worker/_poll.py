@@ -21,7 +21,7 @@ import time
 from typing import TYPE_CHECKING
 
 from activities._ops.metrics import NO_METRICS
-from activities.errors import ActivityDoesNotExist, ServiceError, Throttled
+from activities.errors import ActivityDoesNotExist, ServiceError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -240,8 +240,9 @@ def poll_failed(
 ) -> None:
     """Pause the polls of task list ``index`` after ``exc``, with ``retry``'s backoff; say so.
 
-    Throttling is logged at DEBUG (the client's pacer warns of it as a whole), what else
-    passes (service and network errors) at WARNING, the rest at ERROR. Never raises, and
+    What passes (throttling, a timeout, a lost connection, a 5xx) is logged at DEBUG: the
+    client's pacer and the worker's outage watch warn of it as a whole. An error that
+    stays at WARNING, a missing activity and the rest at ERROR. Never raises, and
     never leaves the task list unpaused: a loop that polled again at once would spend the
     account's ``GetActivityTask`` quota in a few seconds.
     """
@@ -261,8 +262,9 @@ def poll_failed(
     lists.pause(index, pause)
     if not log:
         return
-    if isinstance(exc, Throttled):
-        logger.debug("polling %s throttled (%s); its next poll in %.2f s", name, exc, pause)
+    if isinstance(exc, ServiceError) and exc.transient:
+        # Summed up: throttling by the pacer, no answer by the outage watch.
+        logger.debug("polling %s failed (%s); its next poll in %.2f s", name, exc, pause)
     elif isinstance(exc, ActivityDoesNotExist):
         logger.error("polling %s failed: %s; its next poll in %.1f s", name, exc, pause)
     elif isinstance(exc, ServiceError):
