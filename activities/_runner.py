@@ -18,6 +18,7 @@ from activities.errors import (
     ActivityError,
     InvalidInput,
     InvalidOutput,
+    ServiceError,
     TaskCancelled,
     TaskGone,
 )
@@ -66,6 +67,10 @@ class Heartbeat:
         except (TaskGone, TaskCancelled) as exc:
             self.cancelled = TaskCancelled(f"Step Functions no longer knows the task: {exc}")
             raise TaskCancelled(self.cancelled.message) from exc
+        except ServiceError as exc:  # retried by the client already: no traceback to read
+            logger.warning(
+                "heartbeat for task %s failed; the task goes on: %s", self._task.token_prefix, exc
+            )
         except Exception:
             logger.warning(
                 "heartbeat for task %s failed; the task goes on",

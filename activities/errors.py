@@ -259,7 +259,9 @@ class ActivityDoesNotExist(ServiceError):
 class Throttled(ServiceError):
     """Step Functions refused the call for now; retry it later with a backoff.
 
-    Covers ``ThrottlingException`` and, for polls, ``ActivityWorkerLimitExceeded``.
+    Covers HTTP 429 whatever its body, every error code botocore's retries take as
+    throttling (``ThrottlingException``, ``TooManyRequestsException``,
+    ``RequestLimitExceeded``, ...) and, for polls, ``ActivityWorkerLimitExceeded``.
     """
 
 

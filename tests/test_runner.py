@@ -274,6 +274,20 @@ class TestHeartbeats:
             outcome = execute(Count(), task, flaky)
         assert outcome.output == "2"  # type: ignore[union-attr]
         assert "heartbeat for task tttttttttttt failed" in caplog.text
+        # Step Functions' answer, retried by the client already: said in one line.
+        assert all(record.exc_info is None for record in caplog.records)
+        assert "blip" in caplog.text
+
+    def test_a_bug_in_a_heartbeat_is_logged_with_its_traceback(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        def broken() -> None:
+            raise RuntimeError("a bug")
+
+        task = Task(token="t" * 20, activity_arn="arn", worker_name="w", input='{"n": 2}')
+        with caplog.at_level(logging.WARNING):
+            execute(Count(), task, broken)
+        assert any(record.exc_info is not None for record in caplog.records)
 
     def test_gone_on_heartbeat_is_cancelled(self) -> None:
         """TaskGone from the client becomes TaskCancelled in the activity."""
