@@ -227,6 +227,23 @@ def test_an_outage_of_thousands_of_attempts_keeps_pausing_until_delivered(
     assert all(0 <= pause <= client.retry.cap for pause in waits.waited)
 
 
+def test_errors_that_pass_are_debug_lines_until_an_outcome_fails_a_minute(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outage watch says a silence of every call; one call failing alone says itself."""
+    clock = iter(range(0, 10_000, 20))  # each attempt 20 s after the one before
+    monkeypatch.setattr(_delivery.time, "monotonic", lambda: float(next(clock)))
+    passes = ServiceError(
+        "SendTaskSuccess: 502", code="502", operation="SendTaskSuccess", transient=True
+    )
+    client = FailsFirst(passes, 5)
+    with caplog.at_level(logging.DEBUG, "activities.worker._delivery"):
+        assert deliver(client, TASK, Success("1"), give_up=Waits())  # type: ignore[arg-type]
+    levels = [record.levelno for record in caplog.records if "not delivered" in record.message]
+    # Failing since 0 s: 0, 20 and 40 s are quiet; 60 and 80 s are said.
+    assert levels == [logging.DEBUG] * 3 + [logging.WARNING] * 2
+
+
 def test_an_unexpected_error_is_retried_with_pauses_and_logged_once_with_its_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

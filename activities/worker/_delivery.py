@@ -31,6 +31,12 @@ PERSISTENT_ERROR_WINDOW = 60.0
 #: Attempts an outcome gets, at least, against an error that does not pass.
 PERSISTENT_ERROR_ATTEMPTS = 5
 
+#: Seconds an outcome's attempts may fail for reasons that pass before they are logged at
+#: WARNING: until then the throttling summary and the outage warning say them, but an
+#: error of this call alone (a proxy refusing large outputs with 502s, while polls are
+#: answered) would say nothing.
+QUIET_RETRIES = 60.0
+
 
 def deliver(
     client: ActivityClient,
@@ -68,6 +74,7 @@ def deliver(
     unanswered = False  # an earlier attempt was sent but got no answer
     unexpected = False  # an earlier attempt met an error that is not Step Functions'
     persistent: list[float] = []  # when each attempt met an error that does not pass
+    failing_since: float | None = None  # when the first attempt failed
     while True:
         try:
             client.send_outcome(task.token, outcome, attempts=1)
@@ -95,7 +102,10 @@ def deliver(
                     return False
             attempt += 1
             pause = client.retry.pause(attempt)
-            _not_delivered(task, exc, pause, first=not unexpected)
+            now = time.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            quiet = now - failing_since < QUIET_RETRIES
+            _not_delivered(task, exc, pause, first=not unexpected, quiet=quiet)
             if isinstance(exc, ServiceError):
                 unanswered = unanswered or exc.unanswered
             else:
@@ -158,12 +168,16 @@ def _given_up(task: Task, exc: Exception, times: list[float]) -> None:
     )
 
 
-def _not_delivered(task: Task, exc: Exception, pause: float | None, *, first: bool) -> None:
+def _not_delivered(
+    task: Task, exc: Exception, pause: float | None, *, first: bool, quiet: bool = True
+) -> None:
     """Log an attempt of ``task``'s outcome that failed with ``exc``; ``None``: given up.
 
-    An error that passes (throttling, a timeout, a 5xx) at DEBUG, since the pacer and the
-    outage watch sum those up; another service error at WARNING, and an error that is
-    not Step Functions' answer at ERROR with its traceback, the first time for the task.
+    An error that passes (throttling, a timeout, a 5xx) at DEBUG while ``quiet`` (the
+    outcome has been failing for less than :data:`QUIET_RETRIES`), since the pacer and the
+    outage watch sum those up, at WARNING after; another service error at WARNING, and an
+    error that is not Step Functions' answer at ERROR with its traceback, the first time
+    for the task.
     """
     if pause is None:
         what = "giving up delivering its outcome at shutdown"
@@ -177,7 +191,7 @@ def _not_delivered(task: Task, exc: Exception, pause: float | None, *, first: bo
         # What passes is summed up: throttling by the pacer, no answer (a timeout, a lost
         # connection, a 5xx) by the outage watch.
         passes = isinstance(exc, ServiceError) and exc.transient
-        level = logging.DEBUG if passes else logging.WARNING
+        level = logging.DEBUG if passes and quiet else logging.WARNING
         logger.log(level, "task %s: %s: %s", task.token_prefix, what, exception_text(exc))
 
 
