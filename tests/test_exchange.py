@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from activities._aws import exchange
 from activities._aws.exchange import MAX_HEADERS, MAX_LINE, Answer, Connection, request
 
 if TYPE_CHECKING:
@@ -153,6 +154,20 @@ class TestNotAnAnswer:
                 b"HTTP/1.1 200 OK\r\n" + b"x: 1\r\n" * (MAX_HEADERS + 1) + b"\r\n",
                 http.client.HTTPException,
             ),
+            ("HTTP/1.1 2\u00b20 OK\r\n\r\n".encode("latin-1"), http.client.BadStatusLine),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: \u00b2\r\n\r\n".encode("latin-1"),
+                http.client.HTTPException,
+            ),
+            (b"HTTP/1.1 200 OK\r\n\r\r\n\r\n", http.client.HTTPException),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n",
+                http.client.HTTPException,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffff\r\n",
+                http.client.HTTPException,
+            ),
             (b"HTTP/1.1 200 " + b"K" * MAX_LINE + b"\r\n\r\n", http.client.LineTooLong),
             (b"HTTP/1.1 200 OK\r\nx: " + b"1" * MAX_LINE + b"\r\n\r\n", http.client.LineTooLong),
         ],
@@ -170,6 +185,11 @@ class TestNotAnAnswer:
             "a chunk without its line break",
             "a chunk cut short",
             "too many headers",
+            "a status of other digits",
+            "a length of other digits",
+            "a header line of a carriage return",
+            "a length over the bound",
+            "a chunk over the bound",
             "a status line too long",
             "a header line too long",
         ],
@@ -182,6 +202,13 @@ class TestNotAnAnswer:
     ) -> None:
         with pytest.raises(error):
             answer_to(pair, raw, close=True)
+
+    def test_a_body_to_the_end_over_the_bound(
+        self, pair: tuple[Connection, socket.socket], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(exchange, "MAX_BODY", 10)
+        with pytest.raises(http.client.HTTPException, match="over 10 bytes"):
+            answer_to(pair, b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 11, close=True)
 
     def test_no_answer_in_time(self, pair: tuple[Connection, socket.socket]) -> None:
         connection, _ = pair

@@ -28,13 +28,17 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from io import BufferedReader as _Reader
 
-__all__ = ["MAX_HEADERS", "MAX_LINE", "Answer", "Connection", "request"]
+__all__ = ["MAX_BODY", "MAX_HEADERS", "MAX_LINE", "Answer", "Connection", "request"]
 
 #: The longest status or header line read, in bytes (as :mod:`http.client`).
 MAX_LINE = 65536
 
 #: The most header lines an answer may have (as :mod:`http.client`).
 MAX_HEADERS = 100
+
+#: The longest body read, in bytes: Step Functions' answers hold 256 KiB of input at most
+#: (a few times that once escaped in JSON); a longer one is not its answer.
+MAX_BODY = 16 * 1024 * 1024
 
 _NO_BODY = frozenset({204, 304})
 
@@ -165,7 +169,9 @@ def _read_answer(reader: _Reader) -> Answer:
     elif "content-length" in headers:
         body = _exactly(reader, _length(headers["content-length"]))
     else:  # the body runs to the end of the connection
-        body = reader.read()
+        body = reader.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            raise _too_long()
         will_close = True
     return Answer(status, reason, headers, body, will_close)
 
@@ -180,7 +186,7 @@ def _status_line(reader: _Reader) -> tuple[str, int, str]:
         raise http.client.LineTooLong(msg)
     version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
     code, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():  # noqa: PLR2004
+    if not version.startswith("HTTP/1.") or len(code) != 3 or not _digits(code):  # noqa: PLR2004
         raise http.client.BadStatusLine(repr(line))
     return version, int(code), reason.strip()
 
@@ -198,7 +204,7 @@ def _headers(reader: _Reader) -> dict[str, str]:
         if not line.endswith(b"\n"):
             raise http.client.IncompleteRead(line)  # closed within the headers
         text = line.decode("latin-1").rstrip("\r\n")
-        if text[0] in " \t" and name:  # an obsolete folded line continues the last header
+        if text[:1] in {" ", "\t"} and name:  # an obsolete folded line continues the last header
             headers[name] = f"{headers[name]} {text.strip()}"
             continue
         key, colon, value = text.partition(":")
@@ -222,10 +228,21 @@ def _closes(version: str, headers: Mapping[str, str]) -> bool:
 def _length(value: str) -> int:
     lengths = {part.strip() for part in value.split(",")}  # repeated, they must agree
     length = lengths.pop()
-    if lengths or not length.isdigit():
+    if lengths or not _digits(length):
         msg = f"an invalid Content-Length: {value!r}"
         raise http.client.HTTPException(msg)
+    if int(length) > MAX_BODY:
+        raise _too_long()
     return int(length)
+
+
+def _digits(text: str) -> bool:
+    """Whether ``text`` is ASCII digits only (``str.isdigit`` takes ``²`` too)."""
+    return text.isascii() and text.isdigit()
+
+
+def _too_long() -> http.client.HTTPException:
+    return http.client.HTTPException(f"an answer's body over {MAX_BODY} bytes")
 
 
 def _exactly(reader: _Reader, size: int) -> bytes:
@@ -243,14 +260,13 @@ def _chunked(reader: _Reader) -> bytes:
             msg = "chunk size"
             raise http.client.LineTooLong(msg)
         size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise http.client.IncompleteRead(b"".join(parts)) from None
-        if size < 0:
+        if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
             raise http.client.IncompleteRead(b"".join(parts))
+        size = int(size_text, 16)
         if size == 0:
             break
+        if size + sum(map(len, parts)) > MAX_BODY:
+            raise _too_long()
         parts.append(_exactly(reader, size))
         if _exactly(reader, 2) != b"\r\n":
             msg = "a chunk without its line break"
