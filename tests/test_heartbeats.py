@@ -295,6 +295,16 @@ class TestWaiting:
         running = beats.begin(later(waiting.task, 20.5), Declared, None)
         assert running.due == pytest.approx(waiting.received + 40, abs=0.5)
 
+    def test_a_heartbeat_due_just_after_it_leaves_is_sent_at_once(
+        self, beats: Heartbeats, client: Recorder, clock: Clock
+    ) -> None:
+        """Due at 20 s, handed over at 19.8 s: the slot may begin it after 20 s and would
+        wait for 40 s; the hand-over sends it."""
+        waiting = beats.begin(task(), Declared, None, waiting=True)
+        clock.now += 19.8
+        beats.hand_over(waiting)
+        assert wait_until(lambda: client.sent)
+
     def test_nothing_is_sent_at_a_hand_over_when_nothing_is_due(
         self, beats: Heartbeats, client: Recorder, clock: Clock
     ) -> None:

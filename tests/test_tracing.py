@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import logging
 import os
@@ -154,6 +155,20 @@ class TestTaskSpan:
         }
         assert span.instrumentation_scope is not None
         assert span.instrumentation_scope.name == "sfn-activities"
+
+    def test_a_checkout_not_installed_still_traces(
+        self, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """No package metadata (a checkout on PYTHONPATH): spans, with no version."""
+
+        def not_installed(name: str) -> str:
+            raise importlib.metadata.PackageNotFoundError(name)
+
+        monkeypatch.setattr(importlib.metadata, "version", not_installed)
+        execute(Nested(), a_task(), no_heartbeat)
+        span = by_name(exporter.get_finished_spans(), "run Traced")
+        assert span.instrumentation_scope is not None
+        assert not span.instrumentation_scope.version
 
     def test_spans_opened_in_run_are_its_children(self, exporter: InMemorySpanExporter) -> None:
         """The task's span is current while run() runs, and only then."""

@@ -97,8 +97,12 @@ def _decide() -> Tracer | None:
     provider = trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return None
+    try:
+        version: str | None = importlib.metadata.version("sfn-activities")
+    except importlib.metadata.PackageNotFoundError:  # a checkout run without installing it
+        version = None
     logger.debug("tasks get spans, from %r", provider)
-    return provider.get_tracer(INSTRUMENTATION_NAME, importlib.metadata.version("sfn-activities"))
+    return provider.get_tracer(INSTRUMENTATION_NAME, version)
 
 
 def _forget() -> None:

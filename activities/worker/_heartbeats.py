@@ -67,6 +67,11 @@ CANCEL_GRACE = 5.0
 #: Seconds between two looks at the tasks held: a heartbeat due is sent this late at most.
 TICK = 0.25
 
+#: Seconds ahead of its due time a heartbeat is sent as its task leaves the buffer (half a
+#: cadence at most): the slot may begin the task only after that time, and would then
+#: wait a whole cadence for its first.
+HAND_OVER_AHEAD = 2 * TICK
+
 #: Threads sending the heartbeats of the slots of one process, at most.
 HEARTBEAT_THREADS = 16
 
@@ -195,10 +200,11 @@ class Heartbeats:
         """A waiting task goes to a slot: no more heartbeats from here, but the one due now.
 
         The slot heartbeats it from its next due time on, unaware of this one: sent here,
-        a heartbeat due as the task leaves is not skipped.
+        a heartbeat due as the task leaves, or within :data:`HAND_OVER_AHEAD`, is not
+        skipped (the slot may send that one too: two close together, rarely).
         """
         self.end(job)
-        self._send(job)
+        self._send(job, ahead=min(HAND_OVER_AHEAD, job.cadence / 2))
 
     def ask(self, job: Job) -> None:
         """``run()`` asks for a heartbeat: send one if one is due (see :func:`cadence`).
@@ -217,11 +223,14 @@ class Heartbeats:
         self._closed.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _send(self, job: Job) -> None:
-        """Send the heartbeat due now, if another thread has not (nor will, from the lock)."""
+    def _send(self, job: Job, *, ahead: float = 0.0) -> None:
+        """Send the heartbeat due now, or within ``ahead`` seconds, unless another sends it.
+
+        The ticker and ``run()``'s thread may both find it due: the lock decides.
+        """
         now = self._clock()
         with self._lock:  # the ticker and run()'s thread may find it due at once: one is sent
-            if job.gone_at is not None or self._closed.is_set() or now < job.due:
+            if job.gone_at is not None or self._closed.is_set() or now + ahead < job.due:
                 return
             job.due = job.next_due(now)
             if job.in_flight:
