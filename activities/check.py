@@ -293,13 +293,19 @@ def _heartbeats(
             f"lower heartbeat_interval to {seconds / 3:.3g}",
         )
     elif interval is None and _sends_no_heartbeat(cls):
+        waiting = (
+            f", and so may one that waits for a slot (its first heartbeat comes "
+            f"{DEFAULT_CADENCE / 2:g} to {DEFAULT_CADENCE:g} s after it was received)"
+            if seconds <= DEFAULT_CADENCE
+            else ""
+        )
         yield Finding(
             path,
-            "warning",
+            "error" if waiting else "warning",
             f"HeartbeatSeconds {seconds}, but {cls.name} sends no heartbeat (no "
             f"heartbeat_seconds, no heartbeat_interval, no yield in run(), no heartbeat() "
-            f"call): a task running longer than {seconds} s fails with States.Timeout; "
-            f"{_keep_up(cls, seconds)}",
+            f"call): a task running longer than {seconds} s fails with States.Timeout"
+            f"{waiting}; {_keep_up(cls, seconds)}",
         )
     elif interval is None and seconds < 3 * DEFAULT_CADENCE:
         late = seconds <= DEFAULT_CADENCE

@@ -275,6 +275,14 @@ class TestHeartbeats:
             "declare heartbeat_seconds = 60 on Echo (the worker then heartbeats every third of it)"
         )
 
+    def test_one_that_sends_none_under_a_short_heartbeat_seconds_is_an_error(self) -> None:
+        """HeartbeatSeconds 5: even a task of a second fails if it waits 5 s for a slot."""
+        (finding,) = check(machine(A=task("Echo", HeartbeatSeconds=5)), ACTIVITIES)
+        assert finding.severity == "error"
+        assert "so may one that waits for a slot (its first heartbeat comes 5 to 10 s" in (
+            finding.message
+        )
+
     def test_an_activity_that_declares_the_states_heartbeat_seconds_is_heartbeated(
         self,
     ) -> None:
