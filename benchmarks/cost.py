@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks.faults import ACTIVITY, Endpoint, start, stop_worker
+from benchmarks.run import process_tree
 
 #: The contenders: a name and the command after ``python -m``.
 CONTENDERS = {
@@ -49,19 +50,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def tree(pid: int) -> list[int]:
-    """``pid`` and its descendants, however deep."""
-    found = [pid]
-    for parent in found:
-        for thread in Path(f"/proc/{parent}/task").iterdir():
-            try:
-                children = (thread / "children").read_text().split()
-            except OSError:
-                continue
-            found += [int(child) for child in children if int(child) not in found]
-    return found
-
-
 def measure(command: list[str], tasks: int) -> tuple[float, float]:
     """CPU milliseconds per task of ``command``'s tree, and its tasks per second."""
     endpoint = Endpoint()
@@ -72,7 +60,7 @@ def measure(command: list[str], tasks: int) -> tuple[float, float]:
         raise
     try:
         time.sleep(0.5)  # every process up and polling
-        pids = tree(process.pid)
+        pids = process_tree(process.pid)
         before = {pid: cpu_seconds(pid) for pid in pids}
         endpoint.call("Load", {"activity": ACTIVITY, "count": tasks, "input": "null"})
         started = time.monotonic()

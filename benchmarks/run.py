@@ -303,14 +303,11 @@ def quiesce() -> None:
         time.sleep(0.05)
 
 
-def tree_memory(pid: int) -> dict[str, int]:
-    """Memory of ``pid``'s whole process tree in bytes: RSS and PSS summed, the largest RSS.
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process under it, however deep, read from Linux's /proc.
 
-    The tree is ``pid`` and every process under it, however deep (a forkserver's task
-    processes are the worker's grandchildren), and any process of the session ``pid``
-    leads that was adopted elsewhere when its parent died. PSS counts a page shared by
-    several processes (a forked child's, a library's) once across them; RSS counts it in
-    each. Read from Linux's /proc; a process gone meanwhile, or a zombie, counts nothing.
+    A forkserver's task processes are the worker's grandchildren; any process of the
+    session ``pid`` leads that was adopted elsewhere when its parent died counts too.
     """
     children: dict[int, list[int]] = {}
     session: list[int] = []
@@ -324,15 +321,25 @@ def tree_memory(pid: int) -> dict[str, int]:
             children.setdefault(int(fields[1]), []).append(int(entry.name))
             if int(fields[3]) == pid:
                 session.append(int(entry.name))
-    memory = {"rss": 0, "pss": 0, "largest": 0, "processes": 0}
-    seen: set[int] = set()
+    seen: list[int] = []
     todo = [pid, *session]
     while todo:
         current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        todo.extend(children.get(current, []))
+        if current not in seen:
+            seen.append(current)
+            todo.extend(children.get(current, []))
+    return seen
+
+
+def tree_memory(pid: int) -> dict[str, int]:
+    """Memory of ``pid``'s whole process tree in bytes: RSS and PSS summed, the largest RSS.
+
+    The tree is :func:`process_tree`'s. PSS counts a page shared by several processes (a
+    forked child's, a library's) once across them; RSS counts it in each. Read from
+    Linux's /proc; a process gone meanwhile, or a zombie, counts nothing.
+    """
+    memory = {"rss": 0, "pss": 0, "largest": 0, "processes": 0}
+    for current in process_tree(pid):
         sizes = process_memory(current)
         if sizes is None:
             continue
