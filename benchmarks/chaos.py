@@ -183,6 +183,12 @@ def kills(options: tuple[str, ...], count: int, every: float, seed: int) -> dict
         "other failures": settled.get("failed", 0) - crashed,
         "left open": settled["open"],
         "reported twice": settled.get("refused_outcomes", 0),
+        "the second outcomes": ", ".join(
+            f"{name.removeprefix('refused ')} x{count}"
+            for name, count in sorted(settled.items())
+            if name.startswith("refused ")
+        )
+        or "-",
         f"new {NEW_TASKS} served": (
             f"all in {took:.1f} s" if served >= NEW_TASKS else f"{served} in {took:.0f} s"
         ),

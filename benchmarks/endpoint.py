@@ -172,6 +172,8 @@ class Endpoint:
         token = body["taskToken"]
         if token not in self.open:
             self.counts["refused_outcomes"] += 1  # a task closed already: reported twice
+            # What came second, for a diagnosis: "refused succeeded", "refused failed ERROR".
+            self.counts[" ".join(filter(None, ("refused", kind, kind == "failed" and detail)))] += 1
             return 400, {"__type": "TaskTimedOut", "message": "no such task"}
         self.open.discard(token)
         self.counts[kind] += 1
