@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from activities._aws import exchange
-from activities._aws.exchange import MAX_HEADERS, MAX_LINE, Answer, Connection, request
+from activities._aws.exchange import MAX_HEADERS, MAX_LINE, Answer, request
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -20,20 +20,21 @@ REQUEST = request("POST", "/", {"host": "example.com"}, b"{}")
 
 
 @pytest.fixture
-def pair() -> Iterator[tuple[Connection, socket.socket]]:
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     ours, theirs = socket.socketpair()
-    connection = Connection(ours)
-    yield connection, theirs
-    connection.close()
+    yield ours, theirs
+    ours.close()
     theirs.close()
 
 
-def answer_to(pair: tuple[Connection, socket.socket], raw: bytes, *, close: bool = False) -> Answer:
-    connection, server = pair
+def answer_to(
+    pair: tuple[socket.socket, socket.socket], raw: bytes, *, close: bool = False
+) -> Answer:
+    ours, server = pair
     server.sendall(raw)
     if close:
         server.shutdown(socket.SHUT_WR)
-    return connection.exchange(REQUEST, timeout=5)
+    return exchange.exchange(ours, REQUEST, timeout=5)
 
 
 def as_http_client_reads_it(raw: bytes) -> tuple[int, str, dict[str, str], bytes, bool]:
@@ -64,7 +65,7 @@ class TestRequest:
         with pytest.raises(ValueError, match="line break"):
             request("POST", "/", {"user-agent": value}, b"")
 
-    def test_the_request_is_sent_whole(self, pair: tuple[Connection, socket.socket]) -> None:
+    def test_the_request_is_sent_whole(self, pair: tuple[socket.socket, socket.socket]) -> None:
         answer_to(pair, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         assert pair[1].recv(65536) == REQUEST
 
@@ -92,7 +93,7 @@ SAME_AS_HTTP_CLIENT = {
 class TestAnswer:
     @pytest.mark.parametrize("raw", SAME_AS_HTTP_CLIENT.values(), ids=SAME_AS_HTTP_CLIENT)
     def test_read_as_http_client_reads_it(
-        self, pair: tuple[Connection, socket.socket], raw: bytes
+        self, pair: tuple[socket.socket, socket.socket], raw: bytes
     ) -> None:
         answer = answer_to(pair, raw)
         status, reason, headers, body, will_close = as_http_client_reads_it(raw)
@@ -105,20 +106,20 @@ class TestAnswer:
         assert answer.headers == headers
 
     def test_a_body_to_the_end_of_the_connection(
-        self, pair: tuple[Connection, socket.socket]
+        self, pair: tuple[socket.socket, socket.socket]
     ) -> None:
         answer = answer_to(pair, b'HTTP/1.1 200 OK\r\n\r\n{"a": 1}', close=True)
         assert answer.body == b'{"a": 1}'
         assert answer.will_close
 
     def test_a_folded_header_continues_the_one_before(
-        self, pair: tuple[Connection, socket.socket]
+        self, pair: tuple[socket.socket, socket.socket]
     ) -> None:
         answer = answer_to(pair, b"HTTP/1.1 200 OK\r\nx-a: 1\r\n  2\r\nContent-Length: 0\r\n\r\n")
         assert answer.headers["x-a"] == "1 2"
 
     def test_answers_follow_each_other_on_one_connection(
-        self, pair: tuple[Connection, socket.socket]
+        self, pair: tuple[socket.socket, socket.socket]
     ) -> None:
         first = answer_to(pair, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
         second = answer_to(pair, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")
@@ -196,7 +197,7 @@ class TestNotAnAnswer:
     )
     def test_raises_http_clients_error(
         self,
-        pair: tuple[Connection, socket.socket],
+        pair: tuple[socket.socket, socket.socket],
         raw: bytes,
         error: type[Exception],
     ) -> None:
@@ -204,30 +205,13 @@ class TestNotAnAnswer:
             answer_to(pair, raw, close=True)
 
     def test_a_body_to_the_end_over_the_bound(
-        self, pair: tuple[Connection, socket.socket], monkeypatch: pytest.MonkeyPatch
+        self, pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setattr(exchange, "MAX_BODY", 10)
         with pytest.raises(http.client.HTTPException, match="over 10 bytes"):
             answer_to(pair, b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 11, close=True)
 
-    def test_no_answer_in_time(self, pair: tuple[Connection, socket.socket]) -> None:
-        connection, _ = pair
+    def test_no_answer_in_time(self, pair: tuple[socket.socket, socket.socket]) -> None:
+        ours, _ = pair
         with pytest.raises(TimeoutError):
-            connection.exchange(REQUEST, timeout=0.05)
-
-
-class TestDropped:
-    def test_an_idle_connection_is_not_dropped(
-        self, pair: tuple[Connection, socket.socket]
-    ) -> None:
-        assert not pair[0].dropped()
-
-    def test_one_the_server_closed_is(self, pair: tuple[Connection, socket.socket]) -> None:
-        connection, server = pair
-        server.close()
-        assert connection.dropped()
-
-    def test_one_closed_here_is(self, pair: tuple[Connection, socket.socket]) -> None:
-        connection, _ = pair
-        connection.close()
-        assert connection.dropped()
+            exchange.exchange(ours, REQUEST, timeout=0.05)

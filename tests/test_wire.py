@@ -75,16 +75,20 @@ class Answer:
 class Scripted(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, *, tls: bool = False) -> None:
+    def __init__(self, *, tls: bool = False, client_ca: pathlib.Path | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.answers: list[Answer] = []
         self.requests: list[tuple[Message, bytes]] = []
+        self.targets: list[str] = []  # each request's target, as its request line has it
         self.connections = 0
         self.closed = threading.Event()  # a connection was closed by the server
         self.stopping = threading.Event()
         if tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(TLS / "cert.pem", TLS / "key.pem")
+            if client_ca is not None:  # a client certificate this CA signed, or none served
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_verify_locations(client_ca)
             self.socket = context.wrap_socket(self.socket, server_side=True)
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.server_address[1]}"
 
@@ -101,6 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.requests.append((self.headers, body))
+        self.server.targets.append(self.path)
         answer = self.server.answers.pop(0) if self.server.answers else Answer()
         if answer.hang:
             self.server.stopping.wait(30)
@@ -356,12 +361,6 @@ class TestTLS:
             wire(tls_server.url).call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5)
         assert tls_server.requests == []
 
-    def test_a_bundle_replaces_the_default_one(self, tls_server: Scripted) -> None:
-        """With a bundle of one's own, only its CAs are trusted, as botocore trusts them."""
-        direct = wire(tls_server.url, verify=str(TLS / "cert.pem"))
-        assert direct._context is not None
-        assert len(direct._context.get_ca_certs()) == 1
-
     def test_verify_false_accepts_it(self, tls_server: Scripted) -> None:
         direct = wire(tls_server.url, verify=False)
         assert direct.call("SendTaskHeartbeat", {"taskToken": "t"}, timeout=5) == {}
@@ -390,38 +389,48 @@ class TestWhichClients:
         client = botocore.session.get_session().create_client("stepfunctions", "eu-west-1")
         assert Wire.of(client) is None
 
-    def test_a_proxy_goes_through_botocore(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_a_proxy_keeps_the_direct_path(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Through the proxy botocore would use (tests/test_connections.py: through one)."""
         monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
-        assert Wire.of(make_client(region_name="eu-west-1")) is None
+        direct = Wire.of(make_client(region_name="eu-west-1"))
+        assert direct is not None
+        assert direct._connections.proxy_url == "http://proxy.example:3128"
         configured = botocore.session.get_session().create_client(
             "stepfunctions",
             "eu-west-1",
-            config=botocore.config.Config(proxies={"https": "http://proxy.example:3128"}),
+            config=botocore.config.Config(proxies={"https": "http://proxy.example:3129"}),
         )
         allow_direct(configured)
         monkeypatch.delenv("HTTPS_PROXY")
-        assert Wire.of(configured) is None
+        direct = Wire.of(configured)
+        assert direct is not None
+        assert direct._connections.proxy_url == "http://proxy.example:3129"
 
-    def test_no_proxy_alone_keeps_the_direct_path(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_no_proxy_alone_is_no_proxy(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("NO_PROXY", "169.254.169.254")
-        assert Wire.of(make_client(region_name="eu-west-1")) is not None
+        direct = Wire.of(make_client(region_name="eu-west-1"))
+        assert direct is not None
+        assert direct._connections.proxy_url is None
 
     def test_a_proxy_the_endpoint_bypasses(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
         monkeypatch.setenv("NO_PROXY", "amazonaws.com")
-        assert Wire.of(make_client(region_name="eu-west-1")) is not None
+        direct = Wire.of(make_client(region_name="eu-west-1"))
+        assert direct is not None
+        assert direct._connections.proxy_url is None
 
     def test_an_endpoint_with_a_path_goes_through_botocore(self) -> None:
         client = make_client(region_name="eu-west-1", endpoint_url="http://127.0.0.1:9/prefix")
         assert Wire.of(client) is None
 
-    def test_a_bundle_that_cannot_be_read_goes_through_botocore(
+    def test_a_bundle_that_cannot_be_read_fails_on_the_direct_path_too(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
     ) -> None:
+        """As botocore's calls fail: an SSLError (tests/test_connections.py), not a detour."""
         monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "missing.pem"))
-        assert Wire.of(make_client(region_name="eu-west-1")) is None
+        assert Wire.of(make_client(region_name="eu-west-1")) is not None
 
     def test_instrumented_botocore_goes_through_botocore(
         self, monkeypatch: pytest.MonkeyPatch

@@ -3,10 +3,11 @@
 The four activity calls need little of HTTP: a ``POST`` of a JSON body, and an answer made
 of a status, a few headers and a JSON body. :mod:`http.client` reads every answer's headers
 with the :mod:`email` package, about 25 µs of CPU an answer, as much as the rest of its
-work on a call; a worker makes two calls a task, one of them in its busiest thread. A
-:class:`Connection` writes a request in one send and reads the answer itself: its status
-line, its headers, and a body sized by ``Content-Length``, sent in chunks, or running to
-the end of the connection.
+work on a call; a worker makes two calls a task, one of them in its busiest thread.
+:func:`exchange` writes a request in one send on a connection urllib3 opened
+(:mod:`activities._aws.connections`) and reads the answer itself: its status line, its
+headers, and a body sized by ``Content-Length``, sent in chunks, or running to the end of
+the connection.
 
 An answer that is not HTTP/1.x, or is cut short, raises :mod:`http.client`'s exceptions
 (``RemoteDisconnected``, ``BadStatusLine``, ``LineTooLong``, ``IncompleteRead``, or
@@ -17,18 +18,15 @@ then in an unknown state and must be closed.
 from __future__ import annotations
 
 import http.client
-import select
-import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
 if TYPE_CHECKING:
-    import ssl
     from collections.abc import Mapping
     from io import BufferedReader as _Reader
 
-__all__ = ["MAX_BODY", "MAX_HEADERS", "MAX_LINE", "Answer", "Connection", "request"]
+__all__ = ["MAX_BODY", "MAX_HEADERS", "MAX_LINE", "Answer", "exchange", "request"]
 
 #: The longest status or header line read, in bytes (as :mod:`http.client`).
 MAX_LINE = 65536
@@ -41,6 +39,20 @@ MAX_HEADERS = 100
 MAX_BODY = 16 * 1024 * 1024
 
 _NO_BODY = frozenset({204, 304})
+
+
+class _Socket(Protocol):
+    """What :func:`exchange` needs of a socket.
+
+    ``socket.socket``, ``ssl.SSLSocket``, or urllib3's ``SSLTransport`` (TLS within the
+    TLS of an HTTPS proxy).
+    """
+
+    def settimeout(self, value: float | None, /) -> None: ...
+
+    def sendall(self, data: bytes, /) -> None: ...
+
+    def makefile(self, mode: str, /) -> _Reader: ...
 
 
 @attrs.frozen
@@ -78,80 +90,25 @@ def request(method: str, path: str, headers: Mapping[str, str], body: bytes) -> 
     return "\r\n".join(lines).encode("latin-1") + body
 
 
-class Connection:
-    """A kept-alive HTTP/1.1 connection to one server, one request at a time.
+def exchange(sock: _Socket, message: bytes, *, timeout: float) -> Answer:
+    """Send ``message`` (see :func:`request`) on ``sock``, a connected socket, and read its answer.
 
-    Not safe for use from two threads at once: a caller takes it for a request and its
-    answer, then gives it back (:class:`~activities._aws.wire.Wire` keeps the idle ones).
+    ``timeout`` bounds each wait to send or to read, in seconds. The answer is read
+    through a buffer of this call's own, as :mod:`http.client` reads each answer: the
+    connection holds nothing of it afterwards.
 
-    Args:
-        sock: a connected socket (TLS already set up, if any).
+    Raises:
+        OSError: the connection failed (``TimeoutError``: no progress in time).
+        http.client.HTTPException: what came back is not an HTTP/1.x answer, or is cut
+            short.
     """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._reader = sock.makefile("rb")
-
-    @classmethod
-    def open(
-        cls,
-        host: str,
-        port: int,
-        *,
-        timeout: float,
-        context: ssl.SSLContext | None = None,
-        keepalive: bool = False,
-    ) -> Connection:
-        """Connect to ``host``:``port``, over TLS with ``context`` if given, within ``timeout``.
-
-        The TLS handshake is part of connecting; the certificate is checked against
-        ``host`` as ``context`` says. ``keepalive`` turns TCP keep-alive on.
-
-        Raises:
-            OSError: no connection could be made (``TimeoutError`` when not in time;
-                ``ssl.SSLError`` when TLS failed).
-        """
-        sock = socket.create_connection((host, port), timeout=timeout)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if keepalive:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            if context is not None:
-                sock = context.wrap_socket(sock, server_hostname=host)
-        except BaseException:
-            sock.close()
-            raise
-        return cls(sock)
-
-    def exchange(self, message: bytes, *, timeout: float) -> Answer:
-        """Send ``message`` (see :func:`request`) and read its answer.
-
-        ``timeout`` bounds each wait to send or to read, in seconds.
-
-        Raises:
-            OSError: the connection failed (``TimeoutError``: no progress in time).
-            http.client.HTTPException: what came back is not an HTTP/1.x answer, or
-                is cut short.
-        """
-        self._sock.settimeout(timeout)
-        self._sock.sendall(message)
-        return _read_answer(self._reader)
-
-    def dropped(self) -> bool:
-        """Whether the server closed the connection while it was idle (it reads as ready)."""
-        if self._sock.fileno() < 0:
-            return True
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(self._sock, select.POLLIN)
-            return bool(poller.poll(0))
-        readable, _, _ = select.select([self._sock], [], [], 0)
-        return bool(readable)
-
-    def close(self) -> None:
-        """Close the connection (this process's copy of it, after a fork)."""
-        self._reader.close()
-        self._sock.close()
+    sock.settimeout(timeout)
+    sock.sendall(message)
+    reader = sock.makefile("rb")
+    try:
+        return _read_answer(reader)
+    finally:
+        reader.close()
 
 
 def _read_answer(reader: _Reader) -> Answer:

@@ -6,16 +6,19 @@ about 1 ms of CPU on each: its event hooks, parameter validation, serializer, si
 urllib3 and parser. :class:`Wire` makes those four calls itself, about four times
 cheaper: the same JSON 1.0 request botocore sends, signed with Signature Version 4 and the
 credentials of the boto3 client it stands in for (:mod:`activities._aws.sigv4`), over
-keep-alive connections to that client's endpoint (:mod:`activities._aws.exchange`). Its
-errors are botocore's (``ClientError`` with the service's code, ``EndpointConnectionError``,
-``ReadTimeoutError``, ...), so that :class:`~activities.ActivityClient` handles both
-paths alike.
+keep-alive connections from a urllib3 pool set up as botocore sets up the client's: the
+same TLS, CA bundle, client certificate and proxies (:mod:`activities._aws.connections`).
+Only the request and its answer are written and read by the framework
+(:mod:`activities._aws.exchange`). Its errors are botocore's (``ClientError`` with the
+service's code, ``EndpointConnectionError``, ``ReadTimeoutError``, ...), so that
+:class:`~activities.ActivityClient` handles both paths alike.
 
 Only clients made by :func:`~activities.make_client` take the direct path (``direct=True``,
 the default), and only when their configuration is one it speaks (see :meth:`Wire.of`:
-no proxy, no client certificate, no tracer wrapping botocore's calls). A client of one's
-own, or ``make_client(direct=False)``, goes through botocore for every call, so that its
-event hooks, a ``Stubber``, or instrumentation (X-Ray, OpenTelemetry) see the calls.
+botocore's own HTTP session, an endpoint without a path, no tracer wrapping botocore's
+calls). A client of one's own, or ``make_client(direct=False)``, goes through botocore for
+every call, so that its event hooks, a ``Stubber``, or instrumentation (X-Ray,
+OpenTelemetry) see the calls.
 """
 
 from __future__ import annotations
@@ -26,9 +29,7 @@ import json
 import logging
 import os
 import ssl
-import threading
 import types
-import weakref
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -36,22 +37,20 @@ import botocore
 import botocore.exceptions
 import botocore.httpsession
 
-from activities._aws.exchange import Answer, Connection, request
+from activities._aws.connections import MAX_IDLE, Connections
+from activities._aws.exchange import Answer, exchange, request
 from activities._aws.sigv4 import Signer
 
 if TYPE_CHECKING:
     import time
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from botocore.credentials import Credentials
     from mypy_boto3_stepfunctions import SFNClient
 
-__all__ = ["Wire", "allow_direct"]
+__all__ = ["MAX_IDLE", "Wire", "allow_direct"]
 
 logger = logging.getLogger(__name__)
-
-#: Idle connections kept for the next calls, at most; more are closed.
-MAX_IDLE = 64
 
 #: The attribute set on a client made by make_client whose calls may take the direct path
 #: (absent: the client goes through botocore).
@@ -77,7 +76,8 @@ class Wire:
     """Make the activity API's calls of one Step Functions client on connections of its own.
 
     Safe to use from many threads at once: each call takes an idle connection, or opens
-    one, and puts it back when the answer is read. After a fork, the child opens its own.
+    one, and puts it back when the answer is read (see
+    :class:`~activities._aws.connections.Connections`). After a fork, the child opens its own.
 
     Args:
         endpoint_url: the client's endpoint, e.g. ``https://states.us-east-1.amazonaws.com``.
@@ -90,6 +90,9 @@ class Wire:
         read_timeout: seconds a long poll waits for its answer (the client's read timeout).
         user_agent_extra: added to the ``User-Agent`` header (the client's config's).
         tcp_keepalive: turn TCP keep-alive on for the connections (the client's config's).
+        proxies: proxy URLs by scheme, as botocore resolved them for the client.
+        proxies_config: botocore's ``proxies_config`` (a proxy's own TLS, forwarding).
+        client_cert: a client certificate: one file with its key, or (certificate, key).
     """
 
     def __init__(
@@ -104,6 +107,9 @@ class Wire:
         read_timeout: float = 70.0,
         user_agent_extra: str = "",
         tcp_keepalive: bool = False,
+        proxies: Mapping[str, str] | None = None,
+        proxies_config: Mapping[str, Any] | None = None,
+        client_cert: str | tuple[str, str] | None = None,
     ) -> None:
         parts = urlsplit(endpoint_url)
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
@@ -113,46 +119,38 @@ class Wire:
             msg = f"an endpoint with a path or a query: {endpoint_url!r}"
             raise ValueError(msg)
         self.endpoint_url = endpoint_url
-        self._https = parts.scheme == "https"
         self._hostname = parts.hostname
-        self._port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        port = parts.port or _DEFAULT_PORTS[parts.scheme]
         # The Host header as botocore sends (and signs) it: no default port.
         host = self._hostname if ":" not in self._hostname else f"[{self._hostname}]"
-        self._host = host if self._port == _DEFAULT_PORTS[parts.scheme] else f"{host}:{self._port}"
+        self._host = host if port == _DEFAULT_PORTS[parts.scheme] else f"{host}:{port}"
         self._signer = Signer(self._host, region=region, service=service, credentials=credentials)
-        self._connect_timeout = connect_timeout
         #: Seconds a long poll waits for its answer.
         self.read_timeout = read_timeout
-        self._context: ssl.SSLContext | None = None
-        if self._https and verify is False:
-            self._context = ssl.create_default_context()
-            self._context.check_hostname = False
-            self._context.verify_mode = ssl.CERT_NONE
-        elif self._https:
-            # Only the bundle botocore trusts (its own, or AWS_CA_BUNDLE's), as botocore does:
-            # not the system's store besides.
-            bundle = verify if isinstance(verify, str) else botocore.httpsession.get_cert_path(True)
-            self._context = ssl.create_default_context(cafile=bundle)
         self._user_agent = " ".join(
             filter(None, (f"sfn-activities botocore/{botocore.__version__}", user_agent_extra))
         )
-        self._tcp_keepalive = tcp_keepalive
-        self._idle: list[Connection] = []
-        self._lock = threading.Lock()
-        # Closed with the wire, as urllib3 closes a pool's; made anew in a forked child.
-        weakref.finalize(self, _close_all, self._idle)
-        _WIRES.add(self)
+        self._connections = Connections(
+            endpoint_url,
+            verify=verify,
+            proxies=proxies,
+            proxies_config=proxies_config,
+            client_cert=client_cert,
+            connect_timeout=connect_timeout,
+            tcp_keepalive=tcp_keepalive,
+        )
 
     @classmethod
     def of(cls, client: object) -> Wire | None:
         """The direct path for ``client``, or ``None`` if its calls must go through botocore.
 
         ``None`` unless :func:`allow_direct` was called on it, or when its configuration is
-        one the direct path does not speak: a proxy (the client's, or ``HTTPS_PROXY`` as
-        botocore reads it, ``NO_PROXY`` included), a client certificate, an endpoint that
-        is not http(s) or has a path, a CA bundle that cannot be read, botocore's calls
-        instrumented (a wrapped ``_make_api_call``, as X-Ray and OpenTelemetry wrap it,
-        when the client is made). Which path was taken, and why, is logged at DEBUG.
+        one the direct path does not speak: an HTTP session not botocore's own, an
+        endpoint that is not http(s) or has a path, botocore's calls instrumented (a
+        wrapped ``_make_api_call``, as X-Ray and OpenTelemetry wrap it, when the client is
+        made). The client's proxies (its config's, or ``HTTP(S)_PROXY`` and ``NO_PROXY`` as
+        botocore read them), ``proxies_config``, client certificate and CA bundle are the
+        direct path's too. Which path was taken, and why, is logged at DEBUG.
         """
         meta = getattr(client, "meta", None)
         if not getattr(client, _DIRECT, False) or meta is None:
@@ -178,8 +176,11 @@ class Wire:
                 read_timeout=config.read_timeout,
                 user_agent_extra=extra,
                 tcp_keepalive=bool(getattr(config, "tcp_keepalive", False)),
+                proxies=http_session._proxy_config._proxies,  # type: ignore[union-attr]
+                proxies_config=config.proxies_config,
+                client_cert=config.client_cert,
             )
-        except (ValueError, OSError) as exc:  # a CA bundle that cannot be read: botocore says
+        except ValueError as exc:
             logger.debug("the activity calls go through botocore: %s", exc)
             return None
         logger.debug("the activity calls take the direct path to %s", endpoint_url)
@@ -211,20 +212,22 @@ class Wire:
         """
         _validate(params)
         body = json.dumps(params, separators=(",", ":")).encode()
-        message = request("POST", "/", self.signed_headers(operation, body), body)
-        connection = self._take() or self._connect()
+        headers = self.signed_headers(operation, body)
+        connections = self._connections
+        extra = connections.extra_headers
+        if extra:
+            headers.update(extra)
+        message = request("POST", connections.target, headers, body)
+        conn = connections.take()
         try:
-            answer = connection.exchange(message, timeout=timeout)
+            answer = exchange(conn.sock, message, timeout=timeout)  # type: ignore[arg-type]
         except BaseException as exc:
-            connection.close()  # in an unknown state: not for another call
-            error = self._botocore_error(exc, connecting=False)
+            connections.give_back(conn, reusable=False)  # in an unknown state
+            error = self._botocore_error(exc)
             if error is None:
                 raise
             raise error from exc
-        if answer.will_close:
-            connection.close()
-        else:
-            self._put_back(connection)
+        connections.give_back(conn, reusable=not answer.will_close)
         if answer.status != _OK:
             raise botocore.exceptions.ClientError(
                 _error_of(answer),  # type: ignore[arg-type]
@@ -251,71 +254,21 @@ class Wire:
 
     def close(self) -> None:
         """Close the idle connections (calls may still open new ones)."""
-        with self._lock:
-            idle = self._idle[:]
-            self._idle.clear()
-        _close_all(idle)
+        self._connections.close()
 
-    def _take(self) -> Connection | None:
-        """An idle connection the server has not closed meanwhile, if any."""
-        with self._lock:
-            while self._idle:
-                connection = self._idle.pop()
-                if not connection.dropped():
-                    return connection
-                connection.close()
-        return None
-
-    def _connect(self) -> Connection:
-        try:
-            return Connection.open(
-                self._hostname,
-                self._port,
-                timeout=self._connect_timeout,
-                context=self._context,
-                keepalive=self._tcp_keepalive,
-            )
-        except BaseException as exc:
-            error = self._botocore_error(exc, connecting=True)
-            if error is None:
-                raise
-            raise error from exc
-
-    def _botocore_error(self, exc: BaseException, *, connecting: bool) -> Exception | None:
-        """The botocore exception for ``exc``, met connecting or calling; ``None``: none."""
+    def _botocore_error(self, exc: BaseException) -> Exception | None:
+        """The botocore exception for ``exc``, met sending or reading; ``None``: none."""
         url = self.endpoint_url
         if isinstance(exc, TimeoutError):
-            if connecting:
-                return botocore.exceptions.ConnectTimeoutError(endpoint_url=url)
             return botocore.exceptions.ReadTimeoutError(endpoint_url=url)
         if isinstance(exc, ssl.SSLError):
             return botocore.exceptions.SSLError(endpoint_url=url, error=exc)
         if isinstance(exc, OSError | http.client.HTTPException):
-            if connecting:
-                return botocore.exceptions.EndpointConnectionError(endpoint_url=url, error=exc)
             return botocore.exceptions.ConnectionClosedError(endpoint_url=url)
         return None
 
-    def _put_back(self, connection: Connection) -> None:
-        with self._lock:
-            if len(self._idle) < MAX_IDLE:
-                self._idle.append(connection)
-                return
-        connection.close()
-
-    def _forked(self) -> None:
-        """In a forked child: the parent's connections and lock are not this process's."""
-        self._lock = threading.Lock()
-        _close_all(self._idle)  # closes this process's copies only: the parent's stay open
-        self._idle.clear()
-
     def __repr__(self) -> str:
         return f"<Wire {self.endpoint_url}>"
-
-
-def _close_all(connections: list[Connection]) -> None:
-    for connection in connections:
-        connection.close()
 
 
 def _error_of(answer: Answer) -> dict[str, Any]:
@@ -367,12 +320,10 @@ def _why_not(client: object, endpoint_url: str, http_session: object) -> str:
     proxies = getattr(http_session, "_proxy_config", None)
     reasons = (
         (
-            proxies is None or not hasattr(proxies, "proxy_url_for"),
+            not isinstance(http_session, botocore.httpsession.URLLib3Session)
+            or not isinstance(getattr(proxies, "_proxies", None), dict),
             "botocore's HTTP session is not one the direct path knows",
         ),
-        # The client's proxies, or HTTPS_PROXY without a NO_PROXY for it, as botocore reads them.
-        (proxies is not None and proxies.proxy_url_for(endpoint_url), "a proxy applies"),
-        (bool(meta.config.client_cert), "the client has a client certificate"),
         (parts.path not in {"", "/"} or bool(parts.query), "the endpoint has a path or a query"),
         (not meta.region_name, "the client has no Region"),
         (_instrumented(client), "botocore's calls are instrumented (X-Ray, OpenTelemetry, ...)"),
@@ -398,14 +349,3 @@ def _instrumented(client: object) -> bool:
 
 #: Where botocore's modules are.
 _BOTOCORE_DIR = os.path.join(os.path.dirname(botocore.__file__), "")
-
-
-def _after_fork_in_child() -> None:
-    for wire in list(_WIRES):
-        wire._forked()
-
-
-#: Every wire of this process, made anew in a forked child (their locks and connections).
-_WIRES: weakref.WeakSet[Wire] = weakref.WeakSet()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,264 @@
+"""The direct path's connections to one endpoint: a urllib3 pool, set up as botocore sets its own.
+
+:class:`Connections` hands out connected sockets of urllib3's connections and takes them
+back. Everything about making them is urllib3's and botocore's: a
+``botocore.httpsession.URLLib3Session`` made with the client's settings chooses the pool
+manager (a proxy's, or none), the TLS context, the CA bundle (botocore's own, or
+``AWS_CA_BUNDLE``'s), a client certificate, a proxy's credentials and its own TLS
+(``proxy_ca_bundle``, ``proxy_client_cert``) and forwarding (``proxy_use_forwarding_for_https``);
+urllib3 opens the connection, tunnels it through the proxy (``CONNECT``), wraps it in TLS,
+and drops an idle connection the server closed. Only the request and its answer are written
+and read by :mod:`activities._aws.exchange`, on the connection's socket.
+
+The pool is this :class:`Connections`'s own, not the botocore client's (whose size is the
+client's ``max_pool_connections``): at most :data:`MAX_IDLE` idle connections are kept. A
+forked child never uses its parent's connections: it closes its copies and opens its own.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
+
+import botocore.exceptions
+import botocore.httpsession
+import urllib3.exceptions
+from urllib3.util.proxy import connection_requires_http_tunnel
+
+try:  # urllib3 2, and 1.26.8 and later
+    from urllib3.util.ssl_match_hostname import CertificateError
+except ImportError:  # pragma: no cover - urllib3 1.26 before 1.26.8
+    CertificateError = ssl.CertificateError  # type: ignore[assignment,misc]
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from urllib3.connection import HTTPConnection
+    from urllib3.connectionpool import HTTPConnectionPool
+
+__all__ = ["MAX_IDLE", "Connections"]
+
+#: Idle connections kept for the next calls, at most; more are closed.
+MAX_IDLE = 64
+
+
+class Connections:
+    """Keep-alive connections to one endpoint, from a urllib3 pool botocore's way.
+
+    Safe to use from many threads at once. :meth:`take` gives a connection, opened if
+    need be; :meth:`give_back` returns it to the pool (or closes it).
+
+    Args:
+        endpoint_url: ``http(s)://host[:port]``.
+        verify: verify TLS certificates: ``True`` (botocore's bundle), ``False``, or the
+            path of a CA bundle.
+        proxies: proxy URLs by scheme, as botocore resolved them for the client (its
+            config's ``proxies``, or ``HTTP(S)_PROXY`` unless ``NO_PROXY`` exempts the
+            endpoint).
+        proxies_config: botocore's ``proxies_config`` (the proxy's TLS, forwarding).
+        client_cert: a client certificate: a file holding it and its key, or a pair of
+            files (certificate, key).
+        connect_timeout: seconds to wait for a connection (the proxy's tunnel and TLS
+            included).
+        tcp_keepalive: turn TCP keep-alive on for the connections.
+    """
+
+    def __init__(
+        self,
+        endpoint_url: str,
+        *,
+        verify: bool | str = True,
+        proxies: Mapping[str, str] | None = None,
+        proxies_config: Mapping[str, Any] | None = None,
+        client_cert: str | tuple[str, str] | None = None,
+        connect_timeout: float = 10.0,
+        tcp_keepalive: bool = False,
+    ) -> None:
+        self.endpoint_url = endpoint_url
+        # As botocore's endpoint sets the sockets up: no Nagle, keep-alive if asked.
+        options = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        if tcp_keepalive:
+            options.append((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1))
+        self._settings: dict[str, Any] = {
+            "verify": verify,
+            "proxies": dict(proxies or {}),
+            "proxies_config": dict(proxies_config or {}),
+            "client_cert": client_cert,
+            # The read timeout is each call's (see exchange): this one is never used.
+            "timeout": (connect_timeout, connect_timeout),
+            "max_pool_connections": MAX_IDLE,
+            "socket_options": options,
+        }
+        self._lock = threading.Lock()
+        self._pool: _Pool | None = None
+        # Every connection opened, to close this process's copies of them after a fork.
+        self._opened: weakref.WeakSet[HTTPConnection] = weakref.WeakSet()
+        _ALL.add(self)
+
+    @property
+    def target(self) -> str:
+        """The request target: ``/``, or the endpoint's URL through a forwarding proxy."""
+        return self._current().target
+
+    @property
+    def extra_headers(self) -> Mapping[str, str]:
+        """Headers each request carries besides its own: a forwarding proxy's credentials."""
+        return self._current().extra_headers
+
+    @property
+    def proxy_url(self) -> str | None:
+        """The proxy the connections go through, if any."""
+        return self._current().proxy_url
+
+    def take(self) -> HTTPConnection:
+        """A connection to the endpoint, connected (an idle one, or one opened now).
+
+        Raises:
+            botocore.exceptions.EndpointConnectionError: no connection could be made.
+            botocore.exceptions.ConnectTimeoutError: the connection was not made in time.
+            botocore.exceptions.ProxyConnectionError: the proxy could not be reached or
+                refused the tunnel.
+            botocore.exceptions.SSLError: TLS failed (a certificate not trusted, a CA
+                bundle that cannot be read, ...).
+        """
+        pool = self._current()
+        try:
+            conn = pool.get()
+        except urllib3.exceptions.ClosedPoolError:  # closed by close() meanwhile
+            pool = self._current()
+            conn = pool.get()
+        if conn.sock is None:
+            try:
+                pool.connect(conn)
+            except BaseException as exc:
+                error = pool.connect_error(exc, conn)  # before close(): it forgets the proxy
+                conn.close()
+                pool.urllib3._put_conn(conn)
+                if error is None:
+                    raise
+                raise error from exc
+            self._opened.add(conn)
+        return conn
+
+    def give_back(self, conn: HTTPConnection, *, reusable: bool) -> None:
+        """Return ``conn`` to the pool; closed first unless ``reusable``."""
+        if not reusable:
+            conn.close()
+        pool = self._pool
+        if pool is None:
+            conn.close()
+            return
+        pool.urllib3._put_conn(conn)
+
+    def close(self) -> None:
+        """Close the idle connections (calls may still open new ones)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.session.close()
+
+    def _current(self) -> _Pool:
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                pool = self._pool
+                if pool is None:
+                    pool = self._pool = _Pool(self.endpoint_url, self._settings)
+        return pool
+
+    def _forked(self) -> None:
+        """In a forked child: close its copies of the parent's connections; open its own.
+
+        Nothing of urllib3's is called: its locks may have been held by a thread of the
+        parent at the fork. The parent's pool is left alone (its copies, unreferenced,
+        would be closed by its finalizer, which takes those locks), kept in :data:`_LEFT`.
+        """
+        self._lock = threading.Lock()
+        if self._pool is not None:
+            _LEFT.append(self._pool)
+        self._pool = None
+        for conn in list(self._opened):
+            sock = conn.sock
+            if sock is not None:
+                sock.close()  # this process's copy: the parent's stays open
+        self._opened = weakref.WeakSet()
+
+    def __repr__(self) -> str:
+        return f"<Connections {self.endpoint_url}>"
+
+
+class _Pool:
+    """The urllib3 pool of one endpoint and how requests go through it."""
+
+    def __init__(self, endpoint_url: str, settings: dict[str, Any]) -> None:
+        self.endpoint_url = endpoint_url
+        url = endpoint_url.rstrip("/") + "/"  # the URL of each call, as botocore makes it
+        # Its private helpers are those its send() uses: the pool as botocore chooses it.
+        session: Any = botocore.httpsession.URLLib3Session(**settings)
+        self.session = session
+        self.proxy_url: str | None = session._proxy_config.proxy_url_for(url)
+        manager = session._get_connection_manager(url, self.proxy_url)
+        pool: HTTPConnectionPool = manager.connection_from_url(url)
+        session._setup_ssl_cert(pool, url, settings["verify"])
+        self.urllib3 = pool
+        self.target: str = session._get_request_target(url, self.proxy_url)
+        scheme = urlsplit(endpoint_url).scheme
+        self.tunnel = connection_requires_http_tunnel(pool.proxy, pool.proxy_config, scheme)
+        # What urllib3 adds to a request it forwards (not one tunnelled through CONNECT).
+        self.extra_headers: dict[str, str] = {} if self.tunnel else dict(pool.proxy_headers)
+
+    def get(self) -> HTTPConnection:
+        """An idle connection (urllib3 drops one the server closed), or a new unconnected one."""
+        return cast("HTTPConnection", self.urllib3._get_conn())
+
+    def connect(self, conn: HTTPConnection) -> None:
+        conn.timeout = self.urllib3.timeout.connect_timeout  # type: ignore[assignment]
+        if self.tunnel:
+            self.urllib3._prepare_proxy(conn)  # CONNECT, then TLS to the endpoint
+        else:
+            conn.connect()
+
+    def connect_error(self, exc: BaseException, conn: HTTPConnection) -> Exception | None:
+        """The botocore exception for ``exc``, met connecting ``conn``; ``None``: none.
+
+        As botocore's HTTP session names what urllib3 raises. A failure before the proxy
+        answered is the proxy's (urllib3 2 tells when it has; with urllib3 1.26 every
+        failure to connect through a proxy is).
+        """
+        if not isinstance(exc, OSError | urllib3.exceptions.HTTPError | ValueError):
+            return None
+        url = self.endpoint_url
+        if self.proxy_url is not None and not getattr(conn, "has_connected_to_proxy", False):
+            proxy_url = botocore.httpsession.mask_proxy_url(self.proxy_url)
+            return botocore.exceptions.ProxyConnectionError(proxy_url=proxy_url, error=exc)
+        if isinstance(exc, _TLS_ERRORS):
+            return botocore.exceptions.SSLError(endpoint_url=url, error=exc)
+        if isinstance(exc, urllib3.exceptions.NewConnectionError):  # before: it is a timeout's
+            return botocore.exceptions.EndpointConnectionError(endpoint_url=url, error=exc)
+        if isinstance(exc, urllib3.exceptions.ConnectTimeoutError | TimeoutError):
+            return botocore.exceptions.ConnectTimeoutError(endpoint_url=url, error=exc)
+        return botocore.exceptions.EndpointConnectionError(endpoint_url=url, error=exc)
+
+
+#: What TLS failing raises: the ssl module's errors, urllib3's, a name not matching.
+_TLS_ERRORS = (ssl.SSLError, ssl.CertificateError, urllib3.exceptions.SSLError, CertificateError)
+
+
+def _after_fork_in_child() -> None:
+    for connections in list(_ALL):
+        connections._forked()
+
+
+#: Every Connections of this process, made anew in a forked child.
+_ALL: weakref.WeakSet[Connections] = weakref.WeakSet()
+
+#: Pools a forked child left to its parent (see Connections._forked): never touched again.
+_LEFT: list[_Pool] = []
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

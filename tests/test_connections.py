@@ -1,0 +1,237 @@
+"""The direct path's connections (activities._aws.connections): urllib3's pool set up as
+botocore sets up its own, through real proxies and TLS servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+import botocore.config
+import botocore.exceptions
+import botocore.session
+import pytest
+
+from activities import make_client
+from activities._aws.wire import Wire, allow_direct
+from activities.local import free_port
+from tests.proxies import TunnelProxy
+from tests.test_wire import TLS, Scripted, credentials
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+CA = str(TLS / "cert.pem")  # the servers' self-signed certificate, trusted as a CA
+CLIENT_CERT = (str(TLS / "cert.pem"), str(TLS / "key.pem"))  # the same pair, as the client's
+
+
+def serving(scripted: Scripted) -> Iterator[Scripted]:
+    with scripted:
+        threading.Thread(target=scripted.serve_forever, args=(0.05,), daemon=True).start()
+        yield scripted
+        scripted.stopping.set()
+        scripted.shutdown()
+
+
+@pytest.fixture
+def server() -> Iterator[Scripted]:
+    yield from serving(Scripted())
+
+
+@pytest.fixture
+def tls_server() -> Iterator[Scripted]:
+    yield from serving(Scripted(tls=True))
+
+
+@pytest.fixture
+def cert_server() -> Iterator[Scripted]:
+    """A TLS server that serves only a client with a certificate its CA signed."""
+    yield from serving(Scripted(tls=True, client_ca=TLS / "cert.pem"))
+
+
+@pytest.fixture
+def proxy() -> Iterator[TunnelProxy]:
+    with TunnelProxy() as tunnel:
+        yield tunnel
+
+
+def wire(url: str, **kwargs: Any) -> Wire:
+    return Wire(url, region="eu-west-1", credentials=credentials(), **kwargs)
+
+
+def heartbeat(direct: Wire, token: str = "t") -> dict[str, Any]:  # noqa: S107 - a task token
+    return direct.call("SendTaskHeartbeat", {"taskToken": token}, timeout=5)
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class TestThroughAProxy:
+    def test_https_is_tunnelled_and_the_tunnel_kept_alive(
+        self, tls_server: Scripted, proxy: TunnelProxy
+    ) -> None:
+        direct = wire(tls_server.url, verify=CA, proxies={"https": proxy.url})
+        for token in ("a", "b", "c"):
+            assert heartbeat(direct, token) == {}
+        port = tls_server.server_address[1]
+        assert [target for target, _ in proxy.connects] == [f"127.0.0.1:{port}"]
+        assert tls_server.connections == 1
+        assert [json.loads(body)["taskToken"] for _, body in tls_server.requests] == list("abc")
+        assert tls_server.targets == ["/", "/", "/"]
+
+    def test_the_proxys_credentials_go_with_the_connect_only(self, tls_server: Scripted) -> None:
+        with TunnelProxy(require=basic("user", "pa ss")) as proxy:
+            url = proxy.url.replace("http://", "http://user:pa%20ss@")
+            direct = wire(tls_server.url, verify=CA, proxies={"https": url})
+            assert heartbeat(direct) == {}
+        assert proxy.connects[0][1]["proxy-authorization"] == basic("user", "pa ss")
+        headers, _ = tls_server.requests[0]
+        assert "Proxy-Authorization" not in headers
+
+    def test_a_refused_tunnel_is_a_proxy_error(self, tls_server: Scripted) -> None:
+        with TunnelProxy(require=basic("user", "right")) as proxy:
+            url = proxy.url.replace("http://", "http://user:wrong@")
+            direct = wire(tls_server.url, verify=CA, proxies={"https": url})
+            with pytest.raises(botocore.exceptions.ProxyConnectionError) as caught:
+                heartbeat(direct)
+        assert "wrong" not in str(caught.value)  # the proxy's URL is masked
+        assert tls_server.requests == []
+
+    def test_no_proxy_listening_is_a_proxy_error(self, tls_server: Scripted) -> None:
+        direct = wire(
+            tls_server.url, verify=CA, proxies={"https": f"http://127.0.0.1:{free_port()}"}
+        )
+        with pytest.raises(botocore.exceptions.ProxyConnectionError):
+            heartbeat(direct)
+
+    def test_the_endpoints_certificate_is_checked_through_the_tunnel(
+        self, tls_server: Scripted, proxy: TunnelProxy
+    ) -> None:
+        direct = wire(tls_server.url, proxies={"https": proxy.url})  # botocore's bundle
+        with pytest.raises(botocore.exceptions.SSLError):
+            heartbeat(direct)
+        assert len(proxy.connects) == 1
+        assert tls_server.requests == []
+
+    def test_http_is_forwarded_with_its_url(self, server: Scripted) -> None:
+        """Plain HTTP goes to the proxy itself, the request naming the endpoint in full.
+
+        The scripted server stands in for a forwarding proxy: it answers what it is sent.
+        """
+        proxy_url = server.url.replace("http://", "http://user:secret@")
+        direct = wire("http://states.invalid:8080", proxies={"http": proxy_url})
+        assert heartbeat(direct) == {}
+        headers, _ = server.requests[0]
+        assert server.targets == ["http://states.invalid:8080/"]
+        assert headers["Host"] == "states.invalid:8080"  # as signed
+        assert headers["Proxy-Authorization"] == basic("user", "secret")
+
+
+class TestClientCertificate:
+    def test_a_client_certificate_is_presented(self, cert_server: Scripted) -> None:
+        direct = wire(cert_server.url, verify=CA, client_cert=CLIENT_CERT)
+        assert heartbeat(direct) == {}
+        assert len(cert_server.requests) == 1
+
+    def test_without_one_the_server_refuses(self, cert_server: Scripted) -> None:
+        direct = wire(cert_server.url, verify=CA)
+        # TLS 1.3 tells the client of the refusal after its handshake: at the first read.
+        with pytest.raises(
+            (botocore.exceptions.SSLError, botocore.exceptions.ConnectionClosedError)
+        ):
+            heartbeat(direct)
+        assert cert_server.requests == []
+
+
+class TestTLS:
+    def test_a_bundle_that_cannot_be_read_fails_as_botocore_fails(
+        self, tls_server: Scripted, tmp_path: Any
+    ) -> None:
+        direct = wire(tls_server.url, verify=str(tmp_path / "missing.pem"))
+        with pytest.raises(botocore.exceptions.SSLError):
+            heartbeat(direct)
+
+
+class TestFromTheClient:
+    """What a client made by make_client (or botocore) is configured with, the direct path uses."""
+
+    @pytest.fixture(autouse=True)
+    def _environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        for name in (
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "NO_PROXY",
+            "no_proxy",
+        ):
+            monkeypatch.delenv(name, raising=False)
+
+    def test_https_proxy_and_ca_bundle_from_the_environment(
+        self, monkeypatch: pytest.MonkeyPatch, tls_server: Scripted, proxy: TunnelProxy
+    ) -> None:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("AWS_CA_BUNDLE", CA)
+        client = make_client(region_name="eu-west-1", endpoint_url=tls_server.url)
+        direct = Wire.of(client)
+        assert direct is not None
+        assert heartbeat(direct) == {}
+        assert len(proxy.connects) == 1
+
+    def test_no_proxy_exempts_the_endpoint(
+        self, monkeypatch: pytest.MonkeyPatch, tls_server: Scripted, proxy: TunnelProxy
+    ) -> None:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        monkeypatch.setenv("AWS_CA_BUNDLE", CA)
+        direct = Wire.of(make_client(region_name="eu-west-1", endpoint_url=tls_server.url))
+        assert direct is not None
+        assert heartbeat(direct) == {}
+        assert proxy.connects == []
+
+    def test_a_configured_client_certificate_and_proxy(
+        self, cert_server: Scripted, proxy: TunnelProxy
+    ) -> None:
+        client = botocore.session.get_session().create_client(
+            "stepfunctions",
+            "eu-west-1",
+            endpoint_url=cert_server.url,
+            verify=CA,
+            config=botocore.config.Config(client_cert=CLIENT_CERT, proxies={"https": proxy.url}),
+        )
+        allow_direct(client)
+        direct = Wire.of(client)
+        assert direct is not None
+        assert heartbeat(direct) == {}
+        assert len(proxy.connects) == 1
+        assert len(cert_server.requests) == 1
+
+
+class TestFork:
+    def test_a_child_closes_its_copies_and_tunnels_anew(
+        self, tls_server: Scripted, proxy: TunnelProxy
+    ) -> None:
+        direct = wire(tls_server.url, verify=CA, proxies={"https": proxy.url})
+        heartbeat(direct, "parent")
+        pid = os.fork()
+        if pid == 0:  # the child: one call of its own, then out without pytest's cleanup
+            code = 1
+            try:
+                heartbeat(direct, "child")
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        heartbeat(direct, "parent again")
+        assert len(proxy.connects) == 2  # the parent's tunnel, kept; the child's own
+        assert [json.loads(body)["taskToken"] for _, body in tls_server.requests] == [
+            "parent",
+            "child",
+            "parent again",
+        ]
