@@ -95,8 +95,8 @@ def make_client(
         direct: let :class:`~activities.ActivityClient` make the activity API's four calls
             (polls, outcomes, heartbeats) over connections of its own, signed with this
             client's credentials, instead of through botocore: about four times less CPU
-            per call (see ``activities._aws.wire``; not with a proxy or a client
-            certificate, which go through botocore). ``False`` sends them through
+            per call (see ``activities._aws.wire``; connections, TLS and proxies as
+            botocore sets them up, on urllib3's pool). ``False`` sends them through
             botocore, where event hooks and instrumentation (X-Ray, OpenTelemetry) see them.
     """
     config = botocore.config.Config(
