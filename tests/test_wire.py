@@ -32,7 +32,7 @@ from activities import (
     Throttled,
     make_client,
 )
-from activities._aws.wire import Wire, allow_direct
+from activities._aws.wire import MAX_IDLE, Wire, allow_direct
 from activities.local import free_port
 from tests.test_client import THROTTLING_CODES
 
@@ -380,6 +380,15 @@ class TestWhichClients:
         assert direct is not None
         assert direct.endpoint_url == "http://127.0.0.1:9"
         assert ActivityClient(client)._wire is not None
+
+    def test_as_many_idle_connections_as_the_client_keeps(self) -> None:
+        """The worker sizes its client's pool for its polls: the direct path keeps as many."""
+        sized = Wire.of(make_client(region_name="eu-west-1", max_pool_connections=300))
+        small = Wire.of(make_client(region_name="eu-west-1", max_pool_connections=4))
+        assert sized is not None
+        assert small is not None
+        assert sized._connections._current().urllib3.pool.maxsize == 300
+        assert small._connections._current().urllib3.pool.maxsize == MAX_IDLE
 
     def test_unless_told_not_to(self) -> None:
         client = make_client(region_name="eu-west-1", direct=False)

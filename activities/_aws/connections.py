@@ -10,8 +10,9 @@ urllib3 opens the connection, tunnels it through the proxy (``CONNECT``), wraps 
 and drops an idle connection the server closed. Only the request and its answer are written
 and read by :mod:`activities._aws.exchange`, on the connection's socket.
 
-The pool is this :class:`Connections`'s own, not the botocore client's (whose size is the
-client's ``max_pool_connections``): at most :data:`MAX_IDLE` idle connections are kept. A
+The pool is this :class:`Connections`'s own, not the botocore client's: it keeps at most
+``max_idle`` idle connections (the client's ``max_pool_connections`` or :data:`MAX_IDLE`,
+whichever is more; urllib3 closes the ones over, with a warning, as for botocore's). A
 forked child never uses its parent's connections: it closes its copies and opens its own.
 """
 
@@ -66,6 +67,7 @@ class Connections:
         connect_timeout: seconds to wait for a connection (the proxy's tunnel and TLS
             included).
         tcp_keepalive: turn TCP keep-alive on for the connections.
+        max_idle: idle connections kept, at most.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class Connections:
         client_cert: str | tuple[str, str] | None = None,
         connect_timeout: float = 10.0,
         tcp_keepalive: bool = False,
+        max_idle: int = MAX_IDLE,
     ) -> None:
         self.endpoint_url = endpoint_url
         # As botocore's endpoint sets the sockets up: no Nagle, keep-alive if asked.
@@ -91,7 +94,7 @@ class Connections:
             "client_cert": client_cert,
             # The read timeout is each call's (see exchange): this one is never used.
             "timeout": (connect_timeout, connect_timeout),
-            "max_pool_connections": MAX_IDLE,
+            "max_pool_connections": max_idle,
             "socket_options": options,
         }
         self._lock = threading.Lock()

@@ -93,6 +93,7 @@ class Wire:
         proxies: proxy URLs by scheme, as botocore resolved them for the client.
         proxies_config: botocore's ``proxies_config`` (a proxy's own TLS, forwarding).
         client_cert: a client certificate: one file with its key, or (certificate, key).
+        max_idle: idle connections kept, at most.
     """
 
     def __init__(
@@ -110,6 +111,7 @@ class Wire:
         proxies: Mapping[str, str] | None = None,
         proxies_config: Mapping[str, Any] | None = None,
         client_cert: str | tuple[str, str] | None = None,
+        max_idle: int = MAX_IDLE,
     ) -> None:
         parts = urlsplit(endpoint_url)
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
@@ -138,6 +140,7 @@ class Wire:
             client_cert=client_cert,
             connect_timeout=connect_timeout,
             tcp_keepalive=tcp_keepalive,
+            max_idle=max_idle,
         )
 
     @classmethod
@@ -179,6 +182,8 @@ class Wire:
                 proxies=http_session._proxy_config._proxies,  # type: ignore[union-attr]
                 proxies_config=config.proxies_config,
                 client_cert=config.client_cert,
+                # As many as botocore's pool keeps (sized for the polls), MAX_IDLE at least.
+                max_idle=max(config.max_pool_connections or 0, MAX_IDLE),
             )
         except ValueError as exc:
             logger.debug("the activity calls go through botocore: %s", exc)
