@@ -26,6 +26,11 @@ def install_group(session: nox.Session, group: str, *, project: bool = True) -> 
 #: on private ``multiprocessing`` state, which a Python release may change.
 OTHER_PYTHONS = ["3.12", "3.13"]
 
+#: What the unit tests of an interpreter run with besides the tests' group: on 3.12, the
+#: oldest urllib3 botocore allows (1.26), so that the direct path's use of urllib3's pool
+#: (``activities._aws.connections``) is checked against both of its majors.
+UNIT_EXTRAS = {"3.12": ["urllib3<2"]}
+
 
 def _find_pyenv_pythons() -> None:
     """Put pyenv's installed-but-not-selected interpreters of OTHER_PYTHONS on the PATH.
@@ -65,8 +70,12 @@ def unit(session: nox.Session) -> None:
     """Run the tests that need no local Step Functions on Python 3.12 and 3.13.
 
     LocalStack runs on 3.11 only (``docs/local.md``); ``tests`` runs every test there.
+    3.12's run with urllib3 1.26 (``UNIT_EXTRAS``).
     """
     install_group(session, "tests")
+    extras = UNIT_EXTRAS.get(str(session.python), [])
+    if extras:
+        session.install(*extras)
     session.run("pytest", *parallel(session), "-m", "not integration", *session.posargs)
 
 

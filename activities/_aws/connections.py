@@ -230,13 +230,16 @@ class _Pool:
         """The botocore exception for ``exc``, met connecting ``conn``; ``None``: none.
 
         As botocore's HTTP session names what urllib3 raises. A failure before the proxy
-        answered is the proxy's (urllib3 2 tells when it has; with urllib3 1.26 every
-        failure to connect through a proxy is).
+        answered is the proxy's: urllib3 2 tells when it has; with urllib3 1.26, every
+        failure to connect through a proxy but TLS's is.
         """
         if not isinstance(exc, OSError | urllib3.exceptions.HTTPError | ValueError):
             return None
         url = self.endpoint_url
-        if self.proxy_url is not None and not getattr(conn, "has_connected_to_proxy", False):
+        through = getattr(conn, "has_connected_to_proxy", None)  # None: urllib3 1.26
+        if self.proxy_url is not None and (
+            through is False or (through is None and not isinstance(exc, _TLS_ERRORS))
+        ):
             proxy_url = botocore.httpsession.mask_proxy_url(self.proxy_url)
             return botocore.exceptions.ProxyConnectionError(proxy_url=proxy_url, error=exc)
         if isinstance(exc, _TLS_ERRORS):
