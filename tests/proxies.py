@@ -1,8 +1,11 @@
-"""An HTTP proxy that tunnels (``CONNECT``), on 127.0.0.1, for tests of the direct path.
+"""An HTTP proxy on 127.0.0.1 that tunnels and forwards, for tests of the direct path.
 
 It answers ``CONNECT host:port`` by connecting to ``host:port`` and relaying bytes both
-ways until either side closes; it records each ``CONNECT`` with its headers. With
-``require`` set, a ``CONNECT`` without that ``Proxy-Authorization`` is refused with 407.
+ways until either side closes; it records each ``CONNECT`` with its headers. A request
+naming its URL in full (``POST http://host:port/ HTTP/1.1``) is forwarded: sent as it is
+to ``host:port`` (a server takes that form too), then the connection is relayed both
+ways; the first request of each connection is recorded. With ``require`` set, a request
+without that ``Proxy-Authorization`` is refused with 407.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import socket
 import socketserver
 import threading
 from typing import Self
+from urllib.parse import urlsplit
 
 
 class TunnelProxy(socketserver.ThreadingTCPServer):
@@ -25,6 +29,8 @@ class TunnelProxy(socketserver.ThreadingTCPServer):
         self.require = require
         #: Each CONNECT: its target and its headers (lower-case names).
         self.connects: list[tuple[str, dict[str, str]]] = []
+        #: The first request forwarded on each connection: its target and its headers.
+        self.forwarded: list[tuple[str, dict[str, str]]] = []
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
 
@@ -41,30 +47,39 @@ class _Tunnel(socketserver.StreamRequestHandler):
     server: TunnelProxy
 
     def handle(self) -> None:
-        line = self.rfile.readline(65537).decode("latin-1")
+        head = [self.rfile.readline(65537)]
         headers: dict[str, str] = {}
         while (header := self.rfile.readline(65537)) not in {b"\r\n", b"\n", b""}:
+            head.append(header)
             name, _, value = header.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
-        method, target, _ = [*line.split(), "", "", ""][:3]
-        if method != "CONNECT":
-            self.wfile.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+        head.append(b"\r\n")
+        method, target, _ = [*head[0].decode("latin-1").split(), "", "", ""][:3]
+        tunnel = method == "CONNECT"
+        if not tunnel and not target.startswith("http://"):
+            self.wfile.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
             return
-        self.server.connects.append((target, headers))
+        (self.server.connects if tunnel else self.server.forwarded).append((target, headers))
         if self.server.require and headers.get("proxy-authorization") != self.server.require:
             self.wfile.write(
                 b"HTTP/1.1 407 Proxy Authentication Required\r\n"
                 b'Proxy-Authenticate: Basic realm="tests"\r\nContent-Length: 0\r\n\r\n'
             )
             return
-        host, _, port = target.rpartition(":")
+        address = target if tunnel else urlsplit(target).netloc
+        host, _, port = address.rpartition(":")
         try:
             upstream = socket.create_connection((host, int(port)), timeout=5)
         except OSError:
             self.wfile.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
             return
-        self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        self.wfile.flush()
+        upstream.settimeout(None)
+        if tunnel:
+            self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            self.wfile.flush()
+        else:  # the request as it came (a request waits for its answer: nothing more was sent)
+            body = self.rfile.read(int(headers.get("content-length", "0")))
+            upstream.sendall(b"".join(head) + body)
         with upstream:
             back = threading.Thread(target=_relay, args=(upstream, self.connection), daemon=True)
             back.start()

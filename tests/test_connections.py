@@ -6,6 +6,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -17,10 +20,14 @@ import pytest
 from activities import make_client
 from activities._aws.wire import Wire, allow_direct
 from activities.local import free_port
+from tests.processes import ROOT, bench_environment
 from tests.proxies import TunnelProxy
+from tests.test_endpoint_worker import completed, load
 from tests.test_wire import TLS, Scripted, credentials
+from tests.waiting import wait_until
 
 if TYPE_CHECKING:
+    import pathlib
     from collections.abc import Iterator
 
 CA = str(TLS / "cert.pem")  # the servers' self-signed certificate, trusted as a CA
@@ -148,7 +155,7 @@ class TestClientCertificate:
 
 class TestTLS:
     def test_a_bundle_that_cannot_be_read_fails_as_botocore_fails(
-        self, tls_server: Scripted, tmp_path: Any
+        self, tls_server: Scripted, tmp_path: pathlib.Path
     ) -> None:
         direct = wire(tls_server.url, verify=str(tmp_path / "missing.pem"))
         with pytest.raises(botocore.exceptions.SSLError):
@@ -235,3 +242,38 @@ class TestFork:
             "child",
             "parent again",
         ]
+
+
+class TestAWorkerThroughAProxy:
+    def test_its_polls_and_its_task_processes_outcomes(
+        self, bench_endpoint: str, tmp_path: pathlib.Path
+    ) -> None:
+        """``HTTP_PROXY`` as a user sets it: every call goes through the proxy, on the direct path.
+
+        The proxy records the first request of each connection: a task process's first
+        is its first outcome (it does not poll).
+        """
+        environment = {**bench_environment(bench_endpoint), "TMPDIR": str(tmp_path)}
+        for name in ("NO_PROXY", "no_proxy", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+            environment.pop(name, None)
+        command = [sys.executable, "-m", "activities", "worker", "tests.metrics_workload"]
+        command += ["--processes", "2"]
+        with TunnelProxy() as proxy, (tmp_path / "worker.log").open("w") as log:
+            environment["HTTP_PROXY"] = proxy.url
+            worker = subprocess.Popen(command, cwd=ROOT, env=environment, stderr=log)
+            try:
+                load(bench_endpoint, 10, verdict="ok")
+                assert wait_until(lambda: completed(bench_endpoint) == 10)
+                worker.send_signal(signal.SIGTERM)
+                assert worker.wait(60) == 0
+            finally:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+        assert {target for target, _ in proxy.forwarded} == {f"{bench_endpoint}/"}
+        firsts = {
+            (headers["x-amz-target"], headers["user-agent"].split()[0])
+            for _, headers in proxy.forwarded
+        }
+        assert ("AWSStepFunctions.GetActivityTask", "sfn-activities") in firsts
+        assert ("AWSStepFunctions.SendTaskSuccess", "sfn-activities") in firsts
