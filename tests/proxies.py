@@ -5,7 +5,8 @@ ways until either side closes; it records each ``CONNECT`` with its headers. A r
 naming its URL in full (``POST http://host:port/ HTTP/1.1``) is forwarded: sent as it is
 to ``host:port`` (a server takes that form too), then the connection is relayed both
 ways; the first request of each connection is recorded. With ``require`` set, a request
-without that ``Proxy-Authorization`` is refused with 407.
+without that ``Proxy-Authorization`` is refused with 407. With ``tls``, it is an HTTPS
+proxy: its clients speak TLS to it first.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import contextlib
 import socket
 import socketserver
 import threading
-from typing import Self
+from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import ssl
 
 
 class TunnelProxy(socketserver.ThreadingTCPServer):
@@ -24,14 +28,17 @@ class TunnelProxy(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, *, require: str | None = None) -> None:
+    def __init__(self, *, require: str | None = None, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Tunnel)
         self.require = require
+        if tls is not None:  # an HTTPS proxy: TLS to the proxy, then (tunnelled) the endpoint's
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
         #: Each CONNECT: its target and its headers (lower-case names).
         self.connects: list[tuple[str, dict[str, str]]] = []
         #: The first request forwarded on each connection: its target and its headers.
         self.forwarded: list[tuple[str, dict[str, str]]] = []
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server_address[1]}"
         self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self) -> Self:

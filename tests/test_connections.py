@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ import botocore.config
 import botocore.exceptions
 import botocore.session
 import pytest
+import urllib3
 
 from activities import make_client
 from activities._aws.wire import Wire, allow_direct
@@ -62,6 +64,14 @@ def cert_server() -> Iterator[Scripted]:
 def proxy() -> Iterator[TunnelProxy]:
     with TunnelProxy() as tunnel:
         yield tunnel
+
+
+#: A proxy's TLS failing, as botocore names it: urllib3 1.26 does not say it was the proxy's.
+PROXY_TLS_ERROR = (
+    botocore.exceptions.ProxyConnectionError
+    if int(urllib3.__version__.split(".")[0]) >= 2
+    else botocore.exceptions.SSLError
+)
 
 
 def wire(url: str, **kwargs: Any) -> Wire:
@@ -122,6 +132,26 @@ class TestThroughAProxy:
             heartbeat(direct)
         assert len(proxy.connects) == 1
         assert tls_server.requests == []
+
+    def test_an_https_proxy_tunnels_tls_within_tls(self, tls_server: Scripted) -> None:
+        """The proxy's own certificate is checked with ``proxies_config``'s bundle."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(TLS / "cert.pem", TLS / "key.pem")
+        with TunnelProxy(tls=context) as proxy:
+            direct = wire(
+                tls_server.url,
+                verify=CA,
+                proxies={"https": proxy.url},
+                proxies_config={"proxy_ca_bundle": CA},
+            )
+            for token in ("a", "b"):
+                assert heartbeat(direct, token) == {}
+            untrusted = wire(tls_server.url, proxies={"https": proxy.url})
+            with pytest.raises(PROXY_TLS_ERROR):
+                heartbeat(untrusted)  # the proxy's certificate, not in botocore's bundle
+        assert len(proxy.connects) == 1
+        assert tls_server.connections == 1
+        assert len(tls_server.requests) == 2
 
     def test_http_is_forwarded_with_its_url(self, server: Scripted) -> None:
         """Plain HTTP goes to the proxy itself, the request naming the endpoint in full.
