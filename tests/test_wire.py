@@ -417,6 +417,19 @@ class TestWhichClients:
         assert direct is not None
         assert direct._connections.proxy_url == "http://proxy.example:3129"
 
+    def test_proxy_settings_urllib3_refuses_go_through_botocore(self) -> None:
+        """botocore then says what is wrong, at each call, as it would without the direct path."""
+        client = botocore.session.get_session().create_client(
+            "stepfunctions",
+            "eu-west-1",
+            config=botocore.config.Config(
+                proxies={"https": "https://proxy.example:3128"},
+                proxies_config={"proxy_ca_bundle": "/nonexistent/ca.pem"},
+            ),
+        )
+        allow_direct(client)
+        assert Wire.of(client) is None
+
     def test_no_proxy_alone_is_no_proxy(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("NO_PROXY", "169.254.169.254")
         direct = Wire.of(make_client(region_name="eu-west-1"))

@@ -68,6 +68,10 @@ class Connections:
             included).
         tcp_keepalive: turn TCP keep-alive on for the connections.
         max_idle: idle connections kept, at most.
+
+    Raises:
+        ValueError: botocore or urllib3 refuse the settings (a proxy's CA bundle or
+            certificate that cannot be read, a proxy URL they cannot parse).
     """
 
     def __init__(
@@ -98,7 +102,11 @@ class Connections:
             "socket_options": options,
         }
         self._lock = threading.Lock()
-        self._pool: _Pool | None = None
+        try:  # made now, so that settings refused are refused here, not at each call
+            self._pool: _Pool | None = _Pool(endpoint_url, self._settings)
+        except Exception as exc:
+            msg = f"no connections can be made with these settings: {exc}"
+            raise ValueError(msg) from exc
         # Every connection opened, to close this process's copies of them after a fork.
         self._opened: weakref.WeakSet[HTTPConnection] = weakref.WeakSet()
         _ALL.add(self)

@@ -149,7 +149,8 @@ class Wire:
 
         ``None`` unless :func:`allow_direct` was called on it, or when its configuration is
         one the direct path does not speak: an HTTP session not botocore's own, an
-        endpoint that is not http(s) or has a path, botocore's calls instrumented (a
+        endpoint that is not http(s) or has a path, proxy settings botocore or urllib3
+        refuse (botocore then says why at each call), botocore's calls instrumented (a
         wrapped ``_make_api_call``, as X-Ray and OpenTelemetry wrap it, when the client is
         made). The client's proxies (its config's, or ``HTTP(S)_PROXY`` and ``NO_PROXY`` as
         botocore read them), ``proxies_config``, client certificate and CA bundle are the
