@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from activities.task import Task
 
-__all__ = ["Activity", "activity_name_problem", "is_activity_arn"]
+__all__ = ["DEFAULT_CADENCE", "Activity", "activity_name_problem", "cadence", "is_activity_arn"]
 
 #: The longest activity name Step Functions accepts.
 MAX_NAME_LENGTH = 80
@@ -29,6 +29,26 @@ FORBIDDEN_NAME_CHARACTERS = frozenset('<>{}[]?*"#%\\^|~`$&,;:/')
 #: every third of it: at least a second apart (a task spends at most a heartbeat a second of
 #: the account's quota), with two seconds left for a late or retried heartbeat to land.
 MIN_HEARTBEAT_SECONDS = 3
+
+#: Seconds between two heartbeats of a task whose activity declares neither
+#: ``heartbeat_seconds`` nor ``heartbeat_interval``: at its yields, and while it waits in
+#: the buffer. Made for states whose ``HeartbeatSeconds`` is 30 or more (a heartbeat every
+#: third of it); a task costs a tenth of a heartbeat a second of the account's quota.
+DEFAULT_CADENCE = 10.0
+
+
+def cadence(activity: type[Activity], interval: float | None) -> float:
+    """Seconds between two heartbeats of a task of ``activity``.
+
+    A third of its ``heartbeat_seconds``, or ``interval`` (its ``heartbeat_interval``, or
+    the worker's override) when that is shorter; ``interval`` alone when it declares no
+    ``heartbeat_seconds``; :data:`DEFAULT_CADENCE` when it has neither.
+    """
+    seconds = activity.heartbeat_seconds
+    candidates = [seconds / 3] if seconds is not None else []
+    if interval is not None:
+        candidates.append(interval)
+    return min(candidates) if candidates else DEFAULT_CADENCE
 
 
 def activity_name_problem(name: object) -> str | None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from activities._activity import cadence
 from activities._ops import tracing
 from activities.errors import (
     ActivityDefinitionError,
@@ -192,17 +194,41 @@ class Reporter(Protocol):
         """Send the outcome of the task ``token``."""
 
 
+class _AtCadence:
+    """Send through ``send`` when called only if ``every`` seconds passed since the last send.
+
+    The first is due ``every`` seconds after it is made (the task was just received).
+    """
+
+    def __init__(self, send: Callable[[], None], every: float) -> None:
+        self._send = send
+        self._every = every
+        self._due = time.monotonic() + every
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self._due:
+            return
+        self._due = now + self._every  # a failed send is not retried at each yield
+        self._send()
+
+
 def process(client: Reporter, activity: Activity, task: Task) -> Outcome:
     """Run ``task`` on ``activity`` with ``client``'s heartbeats, then send its outcome.
 
-    What :meth:`ActivityClient.process <activities.ActivityClient.process>` does. An output
+    What :meth:`ActivityClient.process <activities.ActivityClient.process>` does. A
+    ``yield`` or ``heartbeat()`` of ``run()`` sends a heartbeat when one is due, at the
+    activity's cadence (:func:`~activities._activity.cadence`: a third of its
+    ``heartbeat_seconds``, its ``heartbeat_interval``, or 10 s), counted from the start; a
+    call between two due times sends nothing, as in a worker. An output
     Step Functions refuses as invalid is replaced by an ``activities.SerializationError``
     failure, sent in its place. When Step Functions says the task is gone, the outcome
     is :class:`Cancelled` (dropped), or, when an earlier attempt of it got no answer or
     botocore retried it, the outcome (that attempt may have delivered it); a warning says
     which.
     """
-    outcome = execute(activity, task, lambda: client.send_heartbeat(task.token))
+    every = cadence(type(activity), type(activity).heartbeat_interval)
+    outcome = execute(activity, task, _AtCadence(lambda: client.send_heartbeat(task.token), every))
     try:
         try:
             client.send_outcome(task.token, outcome)

@@ -35,6 +35,7 @@ from activities._aws.outage import ALONE_AFTER, Hearing
 from activities._aws.retry import Pacer
 from activities._aws.sfnclient import READ_TIMEOUT, set_call_timeout
 from activities.local import free_port
+from tests.test_runner import clock
 from transport import CompressedTransport
 
 if TYPE_CHECKING:
@@ -350,9 +351,10 @@ class TestProcess:
     """The public process(); what it does with an outcome is tested in tests/test_runner.py."""
 
     def test_runs_heartbeats_and_sends_the_result(
-        self, stubbed: tuple[ActivityClient, Stubber]
+        self, stubbed: tuple[ActivityClient, Stubber], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """process() is the whole life of a task with the transport applied."""
+        clock(monkeypatch, 60)  # every yield is a cadence after the one before
         client, stubber = stubbed
         task = poll_task(client, stubber, '{"n": 2}')
         stubber.add_response("send_task_heartbeat", {}, {"taskToken": TOKEN})

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from botocore.stub import Stubber
 
     from activities import ActivityClient
+    from activities.outcome import Outcome
 
 
 class Echo(Activity):
@@ -309,13 +310,74 @@ ARN = "arn:aws:states:us-east-1:123456789012:activity:Echo"
 TOKEN = "AAAA-token-" + "t" * 100
 
 
+class Clock:
+    """``time.monotonic`` for :mod:`activities._runner`: ``step`` seconds later at each look."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 1000.0
+        self.step = step
+
+    def monotonic(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def clock(monkeypatch: pytest.MonkeyPatch, step: float) -> None:
+    monkeypatch.setattr(_runner, "time", Clock(step))
+
+
+class Heartbeats:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send_heartbeat(self, token: str) -> None:
+        self.sent.append(token)
+
+    def send_outcome(self, token: str, outcome: Outcome) -> None:
+        pass
+
+
+class TestProcessHeartbeats:
+    """process() heartbeats at yields when one is due, at the activity's cadence."""
+
+    def test_a_yield_between_two_due_times_sends_nothing(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """10 yields 4 s apart, the default cadence of 10 s: due at 10 s, then 10 s after each."""
+        clock(monkeypatch, 4)  # made at 4 s: yields at 8, 12 (sent), 16, 20, 24 (sent), ...
+        client = Heartbeats()
+        task = Task(token="t", activity_arn=ARN, worker_name="w", input='{"n": 10}')
+        assert _runner.process(client, Count(), task) == Success("10")
+        assert client.sent == ["t"] * 3  # at 12, 24, 36 s of 40
+
+    def test_a_third_of_heartbeat_seconds(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        class Declared(Count):
+            heartbeat_seconds = 9  # a heartbeat every 3 s: each yield 4 s apart sends
+
+        clock(monkeypatch, 4)
+        client = Heartbeats()
+        task = Task(token="t", activity_arn=ARN, worker_name="w", input='{"n": 10}')
+        _runner.process(client, Declared(), task)
+        assert len(client.sent) == 10
+
+    def test_a_task_that_ends_before_its_first_due_time_sends_none(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        clock(monkeypatch, 0.001)
+        client = Heartbeats()
+        task = Task(token="t", activity_arn=ARN, worker_name="w", input='{"n": 100}')
+        _runner.process(client, Count(), task)
+        assert client.sent == []
+
+
 class TestProcess:
     """process(): a task run, then its outcome sent (``ActivityClient.process``)."""
 
     def test_heartbeat_timeout_cancels_without_sending(
-        self, stubbed: tuple[ActivityClient, Stubber]
+        self, stubbed: tuple[ActivityClient, Stubber], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """After TaskTimedOut on a heartbeat, no success or failure is sent."""
+        clock(monkeypatch, 60)  # every yield is a cadence after the one before
         client, stubber = stubbed
         task = Task(token=TOKEN, activity_arn=ARN, worker_name="w", input='{"n": 5}')
         stubber.add_client_error("send_task_heartbeat", service_error_code="TaskTimedOut")

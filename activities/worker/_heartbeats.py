@@ -27,6 +27,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from activities._activity import DEFAULT_CADENCE, cadence
 from activities._ops.metrics import NO_METRICS
 from activities.errors import ServiceError, TaskGone
 
@@ -48,12 +49,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Seconds between two heartbeats of a task whose activity declares neither
-#: ``heartbeat_seconds`` nor ``heartbeat_interval``: at its yields, and while it waits in
-#: the buffer. Made for states whose ``HeartbeatSeconds`` is 30 or more (a heartbeat every
-#: third of it); a task costs a tenth of a heartbeat a second of the account's quota.
-DEFAULT_CADENCE = 10.0
 
 #: The share of its cadence a task's first heartbeat may come early, by its token: tasks
 #: received together heartbeat over half a cadence, not all at once (the account's quota is
@@ -79,20 +74,6 @@ HEARTBEAT_THREADS = 16
 def heartbeat_threads(slots: int) -> int:
     """How many heartbeats the tasks of ``slots`` slots of one process send at once."""
     return max(2, min(slots, HEARTBEAT_THREADS))
-
-
-def cadence(activity: type[Activity], interval: float | None) -> float:
-    """Seconds between two heartbeats of a task of ``activity``.
-
-    A third of its ``heartbeat_seconds``, or ``interval`` (its ``heartbeat_interval``, or
-    the worker's override) when that is shorter; ``interval`` alone when it declares no
-    ``heartbeat_seconds``; :data:`DEFAULT_CADENCE` when it has neither.
-    """
-    seconds = activity.heartbeat_seconds
-    candidates = [seconds / 3] if seconds is not None else []
-    if interval is not None:
-        candidates.append(interval)
-    return min(candidates) if candidates else DEFAULT_CADENCE
 
 
 class Job:
