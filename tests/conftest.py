@@ -94,6 +94,29 @@ def fake() -> Iterator[FakeStepFunctions]:
 
 
 @pytest.fixture
+def never_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No task list gets a second poll.
+
+    The limit counts tasks held, not polls open: a poll may open on a busy task list in
+    the moment a task its poll brought is not yet held, and then stays open (documented in
+    ``HandOff._may_poll``). Tests that count the polls at the limit rule that moment out.
+    """
+    monkeypatch.setattr("activities.worker._poll.BUSY_WINDOW", 0.0)
+
+
+@pytest.fixture
+def short_cadence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks of activities that declare no heartbeat_seconds are heartbeated every 0.2 s."""
+    monkeypatch.setattr("activities._activity.DEFAULT_CADENCE", 0.2)  # cadence() reads it
+
+
+@pytest.fixture
+def long_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task list a poll brought a task for stays busy for the test, however slow the machine."""
+    monkeypatch.setattr("activities.worker._poll.BUSY_WINDOW", 600.0)
+
+
+@pytest.fixture
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries of polls and outcomes wait a hundredth of a second: tests of retrying stay fast."""
     monkeypatch.setattr(RetryPolicy, "pause", lambda *_: 0.01)

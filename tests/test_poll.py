@@ -131,12 +131,6 @@ class TestTaskLists:
         assert not lists.paused(0, float("inf"))
 
 
-@pytest.fixture
-def long_busy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A task list marked busy stays busy for the test, however slow the machine."""
-    monkeypatch.setattr("activities.worker._poll.BUSY_WINDOW", 600.0)
-
-
 @pytest.mark.usefixtures("long_busy")
 class TestClaim:
     def test_every_task_list_gets_a_poll_before_any_gets_a_second(self) -> None:
