@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 
 from activities import errors as framework_errors
-from activities._activity import MIN_HEARTBEAT_SECONDS
+from activities._activity import DEFAULT_CADENCE, MIN_HEARTBEAT_SECONDS
 from activities._asl import STATES_ERRORS, activity_name
 from activities.errors import ActivityError, ConfigurationError
 from activities.function import FunctionActivity
 from activities.registry import task_lists as served_task_lists
-from activities.worker._heartbeats import DEFAULT_CADENCE
 from activities.worker._settings import heartbeat_intervals as intervals_of
 from transport import S3ClaimCheckError
 
@@ -254,7 +253,7 @@ def _heartbeats(
     ``heartbeat_interval``, or the worker's override. A class that declares the state's
     ``HeartbeatSeconds`` as its ``heartbeat_seconds`` is heartbeated every third of it,
     whatever it does; one that declares neither is heartbeated every
-    :data:`~activities.worker._heartbeats.DEFAULT_CADENCE` seconds at its yields.
+    :data:`~activities._activity.DEFAULT_CADENCE` seconds at its yields.
     """
     if "HeartbeatSecondsPath" in state:
         return  # set by the execution's input: nothing to hold it against here
