@@ -390,6 +390,22 @@ class TestWhichClients:
         assert sized._connections._current().urllib3.pool.maxsize == 300
         assert small._connections._current().urllib3.pool.maxsize == MAX_IDLE
 
+    def test_the_clients_tls_context_serves_without_a_proxy(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """No second context in each task process; a proxy's pools get their own, as botocore's."""
+        client = make_client(region_name="eu-west-1")
+        direct = Wire.of(client)
+        assert direct is not None
+        theirs = client._endpoint.http_session._manager.connection_pool_kw["ssl_context"]  # type: ignore[attr-defined]
+        assert direct._connections._current().urllib3.conn_kw["ssl_context"] is theirs
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+        through_a_proxy = make_client(region_name="eu-west-1")
+        proxied = Wire.of(through_a_proxy)
+        assert proxied is not None
+        own = through_a_proxy._endpoint.http_session._manager.connection_pool_kw["ssl_context"]  # type: ignore[attr-defined]
+        assert proxied._connections._current().urllib3.conn_kw["ssl_context"] is not own
+
     def test_unless_told_not_to(self) -> None:
         client = make_client(region_name="eu-west-1", direct=False)
         assert Wire.of(client) is None

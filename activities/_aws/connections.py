@@ -68,6 +68,9 @@ class Connections:
             included).
         tcp_keepalive: turn TCP keep-alive on for the connections.
         max_idle: idle connections kept, at most.
+        ssl_context: the TLS context of the connections made without a proxy: the
+            botocore client's own, so that a process does not make (and, forked, copy the
+            pages of) another; ``None``: one made as botocore makes it.
 
     Raises:
         ValueError: botocore or urllib3 refuse the settings (a proxy's CA bundle or
@@ -85,6 +88,7 @@ class Connections:
         connect_timeout: float = 10.0,
         tcp_keepalive: bool = False,
         max_idle: int = MAX_IDLE,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.endpoint_url = endpoint_url
         # As botocore's endpoint sets the sockets up: no Nagle, keep-alive if asked.
@@ -101,9 +105,10 @@ class Connections:
             "max_pool_connections": max_idle,
             "socket_options": options,
         }
+        self._ssl_context = ssl_context
         self._lock = threading.Lock()
         try:  # made now, so that settings refused are refused here, not at each call
-            self._pool: _Pool | None = _Pool(endpoint_url, self._settings)
+            self._pool: _Pool | None = _Pool(endpoint_url, self._settings, ssl_context)
         except Exception as exc:
             msg = f"no connections can be made with these settings: {exc}"
             raise ValueError(msg) from exc
@@ -179,7 +184,7 @@ class Connections:
             with self._lock:
                 pool = self._pool
                 if pool is None:
-                    pool = self._pool = _Pool(self.endpoint_url, self._settings)
+                    pool = self._pool = _Pool(self.endpoint_url, self._settings, self._ssl_context)
         return pool
 
     def _forked(self) -> None:
@@ -206,11 +211,13 @@ class Connections:
 class _Pool:
     """The urllib3 pool of one endpoint and how requests go through it."""
 
-    def __init__(self, endpoint_url: str, settings: dict[str, Any]) -> None:
+    def __init__(
+        self, endpoint_url: str, settings: dict[str, Any], ssl_context: ssl.SSLContext | None
+    ) -> None:
         self.endpoint_url = endpoint_url
         url = endpoint_url.rstrip("/") + "/"  # the URL of each call, as botocore makes it
         # Its private helpers are those its send() uses: the pool as botocore chooses it.
-        session: Any = botocore.httpsession.URLLib3Session(**settings)
+        session: Any = _Session(ssl_context, **settings)
         self.session = session
         self.proxy_url: str | None = session._proxy_config.proxy_url_for(url)
         manager = session._get_connection_manager(url, self.proxy_url)
@@ -257,6 +264,22 @@ class _Pool:
         if isinstance(exc, urllib3.exceptions.ConnectTimeoutError | TimeoutError):
             return botocore.exceptions.ConnectTimeoutError(endpoint_url=url, error=exc)
         return botocore.exceptions.EndpointConnectionError(endpoint_url=url, error=exc)
+
+
+class _Session(botocore.httpsession.URLLib3Session):
+    """botocore's HTTP session, its pools without a proxy on the TLS context given, if any.
+
+    botocore asks for a new context for each pool manager and for a proxy's own TLS,
+    which it then changes: only the first, its manager without a proxy's, is the one given.
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext | None, **settings: Any) -> None:
+        self._given = ssl_context
+        super().__init__(**settings)
+
+    def _get_ssl_context(self) -> ssl.SSLContext:
+        given, self._given = self._given, None
+        return given if given is not None else super()._get_ssl_context()  # type: ignore[misc]
 
 
 #: What TLS failing raises: the ssl module's errors, urllib3's, a name not matching.

@@ -94,6 +94,7 @@ class Wire:
         proxies_config: botocore's ``proxies_config`` (a proxy's own TLS, forwarding).
         client_cert: a client certificate: one file with its key, or (certificate, key).
         max_idle: idle connections kept, at most.
+        ssl_context: the TLS context of connections without a proxy (the client's own).
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class Wire:
         proxies_config: Mapping[str, Any] | None = None,
         client_cert: str | tuple[str, str] | None = None,
         max_idle: int = MAX_IDLE,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(endpoint_url)
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
@@ -141,6 +143,7 @@ class Wire:
             connect_timeout=connect_timeout,
             tcp_keepalive=tcp_keepalive,
             max_idle=max_idle,
+            ssl_context=ssl_context,
         )
 
     @classmethod
@@ -185,6 +188,7 @@ class Wire:
                 client_cert=config.client_cert,
                 # As many as botocore's pool keeps (sized for the polls), MAX_IDLE at least.
                 max_idle=max(config.max_pool_connections or 0, MAX_IDLE),
+                ssl_context=_ssl_context_of(http_session),
             )
         except ValueError as exc:
             logger.debug("the activity calls go through botocore: %s", exc)
@@ -275,6 +279,13 @@ class Wire:
 
     def __repr__(self) -> str:
         return f"<Wire {self.endpoint_url}>"
+
+
+def _ssl_context_of(http_session: object) -> ssl.SSLContext | None:
+    """The TLS context of botocore's pools without a proxy, if it is to be found."""
+    manager = getattr(http_session, "_manager", None)
+    context = getattr(manager, "connection_pool_kw", {}).get("ssl_context")
+    return context if isinstance(context, ssl.SSLContext) else None
 
 
 def _error_of(answer: Answer) -> dict[str, Any]:
