@@ -273,6 +273,27 @@ class TestFork:
             "parent again",
         ]
 
+    @pytest.mark.parametrize("used", [False, True])
+    def test_a_pool_is_the_childs_only_if_the_parent_never_used_it(
+        self, server: Scripted, used: bool
+    ) -> None:
+        """Made before the fork and never asked for a connection (a worker premakes it): kept."""
+        direct = wire(server.url)
+        if used:
+            heartbeat(direct, "parent")
+        before = direct._connections._pool
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                kept = direct._connections._pool is before
+                heartbeat(direct, "child")
+                code = 0 if kept is not used else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+
 
 class TestAWorkerThroughAProxy:
     def test_its_polls_and_its_task_processes_outcomes(

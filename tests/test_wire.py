@@ -406,6 +406,11 @@ class TestWhichClients:
         own = through_a_proxy._endpoint.http_session._manager.connection_pool_kw["ssl_context"]  # type: ignore[attr-defined]
         assert proxied._connections._current().urllib3.conn_kw["ssl_context"] is not own
 
+    def test_one_wire_per_client(self) -> None:
+        client = make_client(region_name="eu-west-1")
+        assert Wire.of(client) is Wire.of(client)
+        assert ActivityClient(client)._wire is ActivityClient(client)._wire is Wire.of(client)
+
     def test_unless_told_not_to(self) -> None:
         client = make_client(region_name="eu-west-1", direct=False)
         assert Wire.of(client) is None

@@ -106,6 +106,8 @@ class Connections:
             "socket_options": options,
         }
         self._ssl_context = ssl_context
+        #: Whether a connection was ever asked for (its pool's locks were then taken).
+        self._taken = False
         self._lock = threading.Lock()
         try:  # made now, so that settings refused are refused here, not at each call
             self._pool: _Pool | None = _Pool(endpoint_url, self._settings, ssl_context)
@@ -142,6 +144,7 @@ class Connections:
             botocore.exceptions.SSLError: TLS failed (a certificate not trusted, a CA
                 bundle that cannot be read, ...).
         """
+        self._taken = True  # before any lock of the pool's: see _forked
         pool = self._current()
         try:
             conn = pool.get()
@@ -193,11 +196,13 @@ class Connections:
         Nothing of urllib3's is called: its locks may have been held by a thread of the
         parent at the fork. The parent's pool is left alone (its copies, unreferenced,
         would be closed by its finalizer, which takes those locks), kept in :data:`_LEFT`.
+        A pool no connection was ever asked of (made before the fork, as a worker makes
+        its task processes' clients) is the child's to use: nothing of it is the parent's.
         """
         self._lock = threading.Lock()
-        if self._pool is not None:
+        if self._pool is not None and self._taken:
             _LEFT.append(self._pool)
-        self._pool = None
+            self._pool = None
         for conn in list(self._opened):
             sock = conn.sock
             if sock is not None:

@@ -56,6 +56,9 @@ logger = logging.getLogger(__name__)
 #: (absent: the client goes through botocore).
 _DIRECT = "_sfn_activities_direct"
 
+#: The attribute holding a client's wire, once made (see Wire.of).
+_WIRE = "_sfn_activities_wire"
+
 _OK = 200
 _NOT_EMPTY = ("taskToken", "activityArn", "workerName")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -158,7 +161,14 @@ class Wire:
         made). The client's proxies (its config's, or ``HTTP(S)_PROXY`` and ``NO_PROXY`` as
         botocore read them), ``proxies_config``, client certificate and CA bundle are the
         direct path's too. Which path was taken, and why, is logged at DEBUG.
+
+        One wire per client: made at the first call, then the same (its connections are
+        shared by every :class:`~activities.ActivityClient` of the client). A worker makes
+        it before forking task processes, with their client, so that they share its pages.
         """
+        made: Wire | None = getattr(client, _WIRE, None)
+        if made is not None:
+            return made
         meta = getattr(client, "meta", None)
         if not getattr(client, _DIRECT, False) or meta is None:
             return None
@@ -194,6 +204,7 @@ class Wire:
             logger.debug("the activity calls go through botocore: %s", exc)
             return None
         logger.debug("the activity calls take the direct path to %s", endpoint_url)
+        setattr(client, _WIRE, wire)
         return wire
 
     def method(self, operation: str, *, timeout: float) -> Callable[..., dict[str, Any]]:

@@ -77,6 +77,7 @@ import botocore.credentials
 import botocore.exceptions
 
 from activities._aws.sfnclient import CALL_TIMEOUT, make_client, new_session, set_call_timeout
+from activities._aws.wire import Wire
 from activities.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -409,8 +410,9 @@ def premake(
     nothing when making it fails: each task process then makes its own and says why.
     The client waits ``call_timeout`` for short calls already (see
     :func:`~activities._aws.sfnclient.set_call_timeout`): registered in a task process, the
-    handlers would copy the pages of botocore's event tables out of the shared heap.
-    Returns whether a client was made.
+    handlers would copy the pages of botocore's event tables out of the shared heap. Its
+    direct path (:meth:`Wire.of <activities._aws.wire.Wire.of>`, with its connection pool,
+    still empty) is made too, for the same reason. Returns whether a client was made.
     """
     global _premade  # noqa: PLW0603 - one per process, taken by the first task process
     arguments = _make_client_arguments(factory, connections)
@@ -428,6 +430,7 @@ def premake(
         }
         client = make_client(session=session, **others)
         set_call_timeout(client, call_timeout)
+        Wire.of(client)  # its direct path too, which ActivityClient takes from the client
         _premade = (arguments, StartState.now(), client)
         return True
     return False
