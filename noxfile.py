@@ -26,9 +26,9 @@ def install_group(session: nox.Session, group: str, *, project: bool = True) -> 
 #: on private ``multiprocessing`` state, which a Python release may change.
 OTHER_PYTHONS = ["3.12", "3.13"]
 
-#: What the unit tests of an interpreter run with besides the tests' group: on 3.12, the
-#: oldest urllib3 botocore allows (1.26), so that the direct path's use of urllib3's pool
-#: (``activities._aws.connections``) is checked against both of its majors.
+#: What the unit tests of an interpreter run with besides the tests' group: on 3.12,
+#: urllib3 1.x (1.26; botocore allows 1.25.4 and later), so that the direct path's use of
+#: urllib3's pool (``activities._aws.connections``) is checked against both of its majors.
 UNIT_EXTRAS = {"3.12": ["urllib3<2"]}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import signal
 import ssl
@@ -20,6 +21,7 @@ import pytest
 import urllib3
 
 from activities import make_client
+from activities._aws.connections import Connections
 from activities._aws.wire import Wire, allow_direct
 from activities.local import free_port
 from tests.processes import ROOT, bench_environment
@@ -293,6 +295,95 @@ class TestFork:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
+
+    def test_a_child_exits_though_a_parent_thread_held_the_pool_at_the_fork(
+        self, server: Scripted, tmp_path: pathlib.Path
+    ) -> None:
+        """urllib3 closes a pool's connections at exit, taking its queue's lock: the child's.
+
+        In a process of its own, so that the child ends as a program does (atexit, then
+        the finalizers), not with os._exit as a test's child must.
+        """
+        script = tmp_path / "fork.py"
+        script.write_text(FORK_WHILE_HELD.format(root=str(ROOT), url=server.url))
+        done = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert [json.loads(body)["taskToken"] for _, body in server.requests] == [
+            "parent",
+            "child",
+        ]
+
+
+#: A program that forks while a thread holds its wire's pool queue's lock; its child makes
+#: a call and exits as programs do. Exit status 0: the child exited within 20 s, status 0.
+FORK_WHILE_HELD = """
+import os, sys, threading, time
+sys.path.insert(0, {root!r})
+import botocore.credentials
+from activities._aws.wire import Wire
+
+direct = Wire("{url}", region="eu-west-1",
+              credentials=botocore.credentials.Credentials("AKID", "secret"))
+direct.call("SendTaskHeartbeat", {{"taskToken": "parent"}}, timeout=5)
+queue = direct._connections._pool.urllib3.pool
+held, release = threading.Event(), threading.Event()
+
+def hold():
+    with queue.mutex:
+        held.set()
+        release.wait()
+
+threading.Thread(target=hold, daemon=True).start()
+held.wait()
+pid = os.fork()
+if pid == 0:
+    direct.call("SendTaskHeartbeat", {{"taskToken": "child"}}, timeout=5)
+    sys.exit(0)
+release.set()
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        sys.exit(os.waitstatus_to_exitcode(status))
+    time.sleep(0.05)
+os.kill(pid, 9)
+sys.exit("the child hung at its exit")
+"""
+
+
+class TestClose:
+    def test_the_idle_connections_are_closed(self, server: Scripted) -> None:
+        connections = Connections(server.url)
+        lease, conn = connections.take()
+        connections.give_back(lease, conn, reusable=True)
+        connections.close()
+        assert conn.sock is None
+        assert server.closed.wait(5) or server.connections == 1  # the server saw it go
+        lease, again = connections.take()  # a new pool, a new connection
+        assert again is not conn
+        assert again.sock is not None
+        connections.give_back(lease, again, reusable=False)
+
+    def test_a_connection_goes_back_to_its_own_pool(
+        self, server: Scripted, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Held across close(): closed with its pool, never put in the next one (full)."""
+        connections = Connections(server.url, max_idle=1)
+        old, held = connections.take()
+        connections.close()
+        new, other = connections.take()
+        assert new is not old
+        connections.give_back(new, other, reusable=True)
+        with caplog.at_level(logging.WARNING, logger="urllib3"):
+            connections.give_back(old, held, reusable=True)
+        assert held.sock is None  # closed with its pool
+        assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+        again, same = connections.take()
+        assert (again, same) == (new, other)  # the idle one, still open
+        assert same.sock is not None
+        connections.give_back(again, same, reusable=False)
 
 
 class TestAWorkerThroughAProxy:

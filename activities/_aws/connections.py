@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 import botocore.exceptions
 import botocore.httpsession
 import urllib3.exceptions
-from urllib3.util.proxy import connection_requires_http_tunnel
 
 try:  # urllib3 2, and 1.26.8 and later
     from urllib3.util.ssl_match_hostname import CertificateError
@@ -133,8 +132,10 @@ class Connections:
         """The proxy the connections go through, if any."""
         return self._current().proxy_url
 
-    def take(self) -> HTTPConnection:
+    def take(self) -> tuple[Lease, HTTPConnection]:
         """A connection to the endpoint, connected (an idle one, or one opened now).
+
+        With it, the lease to give it back with (:meth:`give_back`): its pool's.
 
         Raises:
             botocore.exceptions.EndpointConnectionError: no connection could be made.
@@ -162,23 +163,23 @@ class Connections:
                     raise
                 raise error from exc
             self._opened.add(conn)
-        return conn
+        return pool, conn
 
-    def give_back(self, conn: HTTPConnection, *, reusable: bool) -> None:
-        """Return ``conn`` to the pool; closed first unless ``reusable``."""
+    def give_back(self, lease: Lease, conn: HTTPConnection, *, reusable: bool) -> None:
+        """Return ``conn`` to the pool it came from; closed first unless ``reusable``.
+
+        A pool closed meanwhile (:meth:`close`) closes it: it never goes to the next pool.
+        """
         if not reusable:
             conn.close()
-        pool = self._pool
-        if pool is None:
-            conn.close()
-            return
-        pool.urllib3._put_conn(conn)
+        lease.urllib3._put_conn(conn)
 
     def close(self) -> None:
         """Close the idle connections (calls may still open new ones)."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
+            pool.urllib3.close()  # its idle connections: the manager's clear() leaves them
             pool.session.close()
 
     def _current(self) -> _Pool:
@@ -194,13 +195,15 @@ class Connections:
         """In a forked child: close its copies of the parent's connections; open its own.
 
         Nothing of urllib3's is called: its locks may have been held by a thread of the
-        parent at the fork. The parent's pool is left alone (its copies, unreferenced,
-        would be closed by its finalizer, which takes those locks), kept in :data:`_LEFT`.
-        A pool no connection was ever asked of (made before the fork, as a worker makes
-        its task processes' clients) is the child's to use: nothing of it is the parent's.
+        parent at the fork. The parent's pool is kept in :data:`_LEFT`, emptied and with
+        locks of the child's, for its finalizer (urllib3 closes a pool's connections at
+        exit, taking its queue's lock). A pool no connection was ever asked of (made before
+        the fork, as a worker makes its task processes' clients) is the child's to use:
+        nothing of it is the parent's.
         """
         self._lock = threading.Lock()
         if self._pool is not None and self._taken:
+            _disown(self._pool.urllib3)
             _LEFT.append(self._pool)
             self._pool = None
         for conn in list(self._opened):
@@ -231,7 +234,7 @@ class _Pool:
         self.urllib3 = pool
         self.target: str = session._get_request_target(url, self.proxy_url)
         scheme = urlsplit(endpoint_url).scheme
-        self.tunnel = connection_requires_http_tunnel(pool.proxy, pool.proxy_config, scheme)
+        self.tunnel = _requires_tunnel(pool, scheme)
         # What urllib3 adds to a request it forwards (not one tunnelled through CONNECT).
         self.extra_headers: dict[str, str] = {} if self.tunnel else dict(pool.proxy_headers)
 
@@ -285,6 +288,40 @@ class _Session(botocore.httpsession.URLLib3Session):
     def _get_ssl_context(self) -> ssl.SSLContext:
         given, self._given = self._given, None
         return given if given is not None else super()._get_ssl_context()  # type: ignore[misc]
+
+
+#: What :meth:`Connections.take` gives to give a connection back with: its pool.
+Lease = _Pool
+
+
+def _requires_tunnel(pool: HTTPConnectionPool, scheme: str) -> bool:
+    """Whether a connection of ``pool`` to a ``scheme`` endpoint goes through ``CONNECT``.
+
+    As urllib3 decides (``urllib3.util.proxy`` from 1.26): through a proxy, to an https
+    endpoint, unless an HTTPS proxy forwards (``proxy_use_forwarding_for_https``).
+    """
+    proxy = pool.proxy
+    if proxy is None or scheme != "https":
+        return False
+    config = getattr(pool, "proxy_config", None)  # urllib3 1.26 and later
+    return not (proxy.scheme == "https" and getattr(config, "use_forwarding_for_https", False))
+
+
+def _disown(pool: HTTPConnectionPool) -> None:
+    """In a forked child: empty ``pool``'s queue and give it locks of the child's own.
+
+    A thread of the parent may have held the queue's lock at the fork: the child's
+    finalizers would wait for it forever. The connections queued are the parent's (their
+    copies are closed by :meth:`Connections._forked`).
+    """
+    queue = pool.pool
+    if queue is None:
+        return
+    queue.mutex = threading.Lock()
+    queue.not_empty = threading.Condition(queue.mutex)
+    queue.not_full = threading.Condition(queue.mutex)
+    queue.all_tasks_done = threading.Condition(queue.mutex)
+    queue.queue.clear()
 
 
 #: What TLS failing raises: the ssl module's errors, urllib3's, a name not matching.

@@ -239,16 +239,16 @@ class Wire:
         if extra:
             headers.update(extra)
         message = request("POST", connections.target, headers, body)
-        conn = connections.take()
+        lease, conn = connections.take()
         try:
             answer = exchange(conn.sock, message, timeout=timeout)  # type: ignore[arg-type]
         except BaseException as exc:
-            connections.give_back(conn, reusable=False)  # in an unknown state
+            connections.give_back(lease, conn, reusable=False)  # in an unknown state
             error = self._botocore_error(exc)
             if error is None:
                 raise
             raise error from exc
-        connections.give_back(conn, reusable=not answer.will_close)
+        connections.give_back(lease, conn, reusable=not answer.will_close)
         if answer.status != _OK:
             raise botocore.exceptions.ClientError(
                 _error_of(answer),  # type: ignore[arg-type]
