@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from tests.processes import ROOT
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_stepfunctions import SFNClient
 
 
@@ -62,6 +64,24 @@ def local_sfn() -> Iterator[LocalStepFunctions]:
 def sfn(local_sfn: LocalStepFunctions) -> SFNClient:
     """A client of the local Step Functions."""
     return local_sfn.client()
+
+
+@pytest.fixture(scope="module")
+def s3(local_sfn: LocalStepFunctions) -> S3Client:
+    """LocalStack's S3, for the claim checks' tests."""
+    return local_sfn.s3_client()
+
+
+@pytest.fixture
+def bucket(s3: S3Client, request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty bucket of the test's own, emptied and removed after it."""
+    name = "t-" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:40]
+    s3.create_bucket(Bucket=name)
+    yield name
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for stored in page.get("Contents", []):
+            s3.delete_object(Bucket=name, Key=stored["Key"])
+    s3.delete_bucket(Bucket=name)
 
 
 @pytest.fixture
