@@ -360,7 +360,6 @@ class TestClose:
         connections.give_back(lease, conn, reusable=True)
         connections.close()
         assert conn.sock is None
-        assert server.closed.wait(5) or server.connections == 1  # the server saw it go
         lease, again = connections.take()  # a new pool, a new connection
         assert again is not conn
         assert again.sock is not None

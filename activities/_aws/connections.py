@@ -118,16 +118,6 @@ class Connections:
         _ALL.add(self)
 
     @property
-    def target(self) -> str:
-        """The request target: ``/``, or the endpoint's URL through a forwarding proxy."""
-        return self._current().target
-
-    @property
-    def extra_headers(self) -> Mapping[str, str]:
-        """Headers each request carries besides its own: a forwarding proxy's credentials."""
-        return self._current().extra_headers
-
-    @property
     def proxy_url(self) -> str | None:
         """The proxy the connections go through, if any."""
         return self._current().proxy_url
@@ -135,7 +125,8 @@ class Connections:
     def take(self) -> tuple[Lease, HTTPConnection]:
         """A connection to the endpoint, connected (an idle one, or one opened now).
 
-        With it, the lease to give it back with (:meth:`give_back`): its pool's.
+        With it, the lease to give it back with (:meth:`give_back`): its pool's, which also
+        says how to write a request on it (``target``, ``extra_headers``).
 
         Raises:
             botocore.exceptions.EndpointConnectionError: no connection could be made.
@@ -232,10 +223,12 @@ class _Pool:
         pool: HTTPConnectionPool = manager.connection_from_url(url)
         session._setup_ssl_cert(pool, url, settings["verify"])
         self.urllib3 = pool
+        #: The request target: ``/``, or the endpoint's URL through a forwarding proxy.
         self.target: str = session._get_request_target(url, self.proxy_url)
         scheme = urlsplit(endpoint_url).scheme
         self.tunnel = _requires_tunnel(pool, scheme)
-        # What urllib3 adds to a request it forwards (not one tunnelled through CONNECT).
+        #: Headers each request carries besides its own: what urllib3 adds to a request it
+        #: forwards (a forwarding proxy's credentials; none through a CONNECT tunnel).
         self.extra_headers: dict[str, str] = {} if self.tunnel else dict(pool.proxy_headers)
 
     def get(self) -> HTTPConnection:

@@ -235,12 +235,10 @@ class Wire:
         body = json.dumps(params, separators=(",", ":")).encode()
         headers = self.signed_headers(operation, body)
         connections = self._connections
-        extra = connections.extra_headers
-        if extra:
-            headers.update(extra)
-        message = request("POST", connections.target, headers, body)
         lease, conn = connections.take()
         try:
+            headers.update(lease.extra_headers)
+            message = request("POST", lease.target, headers, body)
             answer = exchange(conn.sock, message, timeout=timeout)  # type: ignore[arg-type]
         except BaseException as exc:
             connections.give_back(lease, conn, reusable=False)  # in an unknown state
